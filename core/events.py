@@ -1,0 +1,109 @@
+"""Run events to subscribers: in-process wake-ups, and the outbox that notifiers read in order."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from core.errors import JobbotError
+from core.models import RunEvent
+from core.store import Store
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[RunEvent], Awaitable[None]]
+
+
+class TemporaryFailure(JobbotError):
+    """A subscriber could not deliver now (an outage, a rate limit); retry, never drop."""
+
+    def __init__(self, message: str, delay: float | None = None) -> None:
+        self.delay = delay
+        super().__init__(message)
+
+
+class Changes:
+    """Wakes in-process waiters when the store changed (other processes are seen by polling)."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def notify(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
+
+    async def wait(self, timeout: float) -> None:
+        event = self._event
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except TimeoutError:
+            pass
+
+
+@dataclass
+class _Subscriber:
+    name: str
+    handler: Handler
+    from_start: bool
+
+
+class Outbox:
+    """Delivers run events to each subscriber in order, remembering how far each got."""
+
+    def __init__(self, store: Store, changes: Changes, *, poll: float = 1.0,
+                 max_delay: float = 60.0, give_up_after: int = 5) -> None:
+        self._store = store
+        self._changes = changes
+        self._poll = poll
+        self._max_delay = max_delay
+        self._give_up_after = give_up_after
+        self._subscribers: list[_Subscriber] = []
+
+    def subscribe(self, name: str, handler: Handler, *, from_start: bool = False) -> None:
+        """A new subscriber starts at the newest event unless `from_start`."""
+        self._subscribers.append(_Subscriber(name, handler, from_start))
+
+    async def run(self) -> None:
+        """Deliver until cancelled."""
+        await asyncio.gather(*(self._serve(s) for s in self._subscribers))
+
+    async def _serve(self, sub: _Subscriber) -> None:
+        cursor = await asyncio.to_thread(self._store.cursor, sub.name)
+        if cursor is None:
+            cursor = 0 if sub.from_start else await asyncio.to_thread(self._store.last_event_id)
+            await asyncio.to_thread(self._store.save_cursor, sub.name, cursor)
+        while True:
+            events = await asyncio.to_thread(self._store.events_after, cursor, 200)
+            for event in events:
+                await self._deliver(sub, event)
+                cursor = event.id or cursor
+                await asyncio.to_thread(self._store.save_cursor, sub.name, cursor)
+            if not events:
+                await self._changes.wait(self._poll)
+
+    async def _deliver(self, sub: _Subscriber, event: RunEvent) -> None:
+        failures = 0
+        while True:
+            try:
+                await sub.handler(event)
+                return
+            except TemporaryFailure as exc:
+                failures += 1
+                delay = exc.delay if exc.delay is not None else self._backoff(failures)
+                logger.warning("%s: event %s delayed %.1fs: %s", sub.name, event.id, delay, exc,
+                               extra={"run_id": event.run_id, "subscriber": sub.name})
+                await asyncio.sleep(delay)
+            except Exception:
+                failures += 1
+                logger.exception("%s failed on event %s (try %d)", sub.name, event.id, failures,
+                                 extra={"run_id": event.run_id, "subscriber": sub.name})
+                if failures >= self._give_up_after:
+                    logger.error("%s skips event %s after %d failures", sub.name, event.id,
+                                 failures, extra={"run_id": event.run_id})
+                    return
+                await asyncio.sleep(self._backoff(failures))
+
+    def _backoff(self, failures: int) -> float:
+        return float(min(2 ** (failures - 1), self._max_delay))

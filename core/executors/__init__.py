@@ -1,0 +1,1 @@
+"""Executors run a run somewhere: as local processes, or as Kubernetes Jobs."""

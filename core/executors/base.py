@@ -1,0 +1,65 @@
+"""The contract between JobService and an executor, in both directions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from core.models import Attempt, Run, RunState
+from core.spec import AppSpec, JobSpec
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Everything an executor needs to start one run."""
+
+    run: Run
+    app: AppSpec
+    job: JobSpec
+    # Environment for the job's containers: job env, then run overrides (which win).
+    env: dict[str, str] = field(default_factory=dict)
+    # Values to mask in logs besides the executor's own secrets (sensitive env and overrides).
+    sensitive_values: tuple[str, ...] = ()
+
+
+class Reporter(Protocol):
+    """What an executor tells the service; each call becomes a run event."""
+
+    async def run_started(self, run_id: str, *, external_id: str | None = None) -> None: ...
+
+    async def attempt_started(self, run_id: str, index: int, *, log_path: str | None,
+                              handle: str | None) -> None: ...
+
+    async def attempt_finished(self, run_id: str, index: int, state: RunState, *,
+                               exit_code: int | None, reason: str | None = None) -> None: ...
+
+    async def run_finished(self, run_id: str, state: RunState, *, exit_code: int | None = None,
+                           reason: str | None = None) -> None: ...
+
+    async def cancel_requested_by(self, run_id: str) -> str | None:
+        """Who asked (possibly from another process) to cancel this run, if anyone."""
+        ...
+
+
+class Executor(Protocol):
+    """Runs runs. Launch returns once the run has started; results arrive via the Reporter."""
+
+    name: str
+
+    def bind(self, reporter: Reporter) -> None: ...
+
+    async def launch(self, launch: Launch) -> None: ...
+
+    async def cancel(self, run: Run, actor: str) -> bool:
+        """Stop a run this executor drives; False if it does not drive it (another process)."""
+        ...
+
+    async def reconcile(self, runs: list[tuple[Run, list[Attempt]]]) -> None:
+        """On start-up: settle runs the store thinks are unfinished, using the executor's truth."""
+        ...
+
+    def is_ready(self) -> bool: ...
+
+    async def shutdown(self, reason: str) -> None:
+        """Stop everything this process drives; runs end `cancelled` with `reason`."""
+        ...

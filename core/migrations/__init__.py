@@ -1,0 +1,1 @@
+"""Alembic migrations of jobbot's schema, applied automatically on start."""

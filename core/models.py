@@ -1,0 +1,208 @@
+"""SQLModel tables: runs, attempts, run events (the outbox), job state, subscriber cursors, audit."""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Dialect,
+    Index,
+    Integer,
+    String,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp that always comes back timezone-aware in UTC (SQLite forgets the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use datetime.now(UTC)")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _ts(**kwargs: Any) -> Any:
+    return Field(sa_column=Column(UTCDateTime(), **kwargs))
+
+
+# SQLite only autoincrements an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit sequence.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class RunState(str, enum.Enum):
+    """Where a run is in its life; the last four are final."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+    SKIPPED = "skipped"
+
+    @property
+    def is_final(self) -> bool:
+        return self not in (RunState.QUEUED, RunState.RUNNING)
+
+
+class Source(str, enum.Enum):
+    """What started a run."""
+
+    CLI = "cli"
+    SLACK = "slack"
+    GITHUB = "github"
+    SCHEDULE = "schedule"
+    WEB = "web"
+    API = "api"
+
+
+class Run(SQLModel, table=True):
+    """One execution of a job (or a skipped cron slot), numbered per job."""
+
+    __tablename__ = "runs"
+    __table_args__ = (
+        UniqueConstraint("app", "job", "number", name="uq_runs_app_job_number"),
+        Index("ix_runs_app_job_created", "app", "job", "created_at"),
+        Index("ix_runs_state", "state"),
+    )
+
+    id: str = Field(sa_column=Column(String(32), primary_key=True))
+    app: str = Field(max_length=63)
+    job: str = Field(max_length=63)
+    number: int
+    state: str = Field(max_length=16)
+    source: str = Field(max_length=16)
+    actor: str = Field(max_length=200)
+    ref: str | None = Field(default=None, max_length=255)
+    sha: str | None = Field(default=None, max_length=64)
+    image: str | None = Field(default=None, max_length=512)
+    overrides: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    # Where the trigger came from, for links back (Slack channel/thread, PR number, ...).
+    origin: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    idempotency_key: str | None = Field(
+        default=None, sa_column=Column(String(255), unique=True, nullable=True)
+    )
+    scheduled_for: datetime | None = _ts(nullable=True)
+    rerun_of: str | None = Field(default=None, max_length=32)
+    executor: str = Field(default="local", max_length=32)
+    # Which jobbot process drives a local run ("host:pid:start"), so start-up reconciliation
+    # in another process never touches a run that is still alive.
+    owner: str | None = Field(default=None, max_length=255)
+    external_id: str | None = Field(default=None, max_length=255)
+    created_at: datetime = _ts(nullable=False)
+    started_at: datetime | None = _ts(nullable=True)
+    finished_at: datetime | None = _ts(nullable=True)
+    exit_code: int | None = None
+    reason: str | None = Field(default=None, max_length=2000)
+    cancel_requested_by: str | None = Field(default=None, max_length=200)
+
+    @property
+    def run_state(self) -> RunState:
+        return RunState(self.state)
+
+    @property
+    def label(self) -> str:
+        return f"{self.job} #{self.number}"
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at is None:
+            return None
+        return ((self.finished_at or utcnow()) - self.started_at).total_seconds()
+
+
+class Attempt(SQLModel, table=True):
+    """One try of a run: a process locally, a pod on Kubernetes."""
+
+    __tablename__ = "attempts"
+    __table_args__ = (UniqueConstraint("run_id", "index", name="uq_attempts_run_index"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(max_length=32, foreign_key="runs.id", index=True)
+    index: int
+    state: str = Field(max_length=16)
+    started_at: datetime = _ts(nullable=False)
+    finished_at: datetime | None = _ts(nullable=True)
+    exit_code: int | None = None
+    reason: str | None = Field(default=None, max_length=2000)
+    log_path: str | None = Field(default=None, max_length=1024)
+    # Process id (local) or pod name (Kubernetes).
+    handle: str | None = Field(default=None, max_length=255)
+
+
+class RunEvent(SQLModel, table=True):
+    """An append-only record of something that happened to a run; notifiers read these in order."""
+
+    __tablename__ = "run_events"
+
+    id: int | None = Field(
+        default=None,
+        sa_column=Column(BigId, primary_key=True, autoincrement=True),
+    )
+    run_id: str = Field(max_length=32, foreign_key="runs.id", index=True)
+    kind: str = Field(max_length=32)
+    state: str = Field(max_length=16)
+    data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = _ts(nullable=False)
+
+
+class JobState(SQLModel, table=True):
+    """Per job: the last run number handed out and whether it is paused."""
+
+    __tablename__ = "job_state"
+
+    app: str = Field(primary_key=True, max_length=63)
+    job: str = Field(primary_key=True, max_length=63)
+    last_number: int = 0
+    paused: bool = False
+    paused_by: str | None = Field(default=None, max_length=200)
+    paused_at: datetime | None = _ts(nullable=True)
+
+
+class SubscriberCursor(SQLModel, table=True):
+    """How far each outbox subscriber (Slack notifier, GitHub checks, ...) has read."""
+
+    __tablename__ = "subscriber_cursors"
+
+    name: str = Field(primary_key=True, max_length=64)
+    last_event_id: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    updated_at: datetime = _ts(nullable=False)
+
+
+class AuditEntry(SQLModel, table=True):
+    """Who did what, from where, and how it ended."""
+
+    __tablename__ = "audit_log"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = _ts(nullable=False)
+    actor: str = Field(max_length=200)
+    source: str = Field(max_length=16)
+    action: str = Field(max_length=32)
+    target: str = Field(max_length=255)
+    result: str = Field(max_length=32)
+    detail: str | None = Field(default=None, max_length=2000)
+

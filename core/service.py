@@ -1,0 +1,344 @@
+"""JobService: the one API the Slack bot, the GitHub App, the pages and the CLI call."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ParamSpec, TypeVar
+
+from core.catalog import Catalog, JobRef
+from core.errors import BadInput, Conflict, ExecutorError, NotFound, PermissionDenied
+from core.events import Changes
+from core.executors.base import Executor, Launch
+from core.logs import LogStore
+from core.masking import is_sensitive_key
+from core.models import Attempt, JobState, Run, RunState
+from core.overrides import check_override
+from core.policy import Action, Actor, decide
+from core.procs import ProcessId
+from core.store import NewRun, Store
+
+logger = logging.getLogger(__name__)
+P = ParamSpec("P")
+T = TypeVar("T")
+_RUN_ID = re.compile(r"^[0-9a-f]{16}$")
+_RUN_NUMBER = re.compile(r"^(?:(?P<app>[a-z0-9-]+)/)?(?P<job>[a-z0-9-]+)#(?P<number>\d+)$")
+
+
+@dataclass(frozen=True)
+class TriggerResult:
+    """The run a trigger produced (or found, for a repeated idempotency key)."""
+
+    run: Run
+    created: bool
+    # Other runs of the job still queued or running when this one was triggered.
+    active: list[Run] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class JobSummary:
+    app: str
+    name: str
+    description: str
+    schedule: tuple[str, ...]
+    timezone: str
+    paused: bool
+    paused_by: str | None
+    last_run: Run | None
+    active: list[Run]
+
+
+@dataclass(frozen=True)
+class RunDetail:
+    run: Run
+    attempts: list[Attempt]
+
+
+class JobService:
+    """Trigger, rerun, cancel, pause, resume, list, status, history and logs of runs."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        store: Store,
+        executor: Executor,
+        logs: LogStore,
+        *,
+        owner: ProcessId | None = None,
+        changes: Changes | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.store = store
+        self.executor = executor
+        self.log_store = logs
+        self.owner = owner or ProcessId.current()
+        self.changes = changes or Changes()
+        executor.bind(self)
+
+    async def _db(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        # The store is synchronous (SQLModel); keep the event loop free while it works.
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    # -- triggering -----------------------------------------------------------------------
+
+    async def trigger(
+        self,
+        job_name: str,
+        actor: Actor,
+        *,
+        ref: str | None = None,
+        sha: str | None = None,
+        image: str | None = None,
+        overrides: dict[str, str] | None = None,
+        idempotency_key: str | None = None,
+        origin: dict[str, Any] | None = None,
+        scheduled_for: datetime | None = None,
+        rerun_of: str | None = None,
+    ) -> TriggerResult:
+        """Start a run of `job_name` (checked against policy); a known key returns its run."""
+        target = self.catalog.resolve(job_name)
+        await self._authorize(target, Action.RUN, actor)
+        overrides = dict(overrides or {})
+        for key, value in overrides.items():
+            check_override(key, value)
+        new = NewRun(
+            app=target.app.app, job=target.job.name, source=actor.source.value, actor=actor.id,
+            ref=ref, sha=sha, image=image or target.job.image, overrides=overrides,
+            origin=origin or {}, idempotency_key=idempotency_key, scheduled_for=scheduled_for,
+            rerun_of=rerun_of, executor=self.executor.name,
+        )
+        run, created = await self._db(self.store.create_run, new)
+        active = [r for r in await self._db(self.store.active_runs, run.app, run.job)
+                  if r.id != run.id]
+        if created:
+            await self._audit(actor, "run", f"{target.key}#{run.number}", "started",
+                              f"run {run.id}")
+            await self._launch(target, run)
+        return TriggerResult(run, created, active)
+
+    async def record_skipped(self, job_name: str, *, reason: str, scheduled_for: datetime,
+                             idempotency_key: str) -> TriggerResult:
+        """Record a cron slot that was not run (missed, forbidden, paused), visibly."""
+        target = self.catalog.resolve(job_name)
+        new = NewRun(
+            app=target.app.app, job=target.job.name, source="schedule", actor="schedule",
+            state=RunState.SKIPPED, reason=reason, scheduled_for=scheduled_for,
+            idempotency_key=idempotency_key, executor=self.executor.name,
+        )
+        run, created = await self._db(self.store.create_run, new)
+        if created:
+            self.changes.notify()
+        return TriggerResult(run, created)
+
+    async def rerun(self, run_ref: str, actor: Actor, *,
+                    idempotency_key: str | None = None,
+                    origin: dict[str, Any] | None = None) -> TriggerResult:
+        """A new run of the same job with the same ref, sha, image and overrides."""
+        old = await self.get_run(run_ref)
+        return await self.trigger(
+            f"{old.app}/{old.job}", actor, ref=old.ref, sha=old.sha, image=old.image,
+            overrides=dict(old.overrides), idempotency_key=idempotency_key,
+            origin=origin if origin is not None else dict(old.origin), rerun_of=old.id,
+        )
+
+    async def _launch(self, target: JobRef, run: Run) -> None:
+        env = {**target.job.env, **run.overrides}
+        sensitive = tuple(v for k, v in env.items() if is_sensitive_key(k))
+        if self.executor.name == "local":
+            await self._db(self.store.update_run, run.id, owner=str(self.owner))
+        self.changes.notify()
+        try:
+            await self.executor.launch(Launch(run=run, app=target.app, job=target.job, env=env,
+                                              sensitive_values=sensitive))
+        except ExecutorError as exc:
+            logger.warning("launching run %s failed: %s", run.id, exc, extra={"run_id": run.id})
+            await self.run_finished(run.id, RunState.FAILED, reason=f"could not start: {exc}")
+
+    # -- cancel, pause, resume ------------------------------------------------------------
+
+    async def cancel(self, run_ref: str, actor: Actor) -> Run:
+        """Stop a queued or running run; it ends `cancelled`, saying who cancelled it."""
+        run = await self.get_run(run_ref)
+        target = self.catalog.resolve(f"{run.app}/{run.job}")
+        await self._authorize(target, Action.CANCEL, actor)
+        if run.run_state.is_final:
+            raise Conflict(f"{run.label} already {run.state}; nothing to cancel")
+        requested = await self._db(self.store.request_cancel, run.id, actor.name)
+        if requested is None:
+            latest = await self.get_run(run.id)
+            raise Conflict(f"{latest.label} already {latest.state}; nothing to cancel")
+        await self._audit(actor, "cancel", f"{target.key}#{run.number}", "requested")
+        self.changes.notify()
+        if await self.executor.cancel(run, actor.name):
+            return requested
+        owner = ProcessId.parse(run.owner or "")
+        if owner is None or (owner.is_local and not owner.is_alive()):
+            # Nobody drives it any more (never launched, or its process died): settle it here.
+            await self.run_finished(run.id, RunState.CANCELLED, reason=f"cancelled by {actor.name}")
+        return requested
+
+    async def pause(self, job_name: str, actor: Actor) -> bool:
+        """Stop scheduling a job (manual runs still work); False if it was already paused."""
+        return await self._set_paused(job_name, actor, True)
+
+    async def resume(self, job_name: str, actor: Actor) -> bool:
+        return await self._set_paused(job_name, actor, False)
+
+    async def _set_paused(self, job_name: str, actor: Actor, paused: bool) -> bool:
+        target = self.catalog.resolve(job_name)
+        action = Action.PAUSE if paused else Action.RESUME
+        await self._authorize(target, action, actor)
+        changed = await self._db(self.store.set_paused, target.app.app, target.job.name, paused,
+                                 actor.name)
+        await self._audit(actor, action.value, target.key, "done" if changed else "unchanged")
+        return changed
+
+    async def _authorize(self, target: JobRef, action: Action, actor: Actor) -> None:
+        decision = decide(target.job, action, actor)
+        if not decision.allowed:
+            await self._audit(actor, action.value, target.key, "denied", decision.reason)
+            raise PermissionDenied(decision.reason)
+
+    async def _audit(self, actor: Actor, action: str, target: str, result: str,
+                     detail: str | None = None) -> None:
+        await self._db(self.store.audit, actor=actor.id, source=actor.source.value,
+                       action=action, target=target, result=result, detail=detail)
+
+    async def audit(self, actor: Actor, action: str, target: str, result: str,
+                    detail: str | None = None) -> None:
+        """Record something a front end did on someone's behalf (e.g. a denied command)."""
+        await self._audit(actor, action, target, result, detail)
+
+    # -- reading --------------------------------------------------------------------------
+
+    async def get_run(self, run_ref: str) -> Run:
+        """A run by id, or by `job#N` / `app/job#N`."""
+        text = run_ref.strip()
+        run: Run | None = None
+        if _RUN_ID.match(text):
+            run = await self._db(self.store.get_run, text)
+        elif match := _RUN_NUMBER.match(text):
+            job_name = f"{match['app']}/{match['job']}" if match["app"] else match["job"]
+            target = self.catalog.resolve(job_name)
+            run = await self._db(self.store.run_by_number, target.app.app, target.job.name,
+                                 int(match["number"]))
+        else:
+            raise BadInput(f"{run_ref!r} is not a run: give its id or JOB#NUMBER (e.g. migrate#4)")
+        if run is None:
+            raise NotFound(f"no run {run_ref!r}")
+        return run
+
+    async def detail(self, run_ref: str) -> RunDetail:
+        run = await self.get_run(run_ref)
+        return RunDetail(run, await self._db(self.store.attempts, run.id))
+
+    async def runs(self, job_name: str | None = None, *, limit: int = 20,
+                   before_number: int | None = None) -> list[Run]:
+        """Newest first; for one job, or all jobs."""
+        if job_name:
+            target = self.catalog.resolve(job_name)
+            return await self._db(self.store.list_runs, app=target.app.app, job=target.job.name,
+                                  limit=limit, before_number=before_number)
+        return await self._db(self.store.list_runs, limit=limit)
+
+    async def history(self, job_name: str, *, limit: int = 20,
+                      before_number: int | None = None) -> list[Run]:
+        return await self.runs(job_name, limit=limit, before_number=before_number)
+
+    async def jobs(self) -> list[JobSummary]:
+        return [await self.job_summary(ref.key) for ref in self.catalog.jobs()]
+
+    async def job_summary(self, job_name: str) -> JobSummary:
+        target = self.catalog.resolve(job_name)
+        app, job = target.app.app, target.job.name
+        state: JobState = await self._db(self.store.job_state, app, job)
+        last = await self._db(self.store.list_runs, app=app, job=job, limit=1)
+        active = await self._db(self.store.active_runs, app, job)
+        return JobSummary(app, job, target.job.description, target.job.schedule,
+                          target.job.timezone, state.paused, state.paused_by,
+                          last[0] if last else None, active)
+
+    async def wait(self, run_id: str, poll: float = 0.5) -> Run:
+        """Until the run is final (seen through the store, so runs of other processes work)."""
+        while True:
+            run = await self.get_run(run_id)
+            if run.run_state.is_final:
+                return run
+            await self.changes.wait(poll)
+
+    async def logs(self, run_ref: str, *, attempt: int | None = None,
+                   follow: bool = False) -> AsyncIterator[tuple[int, str]]:
+        """(attempt, line) pairs, attempt by attempt; with `follow`, until the run ends."""
+        run = await self.get_run(run_ref)
+        index = attempt or 1
+        while True:
+            known = {a.index: a for a in await self._db(self.store.attempts, run.id)}
+            if index in known:
+                if follow and known[index].finished_at is None:
+                    finished = self._attempt_finished_check(run.id, index)
+                    async for line in self.log_store.follow(run.id, index, finished):
+                        yield index, line
+                else:
+                    for line in self.log_store.read_lines(run.id, index):
+                        yield index, line
+                if attempt is not None:
+                    return
+                index += 1
+                continue
+            if not follow or (await self.get_run(run.id)).run_state.is_final:
+                return
+            await self.changes.wait(0.5)
+
+    def _attempt_finished_check(self, run_id: str, index: int) -> Callable[[], Awaitable[bool]]:
+        async def finished() -> bool:
+            attempts = await self._db(self.store.attempts, run_id)
+            return any(a.index == index and a.finished_at is not None for a in attempts)
+
+        return finished
+
+    # -- start-up and shutdown ------------------------------------------------------------
+
+    async def reconcile(self) -> int:
+        """Settle runs left unfinished by a previous process; returns how many were looked at."""
+        runs = await self._db(self.store.unfinished_runs, self.executor.name)
+        pairs = [(run, await self._db(self.store.attempts, run.id)) for run in runs]
+        await self.executor.reconcile(pairs)
+        return len(pairs)
+
+    async def shutdown(self, reason: str = "jobbot stopped") -> None:
+        await self.executor.shutdown(reason)
+
+    # -- Reporter: what the executor tells us ---------------------------------------------
+
+    async def run_started(self, run_id: str, *, external_id: str | None = None) -> None:
+        fields = {"external_id": external_id} if external_id else {}
+        await self._db(self.store.transition, run_id, RunState.RUNNING, **fields)
+        self.changes.notify()
+
+    async def attempt_started(self, run_id: str, index: int, *, log_path: str | None,
+                              handle: str | None) -> None:
+        await self._db(self.store.start_attempt, run_id, index, log_path=log_path, handle=handle)
+        self.changes.notify()
+
+    async def attempt_finished(self, run_id: str, index: int, state: RunState, *,
+                               exit_code: int | None, reason: str | None = None) -> None:
+        await self._db(self.store.finish_attempt, run_id, index, state, exit_code=exit_code,
+                       reason=reason)
+        self.changes.notify()
+
+    async def run_finished(self, run_id: str, state: RunState, *, exit_code: int | None = None,
+                           reason: str | None = None) -> None:
+        run = await self._db(self.store.transition, run_id, state, exit_code=exit_code,
+                             reason=reason)
+        if run is None:
+            logger.info("run %s was already final; %s ignored", run_id, state.value,
+                        extra={"run_id": run_id})
+        self.changes.notify()
+
+    async def cancel_requested_by(self, run_id: str) -> str | None:
+        run = await self._db(self.store.get_run, run_id)
+        return run.cancel_requested_by if run else None

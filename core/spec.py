@@ -1,0 +1,525 @@
+"""app.yaml -> AppSpec / JobSpec / BuildSpec, with every problem reported as file:line: key: message."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
+
+from core.durations import parse_duration
+from core.errors import ConfigError, ConfigProblem, NotFound
+from core.names import closest, is_dns_label, is_dns_subdomain
+from core.yamlsource import LineMap, dotted, load
+
+Duration = Annotated[int, BeforeValidator(parse_duration)]
+DnsLabel = Annotated[str, Field(min_length=1, max_length=63)]
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_QUANTITY = re.compile(r"^\d+(\.\d+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
+_IMAGE = re.compile(r"^[a-z0-9]+([._-][a-z0-9]+)*(:\d+)?(/[a-z0-9]+([._-]{1,2}[a-z0-9]+)*)*$")
+_SCHEDULE_ONLY = ("concurrency_policy", "starting_deadline", "suspend", "timezone", "history")
+_ALIASES = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
+NOTIFY_EVENTS = ("start", "retry", "success", "failure")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _env_value(value: object) -> str:
+    # YAML turns `PORT: 8080` into an int; accept numbers, but a bare yes/true is ambiguous.
+    if isinstance(value, bool) or value is None:
+        raise ValueError(f"{value!r} must be quoted: environment values are strings")
+    if isinstance(value, int | float | str):
+        return str(value)
+    raise ValueError("environment values are strings")
+
+
+EnvValue = Annotated[str, BeforeValidator(_env_value)]
+
+
+class Resources(_Strict):
+    """CPU and memory for each of the job's containers (requests = limits)."""
+
+    cpu: str | None = None
+    memory: str | None = None
+
+    @field_validator("cpu", "memory", mode="before")
+    @classmethod
+    def _quantity(cls, value: object) -> str:
+        text = str(value)
+        if not _QUANTITY.match(text):
+            raise ValueError(f"{text!r} is not a Kubernetes quantity (e.g. 500m, 1, 512Mi, 2Gi)")
+        return text
+
+
+class SecurityContext(_Strict):
+    """Overrides of jobbot's restrictive default pod security context."""
+
+    run_as_user: int | None = Field(default=None, ge=0)
+    run_as_group: int | None = Field(default=None, ge=0)
+    run_as_non_root: bool | None = None
+    read_only_root_filesystem: bool | None = None
+    allow_privilege_escalation: bool | None = None
+    capabilities_add: tuple[str, ...] = ()
+    seccomp_profile: Literal["RuntimeDefault", "Unconfined"] | None = None
+
+
+class Allow(_Strict):
+    """Who may run, cancel, pause and resume a job; empty means everyone."""
+
+    slack_users: tuple[str, ...] = ()
+    slack_usergroups: tuple[str, ...] = ()
+    slack_channels: tuple[str, ...] = ()
+    github_permission: Literal["read", "triage", "write", "maintain", "admin"] = "write"
+
+
+class Notify(_Strict):
+    """Where a job's runs are announced, and on which events."""
+
+    slack_channel: str | None = None
+    on: tuple[Literal["start", "retry", "success", "failure"], ...] = NOTIFY_EVENTS
+
+
+class History(_Strict):
+    """How many finished runs of a scheduled job to keep."""
+
+    succeeded: int = Field(default=20, ge=0)
+    failed: int = Field(default=20, ge=0)
+
+
+class BuildSpec(_Strict):
+    """A container image built from the repository at a sha, as `<image>:<sha>`."""
+
+    name: DnsLabel
+    image: str
+    dockerfile: str = "Dockerfile"
+    context: str = "."
+    branches: tuple[str, ...] = ()
+    registry_secret: str | None = None
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: str) -> str:
+        if not _IMAGE.match(value):
+            raise ValueError(
+                f"{value!r} is not an image name without a tag (it is built as <image>:<sha>)"
+            )
+        return value
+
+
+class KubernetesSpec(_Strict):
+    """Where the app's Jobs go on Kubernetes."""
+
+    namespace: str | None = None
+    service_account_name: str | None = None
+
+
+class JobSpec(_Strict):
+    """One job: what to run, how to retry and time it out, who may run it, and when."""
+
+    name: DnsLabel
+    command: tuple[str, ...] = Field(min_length=1)
+    image: str | None = None
+    image_from_build: str | None = None
+    env: dict[str, EnvValue] = Field(default_factory=dict)
+    secrets: tuple[str, ...] = ()
+    run_on_image_change: Literal["never", "cd", "always"] = "never"
+    restart_policy: Literal["OnFailure", "Never"] = "Never"
+    backoff_limit: int = Field(default=0, ge=0, le=100)
+    time_limit: Duration | None = None
+    stop_grace_period: Duration = 30
+    parallelism: int = Field(default=1, ge=1, le=100)
+    completions: int = Field(default=1, ge=1, le=1000)
+    ttl: Duration | None = None
+    resources: Resources = Resources()
+    security_context: SecurityContext = SecurityContext()
+    allow: Allow = Allow()
+    confirm: bool = False
+    notify: Notify = Notify()
+    pull_requests: bool = False
+    fork_secrets: bool = False
+    schedule: tuple[str, ...] = ()
+    timezone: str = "UTC"
+    concurrency_policy: Literal["Allow", "Forbid", "Replace"] = "Allow"
+    starting_deadline: Duration | None = None
+    suspend: bool = False
+    history: History = History()
+    description: str = ""
+
+    @field_validator("command", mode="before")
+    @classmethod
+    def _command(cls, value: object) -> object:
+        if isinstance(value, str):
+            raise ValueError(
+                "give the command as a list, e.g. [yarn, migrate]: it is never run through a shell"
+            )
+        return value
+
+    @field_validator("schedule", mode="before")
+    @classmethod
+    def _schedule(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value
+
+    @property
+    def is_scheduled(self) -> bool:
+        return bool(self.schedule)
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+class AppSpec(_Strict):
+    """A whole app.yaml: the app's name, its builds and its jobs."""
+
+    app: DnsLabel
+    defaults: dict[str, Any] = Field(default_factory=dict)
+    kubernetes: KubernetesSpec = KubernetesSpec()
+    builds: tuple[BuildSpec, ...] = ()
+    jobs: tuple[JobSpec, ...] = ()
+    source: str = Field(default="app.yaml", exclude=True)
+    directory: str = Field(default=".", exclude=True)
+
+    @property
+    def namespace(self) -> str:
+        return self.kubernetes.namespace or self.app
+
+    def job(self, name: str) -> JobSpec:
+        """The job called `name`; NotFound names the closest job if there is none."""
+        for job in self.jobs:
+            if job.name == name:
+                return job
+        names = [job.name for job in self.jobs]
+        raise NotFound(f"no job {name!r} in app {self.app!r}", closest(name, names))
+
+    def build(self, name: str) -> BuildSpec:
+        for build in self.builds:
+            if build.name == name:
+                return build
+        names = [build.name for build in self.builds]
+        raise NotFound(f"no build {name!r} in app {self.app!r}", closest(name, names))
+
+
+def load_app(path: str | Path) -> AppSpec:
+    """Read and validate the app.yaml at `path`; raises ConfigError listing every problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([ConfigProblem(str(path), 0, "", "file not found")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([ConfigProblem(str(path), 0, "", f"cannot read: {exc}")]) from None
+    return parse_app(text, str(path), directory=str(path.resolve().parent))
+
+
+def parse_app(text: str, filename: str = "app.yaml", directory: str = ".") -> AppSpec:
+    """Validate app.yaml text; raises ConfigError listing every problem, in line order."""
+    data, lines, problems = load(text, filename)
+    checker = _Checker(filename, lines, problems)
+    spec = checker.check(data, directory)
+    if checker.problems or spec is None:
+        raise ConfigError(_unique_sorted(checker.problems))
+    return spec
+
+
+class _Checker:
+    """Collects problems while validating; one instance per file."""
+
+    def __init__(self, filename: str, lines: LineMap, problems: list[ConfigProblem]) -> None:
+        self.filename = filename
+        self.lines = lines
+        self.problems = problems
+        self.job_names: dict[int, str] = {}
+
+    def problem(self, path: tuple[str | int, ...], message: str) -> None:
+        self.problems.append(
+            ConfigProblem(self.filename, self.lines.line(path), self._key(path), message)
+        )
+
+    def _key(self, path: tuple[str | int, ...]) -> str:
+        if len(path) >= 2 and path[0] == "jobs" and isinstance(path[1], int):
+            name = self.job_names.get(path[1])
+            if name:
+                return f"jobs[{name}]" + dotted(("x", *path[2:]))[1:]
+        return dotted(path)
+
+    def check(self, data: Any, directory: str) -> AppSpec | None:
+        if data is None:
+            self.problem((), "the file is empty; it needs at least `app:` and `jobs:`")
+            return None
+        if not isinstance(data, dict):
+            self.problem((), "the top level must be a mapping with `app:` and `jobs:`")
+            return None
+        allowed_top = set(AppSpec.model_fields) - {"source", "directory"}
+        for key in data:
+            if key not in allowed_top:
+                self._unknown((key,), key, allowed_top)
+        defaults = data.get("defaults") or {}
+        if not isinstance(defaults, dict):
+            self.problem(("defaults",), "must be a mapping of job settings")
+            defaults = {}
+        self._check_defaults(defaults)
+        raw_jobs = data.get("jobs", [])
+        if not isinstance(raw_jobs, list):
+            self.problem(("jobs",), "must be a list of jobs")
+            raw_jobs = []
+        jobs: list[JobSpec] = []
+        checked: list[JobSpec] = []
+        inherited: dict[int, set[str]] = {}
+        for index, raw in enumerate(raw_jobs):
+            if isinstance(raw, dict) and isinstance(raw.get("name"), str):
+                self.job_names[index] = raw["name"]
+            if not isinstance(raw, dict):
+                self.problem(("jobs", index), "each job must be a mapping with name and command")
+                continue
+            merged, inherited[index] = self._merge_defaults(index, raw, defaults)
+            job = self._validate(JobSpec, merged, ("jobs", index))
+            if isinstance(job, JobSpec):
+                jobs.append(job)
+            else:
+                # Check what is left, so one bad field does not hide the other problems.
+                job = self._partial(merged)
+            if job is not None:
+                checked.append(job)
+                self._check_job(index, job, inherited[index])
+        top = {k: v for k, v in data.items() if k in allowed_top and k not in ("jobs", "defaults")}
+        app = self._validate(AppSpec, {**top, "jobs": [], "defaults": {}}, ())
+        if not isinstance(app, AppSpec):
+            return None
+        app = app.model_copy(
+            update={"jobs": tuple(jobs), "defaults": defaults, "source": self.filename,
+                    "directory": directory}
+        )
+        self._check_app(app, raw_jobs, checked)
+        return app
+
+    def _check_defaults(self, defaults: dict[str, Any]) -> None:
+        for key in defaults:
+            if key == "name" or key not in JobSpec.model_fields:
+                allowed = set(JobSpec.model_fields) - {"name"}
+                self._unknown(("defaults", key), key, allowed)
+        sample = {"name": "defaults", "command": ["true"]}
+        known = {k: v for k, v in defaults.items() if k in JobSpec.model_fields and k != "name"}
+        self._validate(JobSpec, {**sample, **known}, ("defaults",))
+
+    def _merge_defaults(
+        self, index: int, raw: dict[str, Any], defaults: dict[str, Any]
+    ) -> tuple[dict[str, Any], set[str]]:
+        merged = dict(raw)
+        inherited: set[str] = set()
+        for key, value in defaults.items():
+            if key not in JobSpec.model_fields or key == "name":
+                continue
+            if key not in merged:
+                merged[key] = value
+                inherited.add(key)
+                self.lines.alias(("jobs", index, key), ("defaults", key))
+            elif isinstance(value, dict) and isinstance(merged[key], dict):
+                # Mappings (env, notify, resources, ...) merge one level deep: the job wins.
+                merged[key] = {**value, **merged[key]}
+                for sub in value:
+                    if sub not in raw[key]:
+                        self.lines.alias(("jobs", index, key, sub), ("defaults", key, sub))
+        return merged, inherited
+
+    def _validate(self, model: type[BaseModel], data: Any, path: tuple[str | int, ...]) -> Any:
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            for error in exc.errors():
+                loc = (*path, *error["loc"])
+                if error["type"] == "extra_forbidden":
+                    parent = _model_at(model, error["loc"][:-1])
+                    allowed = set(parent.model_fields) - {"source", "directory"} if parent else set()
+                    self._unknown(loc, str(loc[-1]), allowed)
+                elif error["type"] == "missing":
+                    self.problem(loc, "is required")
+                else:
+                    self.problem(loc, _message(error))
+            return None
+
+    def _unknown(self, path: tuple[str | int, ...], key: str, allowed: set[str]) -> None:
+        hint = closest(key, sorted(allowed))
+        message = f"unknown key {key!r}"
+        if hint:
+            message += f" (did you mean {hint!r}?)"
+        if allowed:
+            message += "; allowed: " + ", ".join(sorted(allowed))
+        self.problem(path, message)
+
+    def _check_job(self, index: int, job: JobSpec, inherited: set[str]) -> None:
+        path: tuple[str | int, ...] = ("jobs", index)
+        if not is_dns_label(job.name):
+            self.problem((*path, "name"), _dns_message(job.name))
+        for key in job.env:
+            if not _ENV_NAME.match(key):
+                self.problem((*path, "env", key), "not a valid environment variable name")
+        for i, secret in enumerate(job.secrets):
+            if not is_dns_subdomain(secret):
+                self.problem((*path, "secrets", i), f"{secret!r} is not a valid Secret name")
+        if job.image and job.image_from_build:
+            self.problem((*path, "image_from_build"), "give either image or image_from_build")
+        if not job.image and not job.image_from_build:
+            self.problem(path, "needs image (e.g. python:3.12-slim) or image_from_build")
+        if job.run_on_image_change != "never" and not job.image_from_build:
+            self.problem(
+                (*path, "run_on_image_change"),
+                "only applies to jobs with image_from_build",
+            )
+        if job.parallelism > job.completions:
+            self.problem(
+                (*path, "parallelism"),
+                f"parallelism {job.parallelism} is more than completions {job.completions}",
+            )
+        if job.fork_secrets and not job.pull_requests:
+            self.problem((*path, "fork_secrets"), "only applies with pull_requests: true")
+        if job.time_limit == 0:
+            self.problem((*path, "time_limit"), "must be more than 0 seconds")
+        for i, expression in enumerate(job.schedule):
+            problem = cron_problem(expression, job.name)
+            if problem:
+                self.problem((*path, "schedule", i) if len(job.schedule) > 1 else
+                             (*path, "schedule"), problem)
+        try:
+            ZoneInfo(job.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            hint = ""
+            if "/" not in job.timezone:
+                hint = " (IANA names look like Europe/Berlin or America/New_York)"
+            self.problem((*path, "timezone"), f"unknown time zone {job.timezone!r}{hint}")
+        if not job.schedule:
+            for key in _SCHEDULE_ONLY:
+                if key in job.model_fields_set and key not in inherited:
+                    what = f"concurrency_policy {job.concurrency_policy}" if (
+                        key == "concurrency_policy") else key
+                    self.problem((*path, key), f"{what} only applies to jobs with a schedule")
+
+    @staticmethod
+    def _partial(merged: dict[str, Any]) -> JobSpec | None:
+        """The job with its invalid fields left at their defaults, or None if that fails too."""
+        data = dict(merged)
+        try:
+            JobSpec.model_validate(data)
+        except ValidationError as exc:
+            for error in exc.errors():
+                if error["loc"]:
+                    data.pop(str(error["loc"][0]), None)
+        data.setdefault("command", ["?"])
+        if not isinstance(data.get("name"), str):
+            return None
+        try:
+            return JobSpec.model_validate(data)
+        except ValidationError:
+            return None
+
+    def _check_app(self, app: AppSpec, raw_jobs: list[Any], jobs: list[JobSpec]) -> None:
+        if not is_dns_label(app.app):
+            self.problem(("app",), _dns_message(app.app))
+        if app.kubernetes.namespace and not is_dns_label(app.kubernetes.namespace):
+            self.problem(("kubernetes", "namespace"), _dns_message(app.kubernetes.namespace))
+        seen: dict[str, int] = {}
+        for index, raw in enumerate(raw_jobs):
+            name = raw.get("name") if isinstance(raw, dict) else None
+            if isinstance(name, str):
+                if name in seen:
+                    self.problem(("jobs", index, "name"), f"job {name!r} is defined twice")
+                seen.setdefault(name, index)
+        builds = {b.name for b in app.builds}
+        for index, build in enumerate(app.builds):
+            if not is_dns_label(build.name):
+                self.problem(("builds", index, "name"), _dns_message(build.name))
+            if [b.name for b in app.builds].count(build.name) > 1 and \
+                    [b.name for b in app.builds].index(build.name) != index:
+                self.problem(("builds", index, "name"), f"build {build.name!r} is defined twice")
+        for job in jobs:
+            if job.image_from_build and job.image_from_build not in builds:
+                index = seen[job.name]
+                hint = closest(job.image_from_build, sorted(builds))
+                message = f"no build named {job.image_from_build!r}"
+                message += f" (did you mean {hint!r}?)" if hint else ""
+                message += "; builds: " + (", ".join(sorted(builds)) or "none defined")
+                self.problem(("jobs", index, "image_from_build"), message)
+
+
+def cron_problem(expression: str, job_name: str) -> str | None:
+    """Why `expression` is not a schedule jobbot accepts, or None if it is fine."""
+    text = expression.strip()
+    if text.startswith("@"):
+        if text in _ALIASES:
+            return None
+        return f"unknown schedule {text!r}; allowed: " + ", ".join(_ALIASES) + " or 5 cron fields"
+    fields = text.split()
+    if len(fields) != 5:
+        return (
+            f"{text!r} has {len(fields)} fields; a schedule has 5 "
+            "(minute hour day-of-month month day-of-week), e.g. '0 3 * * *'"
+        )
+    if not croniter.is_valid(text, hash_id=job_name.encode()):
+        return f"{text!r} is not a valid cron expression"
+    return None
+
+
+def iter_jobs(apps: Mapping[str, AppSpec]) -> Iterator[tuple[AppSpec, JobSpec]]:
+    for app in apps.values():
+        for job in app.jobs:
+            yield app, job
+
+
+def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        field = current.model_fields.get(str(part))
+        if field is None:
+            return None
+        annotation = field.annotation
+        args = getattr(annotation, "__args__", ())
+        current = next((a for a in args if isinstance(a, type) and issubclass(a, BaseModel)),
+                       annotation)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _message(error: Any) -> str:
+    message = str(error["msg"])
+    if message.startswith("Value error, "):
+        message = message[len("Value error, "):]
+    if error["type"] in ("int_parsing", "int_type"):
+        message = f"{error['input']!r} is not a whole number"
+    elif error["type"] in ("bool_parsing", "bool_type"):
+        message = f"{error['input']!r} is not true or false"
+    elif error["type"] == "literal_error":
+        message = f"{error['input']!r} is not allowed; {message[0].lower()}{message[1:]}"
+    return message
+
+
+def _dns_message(name: str) -> str:
+    return (
+        f"{name!r} is not a valid name: use at most 63 lowercase letters, digits and '-', "
+        "starting and ending with a letter or digit"
+    )
+
+
+def _unique_sorted(problems: list[ConfigProblem]) -> list[ConfigProblem]:
+    seen: set[tuple[int, str, str]] = set()
+    unique = []
+    for problem in problems:
+        key = (problem.line, problem.key, problem.message)
+        if key not in seen:
+            seen.add(key)
+            unique.append(problem)
+    return sorted(unique, key=lambda p: (p.line, p.key))

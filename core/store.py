@@ -1,0 +1,430 @@
+"""All database access: runs, attempts, the run-event outbox, job state, cursors and audit."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import secrets
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, func, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.pool import NullPool
+from sqlmodel import Session, col, select
+
+from core.models import (
+    Attempt,
+    AuditEntry,
+    JobState,
+    Run,
+    RunEvent,
+    RunState,
+    SubscriberCursor,
+    utcnow,
+)
+
+# From which states each state may be reached; a final state is never left.
+_REACHABLE_FROM: dict[RunState, tuple[RunState, ...]] = {
+    RunState.RUNNING: (RunState.QUEUED,),
+    RunState.SUCCEEDED: (RunState.QUEUED, RunState.RUNNING),
+    RunState.FAILED: (RunState.QUEUED, RunState.RUNNING),
+    RunState.TIMED_OUT: (RunState.QUEUED, RunState.RUNNING),
+    RunState.CANCELLED: (RunState.QUEUED, RunState.RUNNING),
+}
+
+
+@dataclass(frozen=True)
+class NewRun:
+    """What is needed to record a run; the store adds its id and per-job number."""
+
+    app: str
+    job: str
+    source: str
+    actor: str
+    state: RunState = RunState.QUEUED
+    ref: str | None = None
+    sha: str | None = None
+    image: str | None = None
+    overrides: dict[str, str] = field(default_factory=dict)
+    origin: dict[str, Any] = field(default_factory=dict)
+    idempotency_key: str | None = None
+    scheduled_for: datetime | None = None
+    rerun_of: str | None = None
+    executor: str = "local"
+    reason: str | None = None
+
+
+def new_run_id() -> str:
+    """A stable, unguessable run id (also used in page URLs)."""
+    return secrets.token_hex(8)
+
+
+class Store:
+    """The one place that talks SQL. Every method is one short transaction."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = url
+        self.engine = _make_engine(url, echo=echo)
+        self.dialect = self.engine.dialect.name
+
+    # -- schema ---------------------------------------------------------------------------
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest migration; safe when several processes start at once."""
+        from core.migrations.runner import upgrade
+
+        with self._migration_lock():
+            upgrade(self.engine)
+
+    def schema_is_current(self) -> bool:
+        from core.migrations.runner import is_current
+
+        return is_current(self.engine)
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextlib.contextmanager
+    def _migration_lock(self) -> Iterator[None]:
+        if self.dialect == "postgresql":
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT pg_advisory_lock(7326001)"))
+                try:
+                    yield
+                finally:
+                    conn.execute(text("SELECT pg_advisory_unlock(7326001)"))
+                    conn.commit()
+        else:
+            database = self.engine.url.database
+            if not database or database == ":memory:":
+                yield
+                return
+            with open(Path(database).with_suffix(".migrate.lock"), "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(lock, fcntl.LOCK_UN)
+
+    # -- sessions -------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[Session]:
+        # On SQLite a write transaction starts with BEGIN IMMEDIATE, so two processes queue on
+        # busy_timeout instead of failing when a read lock cannot be upgraded.
+        with Session(self.engine.execution_options(jobbot_write=True),
+                     expire_on_commit=False) as session, session.begin():
+            yield session
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[Session]:
+        with Session(self.engine, expire_on_commit=False) as session:
+            yield session
+
+    # -- runs -----------------------------------------------------------------------------
+
+    def create_run(self, new: NewRun) -> tuple[Run, bool]:
+        """Record a run and its first event; with a known idempotency key, return that run."""
+        if new.idempotency_key:
+            existing = self.run_by_key(new.idempotency_key)
+            if existing:
+                return existing, False
+        try:
+            with self._write() as session:
+                number = self._next_number(session, new.app, new.job)
+                now = utcnow()
+                run = Run(
+                    id=new_run_id(), app=new.app, job=new.job, number=number,
+                    state=new.state.value, source=new.source, actor=new.actor, ref=new.ref,
+                    sha=new.sha, image=new.image, overrides=dict(new.overrides),
+                    origin=dict(new.origin), idempotency_key=new.idempotency_key,
+                    scheduled_for=new.scheduled_for, rerun_of=new.rerun_of,
+                    executor=new.executor, created_at=now, reason=new.reason,
+                    finished_at=now if new.state.is_final else None,
+                )
+                session.add(run)
+                session.flush()
+                self._event(session, run, "created", {"reason": new.reason} if new.reason else {})
+                return run, True
+        except IntegrityError:
+            if not new.idempotency_key:
+                raise
+            existing = self.run_by_key(new.idempotency_key)
+            if existing is None:
+                raise
+            return existing, False
+
+    def _next_number(self, session: Session, app: str, job: str) -> int:
+        insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        session.execute(
+            insert(JobState).values(app=app, job=job, last_number=0, paused=False)
+            .on_conflict_do_nothing()
+        )
+        number = session.execute(
+            update(JobState)
+            .where(col(JobState.app) == app, col(JobState.job) == job)
+            .values(last_number=JobState.last_number + 1)
+            .returning(col(JobState.last_number))
+        ).scalar_one()
+        return int(number)
+
+    def get_run(self, run_id: str) -> Run | None:
+        with self._read() as session:
+            return session.get(Run, run_id)
+
+    def run_by_key(self, key: str) -> Run | None:
+        with self._read() as session:
+            return session.exec(select(Run).where(Run.idempotency_key == key)).first()
+
+    def run_by_number(self, app: str, job: str, number: int) -> Run | None:
+        with self._read() as session:
+            return session.exec(
+                select(Run).where(Run.app == app, Run.job == job, Run.number == number)
+            ).first()
+
+    def list_runs(
+        self,
+        *,
+        app: str | None = None,
+        job: str | None = None,
+        states: Sequence[RunState] | None = None,
+        limit: int = 50,
+        before_number: int | None = None,
+    ) -> list[Run]:
+        """Newest first."""
+        query = select(Run)
+        if app:
+            query = query.where(Run.app == app)
+        if job:
+            query = query.where(Run.job == job)
+        if states:
+            query = query.where(col(Run.state).in_([s.value for s in states]))
+        if before_number is not None:
+            query = query.where(col(Run.number) < before_number)
+        order = (col(Run.number).desc(),) if job else (col(Run.created_at).desc(),)
+        with self._read() as session:
+            return list(session.exec(query.order_by(*order).limit(limit)))
+
+    def active_runs(self, app: str, job: str | None = None) -> list[Run]:
+        return self.list_runs(
+            app=app, job=job, states=(RunState.QUEUED, RunState.RUNNING), limit=1000
+        )
+
+    def unfinished_runs(self, executor: str | None = None) -> list[Run]:
+        query = select(Run).where(
+            col(Run.state).in_([RunState.QUEUED.value, RunState.RUNNING.value])
+        )
+        if executor:
+            query = query.where(Run.executor == executor)
+        with self._read() as session:
+            return list(session.exec(query.order_by(col(Run.created_at))))
+
+    def transition(
+        self,
+        run_id: str,
+        state: RunState,
+        *,
+        reason: str | None = None,
+        exit_code: int | None = None,
+        data: dict[str, Any] | None = None,
+        **fields: Any,
+    ) -> Run | None:
+        """Move a run to `state` and append its event, atomically; None if it may not move."""
+        now = utcnow()
+        values: dict[str, Any] = {"state": state.value, **fields}
+        if reason is not None:
+            values["reason"] = reason
+        if exit_code is not None:
+            values["exit_code"] = exit_code
+        if state is RunState.RUNNING:
+            values.setdefault("started_at", now)
+        if state.is_final:
+            values["finished_at"] = now
+        allowed = [s.value for s in _REACHABLE_FROM.get(state, ())]
+        with self._write() as session:
+            result = session.execute(
+                update(Run).where(col(Run.id) == run_id, col(Run.state).in_(allowed)).values(**values)
+            )
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                return None
+            run = session.get(Run, run_id)
+            assert run is not None
+            session.refresh(run)
+            payload = dict(data or {})
+            if reason:
+                payload.setdefault("reason", reason)
+            if exit_code is not None:
+                payload.setdefault("exit_code", exit_code)
+            self._event(session, run, "state", payload)
+            return run
+
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        """Set bookkeeping fields (owner, external id, cancel request) without an event."""
+        with self._write() as session:
+            session.execute(update(Run).where(col(Run.id) == run_id).values(**fields))
+
+    def request_cancel(self, run_id: str, actor: str) -> Run | None:
+        """Remember who asked to cancel a live run, and tell subscribers; None if it is final."""
+        with self._write() as session:
+            result = session.execute(
+                update(Run)
+                .where(col(Run.id) == run_id,
+                       col(Run.state).in_([RunState.QUEUED.value, RunState.RUNNING.value]))
+                .values(cancel_requested_by=actor)
+            )
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                return None
+            run = session.get(Run, run_id)
+            assert run is not None
+            session.refresh(run)
+            self._event(session, run, "cancel_requested", {"actor": actor})
+            return run
+
+    # -- attempts -------------------------------------------------------------------------
+
+    def start_attempt(self, run_id: str, index: int, *, log_path: str | None,
+                      handle: str | None) -> Attempt:
+        with self._write() as session:
+            attempt = Attempt(run_id=run_id, index=index, state=RunState.RUNNING.value,
+                              started_at=utcnow(), log_path=log_path, handle=handle)
+            session.add(attempt)
+            run = session.get(Run, run_id)
+            assert run is not None
+            self._event(session, run, "attempt_started", {"attempt": index})
+            return attempt
+
+    def finish_attempt(self, run_id: str, index: int, state: RunState, *,
+                       exit_code: int | None, reason: str | None = None) -> None:
+        with self._write() as session:
+            session.execute(
+                update(Attempt)
+                .where(col(Attempt.run_id) == run_id, col(Attempt.index) == index)
+                .values(state=state.value, exit_code=exit_code, reason=reason,
+                        finished_at=utcnow())
+            )
+            run = session.get(Run, run_id)
+            assert run is not None
+            self._event(session, run, "attempt_finished",
+                        {"attempt": index, "state": state.value, "exit_code": exit_code,
+                         "reason": reason})
+
+    def attempts(self, run_id: str) -> list[Attempt]:
+        with self._read() as session:
+            return list(session.exec(
+                select(Attempt).where(Attempt.run_id == run_id).order_by(col(Attempt.index))
+            ))
+
+    # -- events (outbox) ------------------------------------------------------------------
+
+    def _event(self, session: Session, run: Run, kind: str, data: dict[str, Any]) -> None:
+        session.add(RunEvent(run_id=run.id, kind=kind, state=run.state, data=data,
+                             created_at=utcnow()))
+
+    def events_after(self, last_id: int, limit: int = 500) -> list[RunEvent]:
+        with self._read() as session:
+            return list(session.exec(
+                select(RunEvent).where(col(RunEvent.id) > last_id)
+                .order_by(col(RunEvent.id)).limit(limit)
+            ))
+
+    def events_for(self, run_id: str) -> list[RunEvent]:
+        with self._read() as session:
+            return list(session.exec(
+                select(RunEvent).where(RunEvent.run_id == run_id).order_by(col(RunEvent.id))
+            ))
+
+    def last_event_id(self) -> int:
+        with self._read() as session:
+            return int(session.exec(select(func.coalesce(func.max(RunEvent.id), 0))).one())
+
+    def cursor(self, name: str) -> int | None:
+        with self._read() as session:
+            row = session.get(SubscriberCursor, name)
+            return row.last_event_id if row else None
+
+    def save_cursor(self, name: str, last_event_id: int) -> None:
+        with self._write() as session:
+            row = session.get(SubscriberCursor, name)
+            if row is None:
+                session.add(SubscriberCursor(name=name, last_event_id=last_event_id,
+                                             updated_at=utcnow()))
+            else:
+                row.last_event_id = last_event_id
+                row.updated_at = utcnow()
+
+    # -- jobs -----------------------------------------------------------------------------
+
+    def job_state(self, app: str, job: str) -> JobState:
+        with self._read() as session:
+            return session.get(JobState, (app, job)) or JobState(app=app, job=job)
+
+    def set_paused(self, app: str, job: str, paused: bool, actor: str) -> bool:
+        """Pause or resume; returns False if the job already was in that state."""
+        insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        with self._write() as session:
+            session.execute(
+                insert(JobState).values(app=app, job=job, last_number=0, paused=False)
+                .on_conflict_do_nothing()
+            )
+            result = session.execute(
+                update(JobState)
+                .where(col(JobState.app) == app, col(JobState.job) == job,
+                       col(JobState.paused) == (not paused))
+                .values(paused=paused, paused_by=actor if paused else None,
+                        paused_at=utcnow() if paused else None)
+            )
+            return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+    # -- audit ----------------------------------------------------------------------------
+
+    def audit(self, *, actor: str, source: str, action: str, target: str, result: str,
+              detail: str | None = None) -> None:
+        with self._write() as session:
+            session.add(AuditEntry(at=utcnow(), actor=actor, source=source, action=action,
+                                   target=target, result=result,
+                                   detail=detail[:2000] if detail else None))
+
+    def audit_log(self, limit: int = 100) -> list[AuditEntry]:
+        with self._read() as session:
+            return list(session.exec(
+                select(AuditEntry).order_by(col(AuditEntry.id).desc()).limit(limit)
+            ))
+
+
+def _make_engine(url: str, *, echo: bool) -> Engine:
+    if url.startswith("sqlite"):
+        database = url.split("///", 1)[1] if "///" in url else ""
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        # NullPool: a connection per unit of work keeps several processes fair on one file.
+        engine = create_engine(url, echo=echo, poolclass=NullPool,
+                               connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.isolation_level = None  # we emit BEGIN ourselves, below
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Any) -> None:
+            immediate = conn.get_execution_options().get("jobbot_write")
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+        return engine
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20)

@@ -1,0 +1,1 @@
+"""The GitHub front end (githubkit): webhooks, pull-request commands, check runs and builds."""

@@ -1,0 +1,1 @@
+"""The composition root: settings, the `jobbot` CLI and the one aiohttp server."""

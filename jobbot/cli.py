@@ -1,0 +1,284 @@
+"""The `jobbot` command line: validate, run, runs, logs, cancel, pause, resume, serve."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import signal
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any
+
+from core.catalog import Catalog
+from core.errors import BadInput, ConfigError, Conflict, JobbotError, PermissionDenied
+from core.models import RunState
+from core.overrides import parse_overrides
+from core.policy import Actor
+from jobbot import render
+from jobbot.logsetup import setup_logging
+from jobbot.settings import Settings
+from jobbot.wiring import Runtime, build_runtime, load_config
+
+EXIT_OK, EXIT_RUN_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    settings = Settings()
+    if args.config:
+        settings = settings.model_copy(update={"JOBBOT_APP_CONFIG": Path(args.config)})
+    setup_logging(settings.JOBBOT_LOG_FORMAT, verbose=getattr(args, "verbose", False))
+    command: Callable[[argparse.Namespace, Settings], int] = args.handler
+    try:
+        return command(args, settings)
+    except ConfigError as exc:
+        if args.command == "validate":
+            print(exc, file=sys.stderr)
+        else:
+            first = exc.problems[0]
+            more = len(exc.problems) - 1
+            tail = f" (and {more} more; see `jobbot validate`)" if more else ""
+            print(f"jobbot: {first}{tail}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (BadInput, Conflict, PermissionDenied) as exc:
+        print(f"jobbot: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except JobbotError as exc:
+        print(f"jobbot: {exc}", file=sys.stderr)
+        return EXIT_RUN_FAILED
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jobbot", description=__doc__)
+    parser.add_argument("--config", metavar="FILE",
+                        help="app.yaml to use (default $JOBBOT_APP_CONFIG or ./app.yaml)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, handler: Callable[..., int], help_text: str) -> argparse.ArgumentParser:
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        command.set_defaults(handler=handler)
+        return command
+
+    add("validate", cmd_validate, "check app.yaml and list its jobs")
+    run = add("run", cmd_run, "run a job now and wait for it")
+    run.add_argument("job")
+    run.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    run.add_argument("--follow", "-f", action="store_true", help="stream the log while it runs")
+    run.add_argument("--ref", help="git ref to record with the run")
+    run.add_argument("--yes", "-y", action="store_true", help="do not ask for confirm: jobs")
+    runs = add("runs", cmd_runs, "list recent runs")
+    runs.add_argument("job", nargs="?")
+    runs.add_argument("--limit", type=int, default=20)
+    logs = add("logs", cmd_logs, "print a run's log")
+    logs.add_argument("run", help="run id or JOB#NUMBER")
+    logs.add_argument("--follow", "-f", action="store_true")
+    logs.add_argument("--attempt", type=int)
+    cancel = add("cancel", cmd_cancel, "cancel a queued or running run")
+    cancel.add_argument("run", help="run id or JOB#NUMBER")
+    pause = add("pause", cmd_pause, "stop scheduling a job")
+    pause.add_argument("job")
+    resume = add("resume", cmd_resume, "schedule a paused job again")
+    resume.add_argument("job")
+    serve = add("serve", cmd_serve, "serve HTTP, run jobs and schedules")
+    serve.add_argument("--verbose", "-v", action="store_true")
+    return parser
+
+
+def _actor() -> Actor:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return Actor.cli(user)
+
+
+def _with_runtime(settings: Settings, body: Callable[[Runtime], Coroutine[Any, Any, int]]) -> int:
+    runtime = build_runtime(settings)
+    try:
+        return asyncio.run(body(runtime))
+    finally:
+        runtime.close()
+
+
+# -- commands -----------------------------------------------------------------------------
+
+
+def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
+    app = load_config(settings)
+    print(f"{app.source}: app {app.app}, {len(app.jobs)} jobs, {len(app.builds)} builds")
+    for job in app.jobs:
+        print("  " + render.job_line(job))
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    # Everything that can be wrong with the request is checked before anything is written.
+    app = load_config(settings)
+    target = Catalog([app]).resolve(args.job)
+    overrides = parse_overrides(args.overrides)
+    if target.job.confirm and not args.yes:
+        if not sys.stdin.isatty():
+            raise BadInput(f"{target.job.name} asks for confirmation: pass --yes to run it")
+        answer = input(f"Run {target.job.name}? [y/N] ").strip().lower()
+        if answer not in ("y", "yes"):
+            print("not run")
+            return EXIT_OK
+
+    async def body(runtime: Runtime) -> int:
+        service = runtime.service
+        await service.reconcile()
+        result = await service.trigger(target.key, _actor(), ref=args.ref, overrides=overrides)
+        run = result.run
+        print(f"started {run.label} (id {run.id})", file=sys.stderr)
+        if result.active:
+            others = ", ".join(f"#{r.number} ({r.state})" for r in result.active)
+            print(f"note: other runs of {run.job} are active: {others}", file=sys.stderr)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        follower = asyncio.create_task(_follow(runtime, run.id)) if args.follow else None
+        waiter = asyncio.create_task(service.wait(run.id))
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if stop.is_set() and not waiter.done():
+            print("\ninterrupted: cancelling the run", file=sys.stderr)
+            await service.shutdown(f"cancelled: {_actor().name} interrupted `jobbot run`")
+        final = await waiter
+        stopper.cancel()
+        if follower:
+            await follower
+        print(render.run_summary(final), file=sys.stderr)
+        return EXIT_OK if final.state == RunState.SUCCEEDED.value else EXIT_RUN_FAILED
+
+    return _with_runtime(settings, body)
+
+
+async def _follow(runtime: Runtime, run_id: str) -> None:
+    status = _StatusLine(runtime, run_id)
+    ticker = asyncio.create_task(status.tick())
+    try:
+        async for attempt, line in runtime.service.logs(run_id, follow=True):
+            status.clear()
+            print(line, flush=True)
+            status.attempt = attempt
+            status.draw()
+    finally:
+        ticker.cancel()
+        status.clear()
+
+
+class _StatusLine:
+    """A status line at the bottom of a terminal (only when stderr is one)."""
+
+    def __init__(self, runtime: Runtime, run_id: str) -> None:
+        self.runtime = runtime
+        self.run_id = run_id
+        self.attempt = 1
+        self.text = ""
+        self.enabled = sys.stderr.isatty()
+
+    async def tick(self) -> None:
+        while self.enabled:
+            run = await self.runtime.service.get_run(self.run_id)
+            elapsed = render.format_duration(run.duration or 0)
+            self.text = f"[{run.label} {run.state} · attempt {self.attempt} · {elapsed}]"
+            self.draw()
+            await asyncio.sleep(1)
+
+    def clear(self) -> None:
+        if self.enabled and self.text:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+
+    def draw(self) -> None:
+        if self.enabled and self.text:
+            sys.stderr.write(self.text)
+            sys.stderr.flush()
+
+
+def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
+    app = load_config(settings)
+    if args.job:
+        Catalog([app]).resolve(args.job)
+
+    async def body(runtime: Runtime) -> int:
+        runs = await runtime.service.runs(args.job, limit=args.limit)
+        print(render.run_table(runs) if runs else "no runs yet")
+        return EXIT_OK
+
+    return _with_runtime(settings, body)
+
+
+def cmd_logs(args: argparse.Namespace, settings: Settings) -> int:
+    load_config(settings)
+
+    async def body(runtime: Runtime) -> int:
+        detail = await runtime.service.detail(args.run)
+        last = None
+        async for attempt, line in runtime.service.logs(detail.run.id, attempt=args.attempt,
+                                                          follow=args.follow):
+            if attempt != last and (len(detail.attempts) > 1 or attempt > 1):
+                print(f"── attempt {attempt} ──", file=sys.stderr)
+            last = attempt
+            print(line, flush=True)
+        return EXIT_OK
+
+    return _with_runtime(settings, body)
+
+
+def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
+    load_config(settings)
+
+    async def body(runtime: Runtime) -> int:
+        service = runtime.service
+        run = await service.cancel(args.run, _actor())
+        print(f"cancel requested for {run.label}", file=sys.stderr)
+        job = service.catalog.resolve(f"{run.app}/{run.job}").job
+        try:
+            final = await asyncio.wait_for(service.wait(run.id), job.stop_grace_period + 10)
+        except TimeoutError:
+            print(f"{run.label} is still stopping", file=sys.stderr)
+            return EXIT_OK
+        print(render.run_summary(final), file=sys.stderr)
+        return EXIT_OK
+
+    return _with_runtime(settings, body)
+
+
+def cmd_pause(args: argparse.Namespace, settings: Settings) -> int:
+    return _pause_or_resume(args, settings, pause=True)
+
+
+def cmd_resume(args: argparse.Namespace, settings: Settings) -> int:
+    return _pause_or_resume(args, settings, pause=False)
+
+
+def _pause_or_resume(args: argparse.Namespace, settings: Settings, *, pause: bool) -> int:
+    Catalog([load_config(settings)]).resolve(args.job)
+
+    async def body(runtime: Runtime) -> int:
+        service = runtime.service
+        changed = await (service.pause if pause else service.resume)(args.job, _actor())
+        word = "paused" if pause else "resumed"
+        print(f"{args.job} {word}" if changed else f"{args.job} was already {word}")
+        return EXIT_OK
+
+    return _with_runtime(settings, body)
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from jobbot.server import serve
+
+    runtime = build_runtime(settings)
+    try:
+        return asyncio.run(serve(runtime))
+    finally:
+        runtime.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""The one aiohttp server: health routes now; the Slack bot, GitHub App and pages mount here."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from aiohttp import web
+
+from core.events import Outbox
+from jobbot.wiring import Runtime
+
+logger = logging.getLogger(__name__)
+RUNTIME = web.AppKey("runtime", Runtime)
+
+
+def make_app(runtime: Runtime) -> web.Application:
+    app = web.Application()
+    app[RUNTIME] = runtime
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """The process is alive and its event loop answers."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """The database answers, its schema is current, and the executor can take runs."""
+    runtime = request.app[RUNTIME]
+    checks: dict[str, str] = {}
+    try:
+        current = await asyncio.to_thread(runtime.store.schema_is_current)
+        checks["database"] = "ok"
+        checks["migrations"] = "ok" if current else "pending"
+    except Exception as exc:  # noqa: BLE001  (any database failure means "not ready")
+        checks["database"] = f"error: {type(exc).__name__}"
+    checks["executor"] = "ok" if runtime.service.executor.is_ready() else "not ready"
+    ready = all(value == "ok" for value in checks.values())
+    return web.json_response({"status": "ok" if ready else "unavailable", "checks": checks},
+                             status=200 if ready else 503)
+
+
+async def serve(runtime: Runtime) -> int:
+    """Serve until SIGINT or SIGTERM, then stop runs cleanly (they end `cancelled`)."""
+    settings = runtime.settings
+    service = runtime.service
+    settled = await service.reconcile()
+    if settled:
+        logger.info("start-up: checked %d unfinished runs from before", settled)
+    outbox = Outbox(runtime.store, service.changes)
+    app = make_app(runtime)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.JOBBOT_HOST, settings.JOBBOT_PORT)
+    await site.start()
+    logger.info("jobbot serving app %s on http://%s:%s (executor %s)", runtime.app.app,
+                settings.JOBBOT_HOST, settings.JOBBOT_PORT, service.executor.name)
+    if not settings.SLACK_BOT_TOKEN:
+        logger.info("Slack is not configured (no SLACK_BOT_TOKEN): running without the bot")
+    stop = asyncio.Event()
+    received: list[str] = []
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, lambda s=sig: (received.append(s.name), stop.set()))
+    background = [asyncio.create_task(outbox.run(), name="outbox")]
+    await stop.wait()
+    why = received[0] if received else "stop"
+    logger.info("%s received: stopping runs and shutting down", why)
+    await service.shutdown(f"jobbot stopped ({why}) while the run was going")
+    for task in background:
+        task.cancel()
+    await asyncio.gather(*background, return_exceptions=True)
+    await runner.cleanup()
+    return 0

@@ -1,0 +1,59 @@
+"""Typed settings from the environment, one sentence per field; read when a command starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything jobbot reads from its environment (see the README's Settings section)."""
+
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=True, extra="ignore")
+
+    JOBBOT_APP_CONFIG: Path = Field(Path("app.yaml"), description="The app.yaml to serve.")
+    JOBBOT_DATA_DIR: Path = Field(
+        Path(".jobbot"), description="Where the default SQLite database, logs and local secrets live."
+    )
+    JOBBOT_DATABASE_URL: str | None = Field(
+        None, description="SQLAlchemy URL; default sqlite under JOBBOT_DATA_DIR; postgresql://..."
+    )
+    JOBBOT_EXECUTOR: Literal["local", "kubernetes"] = Field(
+        "local", description="Run jobs as local processes or as Kubernetes Jobs."
+    )
+    JOBBOT_HOST: str = Field("127.0.0.1", description="Address the server listens on.")
+    JOBBOT_PORT: int = Field(8080, description="Port the server listens on.")
+    JOBBOT_PUBLIC_URL: str | None = Field(
+        None, description="Base URL people reach jobbot at, for links in Slack and GitHub."
+    )
+    JOBBOT_SECRET_KEY: SecretStr | None = Field(
+        None, description="Signs links to run pages; set it in production."
+    )
+    JOBBOT_LOG_FORMAT: Literal["text", "json"] = Field(
+        "text", description="Log lines as text for people or JSON for collectors."
+    )
+    JOBBOT_RETRY_DELAY: float = Field(
+        1.0, description="Local executor: seconds before the first retry (doubles each time)."
+    )
+    SLACK_BOT_TOKEN: SecretStr | None = None
+    SLACK_SIGNING_SECRET: SecretStr | None = None
+    SLACK_APP_TOKEN: SecretStr | None = None
+    SLACK_API_URL: str | None = None
+    GITHUB_APP_ID: str | None = None
+    GITHUB_PRIVATE_KEY: SecretStr | None = None
+    GITHUB_PRIVATE_KEY_PATH: Path | None = None
+    GITHUB_WEBHOOK_SECRET: SecretStr | None = None
+    GITHUB_API_URL: str | None = None
+
+    @property
+    def database_url(self) -> str:
+        if self.JOBBOT_DATABASE_URL:
+            return self.JOBBOT_DATABASE_URL
+        return f"sqlite:///{(self.JOBBOT_DATA_DIR / 'jobbot.db').resolve()}"
+
+    @property
+    def public_url(self) -> str:
+        return (self.JOBBOT_PUBLIC_URL or f"http://{self.JOBBOT_HOST}:{self.JOBBOT_PORT}").rstrip("/")

@@ -1,0 +1,1 @@
+"""The browser front end: run pages with live logs, the jobs overview, metrics."""
