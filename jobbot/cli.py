@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from core.catalog import Catalog
-from core.errors import BadInput, ConfigError, Conflict, JobbotError, PermissionDenied
+from core.errors import BadInput, ConfigError, Conflict, JobbotError, NotFound, PermissionDenied
 from core.models import RunState
 from core.overrides import parse_overrides
 from core.policy import Actor
@@ -213,8 +213,16 @@ def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
     return _with_runtime(settings, body)
 
 
+def _require_database(settings: Settings, missing: str) -> None:
+    """Commands that only look runs up must not create a database to find nothing in it."""
+    url = settings.database_url
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        raise NotFound(missing)
+
+
 def cmd_logs(args: argparse.Namespace, settings: Settings) -> int:
     load_config(settings)
+    _require_database(settings, f"no run {args.run!r}")
 
     async def body(runtime: Runtime) -> int:
         detail = await runtime.service.detail(args.run)
@@ -232,6 +240,7 @@ def cmd_logs(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
     load_config(settings)
+    _require_database(settings, f"no run {args.run!r}")
 
     async def body(runtime: Runtime) -> int:
         service = runtime.service

@@ -1,0 +1,54 @@
+# jobbot's two commands: `make run` serves the example app, `make test` checks everything.
+# Both set up what they need (a virtualenv, PostgreSQL for the store tests) on a fresh machine.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: run test check lint typecheck imports unit bench postgres venv clean help
+
+help:
+	@echo "make run     serve the example app.yaml on http://127.0.0.1:8080 (SQLite, local executor)"
+	@echo "make test    lint, type-check, check layering, run unit and integration tests"
+	@echo "make e2e     end-to-end tests against a real Kubernetes control plane"
+	@echo "make bench   benchmarks (figures printed, nothing asserted)"
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "jobbot needs Python 3.11 or newer")'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+run: venv
+	$(VENV)/bin/jobbot serve
+
+postgres:
+	@bash scripts/ensure-postgres.sh
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+imports: venv
+	$(VENV)/bin/lint-imports
+
+check: lint typecheck imports
+
+unit: venv postgres
+	$(PY) -m pytest
+
+test: check unit
+
+bench: venv postgres
+	$(PY) bench/trigger.py
+
+clean:
+	rm -rf $(VENV) .jobbot .pytest_cache .mypy_cache .ruff_cache
+
+-include mk/*.mk

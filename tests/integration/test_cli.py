@@ -1,0 +1,214 @@
+"""The `jobbot` command as people use it: separate processes, exit codes, crashes and restarts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.apps import python_job, write_app
+
+SLOW = python_job("slow", """
+    import time
+    print("started", flush=True)
+    time.sleep(60)
+""", stop_grace_period=1)
+JOBS = [
+    python_job("hello", "print('hello from the job')"),
+    python_job("broken", "import sys; print('bad'); sys.exit(3)"),
+    SLOW,
+]
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    write_app(tmp_path, JOBS)
+    return tmp_path
+
+
+def jobbot(workdir: Path, *args: str, timeout: float = 60,
+           env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "jobbot", *args], cwd=workdir, capture_output=True, text=True,
+        timeout=timeout, env={**os.environ, "JOBBOT_RETRY_DELAY": "0.01", **(env or {})},
+        check=False,
+    )
+
+
+_SPAWNED: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def _reap_spawned() -> Iterator[None]:
+    yield
+    while _SPAWNED:
+        proc = _SPAWNED.pop()
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=10)
+
+
+def spawn(workdir: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """A background `jobbot`; its pipes are closed and it is reaped after the test."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jobbot", *args], cwd=workdir, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})},
+    )
+    _SPAWNED.append(proc)
+    return proc
+
+
+def wait_for(predicate: object, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+def test_run_follow_prints_the_log_and_exits_0(workdir: Path) -> None:
+    result = jobbot(workdir, "run", "hello", "--follow")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "hello from the job\n"
+    assert "hello #1 succeeded" in result.stderr
+
+
+def test_a_failed_run_exits_1(workdir: Path) -> None:
+    result = jobbot(workdir, "run", "broken")
+    assert result.returncode == 1
+    assert "broken #1 failed" in result.stderr and "exit code 3" in result.stderr
+
+
+def test_validate_lists_jobs(workdir: Path) -> None:
+    result = jobbot(workdir, "validate")
+    assert result.returncode == 0
+    assert "app demo, 3 jobs" in result.stdout
+    assert "hello" in result.stdout and "slow" in result.stdout
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("run", "helo"), "no job 'helo' (did you mean hello?)"),
+    (("run", "hello", "NOEQUALS"), "bad override 'NOEQUALS': use KEY=VALUE"),
+    (("logs", "hello#7"), "no run 'hello#7'"),
+    (("cancel", "nonsense"), "no run 'nonsense'"),
+    (("pause", "nope"), "no job 'nope'"),
+    (("runs", "nope"), "no job 'nope'"),
+])
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(
+        workdir: Path, args: tuple[str, ...], message: str) -> None:
+    result = jobbot(workdir, *args)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"jobbot: {message}"]
+    assert not (workdir / ".jobbot").exists()
+
+
+def test_cancel_of_something_that_is_not_a_run(workdir: Path) -> None:
+    jobbot(workdir, "run", "hello")
+    result = jobbot(workdir, "cancel", "nonsense")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "jobbot: 'nonsense' is not a run: give its id or JOB#NUMBER (e.g. migrate#4)")
+    done = jobbot(workdir, "cancel", "hello#1")
+    assert done.returncode == 2
+    assert done.stderr.strip() == "jobbot: hello #1 already succeeded; nothing to cancel"
+
+
+def test_a_broken_app_yaml_exits_2_naming_file_and_line(tmp_path: Path) -> None:
+    (tmp_path / "app.yaml").write_text("app: demo\njobs:\n  - name: x\n    comand: [true]\n")
+    result = jobbot(tmp_path, "run", "x")
+    assert result.returncode == 2
+    assert result.stderr.startswith("jobbot: app.yaml:3: jobs[x]: needs image")
+    assert "(and 2 more; see `jobbot validate`)" in result.stderr
+    assert not (tmp_path / ".jobbot").exists()
+    result = jobbot(tmp_path, "validate")
+    assert result.returncode == 2
+    assert "app.yaml:4: jobs[x].comand: unknown key 'comand' (did you mean 'command'?)" in (
+        result.stderr)
+
+
+def test_a_missing_app_yaml_exits_2(tmp_path: Path) -> None:
+    result = jobbot(tmp_path, "runs")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "jobbot: app.yaml: file not found"
+
+
+def test_two_runs_at_once_on_one_sqlite_file_both_succeed(workdir: Path) -> None:
+    procs = [spawn(workdir, "run", "hello") for _ in range(2)]
+    outputs = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    runs = jobbot(workdir, "runs", "hello")
+    assert "hello #1" in runs.stdout and "hello #2" in runs.stdout
+
+
+def test_a_sigkilled_jobbot_leaves_no_run_running_after_the_next_start(workdir: Path) -> None:
+    proc = spawn(workdir, "run", "slow", "--follow")
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "started"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert "running" in jobbot(workdir, "runs").stdout
+    # The next process to start settles it, says why, and kills what was left of it.
+    result = jobbot(workdir, "run", "hello")
+    assert result.returncode == 0
+    runs = jobbot(workdir, "runs", "slow").stdout
+    assert "failed" in runs
+    assert f"jobbot process {proc.pid} stopped while the run was running" in runs
+
+
+def test_cancel_from_the_cli_stops_a_run_of_another_process(workdir: Path) -> None:
+    proc = spawn(workdir, "run", "slow", "--follow")
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "started"
+    result = jobbot(workdir, "cancel", "slow#1")
+    assert result.returncode == 0, result.stderr
+    assert "slow #1 cancelled" in result.stderr
+    assert proc.wait(timeout=20) == 1
+
+
+def test_ctrl_c_cancels_the_run_and_records_it(workdir: Path) -> None:
+    proc = spawn(workdir, "run", "slow", "--follow")
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "started"
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=20) == 1
+    runs = jobbot(workdir, "runs", "slow").stdout
+    assert "cancelled" in runs and "interrupted" in runs
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_serve_answers_health_and_stops_runs_cleanly_on_sigterm(workdir: Path) -> None:
+    port = _free_port()
+    server = spawn(workdir, "serve", env={"JOBBOT_PORT": str(port)})
+    try:
+        def healthy() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
+                    return bool(r.status == 200)
+            except OSError:
+                return False
+
+        wait_for(healthy)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as response:
+            body = json.loads(response.read())
+        assert body == {"status": "ok", "checks": {"database": "ok", "migrations": "ok",
+                                                   "executor": "ok"}}
+    finally:
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=20) == 0
+    _, stderr = server.communicate(timeout=10)
+    assert "Slack is not configured" in stderr

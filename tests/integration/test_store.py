@@ -1,0 +1,192 @@
+"""The run store, on SQLite and on a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlmodel import SQLModel
+
+from core.models import RunState
+from core.store import NewRun, Store
+
+
+def new(job: str = "hello", **kwargs: object) -> NewRun:
+    return NewRun(app="demo", job=job, source="cli", actor="cli:ada", **kwargs)  # type: ignore[arg-type]
+
+
+def test_migrations_match_the_models(store: Store) -> None:
+    with store.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
+    assert diff == []
+    assert store.schema_is_current()
+
+
+def test_migrate_twice_is_harmless(store: Store) -> None:
+    store.migrate()
+    assert store.schema_is_current()
+
+
+def test_runs_are_numbered_per_job(store: Store) -> None:
+    first, _ = store.create_run(new("hello"))
+    second, _ = store.create_run(new("hello"))
+    other, _ = store.create_run(new("report"))
+    assert (first.number, second.number, other.number) == (1, 2, 1)
+    assert first.id != second.id
+    found = store.run_by_number("demo", "hello", 2)
+    assert found is not None and found.id == second.id
+
+
+def test_a_repeated_idempotency_key_returns_the_first_run(store: Store) -> None:
+    run, created = store.create_run(new(idempotency_key="slack:trigger-1"))
+    again, created_again = store.create_run(new(idempotency_key="slack:trigger-1"))
+    assert created and not created_again
+    assert again.id == run.id
+    assert len(store.list_runs(app="demo", job="hello")) == 1
+    assert [e.kind for e in store.events_for(run.id)] == ["created"]
+
+
+def test_concurrent_triggers_with_one_key_make_one_run(store: Store) -> None:
+    results: list[tuple[str, bool]] = []
+    errors: list[BaseException] = []
+
+    def trigger() -> None:
+        try:
+            run, created = store.create_run(new(idempotency_key="github:delivery-7"))
+            results.append((run.id, created))
+        except BaseException as exc:  # noqa: BLE001  (reported below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=trigger) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len({run_id for run_id, _ in results}) == 1
+    assert sum(created for _, created in results) == 1
+
+
+def test_concurrent_triggers_get_distinct_numbers(store: Store) -> None:
+    numbers: list[int] = []
+    lock = threading.Lock()
+
+    def trigger() -> None:
+        for _ in range(5):
+            run, _ = store.create_run(new())
+            with lock:
+                numbers.append(run.number)
+
+    threads = [threading.Thread(target=trigger) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(numbers) == list(range(1, 21))
+
+
+def test_transitions_follow_the_state_machine(store: Store) -> None:
+    run, _ = store.create_run(new())
+    running = store.transition(run.id, RunState.RUNNING)
+    assert running is not None and running.started_at is not None
+    done = store.transition(run.id, RunState.FAILED, exit_code=3, reason="exit code 3")
+    assert done is not None
+    assert (done.state, done.exit_code, done.reason) == ("failed", 3, "exit code 3")
+    assert done.finished_at is not None
+    # A final state is never left, and the losing writer learns it.
+    assert store.transition(run.id, RunState.SUCCEEDED) is None
+    assert store.transition(run.id, RunState.RUNNING) is None
+    assert store.get_run(run.id).state == "failed"  # type: ignore[union-attr]
+
+
+def test_events_are_an_ordered_outbox(store: Store) -> None:
+    run, _ = store.create_run(new())
+    store.transition(run.id, RunState.RUNNING)
+    store.start_attempt(run.id, 1, log_path="/tmp/x", handle="h:1:1")
+    store.finish_attempt(run.id, 1, RunState.SUCCEEDED, exit_code=0)
+    store.transition(run.id, RunState.SUCCEEDED, exit_code=0)
+    events = store.events_after(0)
+    assert [(e.kind, e.state) for e in events] == [
+        ("created", "queued"), ("state", "running"), ("attempt_started", "running"),
+        ("attempt_finished", "running"), ("state", "succeeded"),
+    ]
+    ids = [e.id for e in events]
+    assert ids == sorted(ids)
+    assert [e.id for e in store.events_after(ids[2])] == ids[3:]
+    assert store.last_event_id() == ids[-1]
+
+
+def test_subscriber_cursors_persist(store: Store) -> None:
+    assert store.cursor("slack") is None
+    store.save_cursor("slack", 5)
+    store.save_cursor("slack", 9)
+    assert store.cursor("slack") == 9
+
+
+def test_attempts_are_recorded(store: Store) -> None:
+    run, _ = store.create_run(new())
+    store.start_attempt(run.id, 1, log_path="a.log", handle=None)
+    store.finish_attempt(run.id, 1, RunState.FAILED, exit_code=1, reason="exit code 1")
+    store.start_attempt(run.id, 2, log_path="b.log", handle=None)
+    attempts = store.attempts(run.id)
+    assert [(a.index, a.state, a.exit_code) for a in attempts] == [
+        (1, "failed", 1), (2, "running", None)]
+
+
+def test_cancel_requests_only_reach_live_runs(store: Store) -> None:
+    run, _ = store.create_run(new())
+    requested = store.request_cancel(run.id, "ada")
+    assert requested is not None and requested.cancel_requested_by == "ada"
+    store.transition(run.id, RunState.CANCELLED, reason="cancelled by ada")
+    assert store.request_cancel(run.id, "bob") is None
+
+
+def test_pause_and_resume(store: Store) -> None:
+    assert store.set_paused("demo", "report", True, "ada")
+    assert not store.set_paused("demo", "report", True, "ada")
+    state = store.job_state("demo", "report")
+    assert state.paused and state.paused_by == "ada"
+    assert store.set_paused("demo", "report", False, "ada")
+    assert not store.job_state("demo", "report").paused
+
+
+def test_skipped_slots_are_final_at_once(store: Store) -> None:
+    slot = datetime(2026, 3, 29, 1, 30, tzinfo=UTC)
+    run, _ = store.create_run(new("report", state=RunState.SKIPPED, reason="paused",
+                                  scheduled_for=slot, idempotency_key="cron:demo/report:x"))
+    assert run.state == "skipped" and run.finished_at is not None
+    assert store.get_run(run.id).scheduled_for == slot  # type: ignore[union-attr]
+
+
+def test_timestamps_come_back_in_utc(store: Store) -> None:
+    run, _ = store.create_run(new())
+    loaded = store.get_run(run.id)
+    assert loaded is not None and loaded.created_at.tzinfo is not None
+    with pytest.raises(Exception, match="naive"):
+        store.create_run(new(scheduled_for=datetime(2026, 1, 1)))  # noqa: DTZ001
+
+
+def test_audit_log(store: Store) -> None:
+    store.audit(actor="slack:U1", source="slack", action="run", target="demo/hello",
+                result="denied", detail="only <@U2> may")
+    entry = store.audit_log()[0]
+    assert (entry.actor, entry.action, entry.result) == ("slack:U1", "run", "denied")
+
+
+def test_list_runs_pages_by_number(store: Store) -> None:
+    for _ in range(5):
+        store.create_run(new())
+    page = store.list_runs(app="demo", job="hello", limit=2)
+    assert [r.number for r in page] == [5, 4]
+    assert [r.number for r in store.list_runs(app="demo", job="hello", limit=2,
+                                              before_number=4)] == [3, 2]
+
+
+def test_sqlite_uses_wal(tmp_path: object) -> None:
+    store = Store(f"sqlite:///{tmp_path}/x.db")
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    store.close()

@@ -1,0 +1,51 @@
+"""Build app.yaml files and wired services for tests, with jobs that are small Python scripts."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+from core.catalog import Catalog
+from core.events import Changes
+from core.executors.local import LocalExecutor
+from core.logs import LogStore
+from core.procs import ProcessId
+from core.secrets import LocalSecrets
+from core.service import JobService
+from core.spec import AppSpec, load_app
+from core.store import Store
+
+
+def python_job(name: str, code: str, **settings: object) -> dict[str, object]:
+    """A job whose command runs `code` with this interpreter."""
+    return {
+        "name": name,
+        "image": "python:3.12-slim",
+        "command": [sys.executable, "-c", textwrap.dedent(code)],
+        **settings,
+    }
+
+
+def write_app(directory: Path, jobs: list[dict[str, object]], **top: object) -> Path:
+    """Write an app.yaml (JSON is YAML) into `directory` and return its path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "app.yaml"
+    path.write_text(json.dumps({"app": "demo", **top, "jobs": jobs}, indent=2))
+    return path
+
+
+def make_service(app: AppSpec, store: Store, data_dir: Path, *,
+                 retry_delay: float = 0.01, cancel_poll: float = 0.1) -> JobService:
+    logs = LogStore(data_dir / "logs")
+    owner = ProcessId.current()
+    executor = LocalExecutor(logs, LocalSecrets(data_dir / "secrets"), owner=owner,
+                             retry_delay=retry_delay, cancel_poll=cancel_poll)
+    return JobService(Catalog([app]), store, executor, logs, owner=owner, changes=Changes())
+
+
+def service_for(tmp_path: Path, store: Store, jobs: list[dict[str, object]],
+                **kwargs: float) -> JobService:
+    return make_service(load_app(write_app(tmp_path / "app", jobs)), store, tmp_path / "data",
+                        **kwargs)
