@@ -23,7 +23,8 @@ def parse_duration(value: object) -> int:
             return int(text)
         match = _PATTERN.match(text)
         if text and match:
-            return sum(int(n) * unit for n, unit in zip(match.groups(), _UNITS.values()) if n)
+            parts = zip(match.groups(), _UNITS.values(), strict=True)
+            return sum(int(n) * unit for n, unit in parts if n)
     raise ValueError(f"{value!r} is not a duration: {HELP}")
 
 

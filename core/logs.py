@@ -1,16 +1,19 @@
-"""Run logs: one file per attempt under the data directory, readable and followable while written."""
+"""Run logs: one file per attempt under the data directory, readable while still written."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 from core.masking import Masker
 
 # A line longer than this is cut into pieces, so one runaway line cannot exhaust memory.
 MAX_LINE = 64 * 1024
+_CHUNK = 1024 * 1024
 
 
 class LogWriter:
@@ -96,28 +99,29 @@ class LogStore:
         """Yield lines as they are written until `finished()` and the file is drained."""
         path = self.path(run_id, attempt)
         event = self._events.setdefault(run_id, asyncio.Event())
-        position = 0
+        handle: IO[str] | None = None
         partial = ""
-        while True:
-            done = await finished()  # asked before draining, so no line written after it is lost
-            if path.exists():
-                with open(path, encoding="utf-8", errors="replace") as handle:
-                    handle.seek(position)
-                    chunk = handle.read()
-                    position = handle.tell()
-                lines = (partial + chunk).split("\n")
-                partial = lines.pop()
-                for line in lines:
-                    yield line
-            if done:
-                if partial:
-                    yield partial
-                return
-            event.clear()
-            try:
-                await asyncio.wait_for(event.wait(), timeout=poll)
-            except TimeoutError:
-                pass
+        try:
+            while True:
+                done = await finished()  # asked before draining, so no later line is lost
+                if handle is None and path.exists():
+                    # A local file read is microseconds; not worth a thread per chunk.
+                    handle = open(path, encoding="utf-8", errors="replace")  # noqa: ASYNC230, SIM115
+                while handle is not None and (chunk := handle.read(_CHUNK)):
+                    lines = (partial + chunk).split("\n")
+                    partial = lines.pop()
+                    for line in lines:
+                        yield line
+                if done:
+                    if partial:
+                        yield partial
+                    return
+                event.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), timeout=poll)
+        finally:
+            if handle is not None:
+                handle.close()
 
     def delete(self, run_id: str) -> None:
         shutil.rmtree(self.root / run_id, ignore_errors=True)

@@ -8,8 +8,9 @@ from collections.abc import Iterable, Mapping
 MASK = "********"
 # Values shorter than this are too likely to match ordinary text ("1", "yes") to be masked.
 MIN_SECRET_LENGTH = 4
-_SENSITIVE_KEY = re.compile(r"(SECRET|TOKEN|PASSWORD|PASSWD|PASSPHRASE|API_?KEY|PRIVATE|CREDENTIAL)",
-                            re.IGNORECASE)
+_SENSITIVE_KEY = re.compile(
+    r"(SECRET|TOKEN|PASSWORD|PASSWD|PASSPHRASE|API_?KEY|PRIVATE|CREDENTIAL)", re.IGNORECASE
+)
 
 
 def is_sensitive_key(name: str) -> bool:

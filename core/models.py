@@ -1,4 +1,4 @@
-"""SQLModel tables: runs, attempts, run events (the outbox), job state, subscriber cursors, audit."""
+"""SQLModel tables: runs, attempts, run events (the outbox), job state, cursors, audit."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def _ts(**kwargs: Any) -> Any:
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 
-class RunState(str, enum.Enum):
+class RunState(enum.StrEnum):
     """Where a run is in its life; the last four are final."""
 
     QUEUED = "queued"
@@ -68,7 +68,7 @@ class RunState(str, enum.Enum):
         return self not in (RunState.QUEUED, RunState.RUNNING)
 
 
-class Source(str, enum.Enum):
+class Source(enum.StrEnum):
     """What started a run."""
 
     CLI = "cli"

@@ -21,5 +21,5 @@ def is_dns_subdomain(name: str) -> bool:
 
 def closest(name: str, candidates: Sequence[str]) -> str | None:
     """The candidate most like `name`, if any is close enough to be a likely typo."""
-    matches = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    matches = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.7)
     return matches[0] if matches else None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 from core.models import Source
 from core.spec import Allow, JobSpec
@@ -11,7 +11,7 @@ from core.spec import Allow, JobSpec
 GITHUB_PERMISSIONS = ("read", "triage", "write", "maintain", "admin")
 
 
-class Action(str, Enum):
+class Action(StrEnum):
     RUN = "run"
     CANCEL = "cancel"
     PAUSE = "pause"

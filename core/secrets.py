@@ -1,4 +1,4 @@
-"""Secrets for the local executor: `<dir>/<name>.env` files, the local stand-in for Kubernetes Secrets."""
+"""Secrets for the local executor: `<dir>/<name>.env` files, standing in for Kubernetes Secrets."""
 
 from __future__ import annotations
 

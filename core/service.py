@@ -315,8 +315,7 @@ class JobService:
     # -- Reporter: what the executor tells us ---------------------------------------------
 
     async def run_started(self, run_id: str, *, external_id: str | None = None) -> None:
-        fields = {"external_id": external_id} if external_id else {}
-        await self._db(self.store.transition, run_id, RunState.RUNNING, **fields)
+        await self._db(self.store.transition, run_id, RunState.RUNNING, external_id=external_id)
         self.changes.notify()
 
     async def attempt_started(self, run_id: str, index: int, *, log_path: str | None,

@@ -1,4 +1,4 @@
-"""app.yaml -> AppSpec / JobSpec / BuildSpec, with every problem reported as file:line: key: message."""
+"""app.yaml -> AppSpec / JobSpec / BuildSpec; every problem reported as file:line: key: message."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from pydantic import (
 from core.durations import parse_duration
 from core.errors import ConfigError, ConfigProblem, NotFound
 from core.names import closest, is_dns_label, is_dns_subdomain
-from core.yamlsource import LineMap, dotted, load
+from core.yamlsource import LineMap, Problem, dotted, load
 
 Duration = Annotated[int, BeforeValidator(parse_duration)]
 DnsLabel = Annotated[str, Field(min_length=1, max_length=63)]
@@ -30,7 +30,15 @@ _QUANTITY = re.compile(r"^\d+(\.\d+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
 _IMAGE = re.compile(r"^[a-z0-9]+([._-][a-z0-9]+)*(:\d+)?(/[a-z0-9]+([._-]{1,2}[a-z0-9]+)*)*$")
 _SCHEDULE_ONLY = ("concurrency_policy", "starting_deadline", "suspend", "timezone", "history")
 _ALIASES = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
-NOTIFY_EVENTS = ("start", "retry", "success", "failure")
+# What people coming from Kubernetes, cron or CI systems tend to write instead.
+_SYNONYMS = {
+    "retries": "backoff_limit", "retry": "backoff_limit", "timeout": "time_limit",
+    "active_deadline_seconds": "time_limit", "cron": "schedule", "args": "command",
+    "tz": "timezone", "concurrency": "concurrency_policy", "environment": "env",
+    "restartPolicy": "restart_policy", "backoffLimit": "backoff_limit",
+}
+NotifyEvent = Literal["start", "retry", "success", "failure"]
+NOTIFY_EVENTS: tuple[NotifyEvent, ...] = ("start", "retry", "success", "failure")
 
 
 class _Strict(BaseModel):
@@ -89,7 +97,7 @@ class Notify(_Strict):
     """Where a job's runs are announced, and on which events."""
 
     slack_channel: str | None = None
-    on: tuple[Literal["start", "retry", "success", "failure"], ...] = NOTIFY_EVENTS
+    on: tuple[NotifyEvent, ...] = NOTIFY_EVENTS
 
 
 class History(_Strict):
@@ -226,9 +234,9 @@ def load_app(path: str | Path) -> AppSpec:
 
 def parse_app(text: str, filename: str = "app.yaml", directory: str = ".") -> AppSpec:
     """Validate app.yaml text; raises ConfigError listing every problem, in line order."""
-    data, lines, problems = load(text, filename)
-    checker = _Checker(filename, lines, problems)
-    spec = checker.check(data, directory)
+    data, lines, problems = load(text)
+    checker = _Checker(filename, lines)
+    spec = checker.check(data, directory, problems)
     if checker.problems or spec is None:
         raise ConfigError(_unique_sorted(checker.problems))
     return spec
@@ -237,16 +245,15 @@ def parse_app(text: str, filename: str = "app.yaml", directory: str = ".") -> Ap
 class _Checker:
     """Collects problems while validating; one instance per file."""
 
-    def __init__(self, filename: str, lines: LineMap, problems: list[ConfigProblem]) -> None:
+    def __init__(self, filename: str, lines: LineMap) -> None:
         self.filename = filename
         self.lines = lines
-        self.problems = problems
+        self.problems: list[ConfigProblem] = []
         self.job_names: dict[int, str] = {}
 
-    def problem(self, path: tuple[str | int, ...], message: str) -> None:
-        self.problems.append(
-            ConfigProblem(self.filename, self.lines.line(path), self._key(path), message)
-        )
+    def problem(self, path: tuple[str | int, ...], message: str, line: int | None = None) -> None:
+        line = self.lines.line(path) if line is None else line
+        self.problems.append(ConfigProblem(self.filename, line, self._key(path), message))
 
     def _key(self, path: tuple[str | int, ...]) -> str:
         if len(path) >= 2 and path[0] == "jobs" and isinstance(path[1], int):
@@ -255,9 +262,16 @@ class _Checker:
                 return f"jobs[{name}]" + dotted(("x", *path[2:]))[1:]
         return dotted(path)
 
-    def check(self, data: Any, directory: str) -> AppSpec | None:
+    def check(self, data: Any, directory: str, parse_problems: list[Problem]) -> AppSpec | None:
+        if isinstance(data, dict) and isinstance(data.get("jobs"), list):
+            for index, raw in enumerate(data["jobs"]):
+                if isinstance(raw, dict) and isinstance(raw.get("name"), str):
+                    self.job_names[index] = raw["name"]
+        for path, line, message in parse_problems:
+            self.problem(path, message, line)
         if data is None:
-            self.problem((), "the file is empty; it needs at least `app:` and `jobs:`")
+            if not parse_problems:
+                self.problem((), "the file is empty; it needs at least `app:` and `jobs:`")
             return None
         if not isinstance(data, dict):
             self.problem((), "the top level must be a mapping with `app:` and `jobs:`")
@@ -271,20 +285,20 @@ class _Checker:
             self.problem(("defaults",), "must be a mapping of job settings")
             defaults = {}
         self._check_defaults(defaults)
+        builds = self._builds(data.get("builds") or [])
+        kubernetes = self._validate(KubernetesSpec, data.get("kubernetes") or {},
+                                    ("kubernetes",))
         raw_jobs = data.get("jobs", [])
         if not isinstance(raw_jobs, list):
             self.problem(("jobs",), "must be a list of jobs")
             raw_jobs = []
         jobs: list[JobSpec] = []
         checked: list[JobSpec] = []
-        inherited: dict[int, set[str]] = {}
         for index, raw in enumerate(raw_jobs):
-            if isinstance(raw, dict) and isinstance(raw.get("name"), str):
-                self.job_names[index] = raw["name"]
             if not isinstance(raw, dict):
                 self.problem(("jobs", index), "each job must be a mapping with name and command")
                 continue
-            merged, inherited[index] = self._merge_defaults(index, raw, defaults)
+            merged, inherited = self._merge_defaults(index, raw, defaults)
             job = self._validate(JobSpec, merged, ("jobs", index))
             if isinstance(job, JobSpec):
                 jobs.append(job)
@@ -293,17 +307,33 @@ class _Checker:
                 job = self._partial(merged)
             if job is not None:
                 checked.append(job)
-                self._check_job(index, job, inherited[index])
-        top = {k: v for k, v in data.items() if k in allowed_top and k not in ("jobs", "defaults")}
-        app = self._validate(AppSpec, {**top, "jobs": [], "defaults": {}}, ())
-        if not isinstance(app, AppSpec):
+                self._check_job(index, job, inherited)
+        app = self._validate(AppSpec, {k: data[k] for k in ("app",) if k in data}, ())
+        if isinstance(app, AppSpec) and not is_dns_label(app.app):
+            self.problem(("app",), _dns_message(app.app))
+        if isinstance(kubernetes, KubernetesSpec) and kubernetes.namespace and (
+                not is_dns_label(kubernetes.namespace)):
+            self.problem(("kubernetes", "namespace"), _dns_message(kubernetes.namespace))
+        self._check_names(raw_jobs, data.get("builds"), checked)
+        if not isinstance(app, AppSpec) or not isinstance(kubernetes, KubernetesSpec):
             return None
-        app = app.model_copy(
-            update={"jobs": tuple(jobs), "defaults": defaults, "source": self.filename,
-                    "directory": directory}
-        )
-        self._check_app(app, raw_jobs, checked)
-        return app
+        return app.model_copy(update={
+            "jobs": tuple(jobs), "builds": tuple(builds), "kubernetes": kubernetes,
+            "defaults": defaults, "source": self.filename, "directory": directory,
+        })
+
+    def _builds(self, raw_builds: Any) -> list[BuildSpec]:
+        if not isinstance(raw_builds, list):
+            self.problem(("builds",), "must be a list of builds")
+            return []
+        builds = []
+        for index, raw in enumerate(raw_builds):
+            build = self._validate(BuildSpec, raw, ("builds", index))
+            if isinstance(build, BuildSpec):
+                builds.append(build)
+                if not is_dns_label(build.name):
+                    self.problem(("builds", index, "name"), _dns_message(build.name))
+        return builds
 
     def _check_defaults(self, defaults: dict[str, Any]) -> None:
         for key in defaults:
@@ -342,7 +372,8 @@ class _Checker:
                 loc = (*path, *error["loc"])
                 if error["type"] == "extra_forbidden":
                     parent = _model_at(model, error["loc"][:-1])
-                    allowed = set(parent.model_fields) - {"source", "directory"} if parent else set()
+                    allowed = set(parent.model_fields) if parent else set()
+                    allowed -= {"source", "directory"}
                     self._unknown(loc, str(loc[-1]), allowed)
                 elif error["type"] == "missing":
                     self.problem(loc, "is required")
@@ -351,7 +382,8 @@ class _Checker:
             return None
 
     def _unknown(self, path: tuple[str | int, ...], key: str, allowed: set[str]) -> None:
-        hint = closest(key, sorted(allowed))
+        hint = _SYNONYMS.get(key) if _SYNONYMS.get(key) in allowed else None
+        hint = hint or closest(key, sorted(allowed))
         message = f"unknown key {key!r}"
         if hint:
             message += f" (did you mean {hint!r}?)"
@@ -424,11 +456,7 @@ class _Checker:
         except ValidationError:
             return None
 
-    def _check_app(self, app: AppSpec, raw_jobs: list[Any], jobs: list[JobSpec]) -> None:
-        if not is_dns_label(app.app):
-            self.problem(("app",), _dns_message(app.app))
-        if app.kubernetes.namespace and not is_dns_label(app.kubernetes.namespace):
-            self.problem(("kubernetes", "namespace"), _dns_message(app.kubernetes.namespace))
+    def _check_names(self, raw_jobs: list[Any], raw_builds: Any, jobs: list[JobSpec]) -> None:
         seen: dict[str, int] = {}
         for index, raw in enumerate(raw_jobs):
             name = raw.get("name") if isinstance(raw, dict) else None
@@ -436,21 +464,20 @@ class _Checker:
                 if name in seen:
                     self.problem(("jobs", index, "name"), f"job {name!r} is defined twice")
                 seen.setdefault(name, index)
-        builds = {b.name for b in app.builds}
-        for index, build in enumerate(app.builds):
-            if not is_dns_label(build.name):
-                self.problem(("builds", index, "name"), _dns_message(build.name))
-            if [b.name for b in app.builds].count(build.name) > 1 and \
-                    [b.name for b in app.builds].index(build.name) != index:
-                self.problem(("builds", index, "name"), f"build {build.name!r} is defined twice")
+        build_names: set[str] = set()
+        for index, raw in enumerate(raw_builds if isinstance(raw_builds, list) else []):
+            name = raw.get("name") if isinstance(raw, dict) else None
+            if isinstance(name, str):
+                if name in build_names:
+                    self.problem(("builds", index, "name"), f"build {name!r} is defined twice")
+                build_names.add(name)
         for job in jobs:
-            if job.image_from_build and job.image_from_build not in builds:
-                index = seen[job.name]
-                hint = closest(job.image_from_build, sorted(builds))
+            if job.image_from_build and job.image_from_build not in build_names:
+                hint = closest(job.image_from_build, sorted(build_names))
                 message = f"no build named {job.image_from_build!r}"
                 message += f" (did you mean {hint!r}?)" if hint else ""
-                message += "; builds: " + (", ".join(sorted(builds)) or "none defined")
-                self.problem(("jobs", index, "image_from_build"), message)
+                message += "; builds: " + (", ".join(sorted(build_names)) or "none defined")
+                self.problem(("jobs", seen[job.name], "image_from_build"), message)
 
 
 def cron_problem(expression: str, job_name: str) -> str | None:

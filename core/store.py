@@ -236,11 +236,13 @@ class Store:
         reason: str | None = None,
         exit_code: int | None = None,
         data: dict[str, Any] | None = None,
-        **fields: Any,
+        external_id: str | None = None,
     ) -> Run | None:
         """Move a run to `state` and append its event, atomically; None if it may not move."""
         now = utcnow()
-        values: dict[str, Any] = {"state": state.value, **fields}
+        values: dict[str, Any] = {"state": state.value}
+        if external_id is not None:
+            values["external_id"] = external_id
         if reason is not None:
             values["reason"] = reason
         if exit_code is not None:
@@ -252,7 +254,9 @@ class Store:
         allowed = [s.value for s in _REACHABLE_FROM.get(state, ())]
         with self._write() as session:
             result = session.execute(
-                update(Run).where(col(Run.id) == run_id, col(Run.state).in_(allowed)).values(**values)
+                update(Run)
+                .where(col(Run.id) == run_id, col(Run.state).in_(allowed))
+                .values(**values)
             )
             if result.rowcount != 1:  # type: ignore[attr-defined]
                 return None
@@ -344,7 +348,7 @@ class Store:
 
     def last_event_id(self) -> int:
         with self._read() as session:
-            return int(session.exec(select(func.coalesce(func.max(RunEvent.id), 0))).one())
+            return int(session.exec(select(func.coalesce(func.max(RunEvent.id), 0))).one() or 0)
 
     def cursor(self, name: str) -> int | None:
         with self._read() as session:

@@ -6,8 +6,6 @@ from typing import Any
 
 import yaml
 
-from core.errors import ConfigProblem
-
 Path = tuple[str | int, ...]
 
 
@@ -34,19 +32,22 @@ class LineMap:
         return 0
 
 
-def load(text: str, filename: str) -> tuple[Any, LineMap, list[ConfigProblem]]:
-    """Parse `text`; returns the data, its line map, and problems (syntax, duplicate keys)."""
+Problem = tuple[Path, int, str]
+
+
+def load(text: str) -> tuple[Any, LineMap, list[Problem]]:
+    """Parse `text`; returns the data, its line map, and (path, line, message) problems."""
     lines = LineMap()
-    problems: list[ConfigProblem] = []
+    problems: list[Problem] = []
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 0
-        problems.append(ConfigProblem(filename, line, "", f"not valid YAML: {exc.problem}"))
+        problems.append(((), line, f"not valid YAML: {exc.problem}"))
         return None, lines, problems
     except yaml.YAMLError as exc:
-        problems.append(ConfigProblem(filename, 0, "", f"not valid YAML: {exc}"))
+        problems.append(((), 0, f"not valid YAML: {exc}"))
         return None, lines, problems
     if node is None:
         return None, lines, problems
@@ -57,19 +58,15 @@ def load(text: str, filename: str) -> tuple[Any, LineMap, list[ConfigProblem]]:
         if isinstance(n, yaml.MappingNode):
             result: dict[Any, Any] = {}
             for key_node, value_node in n.value:
-                key = constructor.construct_object(key_node, deep=True)
-                if not isinstance(key, str):
-                    key = str(key)
+                # Keys are names as written: YAML 1.1 would read `on:` (notify.on) as True.
+                if isinstance(key_node, yaml.ScalarNode):
+                    key = key_node.value
+                else:
+                    key = str(constructor.construct_object(key_node, deep=True))
                 child = (*path, key)
                 if key in result:
-                    problems.append(
-                        ConfigProblem(
-                            filename,
-                            key_node.start_mark.line + 1,
-                            dotted(child),
-                            "this key is given twice in the same mapping",
-                        )
-                    )
+                    problems.append((child, key_node.start_mark.line + 1,
+                                     "this key is given twice in the same mapping"))
                 result[key] = convert(value_node, child)
                 lines.record(child, key_node.start_mark.line + 1)
             return result

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from core.catalog import Catalog
+from core.durations import format_duration
 from core.errors import BadInput, ConfigError, Conflict, JobbotError, NotFound, PermissionDenied
 from core.models import RunState
 from core.overrides import parse_overrides
@@ -184,7 +185,7 @@ class _StatusLine:
     async def tick(self) -> None:
         while self.enabled:
             run = await self.runtime.service.get_run(self.run_id)
-            elapsed = render.format_duration(run.duration or 0)
+            elapsed = format_duration(run.duration or 0)
             self.text = f"[{run.label} {run.state} · attempt {self.attempt} · {elapsed}]"
             self.draw()
             await asyncio.sleep(1)

@@ -63,9 +63,14 @@ async def serve(runtime: Runtime) -> int:
         logger.info("Slack is not configured (no SLACK_BOT_TOKEN): running without the bot")
     stop = asyncio.Event()
     received: list[str] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        received.append(sig.name)
+        stop.set()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, lambda s=sig: (received.append(s.name), stop.set()))
+        loop.add_signal_handler(sig, on_signal, sig)
     background = [asyncio.create_task(outbox.run(), name="outbox")]
     await stop.wait()
     why = received[0] if received else "stop"

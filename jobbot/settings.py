@@ -16,7 +16,7 @@ class Settings(BaseSettings):
 
     JOBBOT_APP_CONFIG: Path = Field(Path("app.yaml"), description="The app.yaml to serve.")
     JOBBOT_DATA_DIR: Path = Field(
-        Path(".jobbot"), description="Where the default SQLite database, logs and local secrets live."
+        Path(".jobbot"), description="Where the SQLite database, logs and local secrets live."
     )
     JOBBOT_DATABASE_URL: str | None = Field(
         None, description="SQLAlchemy URL; default sqlite under JOBBOT_DATA_DIR; postgresql://..."

@@ -1,4 +1,4 @@
-"""Run a job's command as child processes, with the same retry, time-limit and cancel rules as Kubernetes."""
+"""Run jobs as child processes, with the retry, time-limit and cancel rules of Kubernetes Jobs."""
 
 from __future__ import annotations
 
@@ -179,8 +179,8 @@ class LocalExecutor:
                                              return_when=asyncio.FIRST_COMPLETED)
                 stop_wait.cancel()
                 for task in done - {stop_wait}:
-                    attempt = active.pop(task)  # type: ignore[arg-type]
-                    code = task.result()  # type: ignore[union-attr]
+                    attempt = active.pop(task)
+                    code = task.result()
                     last_exit = code
                     if code == 0:
                         succeeded += 1

@@ -86,14 +86,16 @@ def test_run_follow_prints_the_log_and_exits_0(workdir: Path) -> None:
 def test_a_failed_run_exits_1(workdir: Path) -> None:
     result = jobbot(workdir, "run", "broken")
     assert result.returncode == 1
-    assert "broken #1 failed" in result.stderr and "exit code 3" in result.stderr
+    assert "broken #1 failed" in result.stderr
+    assert "exit code 3" in result.stderr
 
 
 def test_validate_lists_jobs(workdir: Path) -> None:
     result = jobbot(workdir, "validate")
     assert result.returncode == 0
     assert "app demo, 3 jobs" in result.stdout
-    assert "hello" in result.stdout and "slow" in result.stdout
+    assert "hello" in result.stdout
+    assert "slow" in result.stdout
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -147,7 +149,8 @@ def test_two_runs_at_once_on_one_sqlite_file_both_succeed(workdir: Path) -> None
     outputs = [p.communicate(timeout=60) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     runs = jobbot(workdir, "runs", "hello")
-    assert "hello #1" in runs.stdout and "hello #2" in runs.stdout
+    assert "hello #1" in runs.stdout
+    assert "hello #2" in runs.stdout
 
 
 def test_a_sigkilled_jobbot_leaves_no_run_running_after_the_next_start(workdir: Path) -> None:
@@ -182,7 +185,8 @@ def test_ctrl_c_cancels_the_run_and_records_it(workdir: Path) -> None:
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=20) == 1
     runs = jobbot(workdir, "runs", "slow").stdout
-    assert "cancelled" in runs and "interrupted" in runs
+    assert "cancelled" in runs
+    assert "interrupted" in runs
 
 
 def _free_port() -> int:

@@ -28,10 +28,12 @@ async def log_of(service: JobService, run_id: str) -> list[str]:
     return [line async for _, line in service.logs(run_id)]
 
 
-async def test_a_quick_job_succeeds_with_its_env_and_overrides(store: Store, tmp_path: Path) -> None:
+async def test_a_quick_job_succeeds_with_its_env_and_overrides(
+        store: Store, tmp_path: Path) -> None:
     service = service_for(tmp_path, store, [python_job("hello", """
         import os
-        print("hello", os.environ["GREETING"], os.environ["JOBBOT_JOB"], os.environ["JOBBOT_RUN_NUMBER"])
+        env = os.environ
+        print("hello", env["GREETING"], env["JOBBOT_JOB"], env["JOBBOT_RUN_NUMBER"])
         print("cwd", os.getcwd())
     """, env={"GREETING": "hi"})])
     run_id, state = await run_to_end(service, "hello", overrides={"GREETING": "hey"})
@@ -41,7 +43,9 @@ async def test_a_quick_job_succeeds_with_its_env_and_overrides(store: Store, tmp
     assert lines[1] == f"cwd {tmp_path / 'app'}"
     detail = await service.detail(run_id)
     assert [(a.index, a.state, a.exit_code) for a in detail.attempts] == [(1, "succeeded", 0)]
-    assert detail.run.exit_code == 0 and detail.run.started_at and detail.run.finished_at
+    assert detail.run.exit_code == 0
+    assert detail.run.started_at
+    assert detail.run.finished_at
 
 
 async def test_jobbot_credentials_never_reach_a_job(store: Store, tmp_path: Path,
@@ -149,7 +153,8 @@ async def test_secret_values_are_masked_in_logs(store: Store, tmp_path: Path) ->
     lines = await log_of(service, run_id)
     assert lines == [f"password is {MASK}", f"token is {MASK}", "user is app"]
     raw = (tmp_path / "data" / "logs" / run_id / "1.log").read_text()
-    assert "hunter2" not in raw and "tok-123456" not in raw
+    assert "hunter2" not in raw
+    assert "tok-123456" not in raw
 
 
 async def test_a_missing_secret_fails_the_run_with_a_clear_reason(
@@ -158,7 +163,8 @@ async def test_a_missing_secret_fails_the_run_with_a_clear_reason(
     run_id, state = await run_to_end(service, "x")
     run = (await service.detail(run_id)).run
     assert state == "failed"
-    assert run.reason is not None and "secret 'nope' not found" in run.reason
+    assert run.reason is not None
+    assert "secret 'nope' not found" in run.reason
 
 
 async def test_a_missing_command_fails_with_127(store: Store, tmp_path: Path) -> None:
@@ -191,7 +197,8 @@ async def test_idempotency_key_never_starts_a_second_run(store: Store, tmp_path:
     service = service_for(tmp_path, store, [python_job("hello", "print(1)")])
     first = await service.trigger("hello", ADA, idempotency_key="slack:T1")
     second = await service.trigger("hello", ADA, idempotency_key="slack:T1")
-    assert first.created and not second.created
+    assert first.created
+    assert not second.created
     assert second.run.id == first.run.id
     await service.wait(first.run.id)
     assert len(await service.runs("hello")) == 1
@@ -212,9 +219,11 @@ async def test_rerun_repeats_the_overrides(store: Store, tmp_path: Path) -> None
     service = service_for(tmp_path, store, [python_job(
         "hello", "import os; print(os.environ.get('X'))")])
     run_id, _ = await run_to_end(service, "hello", overrides={"X": "42"}, ref="main")
-    again = await service.rerun(f"hello#1", Actor.cli("bob"))
+    again = await service.rerun("hello#1", Actor.cli("bob"))
     final = await service.wait(again.run.id)
-    assert final.rerun_of == run_id and final.ref == "main" and final.actor == "cli:bob"
+    assert final.rerun_of == run_id
+    assert final.ref == "main"
+    assert final.actor == "cli:bob"
     assert await log_of(service, final.id) == ["42"]
 
 
@@ -251,7 +260,8 @@ async def test_pause_and_resume_are_recorded(store: Store, tmp_path: Path) -> No
     assert await service.pause("report", ADA)
     assert not await service.pause("report", ADA)
     summary = await service.job_summary("report")
-    assert summary.paused and summary.paused_by == "ada"
+    assert summary.paused
+    assert summary.paused_by == "ada"
     assert await service.resume("report", ADA)
     assert [e.action for e in store.audit_log()][:3] == ["resume", "pause", "pause"]
 

@@ -37,13 +37,15 @@ def test_runs_are_numbered_per_job(store: Store) -> None:
     assert (first.number, second.number, other.number) == (1, 2, 1)
     assert first.id != second.id
     found = store.run_by_number("demo", "hello", 2)
-    assert found is not None and found.id == second.id
+    assert found is not None
+    assert found.id == second.id
 
 
 def test_a_repeated_idempotency_key_returns_the_first_run(store: Store) -> None:
     run, created = store.create_run(new(idempotency_key="slack:trigger-1"))
     again, created_again = store.create_run(new(idempotency_key="slack:trigger-1"))
-    assert created and not created_again
+    assert created
+    assert not created_again
     assert again.id == run.id
     assert len(store.list_runs(app="demo", job="hello")) == 1
     assert [e.kind for e in store.events_for(run.id)] == ["created"]
@@ -91,7 +93,8 @@ def test_concurrent_triggers_get_distinct_numbers(store: Store) -> None:
 def test_transitions_follow_the_state_machine(store: Store) -> None:
     run, _ = store.create_run(new())
     running = store.transition(run.id, RunState.RUNNING)
-    assert running is not None and running.started_at is not None
+    assert running is not None
+    assert running.started_at is not None
     done = store.transition(run.id, RunState.FAILED, exit_code=3, reason="exit code 3")
     assert done is not None
     assert (done.state, done.exit_code, done.reason) == ("failed", 3, "exit code 3")
@@ -139,7 +142,8 @@ def test_attempts_are_recorded(store: Store) -> None:
 def test_cancel_requests_only_reach_live_runs(store: Store) -> None:
     run, _ = store.create_run(new())
     requested = store.request_cancel(run.id, "ada")
-    assert requested is not None and requested.cancel_requested_by == "ada"
+    assert requested is not None
+    assert requested.cancel_requested_by == "ada"
     store.transition(run.id, RunState.CANCELLED, reason="cancelled by ada")
     assert store.request_cancel(run.id, "bob") is None
 
@@ -148,7 +152,8 @@ def test_pause_and_resume(store: Store) -> None:
     assert store.set_paused("demo", "report", True, "ada")
     assert not store.set_paused("demo", "report", True, "ada")
     state = store.job_state("demo", "report")
-    assert state.paused and state.paused_by == "ada"
+    assert state.paused
+    assert state.paused_by == "ada"
     assert store.set_paused("demo", "report", False, "ada")
     assert not store.job_state("demo", "report").paused
 
@@ -157,16 +162,18 @@ def test_skipped_slots_are_final_at_once(store: Store) -> None:
     slot = datetime(2026, 3, 29, 1, 30, tzinfo=UTC)
     run, _ = store.create_run(new("report", state=RunState.SKIPPED, reason="paused",
                                   scheduled_for=slot, idempotency_key="cron:demo/report:x"))
-    assert run.state == "skipped" and run.finished_at is not None
+    assert run.state == "skipped"
+    assert run.finished_at is not None
     assert store.get_run(run.id).scheduled_for == slot  # type: ignore[union-attr]
 
 
 def test_timestamps_come_back_in_utc(store: Store) -> None:
     run, _ = store.create_run(new())
     loaded = store.get_run(run.id)
-    assert loaded is not None and loaded.created_at.tzinfo is not None
+    assert loaded is not None
+    assert loaded.created_at.tzinfo is not None
     with pytest.raises(Exception, match="naive"):
-        store.create_run(new(scheduled_for=datetime(2026, 1, 1)))  # noqa: DTZ001
+        store.create_run(new(scheduled_for=datetime(2026, 1, 1)))
 
 
 def test_audit_log(store: Store) -> None:

@@ -1,0 +1,248 @@
+"""app.yaml validation: every field of the format, and errors that say file:line: key: what."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from core.errors import ConfigError, NotFound
+from core.spec import load_app, parse_app
+
+ROOT = Path(__file__).resolve().parents[2]
+
+FULL = """\
+app: shop
+defaults:
+  time_limit: 3600
+  notify: {slack_channel: "#deploys"}
+kubernetes: {namespace: shop-jobs, service_account_name: jobs-runner}
+builds:
+  - name: api-build
+    dockerfile: Dockerfile
+    context: .
+    image: registry.example.com/shop/api
+    branches: [main]
+    registry_secret: registry-credentials
+jobs:
+  - name: db-migrate
+    image_from_build: api-build
+    command: [yarn, migrate]
+    env: {RAILS_ENV: production, PORT: 8080}
+    secrets: [db-credentials]
+    run_on_image_change: cd
+    restart_policy: OnFailure
+    backoff_limit: 3
+    time_limit: 480
+    stop_grace_period: 30
+    parallelism: 1
+    completions: 1
+    ttl: 3600
+    resources: {cpu: 500m, memory: 512Mi}
+    security_context: {run_as_user: 1000}
+    allow: {slack_users: [U123], slack_usergroups: [S456], slack_channels: [C789],
+            github_permission: write}
+    confirm: true
+    notify: {slack_channel: "#db", on: [start, failure, success]}
+    pull_requests: false
+    fork_secrets: false
+  - name: nightly-report
+    image: python:3.12-slim
+    command: [python, report.py]
+    schedule: "0 3 * * *"
+    timezone: Europe/Berlin
+    concurrency_policy: Forbid
+    starting_deadline: 300
+    suspend: false
+    history: {succeeded: 20, failed: 20}
+"""
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        parse_app(text, "app.yaml")
+    return [str(p) for p in caught.value.problems]
+
+
+def test_the_design_brief_example_is_valid() -> None:
+    app = parse_app(FULL)
+    assert app.app == "shop" and app.namespace == "shop-jobs"
+    migrate = app.job("db-migrate")
+    assert migrate.command == ("yarn", "migrate")
+    assert migrate.env == {"RAILS_ENV": "production", "PORT": "8080"}
+    assert migrate.time_limit == 480 and migrate.backoff_limit == 3
+    assert migrate.notify.slack_channel == "#db"
+    assert migrate.allow.slack_users == ("U123",)
+    report = app.job("nightly-report")
+    assert report.schedule == ("0 3 * * *",)
+    assert report.time_limit == 3600  # from defaults
+    assert report.notify.slack_channel == "#deploys"  # from defaults
+    assert report.starting_deadline == 300
+    assert app.build("api-build").branches == ("main",)
+
+
+def test_the_repository_example_app_is_valid() -> None:
+    app = load_app(ROOT / "app.yaml")
+    assert {job.name for job in app.jobs} >= {"hello", "flaky", "broken", "slow", "report"}
+
+
+def test_durations_accept_units() -> None:
+    app = parse_app("""app: a
+jobs:
+  - {name: j, image: x, command: [x], time_limit: 1h30m, stop_grace_period: 90s, ttl: 2d}
+""")
+    job = app.job("j")
+    assert (job.time_limit, job.stop_grace_period, job.ttl) == (5400, 90, 172800)
+
+
+def test_a_schedule_may_be_a_list_and_use_aliases_and_h() -> None:
+    job = parse_app("""app: a
+jobs:
+  - {name: j, image: x, command: [x], schedule: ["@hourly", "H 3 * * 1-5"]}
+""").job("j")
+    assert job.schedule == ("@hourly", "H 3 * * 1-5")
+
+
+def test_unknown_keys_name_the_line_and_what_is_allowed() -> None:
+    found = problems("app: a\njobs:\n  - name: j\n    image: x\n    command: [x]\n"
+                     "    retries: 3\n")
+    assert len(found) == 1
+    assert found[0].startswith("app.yaml:6: jobs[j].retries: unknown key 'retries' "
+                               "(did you mean 'backoff_limit'?); allowed: ")
+    assert "backoff_limit" in found[0]
+
+
+def test_several_errors_are_reported_at_once_in_line_order() -> None:
+    found = problems("""app: Shop_App
+builds:
+  - {name: api, image: "registry.example.com/api:latest"}
+jobs:
+  - name: Bad_Name
+    image: x
+    command: migrate
+  - name: cron
+    image: x
+    command: [x]
+    schedule: "61 * * * *"
+    timezone: Mars/Olympus
+    time_limit: forever
+    image_from_build: apii
+""")
+    assert found == [
+        "app.yaml:1: app: 'Shop_App' is not a valid name: use at most 63 lowercase letters, "
+        "digits and '-', starting and ending with a letter or digit",
+        "app.yaml:3: builds[0].image: 'registry.example.com/api:latest' is not an image name "
+        "without a tag (it is built as <image>:<sha>)",
+        "app.yaml:5: jobs[Bad_Name].name: 'Bad_Name' is not a valid name: use at most 63 "
+        "lowercase letters, digits and '-', starting and ending with a letter or digit",
+        "app.yaml:7: jobs[Bad_Name].command: give the command as a list, e.g. [yarn, migrate]: "
+        "it is never run through a shell",
+        "app.yaml:11: jobs[cron].schedule: '61 * * * *' is not a valid cron expression",
+        "app.yaml:12: jobs[cron].timezone: unknown time zone 'Mars/Olympus'",
+        "app.yaml:13: jobs[cron].time_limit: 'forever' is not a duration: use whole seconds "
+        "(480) or a string like 90s, 15m, 1h30m or 2d",
+        "app.yaml:14: jobs[cron].image_from_build: give either image or image_from_build",
+        "app.yaml:14: jobs[cron].image_from_build: no build named 'apii' (did you mean 'api'?); "
+        "builds: api",
+    ]
+
+
+@pytest.mark.parametrize(("job", "expected"), [
+    ("parallelism: 3\n    completions: 2", "jobs[j].parallelism: parallelism 3 is more than "
+     "completions 2"),
+    ("concurrency_policy: Replace", "jobs[j].concurrency_policy: concurrency_policy Replace only "
+     "applies to jobs with a schedule"),
+    ("starting_deadline: 60", "jobs[j].starting_deadline: starting_deadline only applies to "
+     "jobs with a schedule"),
+    ("fork_secrets: true", "jobs[j].fork_secrets: only applies with pull_requests: true"),
+    ("run_on_image_change: cd", "jobs[j].run_on_image_change: only applies to jobs with "
+     "image_from_build"),
+    ("restart_policy: Always", "jobs[j].restart_policy: 'Always' is not allowed; input should "
+     "be 'OnFailure' or 'Never'"),
+    ("backoff_limit: -1", "jobs[j].backoff_limit: Input should be greater than or equal to 0"),
+    ("backoff_limit: lots", "jobs[j].backoff_limit: 'lots' is not a whole number"),
+    ("schedule: '0 3 * *'", "jobs[j].schedule: '0 3 * *' has 4 fields; a schedule has 5 "
+     "(minute hour day-of-month month day-of-week), e.g. '0 3 * * *'"),
+    ("schedule: '@reboot'", "jobs[j].schedule: unknown schedule '@reboot'; allowed: @yearly, "
+     "@annually, @monthly, @weekly, @daily, @midnight, @hourly or 5 cron fields"),
+    ("schedule: '* * * * *'\n    timezone: Berlin", "jobs[j].timezone: unknown time zone "
+     "'Berlin' (IANA names look like Europe/Berlin or America/New_York)"),
+    ("env: {DEBUG: true}", "jobs[j].env.DEBUG: True must be quoted: environment values are "
+     "strings"),
+    ("env: {9LIVES: x}", "jobs[j].env.9LIVES: not a valid environment variable name"),
+    ("resources: {cpu: lots}", "jobs[j].resources.cpu: 'lots' is not a Kubernetes quantity "
+     "(e.g. 500m, 1, 512Mi, 2Gi)"),
+    ("secrets: [Bad_Secret]", "jobs[j].secrets[0]: 'Bad_Secret' is not a valid Secret name"),
+    ("notify: {on: [always]}", "jobs[j].notify.on[0]: 'always' is not allowed; input should be "
+     "'start', 'retry', 'success' or 'failure'"),
+    ("allow: {github_permission: god}", "jobs[j].allow.github_permission: 'god' is not "
+     "allowed; input should be 'read', 'triage', 'write', 'maintain' or 'admin'"),
+    ("time_limit: 0", "jobs[j].time_limit: must be more than 0 seconds"),
+    ("security_context: {run_as_root: true}", "jobs[j].security_context.run_as_root: unknown "
+     "key 'run_as_root'"),
+])
+def test_each_kind_of_problem(job: str, expected: str) -> None:
+    found = problems(f"app: a\njobs:\n  - name: j\n    image: x\n    command: [x]\n    {job}\n")
+    assert any(expected in p for p in found), found
+    assert all(p.startswith("app.yaml:") for p in found)
+
+
+def test_duplicate_names_and_keys() -> None:
+    found = problems("""app: a
+jobs:
+  - {name: j, image: x, command: [x]}
+  - {name: j, image: x, command: [y]}
+  - name: k
+    image: x
+    image: y
+    command: [x]
+""")
+    assert "app.yaml:4: jobs[j].name: job 'j' is defined twice" in found
+    assert "app.yaml:7: jobs[k].image: this key is given twice in the same mapping" in found
+
+
+def test_defaults_are_merged_and_their_errors_point_at_defaults() -> None:
+    found = problems("""app: a
+defaults:
+  stop_grace_period: soon
+  name: nope
+jobs:
+  - {name: j, image: x, command: [x]}
+""")
+    assert any(p.startswith("app.yaml:3: defaults.stop_grace_period: 'soon' is not a duration")
+               for p in found)
+    assert any(p.startswith("app.yaml:4: defaults.name: unknown key 'name'") for p in found)
+
+
+def test_schedule_settings_inherited_from_defaults_are_fine_without_a_schedule() -> None:
+    app = parse_app("""app: a
+defaults: {timezone: Europe/Berlin, concurrency_policy: Forbid}
+jobs:
+  - {name: cron, image: x, command: [x], schedule: "0 3 * * *"}
+  - {name: manual, image: x, command: [x]}
+""")
+    assert app.job("cron").timezone == "Europe/Berlin"
+    assert app.job("manual").concurrency_policy == "Forbid"
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("", "app.yaml: the file is empty; it needs at least `app:` and `jobs:`"),
+    ("- just\n- a list\n", "app.yaml:1: the top level must be a mapping with `app:` and `jobs:`"),
+    ("app: a\njobs: [\n", "app.yaml:3: not valid YAML: expected the node content, but found "
+     "'<stream end>'"),
+    ("jobs: []\n", "app.yaml:1: app: is required"),
+    ("app: a\njobs:\n  - {name: j}\n", "app.yaml:3: jobs[j].command: is required"),
+])
+def test_structural_problems(text: str, expected: str) -> None:
+    assert expected in problems(text)
+
+
+def test_a_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="file not found"):
+        load_app(tmp_path / "nope.yaml")
+
+
+def test_unknown_job_suggests_the_closest_name() -> None:
+    app = parse_app(FULL)
+    with pytest.raises(NotFound, match=r"no job 'db-migrat' in app 'shop' \(did you mean "):
+        app.job("db-migrat")
