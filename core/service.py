@@ -20,7 +20,7 @@ from core.models import Attempt, JobState, Run, RunState
 from core.overrides import check_override
 from core.policy import Action, Actor, decide
 from core.procs import ProcessId
-from core.store import NewRun, Store
+from core.store import ActiveRun, AuditRecord, NewRun, Store
 
 logger = logging.getLogger(__name__)
 P = ParamSpec("P")
@@ -36,7 +36,7 @@ class TriggerResult:
     run: Run
     created: bool
     # Other runs of the job still queued or running when this one was triggered.
-    active: list[Run] = field(default_factory=list)
+    active: list[ActiveRun] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -110,15 +110,15 @@ class JobService:
             ref=ref, sha=sha, image=image or target.job.image, overrides=overrides,
             origin=origin or {}, idempotency_key=idempotency_key, scheduled_for=scheduled_for,
             rerun_of=rerun_of, executor=self.executor.name,
+            # A local run belongs to this process: start-up reconciliation elsewhere skips it.
+            owner=str(self.owner) if self.executor.name == "local" else None,
         )
-        run, created = await self._db(self.store.create_run, new)
-        active = [r for r in await self._db(self.store.active_runs, run.app, run.job)
-                  if r.id != run.id]
-        if created:
-            await self._audit(actor, "run", f"{target.key}#{run.number}", "started",
-                              f"run {run.id}")
-            await self._launch(target, run)
-        return TriggerResult(run, created, active)
+        audit = AuditRecord(actor=actor.id, source=actor.source.value, action="run",
+                            target=target.key, result="started")
+        outcome = await self._db(self.store.create_run, new, audit)
+        if outcome.created:
+            await self._launch(target, outcome.run)
+        return TriggerResult(outcome.run, outcome.created, outcome.active)
 
     async def record_skipped(self, job_name: str, *, reason: str, scheduled_for: datetime,
                              idempotency_key: str) -> TriggerResult:
@@ -129,10 +129,10 @@ class JobService:
             state=RunState.SKIPPED, reason=reason, scheduled_for=scheduled_for,
             idempotency_key=idempotency_key, executor=self.executor.name,
         )
-        run, created = await self._db(self.store.create_run, new)
-        if created:
+        outcome = await self._db(self.store.create_run, new)
+        if outcome.created:
             self.changes.notify()
-        return TriggerResult(run, created)
+        return TriggerResult(outcome.run, outcome.created)
 
     async def rerun(self, run_ref: str, actor: Actor, *,
                     idempotency_key: str | None = None,
@@ -148,8 +148,6 @@ class JobService:
     async def _launch(self, target: JobRef, run: Run) -> None:
         env = {**target.job.env, **run.overrides}
         sensitive = tuple(v for k, v in env.items() if is_sensitive_key(k))
-        if self.executor.name == "local":
-            await self._db(self.store.update_run, run.id, owner=str(self.owner))
         self.changes.notify()
         try:
             await self.executor.launch(Launch(run=run, app=target.app, job=target.job, env=env,
@@ -205,8 +203,9 @@ class JobService:
 
     async def _audit(self, actor: Actor, action: str, target: str, result: str,
                      detail: str | None = None) -> None:
-        await self._db(self.store.audit, actor=actor.id, source=actor.source.value,
-                       action=action, target=target, result=result, detail=detail)
+        await self._db(self.store.audit, AuditRecord(actor=actor.id, source=actor.source.value,
+                                                     action=action, target=target,
+                                                     result=result, detail=detail))
 
     async def audit(self, actor: Actor, action: str, target: str, result: str,
                     detail: str | None = None) -> None:

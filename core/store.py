@@ -9,13 +9,24 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Engine, create_engine, event, func, text, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Table,
+    bindparam,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.pool import NullPool
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col
+from sqlmodel import select as orm_select
 
 from core.models import (
     Attempt,
@@ -56,7 +67,83 @@ class NewRun:
     scheduled_for: datetime | None = None
     rerun_of: str | None = None
     executor: str = "local"
+    owner: str | None = None
     reason: str | None = None
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """An audit-log line written in the same transaction as the change it describes."""
+
+    actor: str
+    source: str
+    action: str
+    target: str
+    result: str
+    detail: str | None = None
+
+
+class ActiveRun(NamedTuple):
+    """Another queued or running run of the same job, as a trigger's reply mentions it."""
+
+    id: str
+    number: int
+    state: str
+    actor: str
+
+
+@dataclass(frozen=True)
+class Created:
+    """What create_run did: the run, whether it is new, and the job's other live runs."""
+
+    run: Run
+    created: bool
+    active: list[ActiveRun]
+
+
+# Core tables for the hot path: plain INSERT/UPDATE without the ORM's bookkeeping.
+RUNS: Table = Run.__table__  # type: ignore[attr-defined]
+RUN_EVENTS: Table = RunEvent.__table__  # type: ignore[attr-defined]
+AUDIT_LOG: Table = AuditEntry.__table__  # type: ignore[attr-defined]
+JOB_STATE: Table = JobState.__table__  # type: ignore[attr-defined]
+
+
+class _Statements:
+    """The hot path's statements, built once per dialect so SQLAlchemy compiles them once."""
+
+    def __init__(self, dialect: str) -> None:
+        upsert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        self.bump_number = (
+            update(JOB_STATE)
+            .where(JOB_STATE.c.app == bindparam("b_app"), JOB_STATE.c.job == bindparam("b_job"))
+            .values(last_number=JOB_STATE.c.last_number + 1)
+            .returning(JOB_STATE.c.last_number)
+        )
+        self.first_job_state = upsert(JOB_STATE).values(
+            app=bindparam("app"), job=bindparam("job"), last_number=0, paused=False,
+        ).on_conflict_do_nothing()
+        self.insert_run = (
+            upsert(RUNS).on_conflict_do_nothing(index_elements=["idempotency_key"])
+            .returning(RUNS.c.id)
+        )
+        self.insert_event = insert(RUN_EVENTS)
+        self.insert_audit = insert(AUDIT_LOG)
+        self.active_runs = (
+            select(RUNS.c.id, RUNS.c.number, RUNS.c.state, RUNS.c.actor)
+            .where(RUNS.c.app == bindparam("b_app"), RUNS.c.job == bindparam("b_job"),
+                   RUNS.c.id != bindparam("b_id"),
+                   RUNS.c.state.in_([RunState.QUEUED.value, RunState.RUNNING.value]))
+            .order_by(RUNS.c.number.desc())
+            .limit(10)
+        )
+
+
+def _audit_values(record: AuditRecord, target_suffix: str = "") -> dict[str, Any]:
+    return {
+        "at": utcnow(), "actor": record.actor, "source": record.source,
+        "action": record.action, "target": f"{record.target}{target_suffix}"[:255],
+        "result": record.result, "detail": record.detail[:2000] if record.detail else None,
+    }
 
 
 def new_run_id() -> str:
@@ -71,6 +158,8 @@ class Store:
         self.url = url
         self.engine = _make_engine(url, echo=echo)
         self.dialect = self.engine.dialect.name
+        self._write_engine = self.engine.execution_options(jobbot_write=True)
+        self._sql = _Statements(self.dialect)
 
     # -- schema ---------------------------------------------------------------------------
 
@@ -121,8 +210,7 @@ class Store:
     def _write(self) -> Iterator[Session]:
         # On SQLite a write transaction starts with BEGIN IMMEDIATE, so two processes queue on
         # busy_timeout instead of failing when a read lock cannot be upgraded.
-        with Session(self.engine.execution_options(jobbot_write=True),
-                     expire_on_commit=False) as session, session.begin():
+        with Session(self._write_engine, expire_on_commit=False) as session, session.begin():
             yield session
 
     @contextlib.contextmanager
@@ -132,50 +220,59 @@ class Store:
 
     # -- runs -----------------------------------------------------------------------------
 
-    def create_run(self, new: NewRun) -> tuple[Run, bool]:
-        """Record a run and its first event; with a known idempotency key, return that run."""
-        if new.idempotency_key:
-            existing = self.run_by_key(new.idempotency_key)
-            if existing:
-                return existing, False
-        try:
-            with self._write() as session:
-                number = self._next_number(session, new.app, new.job)
-                now = utcnow()
-                run = Run(
-                    id=new_run_id(), app=new.app, job=new.job, number=number,
-                    state=new.state.value, source=new.source, actor=new.actor, ref=new.ref,
-                    sha=new.sha, image=new.image, overrides=dict(new.overrides),
-                    origin=dict(new.origin), idempotency_key=new.idempotency_key,
-                    scheduled_for=new.scheduled_for, rerun_of=new.rerun_of,
-                    executor=new.executor, created_at=now, reason=new.reason,
-                    finished_at=now if new.state.is_final else None,
-                )
-                session.add(run)
-                session.flush()
-                self._event(session, run, "created", {"reason": new.reason} if new.reason else {})
-                return run, True
-        except IntegrityError:
-            if not new.idempotency_key:
-                raise
-            existing = self.run_by_key(new.idempotency_key)
-            if existing is None:
-                raise
-            return existing, False
+    def create_run(self, new: NewRun, audit: AuditRecord | None = None) -> Created:
+        """Record a run, its first event and `audit` in one transaction.
 
-    def _next_number(self, session: Session, app: str, job: str) -> int:
-        insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
-        session.execute(
-            insert(JobState).values(app=app, job=job, last_number=0, paused=False)
-            .on_conflict_do_nothing()
-        )
-        number = session.execute(
-            update(JobState)
-            .where(col(JobState.app) == app, col(JobState.job) == job)
-            .values(last_number=JobState.last_number + 1)
-            .returning(col(JobState.last_number))
-        ).scalar_one()
+        With an idempotency key already used, nothing is written and that run is returned.
+        This is the hot path of every trigger: prepared Core statements on one connection,
+        no ORM unit of work.
+        """
+        sql = self._sql
+        now = utcnow()
+        values: dict[str, Any] = {
+            "id": new_run_id(), "app": new.app, "job": new.job, "state": new.state.value,
+            "source": new.source, "actor": new.actor, "ref": new.ref, "sha": new.sha,
+            "image": new.image, "overrides": dict(new.overrides), "origin": dict(new.origin),
+            "idempotency_key": new.idempotency_key, "scheduled_for": new.scheduled_for,
+            "rerun_of": new.rerun_of, "executor": new.executor, "owner": new.owner,
+            "created_at": now, "reason": new.reason, "started_at": None,
+            "finished_at": now if new.state.is_final else None, "external_id": None,
+            "exit_code": None, "cancel_requested_by": None,
+        }
+        with self._write_engine.connect() as conn, conn.begin():
+            values["number"] = self._next_number(conn, new.app, new.job)
+            inserted = conn.execute(sql.insert_run, values).scalar_one_or_none()
+            if inserted is not None:
+                conn.execute(sql.insert_event, {
+                    "run_id": values["id"], "kind": "created", "state": values["state"],
+                    "created_at": now,
+                    "data": {"reason": new.reason} if new.reason else {}})
+                if audit:
+                    conn.execute(sql.insert_audit, _audit_values(
+                        audit, f"#{values['number']} ({values['id']})"))
+                active = self._active(conn, new.app, new.job, values["id"])
+                return Created(Run(**values), True, active)
+            # The key was used before: leaving the block rolls back the number we took.
+            conn.rollback()
+        existing = self.run_by_key(new.idempotency_key or "")
+        if existing is None:
+            raise RuntimeError(f"idempotency key {new.idempotency_key!r} conflicted but has no run")
+        with self.engine.connect() as conn:
+            return Created(existing, False,
+                           self._active(conn, existing.app, existing.job, existing.id))
+
+    def _next_number(self, conn: Connection, app: str, job: str) -> int:
+        sql = self._sql
+        number = conn.execute(sql.bump_number, {"b_app": app, "b_job": job}).scalar_one_or_none()
+        if number is None:  # the job's first run ever
+            conn.execute(sql.first_job_state, {"app": app, "job": job})
+            number = conn.execute(sql.bump_number, {"b_app": app, "b_job": job}).scalar_one()
         return int(number)
+
+    def _active(self, conn: Connection, app: str, job: str, run_id: str) -> list[ActiveRun]:
+        """Up to ten queued or running runs of the job other than `run_id`, newest first."""
+        rows = conn.execute(self._sql.active_runs, {"b_app": app, "b_job": job, "b_id": run_id})
+        return [ActiveRun(*row) for row in rows]
 
     def get_run(self, run_id: str) -> Run | None:
         with self._read() as session:
@@ -183,12 +280,12 @@ class Store:
 
     def run_by_key(self, key: str) -> Run | None:
         with self._read() as session:
-            return session.exec(select(Run).where(Run.idempotency_key == key)).first()
+            return session.exec(orm_select(Run).where(Run.idempotency_key == key)).first()
 
     def run_by_number(self, app: str, job: str, number: int) -> Run | None:
         with self._read() as session:
             return session.exec(
-                select(Run).where(Run.app == app, Run.job == job, Run.number == number)
+                orm_select(Run).where(Run.app == app, Run.job == job, Run.number == number)
             ).first()
 
     def list_runs(
@@ -201,7 +298,7 @@ class Store:
         before_number: int | None = None,
     ) -> list[Run]:
         """Newest first."""
-        query = select(Run)
+        query = orm_select(Run)
         if app:
             query = query.where(Run.app == app)
         if job:
@@ -220,7 +317,7 @@ class Store:
         )
 
     def unfinished_runs(self, executor: str | None = None) -> list[Run]:
-        query = select(Run).where(
+        query = orm_select(Run).where(
             col(Run.state).in_([RunState.QUEUED.value, RunState.RUNNING.value])
         )
         if executor:
@@ -324,7 +421,7 @@ class Store:
     def attempts(self, run_id: str) -> list[Attempt]:
         with self._read() as session:
             return list(session.exec(
-                select(Attempt).where(Attempt.run_id == run_id).order_by(col(Attempt.index))
+                orm_select(Attempt).where(Attempt.run_id == run_id).order_by(col(Attempt.index))
             ))
 
     # -- events (outbox) ------------------------------------------------------------------
@@ -336,19 +433,19 @@ class Store:
     def events_after(self, last_id: int, limit: int = 500) -> list[RunEvent]:
         with self._read() as session:
             return list(session.exec(
-                select(RunEvent).where(col(RunEvent.id) > last_id)
+                orm_select(RunEvent).where(col(RunEvent.id) > last_id)
                 .order_by(col(RunEvent.id)).limit(limit)
             ))
 
     def events_for(self, run_id: str) -> list[RunEvent]:
         with self._read() as session:
             return list(session.exec(
-                select(RunEvent).where(RunEvent.run_id == run_id).order_by(col(RunEvent.id))
+                orm_select(RunEvent).where(RunEvent.run_id == run_id).order_by(col(RunEvent.id))
             ))
 
     def last_event_id(self) -> int:
         with self._read() as session:
-            return int(session.exec(select(func.coalesce(func.max(RunEvent.id), 0))).one() or 0)
+            return int(session.exec(orm_select(func.coalesce(func.max(RunEvent.id), 0))).one() or 0)
 
     def cursor(self, name: str) -> int | None:
         with self._read() as session:
@@ -373,12 +470,8 @@ class Store:
 
     def set_paused(self, app: str, job: str, paused: bool, actor: str) -> bool:
         """Pause or resume; returns False if the job already was in that state."""
-        insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
         with self._write() as session:
-            session.execute(
-                insert(JobState).values(app=app, job=job, last_number=0, paused=False)
-                .on_conflict_do_nothing()
-            )
+            session.execute(self._sql.first_job_state, {"app": app, "job": job})
             result = session.execute(
                 update(JobState)
                 .where(col(JobState.app) == app, col(JobState.job) == job,
@@ -390,17 +483,17 @@ class Store:
 
     # -- audit ----------------------------------------------------------------------------
 
-    def audit(self, *, actor: str, source: str, action: str, target: str, result: str,
-              detail: str | None = None) -> None:
+    def audit(self, record: AuditRecord) -> None:
         with self._write() as session:
-            session.add(AuditEntry(at=utcnow(), actor=actor, source=source, action=action,
-                                   target=target, result=result,
-                                   detail=detail[:2000] if detail else None))
+            self._audit(session, record)
+
+    def _audit(self, session: Session, record: AuditRecord) -> None:
+        session.execute(self._sql.insert_audit, _audit_values(record))
 
     def audit_log(self, limit: int = 100) -> list[AuditEntry]:
         with self._read() as session:
             return list(session.exec(
-                select(AuditEntry).order_by(col(AuditEntry.id).desc()).limit(limit)
+                orm_select(AuditEntry).order_by(col(AuditEntry.id).desc()).limit(limit)
             ))
 
 
@@ -409,8 +502,7 @@ def _make_engine(url: str, *, echo: bool) -> Engine:
         database = url.split("///", 1)[1] if "///" in url else ""
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        # NullPool: a connection per unit of work keeps several processes fair on one file.
-        engine = create_engine(url, echo=echo, poolclass=NullPool,
+        engine = create_engine(url, echo=echo, pool_size=8, max_overflow=16,
                                connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")

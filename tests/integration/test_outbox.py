@@ -11,7 +11,7 @@ from core.store import NewRun, Store
 
 
 def make_run(store: Store) -> str:
-    run, _ = store.create_run(NewRun(app="demo", job="hello", source="cli", actor="cli:ada"))
+    run = store.create_run(NewRun(app="demo", job="hello", source="cli", actor="cli:ada")).run
     return run.id
 
 

@@ -11,7 +11,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlmodel import SQLModel
 
 from core.models import RunState
-from core.store import NewRun, Store
+from core.store import AuditRecord, NewRun, Store
 
 
 def new(job: str = "hello", **kwargs: object) -> NewRun:
@@ -31,9 +31,9 @@ def test_migrate_twice_is_harmless(store: Store) -> None:
 
 
 def test_runs_are_numbered_per_job(store: Store) -> None:
-    first, _ = store.create_run(new("hello"))
-    second, _ = store.create_run(new("hello"))
-    other, _ = store.create_run(new("report"))
+    first = store.create_run(new("hello")).run
+    second = store.create_run(new("hello")).run
+    other = store.create_run(new("report")).run
     assert (first.number, second.number, other.number) == (1, 2, 1)
     assert first.id != second.id
     found = store.run_by_number("demo", "hello", 2)
@@ -42,11 +42,12 @@ def test_runs_are_numbered_per_job(store: Store) -> None:
 
 
 def test_a_repeated_idempotency_key_returns_the_first_run(store: Store) -> None:
-    run, created = store.create_run(new(idempotency_key="slack:trigger-1"))
-    again, created_again = store.create_run(new(idempotency_key="slack:trigger-1"))
-    assert created
-    assert not created_again
-    assert again.id == run.id
+    first = store.create_run(new(idempotency_key="slack:trigger-1"))
+    again = store.create_run(new(idempotency_key="slack:trigger-1"))
+    assert first.created
+    assert not again.created
+    run = first.run
+    assert again.run.id == run.id
     assert len(store.list_runs(app="demo", job="hello")) == 1
     assert [e.kind for e in store.events_for(run.id)] == ["created"]
 
@@ -57,8 +58,8 @@ def test_concurrent_triggers_with_one_key_make_one_run(store: Store) -> None:
 
     def trigger() -> None:
         try:
-            run, created = store.create_run(new(idempotency_key="github:delivery-7"))
-            results.append((run.id, created))
+            outcome = store.create_run(new(idempotency_key="github:delivery-7"))
+            results.append((outcome.run.id, outcome.created))
         except BaseException as exc:  # noqa: BLE001  (reported below)
             errors.append(exc)
 
@@ -78,7 +79,7 @@ def test_concurrent_triggers_get_distinct_numbers(store: Store) -> None:
 
     def trigger() -> None:
         for _ in range(5):
-            run, _ = store.create_run(new())
+            run = store.create_run(new()).run
             with lock:
                 numbers.append(run.number)
 
@@ -91,7 +92,7 @@ def test_concurrent_triggers_get_distinct_numbers(store: Store) -> None:
 
 
 def test_transitions_follow_the_state_machine(store: Store) -> None:
-    run, _ = store.create_run(new())
+    run = store.create_run(new()).run
     running = store.transition(run.id, RunState.RUNNING)
     assert running is not None
     assert running.started_at is not None
@@ -106,7 +107,7 @@ def test_transitions_follow_the_state_machine(store: Store) -> None:
 
 
 def test_events_are_an_ordered_outbox(store: Store) -> None:
-    run, _ = store.create_run(new())
+    run = store.create_run(new()).run
     store.transition(run.id, RunState.RUNNING)
     store.start_attempt(run.id, 1, log_path="/tmp/x", handle="h:1:1")
     store.finish_attempt(run.id, 1, RunState.SUCCEEDED, exit_code=0)
@@ -130,7 +131,7 @@ def test_subscriber_cursors_persist(store: Store) -> None:
 
 
 def test_attempts_are_recorded(store: Store) -> None:
-    run, _ = store.create_run(new())
+    run = store.create_run(new()).run
     store.start_attempt(run.id, 1, log_path="a.log", handle=None)
     store.finish_attempt(run.id, 1, RunState.FAILED, exit_code=1, reason="exit code 1")
     store.start_attempt(run.id, 2, log_path="b.log", handle=None)
@@ -140,7 +141,7 @@ def test_attempts_are_recorded(store: Store) -> None:
 
 
 def test_cancel_requests_only_reach_live_runs(store: Store) -> None:
-    run, _ = store.create_run(new())
+    run = store.create_run(new()).run
     requested = store.request_cancel(run.id, "ada")
     assert requested is not None
     assert requested.cancel_requested_by == "ada"
@@ -160,15 +161,15 @@ def test_pause_and_resume(store: Store) -> None:
 
 def test_skipped_slots_are_final_at_once(store: Store) -> None:
     slot = datetime(2026, 3, 29, 1, 30, tzinfo=UTC)
-    run, _ = store.create_run(new("report", state=RunState.SKIPPED, reason="paused",
-                                  scheduled_for=slot, idempotency_key="cron:demo/report:x"))
+    run = store.create_run(new("report", state=RunState.SKIPPED, reason="paused",
+                               scheduled_for=slot, idempotency_key="cron:demo/report:x")).run
     assert run.state == "skipped"
     assert run.finished_at is not None
     assert store.get_run(run.id).scheduled_for == slot  # type: ignore[union-attr]
 
 
 def test_timestamps_come_back_in_utc(store: Store) -> None:
-    run, _ = store.create_run(new())
+    run = store.create_run(new()).run
     loaded = store.get_run(run.id)
     assert loaded is not None
     assert loaded.created_at.tzinfo is not None
@@ -177,10 +178,19 @@ def test_timestamps_come_back_in_utc(store: Store) -> None:
 
 
 def test_audit_log(store: Store) -> None:
-    store.audit(actor="slack:U1", source="slack", action="run", target="demo/hello",
-                result="denied", detail="only <@U2> may")
+    store.audit(AuditRecord(actor="slack:U1", source="slack", action="run",
+                            target="demo/hello", result="denied", detail="only <@U2> may"))
     entry = store.audit_log()[0]
     assert (entry.actor, entry.action, entry.result) == ("slack:U1", "run", "denied")
+
+
+def test_create_run_reports_the_other_active_runs(store: Store) -> None:
+    first = store.create_run(new()).run
+    second = store.create_run(new())
+    assert [r.id for r in second.active] == [first.id]
+    store.transition(first.id, RunState.CANCELLED)
+    store.transition(second.run.id, RunState.CANCELLED)
+    assert store.create_run(new()).active == []
 
 
 def test_list_runs_pages_by_number(store: Store) -> None:
