@@ -46,7 +46,7 @@ unit: venv postgres
 test: check unit
 
 bench: venv postgres
-	$(PY) bench/trigger.py
+	$(PY) -m bench.trigger
 
 clean:
 	rm -rf $(VENV) .jobbot .pytest_cache .mypy_cache .ruff_cache

@@ -1,10 +1,10 @@
-"""Benchmark: triggering runs through JobService vs a bare SQLModel insert, on SQLite and PostgreSQL.
+"""Benchmark: JobService.trigger against a bare SQLModel insert, on SQLite and PostgreSQL.
 
 The executor is replaced by one that only records launches, so the figures are the service's
 and the store's own cost. Prints runs/s and p50/p99 latency per backend and the ratio to the
 bare insert measured in the same run. Goal: the service adds no more than 2x.
 
-    .venv/bin/python bench/trigger.py [--runs 2000] [--database-url URL]
+    .venv/bin/python -m bench.trigger [--runs 2000] [--database-url URL]
 """
 
 from __future__ import annotations
@@ -13,24 +13,21 @@ import argparse
 import asyncio
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from sqlmodel import Session
 
-from sqlmodel import Session  # noqa: E402
-
-from core.catalog import Catalog  # noqa: E402
-from core.executors.base import Launch, Reporter  # noqa: E402
-from core.logs import LogStore  # noqa: E402
-from core.models import Run, RunState, utcnow  # noqa: E402
-from core.policy import Actor  # noqa: E402
-from core.service import JobService  # noqa: E402
-from core.spec import parse_app  # noqa: E402
-from core.store import Store, new_run_id  # noqa: E402
-from tests.support.postgres import Cluster  # noqa: E402
+from core.catalog import Catalog
+from core.executors.base import Launch, Reporter
+from core.logs import LogStore
+from core.models import Run, RunState, utcnow
+from core.policy import Actor
+from core.service import JobService
+from core.spec import parse_app
+from core.store import Store, new_run_id
+from tests.support.postgres import Cluster
 
 APP = parse_app("app: bench\njobs:\n  - {name: noop, image: x, command: ['true']}\n")
 

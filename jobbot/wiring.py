@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +13,7 @@ from core.errors import BadInput
 from core.events import Changes
 from core.executors.base import Executor
 from core.executors.local import LocalExecutor
+from core.links import Links
 from core.logs import LogStore
 from core.procs import ProcessId
 from core.secrets import LocalSecrets
@@ -17,6 +21,8 @@ from core.service import JobService
 from core.spec import AppSpec, load_app
 from core.store import Store
 from jobbot.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -27,6 +33,7 @@ class Runtime:
     app: AppSpec
     store: Store
     service: JobService
+    links: Links
 
     def close(self) -> None:
         self.store.close()
@@ -48,7 +55,23 @@ def build_runtime(settings: Settings, config: Path | None = None, *,
     if executor is None:
         executor = make_executor(settings, logs, owner, data_dir)
     service = JobService(Catalog([app]), store, executor, logs, owner=owner, changes=Changes())
-    return Runtime(settings, app, store, service)
+    links = Links(settings.public_url, signing_key(settings, data_dir))
+    return Runtime(settings, app, store, service, links)
+
+
+def signing_key(settings: Settings, data_dir: Path) -> bytes:
+    """JOBBOT_SECRET_KEY, or a random key kept in the data directory (one host only)."""
+    if settings.JOBBOT_SECRET_KEY is not None:
+        return settings.JOBBOT_SECRET_KEY.get_secret_value().encode()
+    path = data_dir / "secret_key"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32))
+        logger.warning("JOBBOT_SECRET_KEY is not set: signing links with a key kept in %s; "
+                       "set it when running several replicas", path)
+    return path.read_text().strip().encode()
 
 
 def make_executor(settings: Settings, logs: LogStore, owner: ProcessId,
