@@ -50,7 +50,12 @@ class _Subscriber:
 
 
 class Outbox:
-    """Delivers run events to each subscriber in order, remembering how far each got."""
+    """Delivers run events to each subscriber in order, remembering how far each got.
+
+    Delivery is at least once: if the process dies between a handler finishing and its
+    cursor being saved, that one event is delivered again after the restart, so handlers
+    key what they post by event id (or make it idempotent in another way).
+    """
 
     def __init__(self, store: Store, changes: Changes, *, poll: float = 1.0,
                  max_delay: float = 60.0, give_up_after: int = 5) -> None:
@@ -79,7 +84,9 @@ class Outbox:
             for event in events:
                 await self._deliver(sub, event)
                 cursor = event.id or cursor
-                await asyncio.to_thread(self._store.save_cursor, sub.name, cursor)
+                # Shielded: a shutdown right after a delivery still records it, so a restart
+                # does not deliver it again.
+                await asyncio.shield(asyncio.to_thread(self._store.save_cursor, sub.name, cursor))
             if not events:
                 await self._changes.wait(self._poll)
 
