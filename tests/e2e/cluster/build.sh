@@ -9,7 +9,9 @@
 # Prints the directory holding the binaries (one per line: component=dir) on stdout when done.
 set -euo pipefail
 
-KUBE_VERSION="${KUBE_VERSION:-v1.34.12}"
+# v1.34.4 is the newest 1.34 patch release whose go.mod the checksum database verifies from
+# here (v1.34.12 exists on the module proxy but its sumdb lookup answers 404).
+KUBE_VERSION="${KUBE_VERSION:-v1.34.4}"
 ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
 KWOK_VERSION="${KWOK_VERSION:-v0.8.0}"
 
@@ -51,7 +53,13 @@ build_wrapped() {
     rm -rf "$src" && mkdir -p "$src" "$dir/bin"
     log "downloading $module@$version"
     local gomod
-    gomod="$(cd "$src" && "$GO" mod download -json "$module@$version" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')"
+    gomod="$(cd "$src" && "$GO" mod download -json "$module@$version" | python3 -c '
+import json, sys
+info = json.load(sys.stdin)
+if "Error" in info:
+    sys.exit("go mod download failed: " + info["Error"])
+print(info["GoMod"])
+')"
     {
         echo "module jobbot.local/e2e-wrapper"
         echo
