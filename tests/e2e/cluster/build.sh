@@ -109,10 +109,13 @@ build_kube() {
 
 build_kwok() {
     local dir="$K8S_CACHE/kwok-$KWOK_VERSION" stamp="kwok $KWOK_VERSION go=$("$GO" env GOVERSION)"
-    if component_done "$dir" "$stamp" && [[ -x "$dir/bin/kwok" ]]; then return; fi
-    mkdir -p "$dir/bin"
+    local crd="$dir/crd/kwok.x-k8s.io_logs.yaml"
+    if component_done "$dir" "$stamp" && [[ -x "$dir/bin/kwok" && -f "$crd" ]]; then return; fi
+    mkdir -p "$dir/bin" "$dir/crd"
     log "building kwok $KWOK_VERSION"
     GOBIN="$dir/bin" "$GO" install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+    # The cluster installs kwok's Logs CRD so tests can choose a single pod's log file.
+    install -m 0644 "$GOMODCACHE/sigs.k8s.io/kwok@$KWOK_VERSION/kustomize/crd/bases/kwok.x-k8s.io_logs.yaml" "$crd"
     echo "$stamp" >"$dir/stamp"
 }
 
