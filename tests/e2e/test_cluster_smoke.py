@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 
 from tests.e2e.cluster import KubeCluster, wait_for
 
@@ -156,13 +156,13 @@ def test_pod_log_is_read_through_the_apiserver(
     kube_cluster.set_pod_log(jobbot_ns, pod, ["building jobbot", "tests passed"])
     core = client.CoreV1Api(jobbot_client)
 
-    # kwok learns about the Logs object through a watch, so the first read may still
-    # return the default log.
-    text = wait_for(
-        lambda: (t := core.read_namespaced_pod_log(pod, jobbot_ns, container="main"))
-        if "tests passed" in t else None,
-        timeout=TIMEOUT, what=f"the log of pod {pod}",
-    )
+    def chosen_log() -> str | None:
+        # kwok learns about the Logs object through a watch, so the first reads may
+        # still return the default log.
+        text = core.read_namespaced_pod_log(pod, jobbot_ns, container="main")
+        return text if "tests passed" in text else None
+
+    text = wait_for(chosen_log, timeout=TIMEOUT, what=f"the log of pod {pod}")
 
     assert text == "building jobbot\ntests passed\n"
 

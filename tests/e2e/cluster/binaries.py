@@ -26,7 +26,7 @@ class Binaries:
 
     @classmethod
     def build(cls) -> Binaries:
-        """Run build.sh (a no-op taking about a second when the cache is warm) and parse its paths."""
+        """Run build.sh (about a second when the cache is warm) and parse the paths it prints."""
         result = subprocess.run(
             ["bash", str(BUILD_SCRIPT)], capture_output=True, text=True, check=False
         )

@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 from kubernetes import client, config
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 
 from .binaries import Binaries
 from .kubeconfig import write_kubeconfig
@@ -251,9 +251,8 @@ class KubeCluster:
         ]
 
     def _write_kwok_config(self) -> Path:
-        docs: list[Any] = [{"apiVersion": "config.kwok.x-k8s.io/v1alpha1",
-                            "kind": "KwokConfiguration", "options": {}}]
-        docs += [yaml.safe_load(p.read_text()) for p in sorted(STAGES_DIR.glob("*.yaml"))]
+        # No KwokConfiguration document: with one, kwok skips its defaults (parallelism 0).
+        docs = [yaml.safe_load(p.read_text()) for p in sorted(STAGES_DIR.glob("*.yaml"))]
         # Every container without a Logs object of its own serves the default log file.
         docs.append({
             "apiVersion": "kwok.x-k8s.io/v1alpha1",
@@ -316,7 +315,7 @@ class KubeCluster:
 
         def established() -> bool:
             crd = ext.read_custom_resource_definition(name)
-            conditions = crd.status.conditions or []
+            conditions = (crd.status and crd.status.conditions) or []
             return any(c.type == "Established" and c.status == "True" for c in conditions)
 
         self._wait(f"CRD {name} established", established, "kube-apiserver")
@@ -337,7 +336,8 @@ class KubeCluster:
 
         def all_ready() -> bool:
             for name in self.nodes:
-                conditions = core.read_node(name).status.conditions or []
+                status = core.read_node(name).status
+                conditions = (status and status.conditions) or []
                 if not any(c.type == "Ready" and c.status == "True" for c in conditions):
                     return False
             return True
@@ -366,13 +366,17 @@ class KubeCluster:
             JOBBOT_NAMESPACE,
             client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=JOBBOT_SERVICE_ACCOUNT)),
         )
-        token = core.create_namespaced_service_account_token(
+        # A day, so a manual `make e2e-cluster-up` session keeps working.
+        status = core.create_namespaced_service_account_token(
             JOBBOT_SERVICE_ACCOUNT,
             JOBBOT_NAMESPACE,
             client.AuthenticationV1TokenRequest(
                 spec=client.V1TokenRequestSpec(audiences=[SA_ISSUER], expiration_seconds=86400)
             ),
-        ).status.token
+        ).status
+        if status is None or not status.token:
+            raise RuntimeError("TokenRequest for the jobbot ServiceAccount returned no token")
+        token = status.token
         write_kubeconfig(
             self.jobbot_kubeconfig, server=self.server, ca_cert=self._pki.ca.cert,
             user=f"system:serviceaccount:{JOBBOT_NAMESPACE}:{JOBBOT_SERVICE_ACCOUNT}",
@@ -388,8 +392,10 @@ class KubeCluster:
         )
         self._wait_service_account(name, "default")
 
-    def grant_jobbot(self, namespace: str, rules: Sequence[dict[str, Any]], name: str = "jobbot") -> None:
-        """Create (or replace) a Role with rules in namespace, bound to the jobbot ServiceAccount."""
+    def grant_jobbot(
+        self, namespace: str, rules: Sequence[dict[str, Any]], name: str = "jobbot"
+    ) -> None:
+        """Create or replace a Role with rules in namespace, bound to the jobbot ServiceAccount."""
         self.apply_rbac([
             {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
              "metadata": {"name": name, "namespace": namespace}, "rules": list(rules)},

@@ -22,16 +22,19 @@ def write_kubeconfig(
     """Write a single-context kubeconfig authenticating with a client cert or a bearer token."""
     if (client is None) == (token is None):
         raise ValueError("give exactly one of client or token")
-    credentials: dict[str, str] = (
-        {"token": token}
-        if token is not None
-        else {"client-certificate": str(client.cert), "client-key": str(client.key)}  # type: ignore[union-attr]
-    )
+    credentials: dict[str, str]
+    if client is not None:
+        credentials = {"client-certificate": str(client.cert), "client-key": str(client.key)}
+    else:
+        credentials = {"token": str(token)}
     config = {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [
-            {"name": "jobbot-e2e", "cluster": {"server": server, "certificate-authority": str(ca_cert)}}
+            {
+                "name": "jobbot-e2e",
+                "cluster": {"server": server, "certificate-authority": str(ca_cert)},
+            }
         ],
         "users": [{"name": user, "user": credentials}],
         "contexts": [

@@ -35,5 +35,7 @@ def wait_for(
         if last:
             return last
         if time.monotonic() >= deadline:
-            raise WaitTimeout(f"timed out after {timeout:.0f}s waiting for {what}; last seen: {last!r}")
+            raise WaitTimeout(
+                f"timed out after {timeout:.0f}s waiting for {what}; last seen: {last!r}"
+            )
         time.sleep(interval)
