@@ -212,11 +212,13 @@ class KubeCluster:
             f"--service-account-private-key-file={pki.service_account_key}",
             f"--cluster-signing-cert-file={pki.ca.cert}",
             f"--cluster-signing-key-file={pki.ca.key}",
-            # All default controllers (job, ttl-after-finished, garbage collector,
-            # serviceaccount, serviceaccount-token, ...) except node lifecycle: kwok renews
-            # leases, but on a loaded CI machine a late renewal would taint the node and
-            # evict running pods, which no test here wants to exercise.
-            "--controllers=*,-node-lifecycle-controller",
+            # The default controllers: job, ttl-after-finished, garbage collector,
+            # serviceaccount(-token), node lifecycle (it lifts the not-ready taint the
+            # apiserver puts on new nodes), ...
+            "--controllers=*",
+            # kwok renews node leases; on a loaded CI machine a late renewal must not taint
+            # the node and evict running pods, which no test here wants to exercise.
+            "--node-monitor-grace-period=300s",
         ]
 
     def _scheduler_args(self, pki: Pki) -> list[str | Path]:
@@ -334,15 +336,19 @@ class KubeCluster:
     def _wait_nodes_ready(self) -> None:
         core = client.CoreV1Api(self.admin)
 
-        def all_ready() -> bool:
-            for name in self.nodes:
-                status = core.read_node(name).status
-                conditions = (status and status.conditions) or []
-                if not any(c.type == "Ready" and c.status == "True" for c in conditions):
-                    return False
-            return True
+        def ready(name: str) -> bool:
+            node = core.read_node(name)
+            conditions = (node.status and node.status.conditions) or []
+            return any(c.type == "Ready" and c.status == "True" for c in conditions)
 
-        self._wait(f"nodes {self.nodes} Ready", all_ready, "kwok")
+        def schedulable(name: str) -> bool:
+            # The node-lifecycle controller lifts node.kubernetes.io/not-ready once Ready.
+            node = core.read_node(name)
+            return not (node.spec and node.spec.taints)
+
+        self._wait(f"nodes {self.nodes} Ready", lambda: all(map(ready, self.nodes)), "kwok")
+        self._wait(f"nodes {self.nodes} without taints",
+                   lambda: all(map(schedulable, self.nodes)), "kube-controller-manager")
 
     def _wait_service_account(self, namespace: str, name: str) -> None:
         core = client.CoreV1Api(self.admin)

@@ -96,19 +96,22 @@ class Supervisor:
             component.check_alive()
 
     def stop(self, grace_seconds: float = 5.0) -> None:
-        """Terminate all components, newest first (apiserver before etcd), then SIGKILL."""
-        running = [c for c in reversed(self.components) if c.process.poll() is None]
-        for component in running:
-            _signal_group(component.process, signal.SIGTERM)
-        deadline = time.monotonic() + grace_seconds
-        for component in running:
-            remaining = max(0.0, deadline - time.monotonic())
+        """Terminate components one by one, newest first, SIGKILLing any that lingers.
+
+        One by one because the apiserver shuts down slowly (retrying) once etcd is gone.
+        """
+        for component in reversed(self.components):
+            process = component.process
+            if process.poll() is not None:
+                continue
+            _signal_group(process, signal.SIGTERM)
             try:
-                component.process.wait(timeout=remaining)
+                process.wait(timeout=grace_seconds)
             except subprocess.TimeoutExpired:
-                logger.warning("%s ignored SIGTERM; killing it", component.name)
-                _signal_group(component.process, signal.SIGKILL)
-                component.process.wait()
+                logger.info("%s still running %.0fs after SIGTERM; killing it",
+                            component.name, grace_seconds)
+                _signal_group(process, signal.SIGKILL)
+                process.wait()
         self.components.clear()
 
 
