@@ -13,38 +13,55 @@ from tests.e2e.cluster import KubeCluster, wait_for
 
 # What the product's Role will roughly grant; the real one will come from manifests/.
 JOBBOT_RULES: list[dict[str, Any]] = [
-    {"apiGroups": ["batch"], "resources": ["jobs"],
-     "verbs": ["create", "get", "list", "watch", "delete"]},
+    {
+        "apiGroups": ["batch"],
+        "resources": ["jobs"],
+        "verbs": ["create", "get", "list", "watch", "delete"],
+    },
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
     {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
 ]
 TIMEOUT = 60.0
 
 
-def _job(annotations: dict[str, str] | None = None, *, backoff_limit: int = 0,
-         active_deadline_seconds: int | None = None) -> client.V1Job:
+def _create_job(
+    batch: client.BatchV1Api,
+    namespace: str,
+    annotations: dict[str, str] | None = None,
+    *,
+    backoff_limit: int = 0,
+    active_deadline_seconds: int | None = None,
+) -> str:
+    """Create a one-container Job whose pod outcome the annotations choose; return its name."""
     name = f"job-{uuid.uuid4().hex[:6]}"
-    return client.V1Job(
-        metadata=client.V1ObjectMeta(name=name),
-        spec=client.V1JobSpec(
-            backoff_limit=backoff_limit,
-            active_deadline_seconds=active_deadline_seconds,
-            template=client.V1PodTemplateSpec(
-                metadata=client.V1ObjectMeta(annotations=annotations),
-                spec=client.V1PodSpec(
-                    restart_policy="Never",
-                    containers=[client.V1Container(name="main", image="busybox:1.36",
-                                                   command=["true"])],
+    batch.create_namespaced_job(
+        namespace,
+        client.V1Job(
+            metadata=client.V1ObjectMeta(name=name),
+            spec=client.V1JobSpec(
+                backoff_limit=backoff_limit,
+                active_deadline_seconds=active_deadline_seconds,
+                template=client.V1PodTemplateSpec(
+                    metadata=client.V1ObjectMeta(annotations=annotations),
+                    spec=client.V1PodSpec(
+                        restart_policy="Never",
+                        containers=[
+                            client.V1Container(name="main", image="busybox:1.36", command=["true"])
+                        ],
+                    ),
                 ),
             ),
         ),
     )
+    return name
 
 
-def _terminal_condition(batch: client.BatchV1Api, namespace: str, name: str) -> Any:
+def _terminal_condition(
+    batch: client.BatchV1Api, namespace: str, name: str
+) -> client.V1JobCondition | None:
     """The Job's Complete or Failed condition once it is True, else None."""
-    job = batch.read_namespaced_job(name, namespace)
-    for condition in job.status.conditions or []:
+    status = batch.read_namespaced_job(name, namespace).status
+    for condition in (status and status.conditions) or []:
         if condition.type in ("Complete", "Failed") and condition.status == "True":
             return condition
     return None
@@ -52,6 +69,17 @@ def _terminal_condition(batch: client.BatchV1Api, namespace: str, name: str) -> 
 
 def _job_pods(core: client.CoreV1Api, namespace: str, job: str) -> list[client.V1Pod]:
     return list(core.list_namespaced_pod(namespace, label_selector=f"job-name={job}").items)
+
+
+def _phase(pod: client.V1Pod) -> str | None:
+    return pod.status.phase if pod.status else None
+
+
+def _exit_codes(pod: client.V1Pod) -> list[int | None]:
+    statuses = (pod.status and pod.status.container_statuses) or []
+    return [
+        s.state.terminated.exit_code if s.state and s.state.terminated else None for s in statuses
+    ]
 
 
 @pytest.fixture
@@ -66,17 +94,20 @@ def test_job_runs_on_a_kwok_node_and_completes(
 ) -> None:
     batch = client.BatchV1Api(jobbot_client)
     core = client.CoreV1Api(jobbot_client)
-    job = batch.create_namespaced_job(jobbot_ns, _job())
-    name = job.metadata.name
+    name = _create_job(batch, jobbot_ns)
 
-    condition = wait_for(lambda: _terminal_condition(batch, jobbot_ns, name),
-                         timeout=TIMEOUT, what=f"Job {name} to finish")
+    condition = wait_for(
+        lambda: _terminal_condition(batch, jobbot_ns, name),
+        timeout=TIMEOUT,
+        what=f"Job {name} to finish",
+    )
 
     assert condition.type == "Complete"
     pods = _job_pods(core, jobbot_ns, name)
     assert len(pods) == 1
+    assert pods[0].spec is not None
     assert pods[0].spec.node_name in kube_cluster.nodes
-    assert pods[0].status.phase == "Succeeded"
+    assert _phase(pods[0]) == "Succeeded"
 
 
 def test_failing_job_exhausts_its_backoff_limit(
@@ -84,21 +115,19 @@ def test_failing_job_exhausts_its_backoff_limit(
 ) -> None:
     batch = client.BatchV1Api(jobbot_client)
     core = client.CoreV1Api(jobbot_client)
-    job = batch.create_namespaced_job(
-        jobbot_ns, _job({"e2e.jobbot.dev/exit-code": "3"}, backoff_limit=1)
-    )
-    name = job.metadata.name
+    name = _create_job(batch, jobbot_ns, {"e2e.jobbot.dev/exit-code": "3"}, backoff_limit=1)
 
     # The Job controller waits ~10s before the retry, hence the longer timeout.
-    condition = wait_for(lambda: _terminal_condition(batch, jobbot_ns, name),
-                         timeout=TIMEOUT, what=f"Job {name} to finish")
+    condition = wait_for(
+        lambda: _terminal_condition(batch, jobbot_ns, name),
+        timeout=TIMEOUT,
+        what=f"Job {name} to finish",
+    )
 
     assert (condition.type, condition.reason) == ("Failed", "BackoffLimitExceeded")
     pods = _job_pods(core, jobbot_ns, name)
     assert len(pods) == 2
-    for pod in pods:
-        assert pod.status.phase == "Failed"
-        assert pod.status.container_statuses[0].state.terminated.exit_code == 3
+    assert [(_phase(p), _exit_codes(p)) for p in pods] == [("Failed", [3])] * 2
 
 
 def test_job_past_its_deadline_fails_and_its_pod_is_stopped(
@@ -106,17 +135,22 @@ def test_job_past_its_deadline_fails_and_its_pod_is_stopped(
 ) -> None:
     batch = client.BatchV1Api(jobbot_client)
     core = client.CoreV1Api(jobbot_client)
-    job = batch.create_namespaced_job(
-        jobbot_ns, _job({"e2e.jobbot.dev/run": "forever"}, active_deadline_seconds=3)
+    name = _create_job(
+        batch, jobbot_ns, {"e2e.jobbot.dev/run": "forever"}, active_deadline_seconds=3
     )
-    name = job.metadata.name
 
-    condition = wait_for(lambda: _terminal_condition(batch, jobbot_ns, name),
-                         timeout=TIMEOUT, what=f"Job {name} to finish")
+    condition = wait_for(
+        lambda: _terminal_condition(batch, jobbot_ns, name),
+        timeout=TIMEOUT,
+        what=f"Job {name} to finish",
+    )
 
     assert (condition.type, condition.reason) == ("Failed", "DeadlineExceeded")
-    wait_for(lambda: not _job_pods(core, jobbot_ns, name) or None, timeout=TIMEOUT,
-             what=f"pods of Job {name} to be deleted")
+    wait_for(
+        lambda: not _job_pods(core, jobbot_ns, name) or None,
+        timeout=TIMEOUT,
+        what=f"pods of Job {name} to be deleted",
+    )
 
 
 def test_duration_annotation_keeps_the_pod_running_until_it_succeeds(
@@ -124,33 +158,44 @@ def test_duration_annotation_keeps_the_pod_running_until_it_succeeds(
 ) -> None:
     batch = client.BatchV1Api(jobbot_client)
     core = client.CoreV1Api(jobbot_client)
-    name = batch.create_namespaced_job(
-        jobbot_ns, _job({"e2e.jobbot.dev/duration": "4s"})
-    ).metadata.name
+    name = _create_job(batch, jobbot_ns, {"e2e.jobbot.dev/duration": "4s"})
 
-    wait_for(lambda: [p for p in _job_pods(core, jobbot_ns, name)
-                      if p.status.phase == "Running"],
-             timeout=TIMEOUT, what=f"a Running pod of Job {name}")
-    condition = wait_for(lambda: _terminal_condition(batch, jobbot_ns, name),
-                         timeout=TIMEOUT, what=f"Job {name} to finish")
+    wait_for(
+        lambda: [p for p in _job_pods(core, jobbot_ns, name) if _phase(p) == "Running"],
+        timeout=TIMEOUT,
+        what=f"a Running pod of Job {name}",
+    )
+    condition = wait_for(
+        lambda: _terminal_condition(batch, jobbot_ns, name),
+        timeout=TIMEOUT,
+        what=f"Job {name} to finish",
+    )
 
     assert condition.type == "Complete"
 
 
 def _running_pod(core: client.CoreV1Api, namespace: str) -> str:
     name = f"pod-{uuid.uuid4().hex[:6]}"
-    core.create_namespaced_pod(namespace, client.V1Pod(
-        metadata=client.V1ObjectMeta(name=name),
-        spec=client.V1PodSpec(containers=[client.V1Container(name="main", image="busybox")]),
-    ))
-    wait_for(lambda: core.read_namespaced_pod(name, namespace).status.phase == "Running",
-             timeout=TIMEOUT, what=f"pod {name} Running")
+    core.create_namespaced_pod(
+        namespace,
+        client.V1Pod(
+            metadata=client.V1ObjectMeta(name=name),
+            spec=client.V1PodSpec(containers=[client.V1Container(name="main", image="busybox")]),
+        ),
+    )
+    wait_for(
+        lambda: _phase(core.read_namespaced_pod(name, namespace)) == "Running",
+        timeout=TIMEOUT,
+        what=f"pod {name} Running",
+    )
     return name
 
 
 def test_pod_log_is_read_through_the_apiserver(
-    kube_cluster: KubeCluster, admin_client: client.ApiClient,
-    jobbot_client: client.ApiClient, jobbot_ns: str,
+    kube_cluster: KubeCluster,
+    admin_client: client.ApiClient,
+    jobbot_client: client.ApiClient,
+    jobbot_ns: str,
 ) -> None:
     pod = _running_pod(client.CoreV1Api(admin_client), jobbot_ns)
     kube_cluster.set_pod_log(jobbot_ns, pod, ["building jobbot", "tests passed"])
@@ -195,14 +240,26 @@ def test_deleted_pod_goes_away(admin_client: client.ApiClient, namespace: str) -
 @pytest.mark.parametrize(
     "attempt",
     [
-        pytest.param(lambda api, ns: client.CoreV1Api(api).delete_collection_namespaced_secret(ns),
-                     id="delete-secrets"),
-        pytest.param(lambda api, ns: client.CoreV1Api(api).create_namespaced_pod(
-            ns, client.V1Pod(metadata=client.V1ObjectMeta(name="sneaky"), spec=client.V1PodSpec(
-                containers=[client.V1Container(name="main", image="busybox")]))),
-            id="create-pods"),
-        pytest.param(lambda api, ns: client.BatchV1Api(api).list_namespaced_job("default"),
-                     id="jobs-outside-granted-namespace"),
+        pytest.param(
+            lambda api, ns: client.CoreV1Api(api).delete_collection_namespaced_secret(ns),
+            id="delete-secrets",
+        ),
+        pytest.param(
+            lambda api, ns: client.CoreV1Api(api).create_namespaced_pod(
+                ns,
+                client.V1Pod(
+                    metadata=client.V1ObjectMeta(name="sneaky"),
+                    spec=client.V1PodSpec(
+                        containers=[client.V1Container(name="main", image="busybox")]
+                    ),
+                ),
+            ),
+            id="create-pods",
+        ),
+        pytest.param(
+            lambda api, ns: client.BatchV1Api(api).list_namespaced_job("default"),
+            id="jobs-outside-granted-namespace",
+        ),
     ],
 )
 def test_jobbot_service_account_is_refused_what_its_role_does_not_grant(

@@ -46,9 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.e2e.cluster")
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser("up", help="start a cluster and keep it running until stopped")
-    up.add_argument("--workdir", type=Path, default=Path(".jobbot/e2e-cluster"),
-                    help="directory for certificates, kubeconfigs, etcd data and logs "
-                         "(wiped first; default: %(default)s)")
+    up.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path(".jobbot/e2e-cluster"),
+        help="directory for certificates, kubeconfigs, etcd data and logs "
+        "(wiped first; default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     return _up(args.workdir)

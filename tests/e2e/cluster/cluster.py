@@ -129,8 +129,11 @@ class KubeCluster:
         apiserver = self.supervisor.start("kube-apiserver", self._apiserver_args(pki))
         self._wait_http(apiserver, f"{self.server}/readyz", self._admin_ssl_context(pki))
         write_kubeconfig(
-            self.admin_kubeconfig, server=self.server, ca_cert=pki.ca.cert,
-            user="admin", client=pki.admin,
+            self.admin_kubeconfig,
+            server=self.server,
+            ca_cert=pki.ca.cert,
+            user="admin",
+            client=pki.admin,
         )
         self.supervisor.start("kube-controller-manager", self._controller_manager_args(pki))
         self.supervisor.start("kube-scheduler", self._scheduler_args(pki))
@@ -191,8 +194,11 @@ class KubeCluster:
     def _component_kubeconfig(self, name: str, pair: Any) -> Path:
         assert self._pki is not None
         return write_kubeconfig(
-            self.workdir / f"{name}.kubeconfig", server=self.server,
-            ca_cert=self._pki.ca.cert, user=name, client=pair,
+            self.workdir / f"{name}.kubeconfig",
+            server=self.server,
+            ca_cert=self._pki.ca.cert,
+            user=name,
+            client=pair,
         )
 
     def _controller_manager_args(self, pki: Pki) -> list[str | Path]:
@@ -256,12 +262,14 @@ class KubeCluster:
         # No KwokConfiguration document: with one, kwok skips its defaults (parallelism 0).
         docs = [yaml.safe_load(p.read_text()) for p in sorted(STAGES_DIR.glob("*.yaml"))]
         # Every container without a Logs object of its own serves the default log file.
-        docs.append({
-            "apiVersion": "kwok.x-k8s.io/v1alpha1",
-            "kind": "ClusterLogs",
-            "metadata": {"name": "default-logs"},
-            "spec": {"logs": [{"logsFile": str(self.default_log), "follow": False}]},
-        })
+        docs.append(
+            {
+                "apiVersion": "kwok.x-k8s.io/v1alpha1",
+                "kind": "ClusterLogs",
+                "metadata": {"name": "default-logs"},
+                "spec": {"logs": [{"logsFile": str(self.default_log), "follow": False}]},
+            }
+        )
         path = self.workdir / "kwok.yaml"
         path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
         return path
@@ -282,16 +290,25 @@ class KubeCluster:
                 return False
 
         try:
-            wait_for(healthy, timeout=START_TIMEOUT, what=f"{component.name} at {url}",
-                     on_tick=self.supervisor.check_alive)
+            wait_for(
+                healthy,
+                timeout=START_TIMEOUT,
+                what=f"{component.name} at {url}",
+                on_tick=self.supervisor.check_alive,
+            )
         except AssertionError as error:
             raise component.failure(str(error)) from None
 
     def _wait(self, what: str, probe: Any, blame: str) -> None:
         """Wait for probe; on timeout raise with the log of the component to blame."""
         try:
-            wait_for(probe, timeout=START_TIMEOUT, what=what, interval=0.2,
-                     on_tick=self.supervisor.check_alive)
+            wait_for(
+                probe,
+                timeout=START_TIMEOUT,
+                what=what,
+                interval=0.2,
+                on_tick=self.supervisor.check_alive,
+            )
         except AssertionError as error:
             component = next(c for c in self.supervisor.components if c.name == blame)
             raise component.failure(str(error)) from None
@@ -326,12 +343,20 @@ class KubeCluster:
         core = client.CoreV1Api(self.admin)
         for name in self.nodes:
             # No kwok taint: every node is fake, and product Jobs must schedule unchanged.
-            core.create_node(client.V1Node(metadata=client.V1ObjectMeta(
-                name=name,
-                annotations={FAKE_NODE_ANNOTATION: "fake"},
-                labels={"type": "kwok", "kubernetes.io/hostname": name,
-                        "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"},
-            )))
+            core.create_node(
+                client.V1Node(
+                    metadata=client.V1ObjectMeta(
+                        name=name,
+                        annotations={FAKE_NODE_ANNOTATION: "fake"},
+                        labels={
+                            "type": "kwok",
+                            "kubernetes.io/hostname": name,
+                            "kubernetes.io/os": "linux",
+                            "kubernetes.io/arch": "amd64",
+                        },
+                    )
+                )
+            )
 
     def _wait_nodes_ready(self) -> None:
         core = client.CoreV1Api(self.admin)
@@ -347,8 +372,11 @@ class KubeCluster:
             return not (node.spec and node.spec.taints)
 
         self._wait(f"nodes {self.nodes} Ready", lambda: all(map(ready, self.nodes)), "kwok")
-        self._wait(f"nodes {self.nodes} without taints",
-                   lambda: all(map(schedulable, self.nodes)), "kube-controller-manager")
+        self._wait(
+            f"nodes {self.nodes} without taints",
+            lambda: all(map(schedulable, self.nodes)),
+            "kube-controller-manager",
+        )
 
     def _wait_service_account(self, namespace: str, name: str) -> None:
         core = client.CoreV1Api(self.admin)
@@ -384,9 +412,12 @@ class KubeCluster:
             raise RuntimeError("TokenRequest for the jobbot ServiceAccount returned no token")
         token = status.token
         write_kubeconfig(
-            self.jobbot_kubeconfig, server=self.server, ca_cert=self._pki.ca.cert,
+            self.jobbot_kubeconfig,
+            server=self.server,
+            ca_cert=self._pki.ca.cert,
             user=f"system:serviceaccount:{JOBBOT_NAMESPACE}:{JOBBOT_SERVICE_ACCOUNT}",
-            token=token, namespace=JOBBOT_NAMESPACE,
+            token=token,
+            namespace=JOBBOT_NAMESPACE,
         )
 
     # -- helpers for tests --------------------------------------------------------------
@@ -402,15 +433,33 @@ class KubeCluster:
         self, namespace: str, rules: Sequence[dict[str, Any]], name: str = "jobbot"
     ) -> None:
         """Create or replace a Role with rules in namespace, bound to the jobbot ServiceAccount."""
-        self.apply_rbac([
-            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-             "metadata": {"name": name, "namespace": namespace}, "rules": list(rules)},
-            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-             "metadata": {"name": name, "namespace": namespace},
-             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-             "subjects": [{"kind": "ServiceAccount", "name": JOBBOT_SERVICE_ACCOUNT,
-                           "namespace": JOBBOT_NAMESPACE}]},
-        ])
+        self.apply_rbac(
+            [
+                {
+                    "apiVersion": "rbac.authorization.k8s.io/v1",
+                    "kind": "Role",
+                    "metadata": {"name": name, "namespace": namespace},
+                    "rules": list(rules),
+                },
+                {
+                    "apiVersion": "rbac.authorization.k8s.io/v1",
+                    "kind": "RoleBinding",
+                    "metadata": {"name": name, "namespace": namespace},
+                    "roleRef": {
+                        "apiGroup": "rbac.authorization.k8s.io",
+                        "kind": "Role",
+                        "name": name,
+                    },
+                    "subjects": [
+                        {
+                            "kind": "ServiceAccount",
+                            "name": JOBBOT_SERVICE_ACCOUNT,
+                            "namespace": JOBBOT_NAMESPACE,
+                        }
+                    ],
+                },
+            ]
+        )
 
     def apply_rbac(self, manifests: Iterable[dict[str, Any]]) -> None:
         """Create or replace RBAC objects (Role, RoleBinding, ClusterRole, ClusterRoleBinding).
@@ -421,9 +470,12 @@ class KubeCluster:
         rbac = client.RbacAuthorizationV1Api(self.admin)
         for doc in manifests:
             kind, meta = doc["kind"], doc["metadata"]
-            snake = {"Role": "role", "RoleBinding": "role_binding",
-                     "ClusterRole": "cluster_role",
-                     "ClusterRoleBinding": "cluster_role_binding"}.get(kind)
+            snake = {
+                "Role": "role",
+                "RoleBinding": "role_binding",
+                "ClusterRole": "cluster_role",
+                "ClusterRoleBinding": "cluster_role_binding",
+            }.get(kind)
             if snake is None:
                 raise ValueError(f"apply_rbac handles RBAC kinds only, not {kind}")
             namespaced = kind in ("Role", "RoleBinding")
@@ -444,22 +496,28 @@ class KubeCluster:
         """Make every container of one pod serve these lines (through a kwok Logs object)."""
         path = self.workdir / "logs" / f"{namespace}_{pod}.log"
         path.write_text(cri_log_lines(lines))
-        body = {"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "Logs",
-                "metadata": {"name": pod, "namespace": namespace},
-                "spec": {"logs": [{"logsFile": str(path), "follow": False}]}}
+        body = {
+            "apiVersion": "kwok.x-k8s.io/v1alpha1",
+            "kind": "Logs",
+            "metadata": {"name": pod, "namespace": namespace},
+            "spec": {"logs": [{"logsFile": str(path), "follow": False}]},
+        }
         client.CustomObjectsApi(self.admin).create_namespaced_custom_object(
             "kwok.x-k8s.io", "v1alpha1", namespace, "logs", body
         )
 
     def describe(self) -> str:
         """A short human summary: where things are and how to reach the cluster."""
-        return json.dumps({
-            "server": self.server,
-            "admin_kubeconfig": str(self.admin_kubeconfig),
-            "jobbot_kubeconfig": str(self.jobbot_kubeconfig),
-            "workdir": str(self.workdir),
-            "nodes": self.nodes,
-        }, indent=2)
+        return json.dumps(
+            {
+                "server": self.server,
+                "admin_kubeconfig": str(self.admin_kubeconfig),
+                "jobbot_kubeconfig": str(self.jobbot_kubeconfig),
+                "workdir": str(self.workdir),
+                "nodes": self.nodes,
+            },
+            indent=2,
+        )
 
 
 __all__ = ["ComponentError", "KubeCluster", "cri_log_lines"]

@@ -77,9 +77,15 @@ class _Issuer:
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .add_extension(
                 x509.KeyUsage(
-                    digital_signature=True, content_commitment=False, key_encipherment=False,
-                    data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                    crl_sign=True, encipher_only=False, decipher_only=False,
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
                 ),
                 critical=True,
             )
@@ -157,7 +163,8 @@ def generate_pki(directory: Path, service_ip: str) -> Pki:
         ),
         # The apiserver authenticates to kwok's kubelet endpoint (logs) with this one.
         apiserver_kubelet_client=issuer.issue(
-            "apiserver-kubelet-client", "kube-apiserver-kubelet-client",
+            "apiserver-kubelet-client",
+            "kube-apiserver-kubelet-client",
             organization="system:masters",
         ),
         admin=issuer.issue("admin", "kubernetes-admin", organization="system:masters"),
@@ -165,8 +172,9 @@ def generate_pki(directory: Path, service_ip: str) -> Pki:
         scheduler=issuer.issue("scheduler", "system:kube-scheduler"),
         # kwok updates node and pod status of every fake node, so it acts as an admin.
         kwok=issuer.issue("kwok", "kwok-controller", organization="system:masters"),
-        kwok_serving=issuer.issue("kwok-serving", "kwok", server_ips=("127.0.0.1",),
-                                  server_names=("localhost",)),
+        kwok_serving=issuer.issue(
+            "kwok-serving", "kwok", server_ips=("127.0.0.1",), server_names=("localhost",)
+        ),
         service_account_key=sa_key_path,
         service_account_pub=sa_pub_path,
     )

@@ -9,7 +9,6 @@ import logging
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,8 +107,11 @@ class Supervisor:
             try:
                 process.wait(timeout=grace_seconds)
             except subprocess.TimeoutExpired:
-                logger.info("%s still running %.0fs after SIGTERM; killing it",
-                            component.name, grace_seconds)
+                logger.info(
+                    "%s still running %.0fs after SIGTERM; killing it",
+                    component.name,
+                    grace_seconds,
+                )
                 _signal_group(process, signal.SIGKILL)
                 process.wait()
         self.components.clear()
