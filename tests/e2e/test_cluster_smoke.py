@@ -174,6 +174,28 @@ def test_duration_annotation_keeps_the_pod_running_until_it_succeeds(
     assert condition.type == "Complete"
 
 
+def test_deleting_a_running_job_removes_it_and_its_pods(
+    jobbot_client: client.ApiClient, jobbot_ns: str
+) -> None:
+    batch = client.BatchV1Api(jobbot_client)
+    core = client.CoreV1Api(jobbot_client)
+    name = _create_job(batch, jobbot_ns, {"e2e.jobbot.dev/run": "forever"})
+    wait_for(
+        lambda: [p for p in _job_pods(core, jobbot_ns, name) if _phase(p) == "Running"],
+        timeout=TIMEOUT,
+        what=f"a Running pod of Job {name}",
+    )
+
+    # Foreground: the garbage collector deletes the pods before the Job itself goes.
+    batch.delete_namespaced_job(name, jobbot_ns, propagation_policy="Foreground")
+
+    def all_gone() -> bool:
+        jobs = batch.list_namespaced_job(jobbot_ns, field_selector=f"metadata.name={name}")
+        return not jobs.items and not _job_pods(core, jobbot_ns, name)
+
+    wait_for(all_gone, timeout=TIMEOUT, what=f"Job {name} and its pods to be deleted")
+
+
 def _running_pod(core: client.CoreV1Api, namespace: str) -> str:
     name = f"pod-{uuid.uuid4().hex[:6]}"
     core.create_namespaced_pod(
