@@ -120,7 +120,14 @@ build_kwok() {
 }
 
 main() {
+    if ! [[ -x "$GO" ]]; then
+        echo "build.sh: Go not found (looked on PATH and at /usr/local/go/bin/go); install Go >= 1.26 or set GO=/path/to/go" >&2
+        exit 1
+    fi
     mkdir -p "$K8S_CACHE"
+    # Two clones building at once (parallel CI jobs) must not write the same directories.
+    exec 9>"$K8S_CACHE/build.lock"
+    flock 9
     local only="${1:-all}"
     case "$only" in
         etcd) build_etcd ;;

@@ -15,6 +15,7 @@ import shutil
 import socket
 import ssl
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Sequence
@@ -90,6 +91,7 @@ class KubeCluster:
         self.default_log = self.workdir / "logs" / "default.log"
         self._pki: Pki | None = None
         self._admin: client.ApiClient | None = None
+        self.start_seconds: float | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -102,11 +104,17 @@ class KubeCluster:
 
     def start(self) -> None:
         """Start every component and wait until Jobs can run; on failure stop what started."""
+        began = time.monotonic()
         try:
             self._start()
         except BaseException:
             self.stop()
             raise
+        logger.info(
+            "cluster started",
+            extra={"seconds": round(time.monotonic() - began, 1), "workdir": str(self.workdir)},
+        )
+        self.start_seconds = time.monotonic() - began
 
     def stop(self) -> None:
         """Terminate every component; the work directory (logs) is kept for post-mortems."""
