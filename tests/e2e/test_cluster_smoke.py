@@ -31,6 +31,7 @@ def _create_job(
     *,
     backoff_limit: int = 0,
     active_deadline_seconds: int | None = None,
+    ttl_seconds_after_finished: int | None = None,
 ) -> str:
     """Create a one-container Job whose pod outcome the annotations choose; return its name."""
     name = f"job-{uuid.uuid4().hex[:6]}"
@@ -41,6 +42,7 @@ def _create_job(
             spec=client.V1JobSpec(
                 backoff_limit=backoff_limit,
                 active_deadline_seconds=active_deadline_seconds,
+                ttl_seconds_after_finished=ttl_seconds_after_finished,
                 template=client.V1PodTemplateSpec(
                     metadata=client.V1ObjectMeta(annotations=annotations),
                     spec=client.V1PodSpec(
@@ -194,6 +196,19 @@ def test_deleting_a_running_job_removes_it_and_its_pods(
         return not jobs.items and not _job_pods(core, jobbot_ns, name)
 
     wait_for(all_gone, timeout=TIMEOUT, what=f"Job {name} and its pods to be deleted")
+
+
+def test_finished_job_is_deleted_after_its_ttl(
+    jobbot_client: client.ApiClient, jobbot_ns: str
+) -> None:
+    batch = client.BatchV1Api(jobbot_client)
+    name = _create_job(batch, jobbot_ns, ttl_seconds_after_finished=1)
+
+    def job_gone() -> bool:
+        jobs = batch.list_namespaced_job(jobbot_ns, field_selector=f"metadata.name={name}")
+        return not jobs.items
+
+    wait_for(job_gone, timeout=TIMEOUT, what=f"Job {name} to be deleted by its TTL")
 
 
 def _running_pod(core: client.CoreV1Api, namespace: str) -> str:
