@@ -18,7 +18,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from kubernetes.client.exceptions import ApiException
 
 from .binaries import Binaries
 from .kubeconfig import write_kubeconfig
-from .pki import Pki, generate_pki
+from .pki import CertPair, Pki, generate_pki
 from .procs import Component, ComponentError, Supervisor
 from .wait import wait_for
 
@@ -110,11 +110,11 @@ class KubeCluster:
         except BaseException:
             self.stop()
             raise
+        self.start_seconds = time.monotonic() - began
         logger.info(
             "cluster started",
-            extra={"seconds": round(time.monotonic() - began, 1), "workdir": str(self.workdir)},
+            extra={"seconds": round(self.start_seconds, 1), "workdir": str(self.workdir)},
         )
-        self.start_seconds = time.monotonic() - began
 
     def stop(self) -> None:
         """Terminate every component; the work directory (logs) is kept for post-mortems."""
@@ -199,7 +199,7 @@ class KubeCluster:
             f"--cert-dir={self.workdir / 'apiserver-certs'}",
         ]
 
-    def _component_kubeconfig(self, name: str, pair: Any) -> Path:
+    def _component_kubeconfig(self, name: str, pair: CertPair) -> Path:
         assert self._pki is not None
         return write_kubeconfig(
             self.workdir / f"{name}.kubeconfig",
@@ -307,7 +307,7 @@ class KubeCluster:
         except AssertionError as error:
             raise component.failure(str(error)) from None
 
-    def _wait(self, what: str, probe: Any, blame: str) -> None:
+    def _wait(self, what: str, probe: Callable[[], object], blame: str) -> None:
         """Wait for probe; on timeout raise with the log of the component to blame."""
         try:
             wait_for(
