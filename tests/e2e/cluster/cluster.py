@@ -12,14 +12,12 @@ import datetime
 import json
 import logging
 import shutil
-import socket
 import ssl
 import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,46 +26,28 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from .binaries import Binaries
+from .components import (
+    FAKE_NODE_ANNOTATION,
+    SA_ISSUER,
+    SERVICE_IP,
+    Layout,
+    Ports,
+    apiserver_args,
+    controller_manager_args,
+    etcd_args,
+    kwok_args,
+    scheduler_args,
+)
 from .kubeconfig import write_kubeconfig
-from .pki import CertPair, Pki, generate_pki
+from .pki import Pki, generate_pki
 from .procs import Component, ComponentError, Supervisor
 from .wait import wait_for
 
 logger = logging.getLogger(__name__)
 
-STAGES_DIR = Path(__file__).with_name("stages")
-SERVICE_CIDR = "10.96.0.0/16"
-SERVICE_IP = "10.96.0.1"  # first address of SERVICE_CIDR: the `kubernetes` Service
-SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
-# kwok manages only nodes carrying this annotation (the selector kwok's docs use).
-FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 JOBBOT_NAMESPACE = "jobbot"
 JOBBOT_SERVICE_ACCOUNT = "jobbot"
 START_TIMEOUT = 90.0
-
-
-@dataclass(frozen=True)
-class Ports:
-    """The TCP ports on 127.0.0.1 of one cluster, picked free at start."""
-
-    etcd_client: int
-    etcd_peer: int
-    apiserver: int
-    controller_manager: int
-    scheduler: int
-    kwok: int
-
-    @classmethod
-    def pick(cls) -> Ports:
-        """Ask the kernel for six distinct free ports (held open together so none repeats)."""
-        sockets = [socket.socket() for _ in range(6)]
-        try:
-            for s in sockets:
-                s.bind(("127.0.0.1", 0))
-            return cls(*(s.getsockname()[1] for s in sockets))
-        finally:
-            for s in sockets:
-                s.close()
 
 
 def cri_log_lines(lines: Iterable[str], stream: str = "stdout") -> str:
@@ -89,7 +69,7 @@ class KubeCluster:
         self.admin_kubeconfig = self.workdir / "admin.kubeconfig"
         self.jobbot_kubeconfig = self.workdir / "jobbot.kubeconfig"
         self.default_log = self.workdir / "logs" / "default.log"
-        self._pki: Pki | None = None
+        self._layout: Layout | None = None
         self._admin: client.ApiClient | None = None
         self.start_seconds: float | None = None
 
@@ -131,10 +111,11 @@ class KubeCluster:
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "logs").mkdir(exist_ok=True)
         self.set_default_log(["hello from jobbot e2e"])
-        pki = self._pki = generate_pki(self.workdir / "pki", SERVICE_IP)
-        etcd = self.supervisor.start("etcd", self._etcd_args())
+        pki = generate_pki(self.workdir / "pki", SERVICE_IP)
+        layout = self._layout = Layout(self.binaries, self.ports, pki, self.workdir)
+        etcd = self.supervisor.start("etcd", etcd_args(layout))
         self._wait_http(etcd, f"http://127.0.0.1:{self.ports.etcd_client}/health", None)
-        apiserver = self.supervisor.start("kube-apiserver", self._apiserver_args(pki))
+        apiserver = self.supervisor.start("kube-apiserver", apiserver_args(layout))
         self._wait_http(apiserver, f"{self.server}/readyz", self._admin_ssl_context(pki))
         write_kubeconfig(
             self.admin_kubeconfig,
@@ -143,144 +124,14 @@ class KubeCluster:
             user="admin",
             client=pki.admin,
         )
-        self.supervisor.start("kube-controller-manager", self._controller_manager_args(pki))
-        self.supervisor.start("kube-scheduler", self._scheduler_args(pki))
+        self.supervisor.start("kube-controller-manager", controller_manager_args(layout))
+        self.supervisor.start("kube-scheduler", scheduler_args(layout))
         self._install_logs_crd()
-        self.supervisor.start("kwok", self._kwok_args(pki))
+        self.supervisor.start("kwok", kwok_args(layout))
         self._create_nodes()
         self._wait_nodes_ready()
         self._wait_service_account("default", "default")
         self._create_jobbot_identity()
-
-    # -- component command lines ---------------------------------------------------
-
-    def _etcd_args(self) -> list[str | Path]:
-        client_url = f"http://127.0.0.1:{self.ports.etcd_client}"
-        peer_url = f"http://127.0.0.1:{self.ports.etcd_peer}"
-        return [
-            self.binaries.etcd,
-            "--name=e2e",
-            f"--data-dir={self.workdir / 'etcd'}",
-            f"--listen-client-urls={client_url}",
-            f"--advertise-client-urls={client_url}",
-            f"--listen-peer-urls={peer_url}",
-            f"--initial-advertise-peer-urls={peer_url}",
-            f"--initial-cluster=e2e={peer_url}",
-            # Throwaway data: durability costs seconds per test run on a busy disk.
-            "--unsafe-no-fsync=true",
-            "--log-level=warn",
-        ]
-
-    def _apiserver_args(self, pki: Pki) -> list[str | Path]:
-        return [
-            self.binaries.kube_apiserver,
-            f"--etcd-servers=http://127.0.0.1:{self.ports.etcd_client}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
-            f"--secure-port={self.ports.apiserver}",
-            f"--tls-cert-file={pki.apiserver.cert}",
-            f"--tls-private-key-file={pki.apiserver.key}",
-            f"--client-ca-file={pki.ca.cert}",
-            "--authorization-mode=Node,RBAC",
-            # Added to the default plugins (NamespaceLifecycle, ServiceAccount, ...).
-            "--enable-admission-plugins=NodeRestriction",
-            f"--service-cluster-ip-range={SERVICE_CIDR}",
-            f"--service-account-issuer={SA_ISSUER}",
-            f"--service-account-key-file={pki.service_account_pub}",
-            f"--service-account-signing-key-file={pki.service_account_key}",
-            # Pod logs: the apiserver dials the node's InternalIP (127.0.0.1) at the port
-            # the node reports, i.e. kwok's server, and verifies kwok's serving cert.
-            "--kubelet-preferred-address-types=InternalIP",
-            f"--kubelet-certificate-authority={pki.ca.cert}",
-            f"--kubelet-client-certificate={pki.apiserver_kubelet_client.cert}",
-            f"--kubelet-client-key={pki.apiserver_kubelet_client.key}",
-            "--allow-privileged=true",
-            "--profiling=false",
-            f"--cert-dir={self.workdir / 'apiserver-certs'}",
-        ]
-
-    def _component_kubeconfig(self, name: str, pair: CertPair) -> Path:
-        assert self._pki is not None
-        return write_kubeconfig(
-            self.workdir / f"{name}.kubeconfig",
-            server=self.server,
-            ca_cert=self._pki.ca.cert,
-            user=name,
-            client=pair,
-        )
-
-    def _controller_manager_args(self, pki: Pki) -> list[str | Path]:
-        kubeconfig = self._component_kubeconfig("kube-controller-manager", pki.controller_manager)
-        return [
-            self.binaries.kube_controller_manager,
-            f"--kubeconfig={kubeconfig}",
-            f"--authentication-kubeconfig={kubeconfig}",
-            f"--authorization-kubeconfig={kubeconfig}",
-            "--bind-address=127.0.0.1",
-            f"--secure-port={self.ports.controller_manager}",
-            f"--cert-dir={self.workdir / 'controller-manager-certs'}",
-            "--leader-elect=false",
-            # Each controller acts as its own ServiceAccount, so RBAC applies as in production.
-            "--use-service-account-credentials=true",
-            f"--root-ca-file={pki.ca.cert}",
-            f"--service-account-private-key-file={pki.service_account_key}",
-            f"--cluster-signing-cert-file={pki.ca.cert}",
-            f"--cluster-signing-key-file={pki.ca.key}",
-            # The default controllers: job, ttl-after-finished, garbage collector,
-            # serviceaccount(-token), node lifecycle (it lifts the not-ready taint the
-            # apiserver puts on new nodes), ...
-            "--controllers=*",
-            # kwok renews node leases; on a loaded CI machine a late renewal must not taint
-            # the node and evict running pods, which no test here wants to exercise.
-            "--node-monitor-grace-period=300s",
-        ]
-
-    def _scheduler_args(self, pki: Pki) -> list[str | Path]:
-        kubeconfig = self._component_kubeconfig("kube-scheduler", pki.scheduler)
-        return [
-            self.binaries.kube_scheduler,
-            f"--kubeconfig={kubeconfig}",
-            f"--authentication-kubeconfig={kubeconfig}",
-            f"--authorization-kubeconfig={kubeconfig}",
-            "--bind-address=127.0.0.1",
-            f"--secure-port={self.ports.scheduler}",
-            f"--cert-dir={self.workdir / 'scheduler-certs'}",
-            "--leader-elect=false",
-        ]
-
-    def _kwok_args(self, pki: Pki) -> list[str | Path]:
-        kubeconfig = self._component_kubeconfig("kwok", pki.kwok)
-        return [
-            self.binaries.kwok,
-            f"--kubeconfig={kubeconfig}",
-            f"--config={self._write_kwok_config()}",
-            "--manage-all-nodes=false",
-            f"--manage-nodes-with-annotation-selector={FAKE_NODE_ANNOTATION}=fake",
-            "--node-ip=127.0.0.1",
-            f"--node-port={self.ports.kwok}",
-            f"--server-address=127.0.0.1:{self.ports.kwok}",
-            f"--tls-cert-file={pki.kwok_serving.cert}",
-            f"--tls-private-key-file={pki.kwok_serving.key}",
-            "--cidr=10.244.0.0/16",
-            # Per-pod log files come from Logs objects created through the API.
-            "--enable-crds=Logs",
-        ]
-
-    def _write_kwok_config(self) -> Path:
-        # No KwokConfiguration document: with one, kwok skips its defaults (parallelism 0).
-        docs = [yaml.safe_load(p.read_text()) for p in sorted(STAGES_DIR.glob("*.yaml"))]
-        # Every container without a Logs object of its own serves the default log file.
-        docs.append(
-            {
-                "apiVersion": "kwok.x-k8s.io/v1alpha1",
-                "kind": "ClusterLogs",
-                "metadata": {"name": "default-logs"},
-                "spec": {"logs": [{"logsFile": str(self.default_log), "follow": False}]},
-            }
-        )
-        path = self.workdir / "kwok.yaml"
-        path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
-        return path
 
     # -- readiness ------------------------------------------------------------------
 
@@ -401,7 +252,7 @@ class KubeCluster:
         self._wait(f"ServiceAccount {namespace}/{name}", exists, "kube-controller-manager")
 
     def _create_jobbot_identity(self) -> None:
-        assert self._pki is not None
+        assert self._layout is not None
         core = client.CoreV1Api(self.admin)
         self.create_namespace(JOBBOT_NAMESPACE)
         core.create_namespaced_service_account(
@@ -422,7 +273,7 @@ class KubeCluster:
         write_kubeconfig(
             self.jobbot_kubeconfig,
             server=self.server,
-            ca_cert=self._pki.ca.cert,
+            ca_cert=self._layout.pki.ca.cert,
             user=f"system:serviceaccount:{JOBBOT_NAMESPACE}:{JOBBOT_SERVICE_ACCOUNT}",
             token=token,
             namespace=JOBBOT_NAMESPACE,
