@@ -4,11 +4,25 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from kubernetes import client
 
 from tests.e2e.cluster import Binaries, KubeCluster
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the e2e marker, so a unit-test run can deselect the suite with -m 'not e2e'."""
+    config.addinivalue_line("markers", "e2e: needs the real control plane (make e2e)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test under tests/e2e as e2e."""
+    here = Path(__file__).parent
+    for item in items:
+        if item.path.is_relative_to(here):
+            item.add_marker(pytest.mark.e2e)
 
 
 @pytest.fixture(scope="session")
