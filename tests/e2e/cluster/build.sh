@@ -20,11 +20,12 @@ K8S_CACHE="$CACHE/k8s"
 GO="${GO:-$(command -v go || echo /usr/local/go/bin/go)}"
 
 # Keep Go's caches with ours so a second clone downloads and compiles nothing;
-# GOTOOLCHAIN=local because a toolchain switch would be a download we do not want.
+# GOTOOLCHAIN=local because a toolchain switch would be a download we do not want;
+# -modcacherw so that `rm -rf` of the cache works without chmod.
 export GOMODCACHE="$CACHE/go/mod"
 export GOCACHE="$CACHE/go/build"
 export GOTOOLCHAIN=local
-export GOFLAGS="-buildvcs=false"
+export GOFLAGS="-buildvcs=false -modcacherw"
 export CGO_ENABLED=0
 
 log() { echo "build.sh: $*" >&2; }
