@@ -65,7 +65,7 @@ class KubeCluster:
         self.nodes = [f"kwok-node-{i}" for i in range(nodes)]
         self.ports = Ports.pick()
         self.supervisor = Supervisor(self.workdir)
-        self.server = f"https://127.0.0.1:{self.ports.apiserver}"
+        self.server = self._server_url()
         self.admin_kubeconfig = self.workdir / "admin.kubeconfig"
         self.jobbot_kubeconfig = self.workdir / "jobbot.kubeconfig"
         self.default_log = self.workdir / "logs" / "default.log"
@@ -82,14 +82,29 @@ class KubeCluster:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def _server_url(self) -> str:
+        return f"https://127.0.0.1:{self.ports.apiserver}"
+
     def start(self) -> None:
         """Start every component and wait until Jobs can run; on failure stop what started."""
         began = time.monotonic()
-        try:
-            self._start()
-        except BaseException:
-            self.stop()
-            raise
+        for attempt in (1, 2):
+            try:
+                self._start()
+                break
+            except ComponentError as error:
+                self.stop()
+                # Ports are picked free but released before the components bind them, so a
+                # parallel run can take one in between: retry once with fresh ports.
+                if attempt == 2 or "address already in use" not in str(error):
+                    raise
+                logger.warning("a port was taken during start; retrying", exc_info=True)
+                shutil.rmtree(self.workdir)
+                self.ports = Ports.pick()
+                self.server = self._server_url()
+            except BaseException:
+                self.stop()
+                raise
         self.start_seconds = time.monotonic() - began
         logger.info(
             "cluster started",
