@@ -1,0 +1,142 @@
+"""Bolt listeners: ack at once, then the slow part (lazy) through the router; buttons too."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
+
+from bot import render
+from bot.commands import parse
+from bot.render import Reply
+from bot.router import Request, Router
+from core.errors import BadInput, JobbotError
+from core.models import Source
+from core.policy import Actor
+
+logger = logging.getLogger(__name__)
+# Any slash command routed to this app is `/job` (workspaces may name it /jobbot, /deploy, ...).
+ANY_COMMAND = re.compile(r"^/.+")
+
+
+def slack_actor(user_id: str, user_name: str | None, channel: str | None) -> Actor:
+    return Actor(id=f"slack:{user_id}", source=Source.SLACK, display=user_name or user_id,
+                 slack_user=user_id, slack_channel=channel)
+
+
+def register_listeners(app: AsyncApp, router: Router) -> None:
+    """Wire the slash command and the buttons of run threads and confirmations to `router`."""
+
+    async def ack_command(body: dict[str, Any], ack: AsyncAck) -> None:
+        # Only the cheap, pure part runs before the ack: a typo is answered right away.
+        try:
+            parse(str(body.get("text", "")))
+        except BadInput as exc:
+            await ack(text=render.error(str(exc)).text)
+            return
+        await ack()
+
+    async def run_command(body: dict[str, Any], respond: AsyncRespond) -> None:
+        channel = body.get("channel_id")
+        actor = slack_actor(str(body["user_id"]), body.get("user_name"), channel)
+        text = str(body.get("text", ""))
+        origin = {"slack_channel": channel, "slack_user": actor.slack_user}
+        # A retry of the same request carries the same trigger_id: it never starts a second run.
+        key = f"slack:command:{body['trigger_id']}" if body.get("trigger_id") else None
+        answer = await router.handle(Request(text, actor, key, origin))
+        try:
+            parse(text)
+        except BadInput:
+            return  # answered in the ack
+        await _respond(respond, answer)
+
+    async def ack_only(ack: AsyncAck) -> None:
+        await ack()
+
+    async def cancel_clicked(body: dict[str, Any], respond: AsyncRespond) -> None:
+        actor, run_id = _clicker(body), _value(body)
+        await _respond(respond, await router.handle(Request(f"cancel {run_id}", actor,
+                                                            origin=_origin(actor))))
+
+    async def rerun_clicked(body: dict[str, Any], respond: AsyncRespond) -> None:
+        actor, run_id = _clicker(body), _value(body)
+        key = f"slack:action:{body.get('trigger_id') or _action_ts(body)}"
+        try:
+            result = await router.service.rerun(
+                run_id, await _actor_for_run(router, run_id, actor), idempotency_key=key,
+                origin=_origin(actor))
+            answer = render.started(result.run, result.created, router.links)
+            outcome = "ok"
+        except JobbotError as exc:
+            answer, outcome = render.error(str(exc)), "rejected"
+        await router.service.audit(actor, "rerun", run_id, outcome,
+                                   f"in {actor.slack_channel}" if actor.slack_channel else None)
+        await _respond(respond, answer)
+
+    async def confirm_clicked(body: dict[str, Any], respond: AsyncRespond) -> None:
+        actor, pending_id = _clicker(body), _value(body)
+        key = f"slack:confirm:{pending_id}"
+        try:
+            answer = await router.confirm(pending_id, actor.slack_user or "", key)
+        except JobbotError as exc:
+            await _respond(respond, render.error(str(exc)))
+            return
+        await _respond(respond, answer, replace=True)
+
+    async def decline_clicked(body: dict[str, Any], respond: AsyncRespond) -> None:
+        actor, pending_id = _clicker(body), _value(body)
+        try:
+            pending = router.confirmations.take(pending_id, actor.slack_user or "")
+        except JobbotError as exc:
+            await _respond(respond, render.error(str(exc)))
+            return
+        await router.service.audit(actor, "confirm", f"/job {pending.command.describe()}"[:255],
+                                   "declined")
+        text = f"not run: {pending.command.describe()}"
+        await _respond(respond, render.reply(text, [render.section(text)]), replace=True)
+
+    app.command(ANY_COMMAND)(ack=ack_command, lazy=[run_command])
+    app.action(render.CANCEL_ACTION)(ack=ack_only, lazy=[cancel_clicked])
+    app.action(render.RERUN_ACTION)(ack=ack_only, lazy=[rerun_clicked])
+    app.action(render.CONFIRM_ACTION)(ack=ack_only, lazy=[confirm_clicked])
+    app.action(render.DECLINE_ACTION)(ack=ack_only, lazy=[decline_clicked])
+    # The View logs button is a link; Slack still tells the app it was clicked.
+    app.action("jobbot_view_logs")(ack_only)
+
+
+async def _actor_for_run(router: Router, run_id: str, actor: Actor) -> Actor:
+    run = await router.service.get_run(run_id)
+    return await router.actor_for(router.service.catalog.resolve(f"{run.app}/{run.job}").job,
+                                   actor)
+
+
+def _clicker(body: dict[str, Any]) -> Actor:
+    """The person who clicked (not the one who started the run), in the channel clicked in."""
+    user = body.get("user") or {}
+    channel = (body.get("channel") or {}).get("id")
+    return slack_actor(str(user.get("id", "")), user.get("username") or user.get("name"), channel)
+
+
+def _origin(actor: Actor) -> dict[str, Any]:
+    return {"slack_channel": actor.slack_channel, "slack_user": actor.slack_user}
+
+
+def _value(body: dict[str, Any]) -> str:
+    actions = body.get("actions") or [{}]
+    return str(actions[0].get("value", ""))
+
+
+def _action_ts(body: dict[str, Any]) -> str:
+    actions = body.get("actions") or [{}]
+    return str(actions[0].get("action_ts", ""))
+
+
+async def _respond(respond: AsyncRespond, answer: Reply, *, replace: bool = False) -> None:
+    try:
+        await respond(text=answer.text, blocks=answer.blocks or None, response_type="ephemeral",
+                      replace_original=replace)
+    except Exception:
+        # The response_url may have expired or Slack may be down: the command itself is done.
+        logger.exception("could not answer through response_url")
