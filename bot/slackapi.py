@@ -34,7 +34,8 @@ async def call(method: str, pending: Awaitable[AsyncSlackResponse],
         return await pending
     except SlackApiError as exc:
         status = exc.response.status_code
-        error = str(exc.response.get("error") or f"HTTP {status}")
+        data = exc.response.data if isinstance(exc.response.data, dict) else {}
+        error = str(data.get("error") or f"HTTP {status}")
         if status == 429 or status >= 500 or error in RETRYABLE_ERRORS:
             delay = retry_after(exc.response.headers)
             raise TemporaryFailure(f"Slack {method}: {error}", delay) from exc
