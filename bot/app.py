@@ -11,6 +11,7 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.adapter import to_aiohttp_response, to_bolt_request
+from bot.backlog import Backlog
 from bot.listeners import register_listeners
 from bot.notifier import SUBSCRIBER, Notifier
 from bot.router import Router
@@ -55,6 +56,7 @@ class SlackBot:
     client: AsyncWebClient
     router: Router
     notifier: Notifier
+    backlog: Backlog
     socket: AsyncSocketModeHandler | None = None
 
 
@@ -69,8 +71,9 @@ def build(config: SlackConfig, service: JobService, links: Links) -> SlackBot:
                     request_verification_enabled=not config.socket_mode,
                     logger=logging.getLogger("bot.bolt"))
     router = Router(service, links, groups=UserGroups(client))
-    register_listeners(bolt, router)
-    return SlackBot(bolt, client, router, Notifier(client, service, links))
+    backlog = Backlog()
+    register_listeners(bolt, router, backlog)
+    return SlackBot(bolt, client, router, Notifier(client, service, links), backlog)
 
 
 def setup(app: web.Application, config: SlackConfig, service: JobService, links: Links,
@@ -81,6 +84,7 @@ def setup(app: web.Application, config: SlackConfig, service: JobService, links:
     bot = build(config, service, links)
     app[BOT] = bot
     outbox.subscribe(SUBSCRIBER, bot.notifier)
+    app.on_cleanup.append(_close_backlog)
     if config.socket_mode:
         bot.socket = AsyncSocketModeHandler(bot.bolt, app_token=config.app_token,
                                             web_client=bot.client)
@@ -96,6 +100,10 @@ def setup(app: web.Application, config: SlackConfig, service: JobService, links:
 async def _events(request: web.Request) -> web.Response:
     bolt_response = await request.app[BOT].bolt.async_dispatch(await to_bolt_request(request))
     return to_aiohttp_response(bolt_response)
+
+
+async def _close_backlog(app: web.Application) -> None:
+    await app[BOT].backlog.close()
 
 
 async def _connect_socket(app: web.Application) -> None:

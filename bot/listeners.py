@@ -1,14 +1,16 @@
-"""Bolt listeners: ack at once, then the slow part (lazy) through the router; buttons too."""
+"""Bolt listeners: ack at once, then the slow part (in the backlog) through the router."""
 
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 
 from bot import render
+from bot.backlog import Backlog
 from bot.commands import parse
 from bot.render import Reply
 from bot.router import Request, Router
@@ -26,31 +28,40 @@ def slack_actor(user_id: str, user_name: str | None, channel: str | None) -> Act
                  slack_user=user_id, slack_channel=channel)
 
 
-def register_listeners(app: AsyncApp, router: Router) -> None:
-    """Wire the slash command and the buttons of run threads and confirmations to `router`."""
+def register_listeners(app: AsyncApp, router: Router, backlog: Backlog) -> None:
+    """Wire the slash command and the buttons of run threads and confirmations to `router`.
 
-    async def ack_command(body: dict[str, Any], ack: AsyncAck) -> None:
+    Every listener acks first; what touches the database or Slack goes to `backlog`.
+    """
+
+    async def on_command(body: dict[str, Any], ack: AsyncAck, respond: AsyncRespond) -> None:
         # Only the cheap, pure part runs before the ack: a typo is answered right away.
         try:
             parse(str(body.get("text", "")))
         except BadInput as exc:
             await ack(text=render.error(str(exc)).text)
+            backlog.submit("/job", lambda: run_command(body, None))  # still audited
             return
         await ack()
+        backlog.submit("/job", lambda: run_command(body, respond))
 
-    async def run_command(body: dict[str, Any], respond: AsyncRespond) -> None:
+    async def run_command(body: dict[str, Any], respond: AsyncRespond | None) -> None:
         channel = body.get("channel_id")
         actor = slack_actor(str(body["user_id"]), body.get("user_name"), channel)
-        text = str(body.get("text", ""))
         origin = {"slack_channel": channel, "slack_user": actor.slack_user}
         # A retry of the same request carries the same trigger_id: it never starts a second run.
         key = f"slack:command:{body['trigger_id']}" if body.get("trigger_id") else None
-        answer = await router.handle(Request(text, actor, key, origin))
-        try:
-            parse(text)
-        except BadInput:
-            return  # answered in the ack
-        await _respond(respond, answer)
+        answer = await router.handle(Request(str(body.get("text", "")), actor, key, origin))
+        if respond is not None:
+            await _respond(respond, answer)
+
+    def on_click(name: str, work: Callable[[dict[str, Any], AsyncRespond], Awaitable[None]]
+                 ) -> Callable[..., Awaitable[None]]:
+        async def listener(body: dict[str, Any], ack: AsyncAck, respond: AsyncRespond) -> None:
+            await ack()
+            backlog.submit(name, lambda: work(body, respond))
+
+        return listener
 
     async def ack_only(ack: AsyncAck) -> None:
         await ack()
@@ -97,11 +108,11 @@ def register_listeners(app: AsyncApp, router: Router) -> None:
         text = f"not run: {pending.command.describe()}"
         await _respond(respond, render.reply(text, [render.section(text)]), replace=True)
 
-    app.command(ANY_COMMAND)(ack=ack_command, lazy=[run_command])
-    app.action(render.CANCEL_ACTION)(ack=ack_only, lazy=[cancel_clicked])
-    app.action(render.RERUN_ACTION)(ack=ack_only, lazy=[rerun_clicked])
-    app.action(render.CONFIRM_ACTION)(ack=ack_only, lazy=[confirm_clicked])
-    app.action(render.DECLINE_ACTION)(ack=ack_only, lazy=[decline_clicked])
+    app.command(ANY_COMMAND)(on_command)
+    app.action(render.CANCEL_ACTION)(on_click("cancel button", cancel_clicked))
+    app.action(render.RERUN_ACTION)(on_click("rerun button", rerun_clicked))
+    app.action(render.CONFIRM_ACTION)(on_click("confirm button", confirm_clicked))
+    app.action(render.DECLINE_ACTION)(on_click("decline button", decline_clicked))
     # The View logs button is a link; Slack still tells the app it was clicked.
     app.action("jobbot_view_logs")(ack_only)
 

@@ -239,12 +239,13 @@ class FakeSlack:
 class SlackSender:
     """Sends slash commands and button clicks to jobbot, signed with the signing secret."""
 
-    def __init__(self, fake: FakeSlack, target_url: str, *, secret: str = SIGNING_SECRET):
+    def __init__(self, fake: FakeSlack, target_url: str, *, secret: str = SIGNING_SECRET,
+                 session: aiohttp.ClientSession | None = None):
         self.fake = fake
         self.target = target_url
         self.verifier = SignatureVerifier(secret)
         self._ids = itertools.count(1)
-        self.session = aiohttp.ClientSession()
+        self.session = session or aiohttp.ClientSession()
 
     async def close(self) -> None:
         await self.session.close()
