@@ -72,19 +72,10 @@ def register_listeners(app: AsyncApp, router: Router, backlog: Backlog) -> None:
                                                             origin=_origin(actor))))
 
     async def rerun_clicked(body: dict[str, Any], respond: AsyncRespond) -> None:
-        actor, run_id = _clicker(body), _value(body)
+        actor = _clicker(body)
+        # A retried delivery of the same click carries the same trigger_id.
         key = f"slack:action:{body.get('trigger_id') or _action_ts(body)}"
-        try:
-            result = await router.service.rerun(
-                run_id, await _actor_for_run(router, run_id, actor), idempotency_key=key,
-                origin=_origin(actor))
-            answer = render.started(result.run, result.created, router.links)
-            outcome = "ok"
-        except JobbotError as exc:
-            answer, outcome = render.error(str(exc)), "rejected"
-        await router.service.audit(actor, "rerun", run_id, outcome,
-                                   f"in {actor.slack_channel}" if actor.slack_channel else None)
-        await _respond(respond, answer)
+        await _respond(respond, await router.rerun(_value(body), actor, key, _origin(actor)))
 
     async def confirm_clicked(body: dict[str, Any], respond: AsyncRespond) -> None:
         actor, pending_id = _clicker(body), _value(body)
@@ -115,12 +106,6 @@ def register_listeners(app: AsyncApp, router: Router, backlog: Backlog) -> None:
     app.action(render.DECLINE_ACTION)(on_click("decline button", decline_clicked))
     # The View logs button is a link; Slack still tells the app it was clicked.
     app.action("jobbot_view_logs")(ack_only)
-
-
-async def _actor_for_run(router: Router, run_id: str, actor: Actor) -> Actor:
-    run = await router.service.get_run(run_id)
-    return await router.actor_for(router.service.catalog.resolve(f"{run.app}/{run.job}").job,
-                                   actor)
 
 
 def _clicker(body: dict[str, Any]) -> Actor:

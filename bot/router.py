@@ -131,6 +131,30 @@ class Router:
                                  result)
         return answer
 
+    async def rerun(self, run_id: str, actor: Actor, idempotency_key: str,
+                    origin: dict[str, Any]) -> Reply:
+        """The Rerun button: same job, ref and overrides; `confirm: true` jobs still ask."""
+        try:
+            old = await self.service.get_run(run_id)
+            target = self.service.catalog.resolve(f"{old.app}/{old.job}")
+            actor = await self.actor_for(target.job, actor)
+            if needs_confirmation(target.job, actor):
+                command = Command("run", job=target.key, overrides=dict(old.overrides),
+                                  ref=old.ref)
+                answer = await self._run(command, Request("", actor, idempotency_key, origin))
+            else:
+                result = await self.service.rerun(old.id, actor, idempotency_key=idempotency_key,
+                                                  origin=origin)
+                answer = render.started(result.run, result.created, self.links)
+            outcome = "ok"
+        except PermissionDenied as exc:
+            answer, outcome = render.error(str(exc)), "denied"
+        except JobbotError as exc:
+            answer, outcome = render.error(str(exc)), "rejected"
+        where = origin.get("slack_channel")
+        await self.service.audit(actor, "rerun", run_id, outcome, f"in {where}" if where else None)
+        return answer
+
     # -- commands -------------------------------------------------------------------------
 
     async def _dispatch(self, command: Command, request: Request) -> Reply:

@@ -458,3 +458,50 @@ async def test_block_kit_messages_stay_within_limits(bot: Bot) -> None:
     assert "demo/hello" in await bot.ask("list")
     # The fake refuses what Slack refuses (invalid_blocks, msg_too_long): nothing was.
     assert bot.fake.refused == []
+
+
+async def test_a_retried_button_click_starts_one_rerun(bot: Bot) -> None:
+    first = bot.run_id_from(await bot.ask("run hello"))
+    await bot.wait_final(first)
+    body, key = bot.slack.action_body("jobbot_rerun", first)
+    await bot.slack.post(body, bot.slack.headers(body))
+    await bot.slack.post(body, bot.slack.headers(body, retry_num=1))
+    await bot.fake.wait_for(lambda: len(bot.fake.responses.get(key, [])) == 2)
+    runs = await bot.runtime.service.runs("hello")
+    assert len(runs) == 2
+    assert runs[0].rerun_of == first
+
+
+async def test_rerun_of_a_confirm_job_asks_again(bot: Bot) -> None:
+    _, _, trigger = await bot.command("run risky")
+    pending = (await bot.slack.answer(trigger))["blocks"][-1]["elements"][0]["value"]
+    _, key = await bot.slack.click("jobbot_confirm", pending)
+    run_id = bot.run_id_from((await bot.slack.answer(key))["text"])
+    await bot.wait_final(run_id)
+    _, key = await bot.slack.click("jobbot_rerun", run_id)
+    assert "asks for confirmation" in (await bot.slack.answer(key))["text"]
+    assert len(await bot.runtime.service.runs("risky")) == 1
+
+
+async def test_without_slack_credentials_there_is_no_bot(tmp_path: Path) -> None:
+    import aiohttp
+
+    config = write_app(tmp_path / "work", JOBS)
+    runtime = build_runtime(Settings(JOBBOT_DATA_DIR=tmp_path / ".jobbot",
+                                     JOBBOT_SECRET_KEY="k" * 32), config)
+    app = make_app(runtime)
+    assert BOT not in app
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.post(f"http://127.0.0.1:{port}/slack/events", data="x") as resp:
+                assert resp.status == 404
+            async with session.get(f"http://127.0.0.1:{port}/healthz") as resp:
+                assert resp.status == 200
+    finally:
+        await runner.cleanup()
+        runtime.close()
