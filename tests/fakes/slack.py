@@ -17,6 +17,7 @@ from aiohttp import web
 from slack_sdk.signature import SignatureVerifier
 
 BOT_TOKEN = "xoxb-fake-bot-token"
+APP_TOKEN = "xapp-fake-app-token"
 SIGNING_SECRET = "fake-signing-secret-8f14e45fceea167a"
 # Slack's limits, enforced as Slack does (invalid_blocks / msg_too_long).
 MAX_BLOCKS, MAX_SECTION_TEXT, MAX_BUTTON_VALUE, MAX_MESSAGE_TEXT = 50, 3000, 2000, 40000
@@ -65,6 +66,10 @@ class FakeSlack:
         self._ts = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self.url = ""
+        # Socket Mode: the connected app, and its acks of envelopes, by envelope id.
+        self.sockets: list[web.WebSocketResponse] = []
+        self.socket_acks: dict[str, dict[str, Any]] = {}
+        self._envelopes = itertools.count(1)
 
     # -- control --------------------------------------------------------------------------
 
@@ -73,6 +78,7 @@ class FakeSlack:
         # Most methods are POSTed; a few (usergroups.users.list) are GETs with a query string.
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_post("/response/{key}", self._response_url)
+        app.router.add_get("/socket", self._socket)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -127,7 +133,8 @@ class FakeSlack:
         method = request.match_info["method"]
         params = await _params(request)
         self.calls.append(Call(method, params))
-        if request.headers.get("Authorization") != f"Bearer {BOT_TOKEN}":
+        token = APP_TOKEN if method == "apps.connections.open" else BOT_TOKEN
+        if request.headers.get("Authorization") != f"Bearer {token}":
             return _error("invalid_auth")
         failures = self._failures.get(method) or []
         if failures:
@@ -142,6 +149,7 @@ class FakeSlack:
             "auth.test": self._auth_test, "chat.postMessage": self._post_message,
             "chat.update": self._update, "chat.postEphemeral": self._post_ephemeral,
             "views.open": self._views_open, "usergroups.users.list": self._usergroup_users,
+            "apps.connections.open": self._connections_open,
         }.get(method)
         if handler is None:
             return _error("unknown_method")
@@ -220,6 +228,35 @@ class FakeSlack:
         if group not in self.usergroups:
             return _error("no_such_subteam")
         return web.json_response({"ok": True, "users": self.usergroups[group]})
+
+    def _connections_open(self, params: dict[str, Any]) -> web.Response:
+        ws_url = self.url.replace("http://", "ws://", 1) + "/socket"
+        return web.json_response({"ok": True, "url": ws_url})
+
+    # -- Socket Mode ----------------------------------------------------------------------
+
+    async def _socket(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_json({"type": "hello", "num_connections": 1,
+                            "connection_info": {"app_id": "A0JOBBOT"},
+                            "debug_info": {"host": "fake", "approximate_connection_time": 3600}})
+        self.sockets.append(ws)
+        async for message in ws:
+            if message.type == aiohttp.WSMsgType.TEXT:
+                data = json.loads(message.data)
+                self.socket_acks[str(data.get("envelope_id"))] = data
+        self.sockets.remove(ws)
+        return ws
+
+    async def send_envelope(self, kind: str, payload: dict[str, Any]) -> str:
+        """Deliver a request to the app over Socket Mode; returns the envelope id."""
+        envelope_id = f"env-{next(self._envelopes)}"
+        ws = await self.wait_for(lambda: self.sockets and self.sockets[-1])
+        await ws.send_json({"envelope_id": envelope_id, "type": kind, "payload": payload,
+                            "accepts_response_payload": kind != "events_api",
+                            "retry_attempt": 0, "retry_reason": ""})
+        return envelope_id
 
     # -- response_url ---------------------------------------------------------------------
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 
@@ -20,7 +22,7 @@ from core.policy import Actor
 from jobbot.server import OUTBOX, make_app
 from jobbot.settings import Settings
 from jobbot.wiring import Runtime, build_runtime
-from tests.fakes.slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack, Message, SlackSender
+from tests.fakes.slack import APP_TOKEN, BOT_TOKEN, SIGNING_SECRET, FakeSlack, Message, SlackSender
 from tests.support.apps import python_job, write_app
 
 SECRET_VALUE = "hunter2-very-secret-value"
@@ -84,13 +86,15 @@ class Bot:
         return text.split("(id `", 1)[1].split("`", 1)[0]
 
 
-async def start_bot(tmp_path: Path, fake: FakeSlack) -> tuple[Bot, Callable[[], Any]]:
+async def start_bot(tmp_path: Path, fake: FakeSlack, **slack: str
+                    ) -> tuple[Bot, Callable[[], Any]]:
     workdir = tmp_path / "work"
     config = write_app(workdir, JOBS)
+    slack = slack or {"SLACK_SIGNING_SECRET": SIGNING_SECRET}
     settings = Settings(JOBBOT_DATA_DIR=workdir / ".jobbot", JOBBOT_RETRY_DELAY=0.01,
                         JOBBOT_PUBLIC_URL="http://jobbot.test", JOBBOT_SECRET_KEY="k" * 32,
-                        SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_SIGNING_SECRET=SIGNING_SECRET,
-                        SLACK_API_URL=fake.api_url)
+                        SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_API_URL=fake.api_url,
+                        **slack)  # type: ignore[arg-type]
     runtime = build_runtime(settings, config)
     app = make_app(runtime)
     runner = web.AppRunner(app, access_log=None)
@@ -484,8 +488,6 @@ async def test_rerun_of_a_confirm_job_asks_again(bot: Bot) -> None:
 
 
 async def test_without_slack_credentials_there_is_no_bot(tmp_path: Path) -> None:
-    import aiohttp
-
     config = write_app(tmp_path / "work", JOBS)
     runtime = build_runtime(Settings(JOBBOT_DATA_DIR=tmp_path / ".jobbot",
                                      JOBBOT_SECRET_KEY="k" * 32), config)
@@ -505,3 +507,21 @@ async def test_without_slack_credentials_there_is_no_bot(tmp_path: Path) -> None
     finally:
         await runner.cleanup()
         runtime.close()
+
+
+async def test_socket_mode_answers_commands_over_the_websocket(
+        tmp_path: Path, fake: FakeSlack, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    bot, stop = await start_bot(tmp_path, fake, SLACK_APP_TOKEN=APP_TOKEN)
+    try:
+        body, trigger = bot.slack.command_body("run hello")
+        payload = dict(urllib.parse.parse_qsl(body))
+        envelope = await fake.send_envelope("slash_commands", payload)
+        await fake.wait_for(lambda: envelope in fake.socket_acks)
+        answer = await bot.slack.answer(trigger)
+        assert "started" in answer["text"]
+        await bot.wait_final(bot.run_id_from(answer["text"]))
+        async with aiohttp.ClientSession() as session, session.post(bot.url, data=body) as resp:
+            assert resp.status == 404  # no HTTP endpoint in Socket Mode
+    finally:
+        await stop()
