@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 logger = logging.getLogger(__name__)
 Work = Callable[[], Awaitable[None]]
-DEFAULT_WORKERS = 4
+DEFAULT_WORKERS = 2
 
 
 class Backlog:
