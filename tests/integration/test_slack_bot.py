@@ -525,3 +525,13 @@ async def test_socket_mode_answers_commands_over_the_websocket(
             assert resp.status == 404  # no HTTP endpoint in Socket Mode
     finally:
         await stop()
+
+
+async def test_a_slack_outage_delays_notifications_without_dropping_them(bot: Bot) -> None:
+    bot.fake.fail("chat.postMessage", "service_unavailable", status=503, times=2)
+    run_id = bot.run_id_from(await bot.ask("run hello"))
+    await bot.wait_final(run_id)
+    parent = await bot.fake.wait_for(lambda: parent_of(bot.fake, "demo/hello #1"))
+    await bot.fake.wait_for(lambda: bot.fake.replies(parent))
+    assert len(bot.fake.parents()) == 1
+    assert len(bot.fake.replies(parent)) == 1
