@@ -441,7 +441,8 @@ async def test_a_restart_mid_run_neither_loses_nor_repeats(tmp_path: Path, fake:
         run = await second.runtime.service.get_run(run_id)
         assert run.run_state.is_final
         await fake.wait_for(lambda: fake.replies(parent))
-        await asyncio.sleep(0.3)  # give a duplicate the chance to appear
+        store = second.runtime.store
+        await fake.wait_for(lambda: store.cursor("slack") == store.last_event_id())
         assert len(fake.parents()) == 1
         assert len(fake.replies(parent)) == 1
         assert run.state in parent.text
