@@ -29,6 +29,7 @@ from core.models import (
     Run,
     RunEvent,
     RunState,
+    SlackMessage,
     SubscriberCursor,
     utcnow,
 )
@@ -395,6 +396,24 @@ class Store:
             else:
                 row.last_event_id = last_event_id
                 row.updated_at = utcnow()
+
+    # -- Slack threads --------------------------------------------------------------------
+
+    def slack_message(self, run_id: str) -> SlackMessage | None:
+        with self._read() as session:
+            return session.get(SlackMessage, run_id)
+
+    def save_slack_message(self, run_id: str, channel: str, ts: str,
+                           last_event_id: int) -> None:
+        """Remember a run's parent message and how far its thread got (insert or update)."""
+        with self._write() as session:
+            row = session.get(SlackMessage, run_id)
+            if row is None:
+                session.add(SlackMessage(run_id=run_id, channel=channel, ts=ts,
+                                         last_event_id=last_event_id, updated_at=utcnow()))
+            else:
+                row.channel, row.ts, row.updated_at = channel, ts, utcnow()
+                row.last_event_id = max(row.last_event_id, last_event_id)
 
     # -- jobs -----------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""The `jobbot` command line: validate, run, runs, logs, cancel, pause, resume, serve."""
+"""The `jobbot` command line: validate, run, runs, logs, cancel, pause, resume, chat, serve."""
 
 from __future__ import annotations
 
@@ -83,6 +83,9 @@ def _parser() -> argparse.ArgumentParser:
     pause.add_argument("job")
     resume = add("resume", cmd_resume, "schedule a paused job again")
     resume.add_argument("job")
+    chat = add("chat", cmd_chat, "answer a Slack `/job ...` command here, as the CLI user")
+    chat.add_argument("text", help='the command, e.g. "/job run hello GREETING=hi"')
+    chat.add_argument("--yes", "-y", action="store_true", help="do not ask for confirm: jobs")
     serve = add("serve", cmd_serve, "serve HTTP, run jobs and schedules")
     serve.add_argument("--verbose", "-v", action="store_true")
     return parser
@@ -276,6 +279,27 @@ def _pause_or_resume(args: argparse.Namespace, settings: Settings, *, pause: boo
         word = "paused" if pause else "resumed"
         print(f"{args.job} {word}" if changed else f"{args.job} was already {word}")
         return EXIT_OK
+
+    return _with_runtime(settings, body)
+
+
+def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.router import Request, Router
+
+    load_config(settings)
+
+    async def body(runtime: Runtime) -> int:
+        service = runtime.service
+        await service.reconcile()
+        router = Router(service, runtime.links)
+        answer = await router.handle(Request(args.text, _actor(), confirmed=args.yes))
+        print(answer.text)
+        if answer.started_run is None:
+            return EXIT_OK if answer.ok else EXIT_BAD_INPUT
+        # Nothing else drives a local run once this process ends: stay until it is done.
+        final = await service.wait(answer.started_run)
+        print(render.run_summary(final), file=sys.stderr)
+        return EXIT_OK if final.state == RunState.SUCCEEDED.value else EXIT_RUN_FAILED
 
     return _with_runtime(settings, body)
 
