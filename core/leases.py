@@ -27,6 +27,7 @@ class Lease:
     def __init__(self, store: Store, name: str) -> None:
         self._store = store
         self.name = name
+        self._key = f"jobbot-lease:{name}"
         self._conn: Connection | None = None
         self._file: IO[str] | None = None
 
@@ -40,7 +41,7 @@ class Lease:
         if self._store.dialect == "postgresql":
             conn = self._store.engine.connect()
             got = conn.execute(text("SELECT pg_try_advisory_lock(hashtext(:key))"),
-                               {"key": f"jobbot-lease:{self.name}"}).scalar_one()
+                               {"key": self._key}).scalar_one()
             conn.commit()
             if got:
                 self._conn = conn
@@ -75,9 +76,17 @@ class Lease:
 
     def release(self) -> None:
         if self._conn is not None:
+            conn, self._conn = self._conn, None
+            # Closing only returns the connection to the pool, where the session (and its
+            # advisory lock) lives on: unlock explicitly, or throw the connection away.
+            try:
+                conn.execute(text("SELECT pg_advisory_unlock(hashtext(:key))"),
+                             {"key": self._key})
+                conn.commit()
+            except DBAPIError:
+                conn.invalidate()
             with contextlib.suppress(DBAPIError):
-                self._conn.close()  # closing the session drops its advisory locks
-            self._conn = None
+                conn.close()
         if self._file is not None:
             self._file.close()  # closing the file drops the flock
             self._file = None
