@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import threading
 from pathlib import Path
 from typing import IO
 
@@ -30,14 +31,24 @@ class Lease:
         self._key = f"jobbot-lease:{name}"
         self._conn: Connection | None = None
         self._file: IO[str] | None = None
+        # try_acquire runs in a worker thread that may finish after its caller was cancelled
+        # and released the lease: the lock and the flag make that late acquire let go at once.
+        self._guard = threading.Lock()
+        self._closed = False
 
     @property
     def held(self) -> bool:
         return self._conn is not None or self._file is not None
 
     def try_acquire(self) -> bool:
-        if self.held:
-            return True
+        with self._guard:
+            if self._closed:
+                return False
+            if self.held:
+                return True
+            return self._acquire()
+
+    def _acquire(self) -> bool:
         if self._store.dialect == "postgresql":
             conn = self._store.engine.connect()
             got = conn.execute(text("SELECT pg_try_advisory_lock(hashtext(:key))"),
@@ -71,10 +82,17 @@ class Lease:
             return True
         except DBAPIError:
             logger.warning("lease %s lost with its database connection", self.name)
-            self.release()
+            with self._guard:
+                self._let_go()
             return False
 
     def release(self) -> None:
+        """Let go for good (a lease is not acquired again after this)."""
+        with self._guard:
+            self._closed = True
+            self._let_go()
+
+    def _let_go(self) -> None:
         if self._conn is not None:
             conn, self._conn = self._conn, None
             # Closing only returns the connection to the pool, where the session (and its
