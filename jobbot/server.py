@@ -1,4 +1,4 @@
-"""The one aiohttp server: health routes now; the Slack bot, GitHub App and pages mount here."""
+"""The one aiohttp server: health routes and the pages; the Slack bot and GitHub App mount here."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from aiohttp import web
 
 from core.events import Outbox
 from jobbot.wiring import Runtime
+from web import routes as web_routes
 
 logger = logging.getLogger(__name__)
 RUNTIME = web.AppKey("runtime", Runtime)
@@ -20,6 +21,10 @@ def make_app(runtime: Runtime) -> web.Application:
     app[RUNTIME] = runtime
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    settings = runtime.settings
+    token = settings.JOBBOT_WEB_TOKEN.get_secret_value() if settings.JOBBOT_WEB_TOKEN else None
+    web_routes.setup(app, runtime.service, runtime.links, web_routes.WebSettings(
+        web_token=token, secure_cookies=settings.public_url.startswith("https://")))
     return app
 
 
