@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import jinja2
@@ -35,6 +36,12 @@ class WebContext:
     service: JobService
     access: Access
     templates: jinja2.Environment
+    # Handlers streaming live logs; stopped on shutdown so the server need not wait for viewers.
+    streams: set[asyncio.Task[object]] = field(default_factory=set)
+
+    async def stop_streams(self, app: web.Application) -> None:
+        for task in list(self.streams):
+            task.cancel()
 
     def render(self, name: str, values: Mapping[str, Any], *, status: int = 200) -> web.Response:
         body = self.templates.get_template(name).render(**_HELPERS, **values)

@@ -33,8 +33,10 @@ def setup(app: web.Application, service: JobService, links: Links,
         loader=jinja2.FileSystemLoader(_HERE / "templates"),
         autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=False,
     )
-    app[WEB] = WebContext(service, Access(links, settings.web_token, settings.secure_cookies),
-                          templates)
+    context = WebContext(service, Access(links, settings.web_token, settings.secure_cookies),
+                         templates)
+    app[WEB] = context
+    app.on_shutdown.append(context.stop_streams)
     app.router.add_get("/runs/{id}", runs.run_page)
     app.router.add_get("/runs/{id}/logs", runs.run_logs)
     app.router.add_post("/runs/{id}/cancel", actions.cancel)

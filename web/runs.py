@@ -92,8 +92,18 @@ async def run_logs(request: web.Request) -> web.StreamResponse:
     if isinstance(loaded, web.Response):
         return loaded
     run = loaded[0].run
-    if "text/event-stream" in request.headers.get("Accept", ""):
-        return await _events(ctx, request, run)
+    task = asyncio.current_task()
+    if task is not None:
+        ctx.streams.add(task)
+    try:
+        if "text/event-stream" in request.headers.get("Accept", ""):
+            return await _events(ctx, request, run)
+        return await _raw(ctx, request, run)
+    finally:
+        ctx.streams.discard(task)  # type: ignore[arg-type]
+
+
+async def _raw(ctx: WebContext, request: web.Request, run: Run) -> web.StreamResponse:
     attempt_text = request.query.get("attempt")
     if attempt_text is not None and not attempt_text.isdigit():
         return web.Response(status=400, text=f"attempt must be a number, not {attempt_text!r}\n")
