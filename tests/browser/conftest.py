@@ -22,7 +22,7 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
 @pytest.fixture
 async def browser(base_url: str) -> AsyncIterator[Browser]:
     # Depends on the server so that it closes first: open live streams end with the browser.
-    if not CHROMIUM.exists():
+    if not CHROMIUM.exists():  # noqa: ASYNC240  (one stat before the browser starts)
         # Never skipped: CI must run these. `make browser-test` installs Debian's chromium.
         pytest.fail(f"{CHROMIUM} is missing: run `make browser-test` (installs chromium)")
     async with async_playwright() as playwright:

@@ -43,7 +43,8 @@ async def test_a_running_run_tails_its_log_live_and_turns_succeeded(
     await page.locator("#log-1 .ln .t", has_text="done").last.wait_for()
     assert await page.inner_text("#state .word") == "succeeded"
     assert await page.evaluate("window.__sameDocument") is True
-    numbers = await page.eval_on_selector_all("#log-1 .ln .n", "els => els.map(e => +e.textContent)")
+    numbers = await page.eval_on_selector_all("#log-1 .ln .n",
+                                              "els => els.map(e => +e.textContent)")
     assert numbers == list(range(1, len(numbers) + 1))  # no line lost or shown twice
     assert await page.inner_text("#L1 .t") == "starting <b>bold?</b>"
     assert await page.eval_on_selector("#L1 .t span", "e => e.className") == "c2 bold"
