@@ -100,7 +100,8 @@ async def run_logs(request: web.Request) -> web.StreamResponse:
             return await _events(ctx, request, run)
         return await _raw(ctx, request, run)
     finally:
-        ctx.streams.discard(task)  # type: ignore[arg-type]
+        if task is not None:
+            ctx.streams.discard(task)
 
 
 async def _raw(ctx: WebContext, request: web.Request, run: Run) -> web.StreamResponse:
