@@ -103,6 +103,9 @@ class LogStore:
         partial = ""
         try:
             while True:
+                # Cleared before draining: a line written meanwhile sets it again, so the wait
+                # below returns at once instead of after `poll`.
+                event.clear()
                 done = await finished()  # asked before draining, so no later line is lost
                 if handle is None and path.exists():
                     # A local file read is microseconds; not worth a thread per chunk.
@@ -116,7 +119,6 @@ class LogStore:
                     if partial:
                         yield partial
                     return
-                event.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(event.wait(), timeout=poll)
         finally:

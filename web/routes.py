@@ -13,6 +13,7 @@ from core.service import JobService
 from web import actions, jobs, metrics, runs
 from web.access import Access
 from web.context import WEB, WebContext
+from web.live import LiveTail
 
 _HERE = Path(__file__).parent
 
@@ -34,7 +35,7 @@ def setup(app: web.Application, service: JobService, links: Links,
         autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=False,
     )
     context = WebContext(service, Access(links, settings.web_token, settings.secure_cookies),
-                         templates)
+                         templates, LiveTail(service))
     app[WEB] = context
     app.on_shutdown.append(context.stop_streams)
     app.router.add_get("/runs/{id}", runs.run_page)

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
@@ -16,13 +15,14 @@ from core.masking import mask_mapping
 from core.models import Attempt, Run
 from core.service import RunDetail
 from web import present
+from web.ansi import to_html
 from web.context import HEADERS, HTML, WEB, WebContext
-from web.logview import html_batches, line_html
+from web.live import Batch, Row, lines_event
+from web.logview import html_batches
 
 logger = logging.getLogger(__name__)
 _FLUSH = 64 * 1024
 _KEEPALIVE = 15.0
-_STATE_POLL = 2.0  # runs driven by another process are only seen by polling the store
 
 
 async def _load(ctx: WebContext, request: web.Request) -> tuple[RunDetail, str] | web.Response:
@@ -115,6 +115,10 @@ async def _raw(ctx: WebContext, request: web.Request, run: Run) -> web.StreamRes
         "Content-Disposition": f'inline; filename="{run.job}-{run.number}.log"',
     })
     await response.prepare(request)
+    if not follow or run.run_state.is_final:
+        await _copy_files(ctx, response, run.id, int(attempt_text) if attempt_text else None)
+        await response.write_eof()
+        return response
     buffer: list[str] = []
     size = 0
     shown = None
@@ -133,6 +137,22 @@ async def _raw(ctx: WebContext, request: web.Request, run: Run) -> web.StreamRes
     await response.write("".join(buffer).encode())
     await response.write_eof()
     return response
+
+
+async def _copy_files(ctx: WebContext, response: web.StreamResponse, run_id: str,
+                      only: int | None) -> None:
+    """The log files as they are on disk (already masked), a megabyte at a time."""
+    store = ctx.service.log_store
+    attempts = [only] if only is not None else store.attempts(run_id)
+    for position, attempt in enumerate(attempts):
+        path = store.path(run_id, attempt)
+        if not path.exists():
+            continue
+        if only is None and (position > 0 or attempt > 1):
+            await response.write(f"----- attempt {attempt} -----\n".encode())
+        with open(path, "rb") as handle:  # noqa: ASYNC230  (local reads of a megabyte are fast)
+            while chunk := handle.read(_FLUSH * 16):
+                await response.write(chunk)
 
 
 def _position(request: web.Request) -> tuple[int, int]:
@@ -155,75 +175,79 @@ def _state_data(run: Run) -> str:
 
 
 async def _events(ctx: WebContext, request: web.Request, run: Run) -> web.StreamResponse:
-    """Log lines (as HTML rows) and state changes, until the run ends or the client leaves."""
+    """Log lines ([attempt, number, text as safe HTML]) and state changes, until the end."""
     response = web.StreamResponse(headers={
         "Content-Type": "text/event-stream", "Cache-Control": "no-store",
         "X-Accel-Buffering": "no",
     })
     await response.prepare(request)
     start, seen = _position(request)
-    pending: list[tuple[int, int, str]] = []
-    wake = asyncio.Event()
-    done = asyncio.Event()
     logger.info("live log opened", extra={"run_id": run.id})
-
-    async def pump() -> None:
-        counts: dict[int, int] = {}
-        async for attempt, line in _lines(ctx, run.id, start):
-            number = counts[attempt] = counts.get(attempt, 0) + 1
-            if attempt == start and number <= seen:
-                continue
-            pending.append((attempt, number, line))
-            wake.set()
-            if len(pending) % 500 == 0:
-                await asyncio.sleep(0)  # a big chunk read at once: let the writer send some
-        done.set()
-        wake.set()
-
-    pumping = asyncio.create_task(pump(), name=f"live-log-{run.id}")
-    last_state = run.state
     loop = asyncio.get_running_loop()
-    checked = written = loop.time()
     try:
         await response.write(f"event: state\ndata: {_state_data(run)}\n\n".encode())
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), _STATE_POLL)
-            wake.clear()
-            if pending:
-                batch = pending[:]
-                pending.clear()
-                rows = [[a, n, line_html(a, n, text)] for a, n, text in batch]
-                last = batch[-1]
-                await response.write(
-                    f"id: {last[0]}:{last[1]}\nevent: lines\ndata: {json.dumps(rows)}\n\n".encode())
-                written = loop.time()
-            # The state is read at most once a second per client, not once per line.
-            if done.is_set() or loop.time() - checked >= 1.0:
-                checked = loop.time()
-                current = await ctx.service.get_run(run.id)
-                if current.state != last_state or done.is_set():
-                    last_state = current.state
-                    await response.write(
-                        f"event: state\ndata: {_state_data(current)}\n\n".encode())
+        last_state = run.state
+        checked = written = loop.time()
+        # Subscribed before catching up from the files, so no line falls between the two.
+        async with ctx.live.subscribe(run.id) as queue:
+            sent = await _catch_up(ctx, response, run.id, start, seen)
+            ended = False
+            while not ended:
+                batches: list[Batch] = []
+                with contextlib.suppress(TimeoutError):
+                    batches.append(await asyncio.wait_for(queue.get(), 1.0))
+                while not queue.empty():
+                    batches.append(queue.get_nowait())
+                for batch in batches:
+                    if batch is None:
+                        ended = True
+                        continue
+                    first, last = batch.rows[0], batch.rows[-1]
+                    if first[0] >= start and first[1] > sent.get(first[0], 0):
+                        await response.write(batch.event)  # the usual case: encoded once
+                    else:  # overlaps what the catch-up sent
+                        rows = [r for r in batch.rows
+                                if r[0] >= start and r[1] > sent.get(r[0], 0)]
+                        if not rows:
+                            continue
+                        await response.write(lines_event(rows))
+                    sent[last[0]] = last[1]
                     written = loop.time()
-            if loop.time() - written >= _KEEPALIVE:
-                await response.write(b": keepalive\n\n")
-                written = loop.time()
-            if done.is_set() and not pending:
-                await response.write(b"event: end\ndata: {}\n\n")
-                break
+                # The state is read at most once a second per viewer, not once per line.
+                if ended or loop.time() - checked >= 1.0:
+                    checked = loop.time()
+                    current = await ctx.service.get_run(run.id)
+                    if current.state != last_state or ended:
+                        last_state = current.state
+                        await response.write(
+                            f"event: state\ndata: {_state_data(current)}\n\n".encode())
+                        written = loop.time()
+                if loop.time() - written >= _KEEPALIVE:
+                    await response.write(b": keepalive\n\n")
+                    written = loop.time()
+        await response.write(b"event: end\ndata: {}\n\n")
     except ConnectionResetError:
         logger.info("live log closed by the client", extra={"run_id": run.id})
-    finally:
-        pumping.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await pumping
     return response
 
 
-async def _lines(ctx: WebContext, run_id: str, start: int) -> AsyncIterator[tuple[int, str]]:
-    """The run's lines from attempt `start` on, following until it ends."""
-    async for attempt, line in ctx.service.logs(run_id, follow=True):
-        if attempt >= start:
-            yield attempt, line
+async def _catch_up(ctx: WebContext, response: web.StreamResponse, run_id: str, start: int,
+                    seen: int) -> dict[int, int]:
+    """Send what the files hold beyond the client's position; returns the last line per attempt."""
+    sent: dict[int, int] = {}
+    for attempt in ctx.service.log_store.attempts(run_id):
+        if attempt < start:
+            continue
+        skip = seen if attempt == start else 0
+        rows: list[Row] = []
+        number = 0
+        for number, text in enumerate(ctx.service.log_store.read_lines(run_id, attempt), 1):
+            if number > skip:
+                rows.append((attempt, number, to_html(text)))
+            if len(rows) >= 2000:
+                await response.write(lines_event(rows))
+                rows = []
+        if rows:
+            await response.write(lines_event(rows))
+        sent[attempt] = max(number, skip)
+    return sent

@@ -74,13 +74,17 @@
     const rows = JSON.parse(event.data);
     let html = "";
     let current = null;
-    for (const [a, , rowHtml] of rows) {
+    for (const [a, n, text] of rows) {
       if (current !== null && a !== current) {
         logFor(current).insertAdjacentHTML("beforeend", html);
         html = "";
       }
       current = a;
-      html += rowHtml;  // rendered and escaped by the server
+      // Same markup as the server's (web/logview.py); `text` is escaped HTML from the server,
+      // `a` and `n` are numbers.
+      const id = (a === 1 ? "" : "A" + Number(a)) + "L" + Number(n);
+      html += '<div class="ln" id="' + id + '"><a class="n" href="#' + id + '">' + Number(n) +
+        '</a><span class="t">' + text + "</span></div>\n";
     }
     if (current !== null) logFor(current).insertAdjacentHTML("beforeend", html);
     if (follow) window.scrollTo(0, document.body.scrollHeight);
