@@ -84,6 +84,16 @@ async def test_a_run_page_without_a_valid_token_is_403_and_shows_nothing(
     assert "alert" not in await raw.text()
 
 
+async def test_log_lines_about_a_run_carry_its_id(
+        client: TestClient, service: JobService, links: Links,
+        caplog: pytest.LogCaptureFixture) -> None:
+    run_id = await finished_run(service, "colours")
+    caplog.set_level("INFO", logger="web")
+    await client.get(f"/runs/{run_id}?t=bad")
+    refused = [r for r in caplog.records if "refused run page" in r.getMessage()]
+    assert [getattr(r, "run_id", None) for r in refused] == [run_id]
+
+
 async def test_a_finished_run_page_shows_facts_and_the_escaped_coloured_log(
         client: TestClient, service: JobService, links: Links) -> None:
     run_id = await finished_run(service, "colours",
