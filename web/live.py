@@ -9,6 +9,7 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from core.models import Run
 from core.service import JobService
 from web.ansi import to_html
 
@@ -31,8 +32,15 @@ def lines_event(rows: list[Row]) -> bytes:
     return f"id: {last[0]}:{last[1]}\nevent: lines\ndata: {json.dumps(rows)}\n\n".encode()
 
 
+@dataclass(frozen=True)
+class State:
+    """The run moved to another state (read once for all viewers)."""
+
+    run: Run
+
+
 # None in a queue means the run's log has ended.
-Batch = Lines | None
+Batch = Lines | State | None
 
 
 @dataclass
@@ -40,6 +48,7 @@ class _Feed:
     run_id: str
     queues: set[asyncio.Queue[Batch]] = field(default_factory=set)
     task: asyncio.Task[None] | None = None
+    watcher: asyncio.Task[None] | None = None
 
 
 class LiveTail:
@@ -56,6 +65,7 @@ class LiveTail:
         if feed is None:
             feed = self._feeds[run_id] = _Feed(run_id)
             feed.task = asyncio.create_task(self._follow(feed), name=f"live-tail-{run_id}")
+            feed.watcher = asyncio.create_task(self._watch(feed), name=f"live-state-{run_id}")
         queue: asyncio.Queue[Batch] = asyncio.Queue()
         feed.queues.add(queue)
         try:
@@ -64,8 +74,23 @@ class LiveTail:
             feed.queues.discard(queue)
             if not feed.queues and self._feeds.get(run_id) is feed:
                 del self._feeds[run_id]
-                if feed.task is not None:
-                    feed.task.cancel()
+                for task in (feed.task, feed.watcher):
+                    if task is not None:
+                        task.cancel()
+
+    async def _watch(self, feed: _Feed) -> None:
+        """One store read a second per watched run (not per viewer) to see its state change."""
+        run = await self._service.get_run(feed.run_id)
+        # Sent once at the start too: it may have changed since a viewer loaded the page.
+        for queue in feed.queues:
+            queue.put_nowait(State(run))
+        while not run.run_state.is_final:
+            await self._service.changes.wait(1.0)
+            current = await self._service.get_run(feed.run_id)
+            if current.state != run.state:
+                for queue in feed.queues:
+                    queue.put_nowait(State(current))
+            run = current
 
     async def _follow(self, feed: _Feed) -> None:
         pending: list[Row] = []
@@ -107,3 +132,5 @@ class LiveTail:
                 publisher.cancel()
             if self._feeds.get(feed.run_id) is feed:
                 del self._feeds[feed.run_id]  # a later viewer starts a new feed
+            if feed.watcher is not None:
+                feed.watcher.cancel()

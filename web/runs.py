@@ -17,7 +17,7 @@ from core.service import RunDetail
 from web import present
 from web.ansi import to_html
 from web.context import HEADERS, HTML, WEB, WebContext
-from web.live import Batch, Row, lines_event
+from web.live import Batch, Lines, Row, State, lines_event
 from web.logview import html_batches
 
 logger = logging.getLogger(__name__)
@@ -183,11 +183,8 @@ async def _events(ctx: WebContext, request: web.Request, run: Run) -> web.Stream
     await response.prepare(request)
     start, seen = _position(request)
     logger.info("live log opened", extra={"run_id": run.id})
-    loop = asyncio.get_running_loop()
     try:
-        await response.write(f"event: state\ndata: {_state_data(run)}\n\n".encode())
-        last_state = run.state
-        checked = written = loop.time()
+        await response.write(_state_event(run))
         # Subscribed before catching up from the files, so no line falls between the two.
         async with ctx.live.subscribe(run.id) as queue:
             sent = await _catch_up(ctx, response, run.id, start, seen)
@@ -195,40 +192,45 @@ async def _events(ctx: WebContext, request: web.Request, run: Run) -> web.Stream
             while not ended:
                 batches: list[Batch] = []
                 with contextlib.suppress(TimeoutError):
-                    batches.append(await asyncio.wait_for(queue.get(), 1.0))
+                    batches.append(await asyncio.wait_for(queue.get(), _KEEPALIVE))
                 while not queue.empty():
                     batches.append(queue.get_nowait())
                 for batch in batches:
                     if batch is None:
                         ended = True
-                        continue
-                    first, last = batch.rows[0], batch.rows[-1]
-                    if first[0] >= start and first[1] > sent.get(first[0], 0):
-                        await response.write(batch.event)  # the usual case: encoded once
-                    else:  # overlaps what the catch-up sent
-                        rows = [r for r in batch.rows
-                                if r[0] >= start and r[1] > sent.get(r[0], 0)]
-                        if not rows:
-                            continue
-                        await response.write(lines_event(rows))
-                    sent[last[0]] = last[1]
-                    written = loop.time()
-                # The state is read at most once a second per viewer, not once per line.
-                if ended or loop.time() - checked >= 1.0:
-                    checked = loop.time()
-                    current = await ctx.service.get_run(run.id)
-                    if current.state != last_state or ended:
-                        last_state = current.state
-                        await response.write(
-                            f"event: state\ndata: {_state_data(current)}\n\n".encode())
-                        written = loop.time()
-                if loop.time() - written >= _KEEPALIVE:
+                    elif isinstance(batch, State):
+                        await response.write(_state_event(batch.run))
+                    else:
+                        await _send_lines(response, batch, start, sent)
+                if not batches:
                     await response.write(b": keepalive\n\n")
-                    written = loop.time()
+        # The log has ended: the run is final (or about to be; wait() reads the store).
+        try:
+            final = await asyncio.wait_for(ctx.service.wait(run.id), 30)
+        except TimeoutError:
+            final = await ctx.service.get_run(run.id)
+        await response.write(_state_event(final))
         await response.write(b"event: end\ndata: {}\n\n")
     except ConnectionResetError:
         logger.info("live log closed by the client", extra={"run_id": run.id})
     return response
+
+
+async def _send_lines(response: web.StreamResponse, batch: Lines, start: int,
+                      sent: dict[int, int]) -> None:
+    first, last = batch.rows[0], batch.rows[-1]
+    if first[0] >= start and first[1] > sent.get(first[0], 0):
+        await response.write(batch.event)  # the usual case: encoded once for every viewer
+    else:  # overlaps what the catch-up sent
+        rows = [r for r in batch.rows if r[0] >= start and r[1] > sent.get(r[0], 0)]
+        if not rows:
+            return
+        await response.write(lines_event(rows))
+    sent[last[0]] = last[1]
+
+
+def _state_event(run: Run) -> bytes:
+    return f"event: state\ndata: {_state_data(run)}\n\n".encode()
 
 
 async def _catch_up(ctx: WebContext, response: web.StreamResponse, run_id: str, start: int,
