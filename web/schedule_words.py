@@ -20,7 +20,8 @@ def describe(expr: str, timezone: str = "UTC") -> str:
     words = _words(_MACROS.get(expr.strip(), expr.strip()))
     if words is None:
         return f"cron {expr} {timezone}"
-    return f"{words} {timezone}"
+    # "every 5 minutes" is the same in every time zone; a wall-clock time is not.
+    return f"{words} {timezone}" if " at " in words else words
 
 
 def _words(expr: str) -> str | None:

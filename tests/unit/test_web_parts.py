@@ -33,7 +33,8 @@ def test_strip_leaves_the_text() -> None:
 
 @pytest.mark.parametrize(("expr", "words"), [
     ("0 3 * * *", "every day at 03:00 Europe/Berlin"),
-    ("*/5 * * * *", "every 5 minutes Europe/Berlin"),
+    ("*/5 * * * *", "every 5 minutes"),
+    ("* * * * *", "every minute"),
     ("30 * * * *", "every hour at minute 30 Europe/Berlin"),
     ("0 */6 * * *", "every 6 hours at minute 0 Europe/Berlin"),
     ("0 9 * * 1-5", "every weekday at 09:00 Europe/Berlin"),
