@@ -35,19 +35,20 @@ async def test_a_running_run_tails_its_log_live_and_turns_succeeded(
     assert await page.inner_text("#state .word") == "running"
     # Marks this document: if the page reloaded, the mark would be gone.
     await page.evaluate("window.__sameDocument = true")
-    shown = await page.locator("#log-1 .ln").count()
+    shown = await page.locator("#log-1 > div").count()
     # (Locators, not wait_for_function: the page's CSP forbids evaluating strings.)
-    await page.locator("#log-1 .ln").nth(shown + 2).wait_for()
+    await page.locator("#log-1 > div").nth(shown + 2).wait_for()
     (tmp_path / "gate").touch()
     await page.wait_for_selector("#state.s-succeeded")
-    await page.locator("#log-1 .ln .t", has_text="done").last.wait_for()
+    await page.locator("#log-1 > div", has_text="done").last.wait_for()
     assert await page.inner_text("#state .word") == "succeeded"
     assert await page.evaluate("window.__sameDocument") is True
-    numbers = await page.eval_on_selector_all("#log-1 .ln .n",
+    numbers = await page.eval_on_selector_all("#log-1 > div > a:first-child",
                                               "els => els.map(e => +e.textContent)")
     assert numbers == list(range(1, len(numbers) + 1))  # no line lost or shown twice
-    assert await page.inner_text("#L1 .t") == "starting <b>bold?</b>"
-    assert await page.eval_on_selector("#L1 .t span", "e => e.className") == "c2 bold"
+    text_of_line_1 = "e => [...e.childNodes].slice(1).map(n => n.textContent).join('')"
+    assert await page.eval_on_selector("#L1", text_of_line_1) == "starting <b>bold?</b>"
+    assert await page.eval_on_selector("#L1 > span", "e => e.className") == "c2 bold"
     content = await page.content()
     assert SECRET not in content
     assert f"token is {MASK}" in await page.inner_text("#log-1")
@@ -79,7 +80,7 @@ async def test_a_finished_run_shows_no_secret_and_links_to_a_line_range(
     await asyncio.wait_for(service.wait(run_id), 30)
     page = await browser.new_page()
     await page.goto(f"{base_url}/runs/{run_id}?t={links.token(run_id)}#L1-2")
-    assert await page.locator(".ln.hl").count() == 2
+    assert await page.locator(".log > div.hl").count() == 2
     assert await page.inner_text("#state .word") == "succeeded"
     assert SECRET not in await page.content()
     raw = await page.goto(f"{base_url}/runs/{run_id}/logs?t={links.token(run_id)}")

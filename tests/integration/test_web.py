@@ -103,7 +103,7 @@ async def test_a_finished_run_page_shows_facts_and_the_escaped_coloured_log(
     assert response.status == 200
     assert "colours" in body
     assert "succeeded" in body
-    assert '<div class="ln" id="L1"><a class="n" href="#L1">1</a>' in body
+    assert '<div id="L1"><a href="#L1">1</a>' in body
     assert '<span class="c1">red</span> &amp; &lt;script&gt;alert(1)&lt;/script&gt;' in body
     assert "<script>alert(1)" not in body
     assert "https://slack.com/app_redirect?channel=C123" in body

@@ -5,7 +5,7 @@
   if (!run) return;
 
   function highlight() {
-    document.querySelectorAll(".ln.hl").forEach((el) => el.classList.remove("hl"));
+    document.querySelectorAll(".log > div.hl").forEach((el) => el.classList.remove("hl"));
     const m = /^#(A\d+)?L(\d+)(?:-L?(\d+))?$/.exec(location.hash);
     if (!m) return;
     const prefix = m[1] || "";
@@ -20,7 +20,7 @@
   }
   let anchorStart = null;
   document.addEventListener("click", (event) => {
-    const a = event.target.closest ? event.target.closest(".ln .n") : null;
+    const a = event.target.closest ? event.target.closest(".log > div > a:first-child") : null;
     if (!a) return;
     const name = a.getAttribute("href").slice(1);
     if (event.shiftKey && anchorStart && anchorStart.replace(/L\d+$/, "") === name.replace(/L\d+$/, "")) {
@@ -61,7 +61,7 @@
   if (sections.length) {
     const last = sections[sections.length - 1];
     attempt = Number(last.dataset.attempt);
-    seen = last.querySelectorAll(".ln").length;
+    seen = last.querySelectorAll(".log > div").length;
   }
   const url = "/runs/" + encodeURIComponent(run.dataset.run) + "/logs?t=" +
     encodeURIComponent(run.dataset.token) + "&from=" + attempt + ":" + seen;
@@ -83,8 +83,8 @@
       // Same markup as the server's (web/logview.py); `text` is escaped HTML from the server,
       // `a` and `n` are numbers.
       const id = (a === 1 ? "" : "A" + Number(a)) + "L" + Number(n);
-      html += '<div class="ln" id="' + id + '"><a class="n" href="#' + id + '">' + Number(n) +
-        '</a><span class="t">' + text + "</span></div>\n";
+      html += '<div id="' + id + '"><a href="#' + id + '">' + Number(n) + "</a>" + text +
+        "</div>\n";
     }
     if (current !== null) logFor(current).insertAdjacentHTML("beforeend", html);
     if (follow) window.scrollTo(0, document.body.scrollHeight);
