@@ -6,11 +6,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test check lint typecheck imports unit bench postgres venv clean help
+.PHONY: run test check lint typecheck imports unit browser-test chromium bench postgres venv clean help
 
 help:
 	@echo "make run     serve the example app.yaml on http://127.0.0.1:8080 (SQLite, local executor)"
-	@echo "make test    lint, type-check, check layering, run unit and integration tests"
+	@echo "make test    lint, type-check, check layering, unit, integration and browser tests"
+	@echo "make browser-test  the run pages in headless Chromium (installs Debian's chromium)"
 	@echo "make e2e     end-to-end tests against a real Kubernetes control plane"
 	@echo "make bench   benchmarks (figures printed, nothing asserted)"
 
@@ -43,11 +44,18 @@ check: lint typecheck imports
 unit: venv postgres
 	$(PY) -m pytest
 
-test: check unit
+chromium:
+	@bash scripts/ensure-chromium.sh
+
+browser-test: venv chromium
+	$(PY) -m pytest tests/browser
+
+test: check unit browser-test
 
 bench: venv postgres
 	$(PY) -m bench.trigger
 	$(PY) -m bench.slack_ack
+	$(PY) -m bench.logs
 
 clean:
 	rm -rf $(VENV) .jobbot .pytest_cache .mypy_cache .ruff_cache

@@ -103,12 +103,17 @@ class LogStore:
         handle: IO[str] | None = None
         partial = ""
         try:
+            done = False
             while True:
-                done = await finished()  # asked before draining, so no later line is lost
+                # Cleared before draining: a line written meanwhile sets it again, so the wait
+                # below returns at once instead of after `poll`.
+                event.clear()
+                read_any = False
                 if handle is None and path.exists():
                     # A local file read is microseconds; not worth a thread per chunk.
                     handle = open(path, encoding="utf-8", errors="replace")  # noqa: ASYNC230, SIM115
                 while handle is not None and (chunk := handle.read(_CHUNK)):
+                    read_any = True
                     lines = (partial + chunk).split("\n")
                     partial = lines.pop()
                     for line in lines:
@@ -117,7 +122,13 @@ class LogStore:
                     if partial:
                         yield partial
                     return
-                event.clear()
+                if read_any:
+                    continue  # still being written: read on before asking the store
+                # Asked once the file is drained, then drained once more (the `done` branch),
+                # so no line written before the end is lost; a busy log costs no queries.
+                done = await finished()
+                if done:
+                    continue
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(event.wait(), timeout=poll)
         finally:

@@ -16,6 +16,7 @@ from core.events import Changes
 from core.executors.base import Executor, Launch
 from core.logs import LogStore
 from core.masking import is_sensitive_key
+from core.metrics import QUEUE_DEPTH, RUN_DURATION, RUNS_FINISHED, RUNS_STARTED
 from core.models import Attempt, JobState, Run, RunState
 from core.overrides import check_override
 from core.policy import Action, Actor, decide
@@ -118,6 +119,7 @@ class JobService:
                             target=target.key, result="started")
         outcome = await self._db(self.store.create_run, new, audit)
         if outcome.created:
+            QUEUE_DEPTH.labels(outcome.run.app, outcome.run.job).inc()
             await self._launch(target, outcome.run)
         return TriggerResult(outcome.run, outcome.created, outcome.active)
 
@@ -132,6 +134,7 @@ class JobService:
         )
         outcome = await self._db(self.store.create_run, new)
         if outcome.created:
+            RUNS_FINISHED.labels(outcome.run.app, outcome.run.job, outcome.run.state).inc()
             self.changes.notify()
         return TriggerResult(outcome.run, outcome.created)
 
@@ -315,7 +318,11 @@ class JobService:
     # -- Reporter: what the executor tells us ---------------------------------------------
 
     async def run_started(self, run_id: str, *, external_id: str | None = None) -> None:
-        await self._db(self.store.transition, run_id, RunState.RUNNING, external_id=external_id)
+        run = await self._db(self.store.transition, run_id, RunState.RUNNING,
+                             external_id=external_id)
+        if run is not None:
+            RUNS_STARTED.labels(run.app, run.job).inc()
+            QUEUE_DEPTH.labels(run.app, run.job).dec()
         self.changes.notify()
 
     async def attempt_started(self, run_id: str, index: int, *, log_path: str | None,
@@ -336,8 +343,20 @@ class JobService:
         if run is None:
             logger.info("run %s was already final; %s ignored", run_id, state.value,
                         extra={"run_id": run_id})
+        else:
+            _count_finished(run)
         self.changes.notify()
 
     async def cancel_requested_by(self, run_id: str) -> str | None:
         run = await self._db(self.store.get_run, run_id)
         return run.cancel_requested_by if run else None
+
+
+def _count_finished(run: Run) -> None:
+    RUNS_FINISHED.labels(run.app, run.job, run.state).inc()
+    if run.started_at is None:
+        # It never left the queue (cancelled while queued, or could not start).
+        QUEUE_DEPTH.labels(run.app, run.job).dec()
+    elif run.finished_at is not None:
+        RUN_DURATION.labels(run.app, run.job).observe(
+            (run.finished_at - run.started_at).total_seconds())

@@ -1,4 +1,4 @@
-"""The one aiohttp server: health routes now; the Slack bot, GitHub App and pages mount here."""
+"""The one aiohttp server: health routes and the pages; the Slack bot and GitHub App mount here."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from bot import app as slack
 from core.events import Outbox
 from jobbot.settings import Settings
 from jobbot.wiring import Runtime
+from web import routes as web_routes
 
 logger = logging.getLogger(__name__)
 RUNTIME = web.AppKey("runtime", Runtime)
@@ -27,6 +28,10 @@ def make_app(runtime: Runtime, outbox: Outbox | None = None) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     slack.setup(app, slack_config(runtime.settings), runtime.service, runtime.links, app[OUTBOX])
+    settings = runtime.settings
+    token = settings.JOBBOT_WEB_TOKEN.get_secret_value() if settings.JOBBOT_WEB_TOKEN else None
+    web_routes.setup(app, runtime.service, runtime.links, web_routes.WebSettings(
+        web_token=token, secure_cookies=settings.public_url.startswith("https://")))
     return app
 
 

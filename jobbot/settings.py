@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     JOBBOT_SECRET_KEY: SecretStr | None = Field(
         None, description="Signs links to run pages; set it in production."
     )
+    JOBBOT_WEB_TOKEN: SecretStr | None = Field(
+        None, description="Shared token for browsing /jobs (open once with ?token=); unset: off."
+    )
     JOBBOT_LOG_FORMAT: Literal["text", "json"] = Field(
         "text", description="Log lines as text for people or JSON for collectors."
     )

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -211,6 +212,13 @@ def test_serve_answers_health_and_stops_runs_cleanly_on_sigterm(workdir: Path) -
             body = json.loads(response.read())
         assert body == {"status": "ok", "checks": {"database": "ok", "migrations": "ok",
                                                    "executor": "ok"}}
+        # The pages are mounted: /metrics answers, and browsing is off without JOBBOT_WEB_TOKEN.
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            assert b"jobbot_runs_finished_total" in response.read()
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/jobs", timeout=5)
+        assert refused.value.code == 403
+        refused.value.close()
     finally:
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=20) == 0

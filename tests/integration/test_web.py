@@ -1,0 +1,286 @@
+"""The pages through aiohttp's test client: access, run page, raw and live logs, jobs, actions."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from core.links import Links
+from core.masking import MASK
+from core.models import RunState
+from core.policy import Actor
+from core.service import JobService
+from core.store import Store
+from tests.support.apps import python_job, service_for
+from tests.support.pages import GATED, KEY, WEB_TOKEN, make_app
+
+ADA = Actor.cli("ada")
+SECRET = "s3cr3t-value-4242"
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> AsyncIterator[Store]:
+    store = Store(f"sqlite:///{tmp_path / 'jobbot.db'}")
+    store.migrate()
+    yield store  # type: ignore[misc]
+    store.close()
+
+
+@pytest.fixture
+def links() -> Links:
+    return Links("http://jobbot.test", KEY)
+
+
+@pytest.fixture
+def service(tmp_path: Path, sqlite_store: Store) -> JobService:
+    gate = str(tmp_path / "gate")
+    return service_for(tmp_path, sqlite_store, [
+        python_job("gated", GATED, env={"GATE": gate}, schedule="0 3 * * *",
+                   timezone="Europe/Berlin", description="Waits for the test"),
+        python_job("colours", 'print("\\x1b[31mred\\x1b[0m & <script>alert(1)</script>")'),
+    ])
+
+
+@pytest.fixture
+async def client(service: JobService, links: Links) -> AsyncIterator[TestClient]:
+    async with TestClient(TestServer(make_app(service, links))) as client:
+        yield client
+    await service.shutdown()
+
+
+async def finished_run(service: JobService, job: str, **kwargs: object) -> str:
+    result = await service.trigger(job, ADA, **kwargs)  # type: ignore[arg-type]
+    run = await asyncio.wait_for(service.wait(result.run.id), 30)
+    return run.id
+
+
+async def started_run(service: JobService, job: str, **kwargs: object) -> str:
+    """A run that has written its first lines and waits for the gate."""
+    result = await service.trigger(job, ADA, **kwargs)  # type: ignore[arg-type]
+    async with asyncio.timeout(30):
+        while len(service.log_store.tail(result.run.id, 1, 5)) < 3:
+            await service.changes.wait(0.05)
+    return result.run.id
+
+
+async def test_a_run_page_without_a_valid_token_is_403_and_shows_nothing(
+        client: TestClient, service: JobService, links: Links) -> None:
+    run_id = await finished_run(service, "colours")
+    for query in ("", "?t=", "?t=garbage", f"?t={links.token('0123456789abcdef')}"):
+        response = await client.get(f"/runs/{run_id}{query}")
+        body = await response.text()
+        assert response.status == 403, query
+        assert "colours" not in body
+        assert "alert" not in body
+        assert run_id not in body
+    raw = await client.get(f"/runs/{run_id}/logs?t=nope")
+    assert raw.status == 403
+    assert "alert" not in await raw.text()
+
+
+async def test_log_lines_about_a_run_carry_its_id(
+        client: TestClient, service: JobService, links: Links,
+        caplog: pytest.LogCaptureFixture) -> None:
+    run_id = await finished_run(service, "colours")
+    caplog.set_level("INFO", logger="web")
+    await client.get(f"/runs/{run_id}?t=bad")
+    refused = [r for r in caplog.records if "refused run page" in r.getMessage()]
+    assert [getattr(r, "run_id", None) for r in refused] == [run_id]
+
+
+async def test_a_finished_run_page_shows_facts_and_the_escaped_coloured_log(
+        client: TestClient, service: JobService, links: Links) -> None:
+    run_id = await finished_run(service, "colours",
+                                origin={"slack_channel": "C123", "repo": "acme/db", "pr": 7})
+    response = await client.get(f"/runs/{run_id}?t={links.token(run_id)}")
+    body = await response.text()
+    assert response.status == 200
+    assert "colours" in body
+    assert "succeeded" in body
+    assert '<div id="L1"><a href="#L1">1</a>' in body
+    assert '<span class="c1">red</span> &amp; &lt;script&gt;alert(1)&lt;/script&gt;' in body
+    assert "<script>alert(1)" not in body
+    assert "https://slack.com/app_redirect?channel=C123" in body
+    assert "https://github.com/acme/db/pull/7" in body
+    assert response.headers["Referrer-Policy"] == "same-origin"
+    assert "script-src 'self'" in response.headers["Content-Security-Policy"]
+
+
+async def test_secret_overrides_are_masked_on_the_page_and_in_the_log(
+        client: TestClient, service: JobService, links: Links, tmp_path: Path) -> None:
+    (tmp_path / "gate").touch()
+    run_id = await finished_run(service, "gated", overrides={"API_TOKEN": SECRET, "MODE": "x"})
+    page = await (await client.get(f"/runs/{run_id}?t={links.token(run_id)}")).text()
+    raw = await (await client.get(f"/runs/{run_id}/logs?t={links.token(run_id)}")).text()
+    assert SECRET not in page
+    assert SECRET not in raw
+    assert f"token is {MASK}" in raw
+    assert "<th>API_TOKEN</th><td><code>" + MASK in page
+    assert "<th>MODE</th><td><code>x</code>" in page
+
+
+async def test_bad_run_references_get_precise_answers(client: TestClient, links: Links) -> None:
+    missing = "0123456789abcdef"
+    response = await client.get(f"/runs/{missing}?t={links.token(missing)}")
+    assert response.status == 404
+    assert "no run" in await response.text()
+    response = await client.get(f"/runs/nope?t={links.token('nope')}")
+    assert response.status == 400
+    assert "is not a run" in await response.text()
+
+
+async def test_raw_log_streams_whole_and_follows_a_running_run(
+        client: TestClient, service: JobService, links: Links, tmp_path: Path) -> None:
+    run_id = await started_run(service, "gated")
+    response = await client.get(f"/runs/{run_id}/logs?t={links.token(run_id)}&follow=1")
+    assert response.status == 200
+    assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
+    first = await response.content.readline()
+    assert first.decode().endswith("<b>bold?</b>\n")
+    (tmp_path / "gate").touch()
+    rest = (await response.content.read()).decode().splitlines()
+    assert rest[-1] == "done"
+    assert rest[0] == "token is none"
+    bad = await client.get(f"/runs/{run_id}/logs?t={links.token(run_id)}&attempt=x")
+    assert bad.status == 400
+
+
+async def read_events(response: object) -> AsyncIterator[tuple[str, str, str]]:
+    """(event, id, data) from a text/event-stream body."""
+    event, ident, data = "message", "", ""
+    async for raw in response.content:  # type: ignore[attr-defined]
+        line = raw.decode().rstrip("\n")
+        if not line:
+            yield event, ident, data
+            event, ident, data = "message", "", ""
+        elif line.startswith("event: "):
+            event = line[7:]
+        elif line.startswith("id: "):
+            ident = line[4:]
+        elif line.startswith("data: "):
+            data = line[6:]
+
+
+async def test_live_log_events_bring_new_lines_and_the_final_state(
+        client: TestClient, service: JobService, links: Links, tmp_path: Path) -> None:
+    run_id = await started_run(service, "gated")
+    response = await client.get(f"/runs/{run_id}/logs?t={links.token(run_id)}&from=1:1",
+                                headers={"Accept": "text/event-stream"})
+    assert response.headers["Content-Type"] == "text/event-stream"
+    numbers: list[int] = []
+    states: list[str] = []
+    opened = False
+    async for event, ident, data in read_events(response):
+        if event == "lines":
+            rows = json.loads(data)
+            numbers += [n for _, n, _ in rows]
+            assert ident == f"1:{rows[-1][1]}"
+            if not opened:
+                (tmp_path / "gate").touch()
+                opened = True
+        elif event == "state":
+            states.append(json.loads(data)["state"])
+        elif event == "end":
+            break
+    assert numbers[0] == 2  # the first line was already on the page (from=1:1)
+    assert numbers == list(range(2, numbers[-1] + 1))
+    assert states[0] == "running"
+    assert states[-1] == "succeeded"
+    lines = [line async for _, line in service.logs(run_id)]
+    assert len(lines) == numbers[-1]
+
+
+async def test_browsing_jobs_needs_the_shared_token_then_a_cookie(
+        client: TestClient, service: JobService) -> None:
+    refused = await client.get("/jobs")
+    assert refused.status == 403
+    assert "gated" not in await refused.text()
+    wrong = await client.get("/jobs?token=wrong")
+    assert wrong.status == 403
+    signed_in = await client.get(f"/jobs?token={WEB_TOKEN}", allow_redirects=False)
+    assert signed_in.status == 303
+    assert signed_in.headers["Location"] == "/jobs"
+    assert "HttpOnly" in signed_in.headers["Set-Cookie"]
+    page = await client.get("/jobs")
+    body = await page.text()
+    assert page.status == 200
+    assert "every day at 03:00 Europe/Berlin" in body
+    assert "Waits for the test" in body
+    assert "manual only" in body
+
+
+async def test_job_history_shows_skipped_slots_and_pages(
+        client: TestClient, service: JobService, links: Links) -> None:
+    await client.get(f"/jobs?token={WEB_TOKEN}")
+    for hour in range(3):
+        await service.record_skipped("gated", reason="paused",
+                                     scheduled_for=datetime(2026, 1, 1, hour, tzinfo=UTC),
+                                     idempotency_key=f"slot-{hour}")
+    run_id = await finished_run(service, "colours")
+    body = await (await client.get("/jobs/gated")).text()
+    assert body.count("skipped") >= 3
+    assert "paused" in body
+    older = await (await client.get("/jobs/gated?before=2")).text()
+    assert older.count('class="s-skipped"') == 1
+    colours = await (await client.get("/jobs/colours")).text()
+    assert f"/runs/{run_id}?t=" in colours
+    assert (await client.get("/jobs/gated?before=x")).status == 400
+    missing = await client.get("/jobs/nosuch")
+    assert missing.status == 404
+    # A browser (signed in with the shared token) opens run pages without a link token.
+    assert (await client.get(f"/runs/{run_id}")).status == 200
+
+
+async def test_page_actions_refuse_cross_site_posts_and_people_without_identity(
+        client: TestClient, service: JobService, links: Links, sqlite_store: Store,
+        tmp_path: Path) -> None:
+    run_id = await started_run(service, "gated")
+    token = links.token(run_id)
+    cross = await client.post(f"/runs/{run_id}/cancel", data={"t": token},
+                              headers={"Origin": "https://evil.example"})
+    assert cross.status == 403
+    assert "own page" in await cross.text()
+    origin = str(client.make_url("/")).rstrip("/")
+    bad = await client.post(f"/runs/{run_id}/cancel", data={"t": "x"}, headers={"Origin": origin})
+    assert bad.status == 403
+    denied = await client.post(f"/runs/{run_id}/cancel", data={"t": token},
+                               headers={"Origin": origin})
+    assert denied.status == 403
+    assert "not signed in with Slack or GitHub" in await denied.text()
+    entries = sqlite_store.audit_log()
+    assert any(e.action == "cancel" and e.result == "denied" and e.source == "web"
+               for e in entries)
+    run = await service.get_run(run_id)
+    assert run.state == RunState.RUNNING
+    (tmp_path / "gate").touch()
+    await asyncio.wait_for(service.wait(run_id), 30)
+
+
+async def test_metrics_count_runs_by_job_and_state(client: TestClient,
+                                                    service: JobService) -> None:
+    def finished() -> float:
+        return _sample(metrics_text, 'jobbot_runs_finished_total{app="demo",job="colours",'
+                                     'state="succeeded"}')
+
+    metrics_text = await (await client.get("/metrics")).text()
+    before = finished()
+    await finished_run(service, "colours")
+    response = await client.get("/metrics")
+    metrics_text = await response.text()
+    assert response.headers["Content-Type"].startswith("text/plain; version=")
+    assert finished() == before + 1
+    assert "jobbot_run_duration_seconds_bucket" in metrics_text
+    assert "jobbot_scheduler_lag_seconds" in metrics_text
+
+
+def _sample(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0

@@ -1,0 +1,138 @@
+"""ANSI colour codes (SGR) in log lines to HTML spans; everything else is escaped."""
+
+from __future__ import annotations
+
+import re
+from html import escape
+
+# CSI sequences: SGR ("m") is rendered, every other one (cursor moves, erase) is dropped.
+_CSI = re.compile(r"\x1b\[([0-9;:?]*)([@-~])")
+# Other escapes and control characters that would only garble a page.
+_CONTROL = re.compile(r"\x1b[@-Z\\-_]?|[\x00-\x08\x0b-\x1f\x7f]")
+# Most log lines hold none of these: they are returned as they are, which is 10x faster.
+_NEEDS_WORK = re.compile(r"[<>&\x00-\x08\x0b-\x1f\x7f]")
+
+
+class _Style:
+    __slots__ = ("bg", "bold", "dim", "fg", "italic", "underline")
+
+    def __init__(self) -> None:
+        self.bold = self.dim = self.italic = self.underline = False
+        self.fg: str | None = None
+        self.bg: str | None = None
+
+    def apply(self, params: str) -> None:
+        codes = [int(p) if p.isdigit() else 0 for p in re.split("[;:]", params or "0")]
+        i = 0
+        while i < len(codes):
+            code = codes[i]
+            if code == 0:
+                self.__init__()  # type: ignore[misc]
+            elif code == 1:
+                self.bold = True
+            elif code == 2:
+                self.dim = True
+            elif code == 3:
+                self.italic = True
+            elif code == 4:
+                self.underline = True
+            elif code == 22:
+                self.bold = self.dim = False
+            elif code == 23:
+                self.italic = False
+            elif code == 24:
+                self.underline = False
+            elif 30 <= code <= 37:
+                self.fg = f"c{code - 30}"
+            elif 90 <= code <= 97:
+                self.fg = f"c{code - 90 + 8}"
+            elif code == 39:
+                self.fg = None
+            elif 40 <= code <= 47:
+                self.bg = f"b{code - 40}"
+            elif 100 <= code <= 107:
+                self.bg = f"b{code - 100 + 8}"
+            elif code == 49:
+                self.bg = None
+            elif code in (38, 48):
+                colour, used = _extended(codes[i + 1:])
+                i += used
+                if code == 38:
+                    self.fg = colour
+                else:
+                    # "c3" (a palette colour) -> "b3"; "#rrggbb" -> "b#rrggbb".
+                    self.bg = None if colour is None else (
+                        "b" + colour if colour.startswith("#") else "b" + colour[1:])
+            i += 1
+
+    def span(self) -> str:
+        """The opening tag for this style, or "" for the default style."""
+        classes = [c for c in (self.fg, self.bg) if c and "#" not in c]
+        classes += [name for name in ("bold", "dim", "italic", "underline")
+                    if getattr(self, name)]
+        styles = []
+        if self.fg and self.fg.startswith("#"):
+            styles.append(f"color:{self.fg}")
+        if self.bg and self.bg.startswith("b#"):
+            styles.append(f"background:{self.bg[1:]}")
+        if not classes and not styles:
+            return ""
+        attrs = f' class="{" ".join(classes)}"' if classes else ""
+        if styles:
+            attrs += f' style="{";".join(styles)}"'
+        return f"<span{attrs}>"
+
+
+def _extended(rest: list[int]) -> tuple[str | None, int]:
+    """38;5;N (256 colours) or 38;2;R;G;B (true colour); returns the colour and codes used."""
+    if len(rest) >= 2 and rest[0] == 5:
+        n = rest[1]
+        if n < 16:
+            return f"c{n}", 2
+        return _xterm256(n), 2
+    if len(rest) >= 4 and rest[0] == 2:
+        r, g, b = (max(0, min(255, v)) for v in rest[1:4])
+        return f"#{r:02x}{g:02x}{b:02x}", 4
+    return None, len(rest)
+
+
+def _xterm256(n: int) -> str:
+    n = max(16, min(255, n))
+    if n >= 232:
+        level = 8 + (n - 232) * 10
+        return f"#{level:02x}{level:02x}{level:02x}"
+    n -= 16
+    steps = (0, 95, 135, 175, 215, 255)
+    return f"#{steps[n // 36]:02x}{steps[(n // 6) % 6]:02x}{steps[n % 6]:02x}"
+
+
+def to_html(line: str) -> str:
+    """One log line as safe HTML: text escaped, colours as <span class=...> (never raw input)."""
+    if _NEEDS_WORK.search(line) is None:
+        return line
+    if "\x1b" not in line:
+        return escape(_CONTROL.sub("", line), quote=False)
+    out: list[str] = []
+    style = _Style()
+    open_tag = ""
+    position = 0
+    for match in _CSI.finditer(line):
+        out.append(escape(_CONTROL.sub("", line[position:match.start()]), quote=False))
+        position = match.end()
+        if match.group(2) != "m":
+            continue
+        style.apply(match.group(1))
+        if open_tag:
+            out.append("</span>")
+        open_tag = style.span()
+        out.append(open_tag)
+    out.append(escape(_CONTROL.sub("", line[position:]), quote=False))
+    if open_tag:
+        out.append("</span>")
+    return "".join(out)
+
+
+def strip(line: str) -> str:
+    """The line's text without escape sequences (for search and plain display)."""
+    return _CONTROL.sub("", _CSI.sub("", line))
+

@@ -1,0 +1,48 @@
+"""The pages' routes, mounted on jobbot's aiohttp app with one call to `setup`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+from aiohttp import web
+
+from core.links import Links
+from core.service import JobService
+from web import actions, jobs, metrics, runs
+from web.access import Access
+from web.context import WEB, WebContext
+from web.live import LiveTail
+
+_HERE = Path(__file__).parent
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    """What the pages need from jobbot's settings, passed in so web/ never imports jobbot."""
+
+    web_token: str | None = None
+    secure_cookies: bool = False
+
+
+def setup(app: web.Application, service: JobService, links: Links,
+          settings: WebSettings | None = None) -> None:
+    """Add the run pages, job list, raw logs, actions, /metrics and the stylesheet to `app`."""
+    settings = settings or WebSettings()
+    templates = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(_HERE / "templates"),
+        autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=False,
+    )
+    context = WebContext(service, Access(links, settings.web_token, settings.secure_cookies),
+                         templates, LiveTail(service))
+    app[WEB] = context
+    app.on_shutdown.append(context.stop_streams)
+    app.router.add_get("/runs/{id}", runs.run_page)
+    app.router.add_get("/runs/{id}/logs", runs.run_logs)
+    app.router.add_post("/runs/{id}/cancel", actions.cancel)
+    app.router.add_post("/runs/{id}/rerun", actions.rerun)
+    app.router.add_get("/jobs", jobs.jobs_page)
+    app.router.add_get("/jobs/{name}", jobs.job_page)
+    app.router.add_get("/metrics", metrics.metrics)
+    app.router.add_static("/static/", _HERE / "static", append_version=False)

@@ -1,0 +1,255 @@
+"""The run page (facts, attempts, the log) and its raw log, plain or as a live event stream."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from core.errors import BadInput, NotFound
+from core.masking import mask_mapping
+from core.models import Attempt, Run
+from core.service import RunDetail
+from web import present
+from web.ansi import to_html
+from web.context import HEADERS, HTML, WEB, WebContext
+from web.live import Batch, Lines, Row, State, lines_event
+from web.logview import html_batches
+
+logger = logging.getLogger(__name__)
+_FLUSH = 64 * 1024
+_KEEPALIVE = 15.0
+
+
+async def _load(ctx: WebContext, request: web.Request) -> tuple[RunDetail, str] | web.Response:
+    """The run and a token for its links, or the error page; a bad token shows nothing."""
+    run_id = request.match_info["id"]
+    token = ctx.access.run_token(request, run_id)
+    if token is None:
+        logger.info("refused run page without a valid link token", extra={"run_id": run_id})
+        return ctx.error(403, "This link is not valid",
+                         "The link is wrong or has expired. Open the run again from Slack, "
+                         "GitHub or `jobbot runs`.")
+    try:
+        return await ctx.service.detail(run_id), token
+    except NotFound as exc:
+        return ctx.error(404, "No such run", str(exc))
+    except BadInput as exc:
+        return ctx.error(400, "Not a run", str(exc))
+
+
+def _attempt_seconds(attempt: Attempt) -> float | None:
+    if attempt.finished_at is None:
+        return None
+    return (attempt.finished_at - attempt.started_at).total_seconds()
+
+
+async def run_page(request: web.Request) -> web.StreamResponse:
+    ctx = request.app[WEB]
+    loaded = await _load(ctx, request)
+    if isinstance(loaded, web.Response):
+        return loaded
+    detail, token = loaded
+    run = detail.run
+    log_store = ctx.service.log_store
+    log_attempts = sorted({a.index for a in detail.attempts} | set(log_store.attempts(run.id)))
+    values: dict[str, Any] = {
+        "run": run, "attempts": detail.attempts, "token": token,
+        "live": not run.run_state.is_final,
+        "browsing": ctx.access.is_browser(request),
+        "links_back": present.links_back(run.origin),
+        "overrides": mask_mapping(run.overrides),
+        # Page actions need a Slack or GitHub identity (see README, "Pages"): none yet.
+        "can_cancel": False, "can_rerun": False,
+        "attempt_seconds": _attempt_seconds,
+        "log_attempts": log_attempts,
+        "log_batches": lambda a: html_batches(a, log_store.read_lines(run.id, a)),
+    }
+    response = web.StreamResponse(headers={**HEADERS, "Content-Type": HTML})
+    await response.prepare(request)
+    # Rendered and sent piece by piece: a 100,000-line log is never held whole in memory.
+    buffer: list[str] = []
+    size = 0
+    for piece in ctx.stream("run.html", values):
+        buffer.append(piece)
+        size += len(piece)
+        if size >= _FLUSH:
+            await response.write("".join(buffer).encode())
+            buffer, size = [], 0
+    await response.write("".join(buffer).encode())
+    await response.write_eof()
+    return response
+
+
+async def run_logs(request: web.Request) -> web.StreamResponse:
+    """Raw text (`?follow=1` streams until the run ends; `?attempt=N`), or server-sent events."""
+    ctx = request.app[WEB]
+    loaded = await _load(ctx, request)
+    if isinstance(loaded, web.Response):
+        return loaded
+    run = loaded[0].run
+    task = asyncio.current_task()
+    if task is not None:
+        ctx.streams.add(task)
+    try:
+        if "text/event-stream" in request.headers.get("Accept", ""):
+            return await _events(ctx, request, run)
+        return await _raw(ctx, request, run)
+    finally:
+        if task is not None:
+            ctx.streams.discard(task)
+
+
+async def _raw(ctx: WebContext, request: web.Request, run: Run) -> web.StreamResponse:
+    attempt_text = request.query.get("attempt")
+    if attempt_text is not None and not attempt_text.isdigit():
+        return web.Response(status=400, text=f"attempt must be a number, not {attempt_text!r}\n")
+    follow = request.query.get("follow", "") in ("1", "true", "yes")
+    response = web.StreamResponse(headers={
+        "Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store",
+        "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin",
+        "Content-Disposition": f'inline; filename="{run.job}-{run.number}.log"',
+    })
+    await response.prepare(request)
+    if not follow or run.run_state.is_final:
+        await _copy_files(ctx, response, run.id, int(attempt_text) if attempt_text else None)
+        await response.write_eof()
+        return response
+    buffer: list[str] = []
+    size = 0
+    shown = None
+    lines = ctx.service.logs(run.id, attempt=int(attempt_text) if attempt_text else None,
+                             follow=follow)
+    async for attempt, line in lines:
+        if attempt != shown and attempt_text is None and (shown is not None or attempt > 1):
+            buffer.append(f"----- attempt {attempt} -----\n")
+        shown = attempt
+        buffer.append(line + "\n")
+        size += len(line) + 1
+        # While following, send each line at once; a finished log goes out in big pieces.
+        if size >= _FLUSH or follow:
+            await response.write("".join(buffer).encode())
+            buffer, size = [], 0
+    await response.write("".join(buffer).encode())
+    await response.write_eof()
+    return response
+
+
+async def _copy_files(ctx: WebContext, response: web.StreamResponse, run_id: str,
+                      only: int | None) -> None:
+    """The log files as they are on disk (already masked), a megabyte at a time."""
+    store = ctx.service.log_store
+    attempts = [only] if only is not None else store.attempts(run_id)
+    for position, attempt in enumerate(attempts):
+        path = store.path(run_id, attempt)
+        if not path.exists():
+            continue
+        if only is None and (position > 0 or attempt > 1):
+            await response.write(f"----- attempt {attempt} -----\n".encode())
+        with open(path, "rb") as handle:  # noqa: ASYNC230  (local reads of a megabyte are fast)
+            while chunk := handle.read(_FLUSH * 16):
+                await response.write(chunk)
+
+
+def _position(request: web.Request) -> tuple[int, int]:
+    """Where the client is: (attempt, lines of it already shown), from Last-Event-ID or ?from=."""
+    text = request.headers.get("Last-Event-ID") or request.query.get("from", "1:0")
+    attempt, _, seen = text.partition(":")
+    if attempt.isdigit() and seen.isdigit():
+        return max(int(attempt), 1), int(seen)
+    return 1, 0
+
+
+def _state_data(run: Run) -> str:
+    return json.dumps({
+        "state": run.state, "icon": present.icon(run.state),
+        "word": present.state_word(run.state), "final": run.run_state.is_final,
+        "started": present.timestamp(run.started_at),
+        "finished": present.timestamp(run.finished_at),
+        "duration": present.duration(run.duration), "reason": run.reason or "",
+    })
+
+
+async def _events(ctx: WebContext, request: web.Request, run: Run) -> web.StreamResponse:
+    """Log lines ([attempt, number, text as safe HTML]) and state changes, until the end."""
+    response = web.StreamResponse(headers={
+        "Content-Type": "text/event-stream", "Cache-Control": "no-store",
+        "X-Accel-Buffering": "no",
+    })
+    await response.prepare(request)
+    start, seen = _position(request)
+    logger.info("live log opened", extra={"run_id": run.id})
+    try:
+        await response.write(_state_event(run))
+        # Subscribed before catching up from the files, so no line falls between the two.
+        async with ctx.live.subscribe(run.id) as queue:
+            sent = await _catch_up(ctx, response, run.id, start, seen)
+            ended = False
+            while not ended:
+                batches: list[Batch] = []
+                with contextlib.suppress(TimeoutError):
+                    batches.append(await asyncio.wait_for(queue.get(), _KEEPALIVE))
+                while not queue.empty():
+                    batches.append(queue.get_nowait())
+                for batch in batches:
+                    if batch is None:
+                        ended = True
+                    elif isinstance(batch, State):
+                        await response.write(_state_event(batch.run))
+                    else:
+                        await _send_lines(response, batch, start, sent)
+                if not batches:
+                    await response.write(b": keepalive\n\n")
+        # The log has ended: the run is final (or about to be; wait() reads the store).
+        try:
+            final = await asyncio.wait_for(ctx.service.wait(run.id), 30)
+        except TimeoutError:
+            final = await ctx.service.get_run(run.id)
+        await response.write(_state_event(final))
+        await response.write(b"event: end\ndata: {}\n\n")
+    except ConnectionResetError:
+        logger.info("live log closed by the client", extra={"run_id": run.id})
+    return response
+
+
+async def _send_lines(response: web.StreamResponse, batch: Lines, start: int,
+                      sent: dict[int, int]) -> None:
+    first, last = batch.rows[0], batch.rows[-1]
+    if first[0] >= start and first[1] > sent.get(first[0], 0):
+        await response.write(batch.event)  # the usual case: encoded once for every viewer
+    else:  # overlaps what the catch-up sent
+        rows = [r for r in batch.rows if r[0] >= start and r[1] > sent.get(r[0], 0)]
+        if not rows:
+            return
+        await response.write(lines_event(rows))
+    sent[last[0]] = last[1]
+
+
+def _state_event(run: Run) -> bytes:
+    return f"event: state\ndata: {_state_data(run)}\n\n".encode()
+
+
+async def _catch_up(ctx: WebContext, response: web.StreamResponse, run_id: str, start: int,
+                    seen: int) -> dict[int, int]:
+    """Send what the files hold beyond the client's position; returns the last line per attempt."""
+    sent: dict[int, int] = {}
+    for attempt in ctx.service.log_store.attempts(run_id):
+        if attempt < start:
+            continue
+        skip = seen if attempt == start else 0
+        rows: list[Row] = []
+        number = 0
+        for number, text in enumerate(ctx.service.log_store.read_lines(run_id, attempt), 1):
+            if number > skip:
+                rows.append((attempt, number, to_html(text)))
+            if len(rows) >= 2000:
+                await response.write(lines_event(rows))
+                rows = []
+        if rows:
+            await response.write(lines_event(rows))
+        sent[attempt] = max(number, skip)
+    return sent
