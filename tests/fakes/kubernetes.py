@@ -1,4 +1,4 @@
-"""A fake Kubernetes API server over HTTP: Jobs, pods, pod logs and watches, in the real REST shapes.
+"""A fake Kubernetes API server over HTTP: Jobs, pods, logs and watches in the real REST shapes.
 
 Only what jobbot calls is served. Tests drive pods and Job conditions from Python (the fake plays
 the Job controller and kubelet) and inject faults: any status (429 with Retry-After, 5xx, 403)
@@ -8,6 +8,7 @@ for the next N matching requests, dropped connections, and 410 Gone for old reso
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import Callable
@@ -279,10 +280,8 @@ class FakeKubernetes:
                     continue
                 await response.write(json.dumps({"type": kind, "object": job}).encode() + b"\n")
             async with self._changed:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), 0.2)
-                except TimeoutError:
-                    pass
         if drop.is_set():
             self.drop_watches = asyncio.Event()
             assert request.transport is not None

@@ -9,7 +9,7 @@ import pytest
 
 from core.executors.k8s.manifests import job_manifest, job_name
 from core.executors.kubernetes import KubernetesExecutor, run_info
-from core.models import Run, RunState
+from core.models import Run
 from core.policy import Actor
 from core.service import JobService
 from core.spec import AppSpec, parse_app
