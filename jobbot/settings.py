@@ -38,6 +38,13 @@ class Settings(BaseSettings):
     JOBBOT_RETRY_DELAY: float = Field(
         1.0, description="Local executor: seconds before the first retry (doubles each time)."
     )
+    JOBBOT_KUBECONFIG: Path | None = Field(
+        None, description="Kubernetes executor: kubeconfig file; default in-cluster, then "
+        "$KUBECONFIG or ~/.kube/config."
+    )
+    JOBBOT_KUBE_CONTEXT: str | None = Field(
+        None, description="Kubernetes executor: kubeconfig context; default its current one."
+    )
     SLACK_BOT_TOKEN: SecretStr | None = None
     SLACK_SIGNING_SECRET: SecretStr | None = None
     SLACK_APP_TOKEN: SecretStr | None = None
