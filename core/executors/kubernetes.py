@@ -69,7 +69,9 @@ class KubernetesExecutor:
     name = "kubernetes"
 
     def __init__(self, api: KubeApi, logs: LogStore, namespace_of: Callable[[str], str], *,
-                 watch_timeout: int = 300, log_drain: float = 10.0) -> None:
+                 watch_timeout: int = 300, log_drain: float = 10.0,
+                 pod_annotations: Callable[[Launch], dict[str, str]] | None = None) -> None:
+        self._pod_annotations = pod_annotations
         self.api = api
         self._logs = logs
         self._namespace_of = namespace_of
@@ -99,7 +101,9 @@ class KubernetesExecutor:
     async def launch(self, launch: Launch) -> None:
         run = launch.run
         try:
-            manifest = job_manifest(launch.app, launch.job, run_info(run), env=launch.env)
+            extra = self._pod_annotations(launch) if self._pod_annotations else None
+            manifest = job_manifest(launch.app, launch.job, run_info(run), env=launch.env,
+                                    pod_annotations=extra)
         except BadInput as exc:
             raise ExecutorError(str(exc)) from exc
         namespace, name = launch.app.namespace, manifest["metadata"]["name"]

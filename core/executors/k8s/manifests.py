@@ -84,8 +84,13 @@ def run_image(app: AppSpec, job: JobSpec, run: RunInfo) -> str:
 
 
 def job_manifest(app: AppSpec, job: JobSpec, run: RunInfo,
-                 env: dict[str, str] | None = None) -> dict[str, Any]:
-    """The batch/v1 Job for one run of `job`; `env` is job env plus run overrides."""
+                 env: dict[str, str] | None = None,
+                 pod_annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    """The batch/v1 Job for one run of `job`; `env` is job env plus run overrides.
+
+    `pod_annotations` go on the pod template (a deployment's mesh or cost tooling; none by
+    default, and `jobbot render` shows none).
+    """
     labels = {
         MANAGED_BY: "jobbot", LABEL_APP: app.app, LABEL_JOB: job.name,
         LABEL_RUN_ID: run.id, LABEL_SOURCE: run.source,
@@ -122,15 +127,15 @@ def job_manifest(app: AppSpec, job: JobSpec, run: RunInfo,
     }
     if app.kubernetes.service_account_name:
         pod_spec["serviceAccountName"] = app.kubernetes.service_account_name
+    template_meta: dict[str, Any] = {"labels": {k: labels[k] for k in (
+        MANAGED_BY, LABEL_APP, LABEL_JOB, LABEL_RUN_ID)}}
+    if pod_annotations:
+        template_meta["annotations"] = dict(pod_annotations)
     spec: dict[str, Any] = {
         "backoffLimit": job.backoff_limit,
         "parallelism": job.parallelism,
         "completions": job.completions,
-        "template": {
-            "metadata": {"labels": {k: labels[k] for k in (MANAGED_BY, LABEL_APP, LABEL_JOB,
-                                                          LABEL_RUN_ID)}},
-            "spec": pod_spec,
-        },
+        "template": {"metadata": template_meta, "spec": pod_spec},
     }
     if job.time_limit:
         spec["activeDeadlineSeconds"] = job.time_limit
