@@ -278,7 +278,11 @@ class FakeKubernetes:
                 if job["metadata"].get("namespace") != namespace or not matches(
                         selector, job["metadata"].get("labels") or {}):
                     continue
-                await response.write(json.dumps({"type": kind, "object": job}).encode() + b"\n")
+                try:
+                    await response.write(
+                        json.dumps({"type": kind, "object": job}).encode() + b"\n")
+                except ConnectionResetError:  # the client went away (jobbot stopped watching)
+                    return response
             async with self._changed:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), 0.2)
