@@ -123,9 +123,16 @@ class KubernetesExecutor:
         if created.adopted:
             logger.info("Job %s already existed: adopted it", track.external_id,
                         extra={"run_id": run.id})
-        await self.reporter.run_started(run.id, external_id=track.external_id)
+        # The Job exists: the trigger can answer now; recording `running` follows at once.
+        track.syncing = asyncio.create_task(self._started(track, created.job),
+                                            name=f"started-{run.id}")
+
+    async def _started(self, track: _Tracked, job: Obj) -> None:
+        await self.reporter.run_started(track.run_id, external_id=track.external_id)
         track.launched.set()
-        self._schedule(track, created.job)
+        if track.latest is None:
+            track.latest = job
+        await self._sync_loop(track)
 
     async def _ensure_watch(self, namespace: str) -> None:
         if namespace in self._watches:
@@ -189,6 +196,9 @@ class KubernetesExecutor:
 
     async def _sync(self, track: _Tracked, job: Obj) -> None:
         track.uid = job["metadata"].get("uid") or track.uid
+        status = job.get("status") or {}
+        if not status and not track.attempts:
+            return  # a new Job: no pods yet, and the controller's status update will come
         pods = await self._pods(track)
         for pod in pods:
             await self._sync_pod(track, pod)

@@ -314,12 +314,13 @@ async def test_watch_resumes_from_its_resource_version(service: JobService,
                                                        fake: FakeKubernetes) -> None:
     run = (await service.trigger("report", ACTOR)).run
     name = await _job_of(fake, run)
+    pod = await fake.add_pod(NS, name)
+    await eventually(lambda: _attempts(service, run, 1), "attempt 1 (seen through the watch)")
     fake.drop_watches.set()  # the connection drops; the watch comes back where it was
     await eventually(lambda: _true(sum(1 for m, p, q in fake.requests
                                        if q.get("watch") == "true") >= 2), "a second watch")
     resumed = [q for m, p, q in fake.requests if q.get("watch") == "true"][-1]
     assert int(resumed["resourceVersion"]) > 100
-    pod = await fake.add_pod(NS, name)
     await fake.set_pod(NS, pod, "Failed", exit_code=2)
     await fake.finish_job(NS, name, "Failed", "BackoffLimitExceeded")
     final = await _final(service, run)
