@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from core.errors import BadInput
 from core.executors.k8s.manifests import job_manifest, job_name
 from core.executors.kubernetes import KubernetesExecutor, run_info
 from core.models import Run
@@ -325,3 +327,31 @@ async def test_watch_resumes_from_its_resource_version(service: JobService,
     await fake.finish_job(NS, name, "Failed", "BackoffLimitExceeded")
     final = await _final(service, run)
     assert (final.state, final.exit_code) == ("failed", 2)
+
+
+async def test_wiring_builds_the_executor_from_a_kubeconfig(
+        tmp_path: Path, fake: FakeKubernetes) -> None:
+    from jobbot.settings import Settings
+    from jobbot.wiring import build_runtime
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "fake",
+        "clusters": [{"name": "fake", "cluster": {"server": fake.url}}],
+        "users": [{"name": "me", "user": {"token": "t0ken"}}],
+        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "me"}}]}))
+    (tmp_path / "app.yaml").write_text(APP_YAML)
+    settings = Settings(JOBBOT_APP_CONFIG=tmp_path / "app.yaml", JOBBOT_DATA_DIR=tmp_path / "d",
+                        JOBBOT_EXECUTOR="kubernetes", JOBBOT_KUBECONFIG=kubeconfig)
+    runtime = build_runtime(settings)
+    try:
+        assert isinstance(runtime.service.executor, KubernetesExecutor)
+        run = (await runtime.service.trigger("report", ACTOR)).run
+        assert (NS, job_name("report", run.number, run.id)) in fake.jobs
+    finally:
+        await runtime.service.shutdown()
+        runtime.close()
+    missing = Settings(JOBBOT_APP_CONFIG=tmp_path / "app.yaml", JOBBOT_DATA_DIR=tmp_path / "d",
+                       JOBBOT_EXECUTOR="kubernetes", JOBBOT_KUBECONFIG=tmp_path / "nope")
+    with pytest.raises(BadInput, match="cannot load Kubernetes credentials"):
+        build_runtime(missing)
