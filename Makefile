@@ -48,6 +48,7 @@ test: check unit
 bench: venv postgres
 	$(PY) -m bench.trigger
 	$(PY) -m bench.k8s_launch
+	$(PY) -m bench.slack_ack
 
 clean:
 	rm -rf $(VENV) .jobbot .pytest_cache .mypy_cache .ruff_cache

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from core.errors import JobbotError
+from core.leases import Lease
 from core.models import RunEvent
 from core.store import Store
 
@@ -50,11 +51,17 @@ class _Subscriber:
 
 
 class Outbox:
-    """Delivers run events to each subscriber in order, remembering how far each got."""
+    """Delivers run events to each subscriber in order, remembering how far each got.
+
+    Delivery is at least once: if the process dies between a handler finishing and its
+    cursor being saved, that one event is delivered again after the restart, so handlers
+    key what they post by event id (or make it idempotent in another way).
+    """
 
     def __init__(self, store: Store, changes: Changes, *, poll: float = 1.0,
-                 max_delay: float = 60.0, give_up_after: int = 5) -> None:
+                 max_delay: float = 60.0, give_up_after: int = 5, standby: float = 5.0) -> None:
         self._store = store
+        self._standby = standby
         self._changes = changes
         self._poll = poll
         self._max_delay = max_delay
@@ -70,6 +77,22 @@ class Outbox:
         await asyncio.gather(*(self._serve(s) for s in self._subscribers))
 
     async def _serve(self, sub: _Subscriber) -> None:
+        # With several replicas, one delivers for each subscriber; the others stand by.
+        lease = Lease(self._store, f"outbox-{sub.name}")
+        try:
+            while True:
+                # Polled: the holder is another process, which no in-process event reports.
+                while not await asyncio.to_thread(lease.try_acquire):
+                    logger.debug("%s: another replica delivers; standing by", sub.name)
+                    await asyncio.sleep(self._standby)
+                logger.info("delivering run events to %s", sub.name,
+                            extra={"subscriber": sub.name})
+                await self._deliver_all(sub, lease)  # returns if the lease is lost
+        finally:
+            # Synchronously, so a cancelled task has let go before its cancel returns.
+            lease.release()
+
+    async def _deliver_all(self, sub: _Subscriber, lease: Lease) -> None:
         cursor = await asyncio.to_thread(self._store.cursor, sub.name)
         if cursor is None:
             cursor = 0 if sub.from_start else await asyncio.to_thread(self._store.last_event_id)
@@ -79,9 +102,13 @@ class Outbox:
             for event in events:
                 await self._deliver(sub, event)
                 cursor = event.id or cursor
-                await asyncio.to_thread(self._store.save_cursor, sub.name, cursor)
+                # Shielded: a shutdown right after a delivery still records it, so a restart
+                # does not deliver it again.
+                await asyncio.shield(asyncio.to_thread(self._store.save_cursor, sub.name, cursor))
             if not events:
                 await self._changes.wait(self._poll)
+                if not await asyncio.to_thread(lease.check):
+                    return  # the caller waits to acquire it again
 
     async def _deliver(self, sub: _Subscriber, event: RunEvent) -> None:
         failures = 0

@@ -59,7 +59,8 @@ class LogStore:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self._events: dict[str, asyncio.Event] = {}
+        # One event per follower, so one follower's clear() never swallows another's wake-up.
+        self._followers: dict[str, set[asyncio.Event]] = {}
 
     def path(self, run_id: str, attempt: int) -> Path:
         return self.root / run_id / f"{attempt}.log"
@@ -68,8 +69,7 @@ class LogStore:
         return LogWriter(self.path(run_id, attempt), masker, lambda: self.wake(run_id))
 
     def wake(self, run_id: str) -> None:
-        event = self._events.get(run_id)
-        if event is not None:
+        for event in self._followers.get(run_id, ()):
             event.set()
 
     def attempts(self, run_id: str) -> list[int]:
@@ -98,7 +98,8 @@ class LogStore:
     ) -> AsyncIterator[str]:
         """Yield lines as they are written until `finished()` and the file is drained."""
         path = self.path(run_id, attempt)
-        event = self._events.setdefault(run_id, asyncio.Event())
+        event = asyncio.Event()
+        self._followers.setdefault(run_id, set()).add(event)
         handle: IO[str] | None = None
         partial = ""
         try:
@@ -122,6 +123,10 @@ class LogStore:
         finally:
             if handle is not None:
                 handle.close()
+            followers = self._followers.get(run_id, set())
+            followers.discard(event)
+            if not followers:
+                self._followers.pop(run_id, None)
 
     def delete(self, run_id: str) -> None:
         shutil.rmtree(self.root / run_id, ignore_errors=True)

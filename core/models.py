@@ -206,3 +206,16 @@ class AuditEntry(SQLModel, table=True):
     result: str = Field(max_length=32)
     detail: str | None = Field(default=None, max_length=2000)
 
+
+
+class SlackMessage(SQLModel, table=True):
+    """The Slack thread of a run: where its parent message is, and the last event shown there."""
+
+    __tablename__ = "slack_messages"
+
+    run_id: str = Field(sa_column=Column(String(32), primary_key=True))
+    channel: str = Field(max_length=64)
+    ts: str = Field(max_length=32)
+    # Outbox events up to this id are in the thread, so a redelivery never repeats a reply.
+    last_event_id: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    updated_at: datetime = _ts(nullable=False)

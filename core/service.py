@@ -20,7 +20,8 @@ from core.models import Attempt, JobState, Run, RunState
 from core.overrides import check_override
 from core.policy import Action, Actor, decide
 from core.procs import ProcessId
-from core.store import ActiveRun, AuditRecord, NewRun, Store
+from core.run_insert import ActiveRun
+from core.store import AuditRecord, NewRun, Store
 
 logger = logging.getLogger(__name__)
 P = ParamSpec("P")

@@ -9,22 +9,16 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from sqlalchemy import (
-    Connection,
     Engine,
-    Table,
-    bindparam,
     create_engine,
     event,
     func,
-    insert,
-    select,
     text,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col
 from sqlmodel import select as orm_select
 
@@ -35,9 +29,11 @@ from core.models import (
     Run,
     RunEvent,
     RunState,
+    SlackMessage,
     SubscriberCursor,
     utcnow,
 )
+from core.run_insert import ActiveRun, RunInserter
 
 # From which states each state may be reached; a final state is never left.
 _REACHABLE_FROM: dict[RunState, tuple[RunState, ...]] = {
@@ -70,6 +66,10 @@ class NewRun:
     owner: str | None = None
     reason: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.scheduled_for is not None and self.scheduled_for.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use datetime.now(UTC)")
+
 
 @dataclass(frozen=True)
 class AuditRecord:
@@ -83,15 +83,6 @@ class AuditRecord:
     detail: str | None = None
 
 
-class ActiveRun(NamedTuple):
-    """Another queued or running run of the same job, as a trigger's reply mentions it."""
-
-    id: str
-    number: int
-    state: str
-    actor: str
-
-
 @dataclass(frozen=True)
 class Created:
     """What create_run did: the run, whether it is new, and the job's other live runs."""
@@ -101,48 +92,11 @@ class Created:
     active: list[ActiveRun]
 
 
-# Core tables for the hot path: plain INSERT/UPDATE without the ORM's bookkeeping.
-RUNS: Table = Run.__table__  # type: ignore[attr-defined]
-RUN_EVENTS: Table = RunEvent.__table__  # type: ignore[attr-defined]
-AUDIT_LOG: Table = AuditEntry.__table__  # type: ignore[attr-defined]
-JOB_STATE: Table = JobState.__table__  # type: ignore[attr-defined]
-
-
-class _Statements:
-    """The hot path's statements, built once per dialect so SQLAlchemy compiles them once."""
-
-    def __init__(self, dialect: str) -> None:
-        upsert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        self.bump_number = (
-            update(JOB_STATE)
-            .where(JOB_STATE.c.app == bindparam("b_app"), JOB_STATE.c.job == bindparam("b_job"))
-            .values(last_number=JOB_STATE.c.last_number + 1)
-            .returning(JOB_STATE.c.last_number)
-        )
-        self.first_job_state = upsert(JOB_STATE).values(
-            app=bindparam("app"), job=bindparam("job"), last_number=0, paused=False,
-        ).on_conflict_do_nothing()
-        self.insert_run = (
-            upsert(RUNS).on_conflict_do_nothing(index_elements=["idempotency_key"])
-            .returning(RUNS.c.id)
-        )
-        self.insert_event = insert(RUN_EVENTS)
-        self.insert_audit = insert(AUDIT_LOG)
-        self.active_runs = (
-            select(RUNS.c.id, RUNS.c.number, RUNS.c.state, RUNS.c.actor)
-            .where(RUNS.c.app == bindparam("b_app"), RUNS.c.job == bindparam("b_job"),
-                   RUNS.c.id != bindparam("b_id"),
-                   RUNS.c.state.in_([RunState.QUEUED.value, RunState.RUNNING.value]))
-            .order_by(RUNS.c.number.desc())
-            .limit(10)
-        )
-
-
-def _audit_values(record: AuditRecord, target_suffix: str = "") -> dict[str, Any]:
+def _audit_values(record: AuditRecord) -> dict[str, Any]:
     return {
-        "at": utcnow(), "actor": record.actor, "source": record.source,
-        "action": record.action, "target": f"{record.target}{target_suffix}"[:255],
-        "result": record.result, "detail": record.detail[:2000] if record.detail else None,
+        "actor": record.actor, "source": record.source, "action": record.action,
+        "target": record.target[:255], "result": record.result,
+        "detail": record.detail[:2000] if record.detail else None,
     }
 
 
@@ -159,7 +113,7 @@ class Store:
         self.engine = _make_engine(url, echo=echo)
         self.dialect = self.engine.dialect.name
         self._write_engine = self.engine.execution_options(jobbot_write=True)
-        self._sql = _Statements(self.dialect)
+        self._runs = RunInserter(self.dialect)
 
     # -- schema ---------------------------------------------------------------------------
 
@@ -224,10 +178,7 @@ class Store:
         """Record a run, its first event and `audit` in one transaction.
 
         With an idempotency key already used, nothing is written and that run is returned.
-        This is the hot path of every trigger: prepared Core statements on one connection,
-        no ORM unit of work.
         """
-        sql = self._sql
         now = utcnow()
         values: dict[str, Any] = {
             "id": new_run_id(), "app": new.app, "job": new.job, "state": new.state.value,
@@ -235,44 +186,28 @@ class Store:
             "image": new.image, "overrides": dict(new.overrides), "origin": dict(new.origin),
             "idempotency_key": new.idempotency_key, "scheduled_for": new.scheduled_for,
             "rerun_of": new.rerun_of, "executor": new.executor, "owner": new.owner,
-            "created_at": now, "reason": new.reason, "started_at": None,
-            "finished_at": now if new.state.is_final else None, "external_id": None,
-            "exit_code": None, "cancel_requested_by": None,
+            "created_at": now, "reason": new.reason,
+            "finished_at": now if new.state.is_final else None,
         }
-        with self._write_engine.connect() as conn, conn.begin():
-            values["number"] = self._next_number(conn, new.app, new.job)
-            inserted = conn.execute(sql.insert_run, values).scalar_one_or_none()
-            if inserted is not None:
-                conn.execute(sql.insert_event, {
-                    "run_id": values["id"], "kind": "created", "state": values["state"],
-                    "created_at": now,
-                    "data": {"reason": new.reason} if new.reason else {}})
-                if audit:
-                    conn.execute(sql.insert_audit, _audit_values(
-                        audit, f"#{values['number']} ({values['id']})"))
-                active = self._active(conn, new.app, new.job, values["id"])
-                return Created(Run(**values), True, active)
-            # The key was used before: leaving the block rolls back the number we took.
-            conn.rollback()
-        existing = self.run_by_key(new.idempotency_key or "")
-        if existing is None:
-            raise RuntimeError(f"idempotency key {new.idempotency_key!r} conflicted but has no run")
-        with self.engine.connect() as conn:
+        event_data = {"reason": new.reason} if new.reason else {}
+        audit_values = _audit_values(audit) if audit else None
+        with self._write_engine.connect() as conn:
+            with conn.begin() as transaction:
+                result = self._runs.insert(conn, values, event_data, audit_values)
+                if result is None:
+                    # Either the job's first run (no counter row yet) or a used key.
+                    self._runs.ensure_job_state(conn, new.app, new.job)
+                    result = self._runs.insert(conn, values, event_data, audit_values)
+                if result is not None:
+                    number, active = result
+                    return Created(Run(**values, number=number), True, active)
+                transaction.rollback()  # the key was used: give the number back
+            existing = self.run_by_key(new.idempotency_key or "")
+            if existing is None:
+                raise RuntimeError(f"idempotency key {new.idempotency_key!r} conflicted, "
+                                   "but no run has it")
             return Created(existing, False,
-                           self._active(conn, existing.app, existing.job, existing.id))
-
-    def _next_number(self, conn: Connection, app: str, job: str) -> int:
-        sql = self._sql
-        number = conn.execute(sql.bump_number, {"b_app": app, "b_job": job}).scalar_one_or_none()
-        if number is None:  # the job's first run ever
-            conn.execute(sql.first_job_state, {"app": app, "job": job})
-            number = conn.execute(sql.bump_number, {"b_app": app, "b_job": job}).scalar_one()
-        return int(number)
-
-    def _active(self, conn: Connection, app: str, job: str, run_id: str) -> list[ActiveRun]:
-        """Up to ten queued or running runs of the job other than `run_id`, newest first."""
-        rows = conn.execute(self._sql.active_runs, {"b_app": app, "b_job": job, "b_id": run_id})
-        return [ActiveRun(*row) for row in rows]
+                           self._runs.active(conn, existing.app, existing.job, existing.id))
 
     def get_run(self, run_id: str) -> Run | None:
         with self._read() as session:
@@ -462,6 +397,24 @@ class Store:
                 row.last_event_id = last_event_id
                 row.updated_at = utcnow()
 
+    # -- Slack threads --------------------------------------------------------------------
+
+    def slack_message(self, run_id: str) -> SlackMessage | None:
+        with self._read() as session:
+            return session.get(SlackMessage, run_id)
+
+    def save_slack_message(self, run_id: str, channel: str, ts: str,
+                           last_event_id: int) -> None:
+        """Remember a run's parent message and how far its thread got (insert or update)."""
+        with self._write() as session:
+            row = session.get(SlackMessage, run_id)
+            if row is None:
+                session.add(SlackMessage(run_id=run_id, channel=channel, ts=ts,
+                                         last_event_id=last_event_id, updated_at=utcnow()))
+            else:
+                row.channel, row.ts, row.updated_at = channel, ts, utcnow()
+                row.last_event_id = max(row.last_event_id, last_event_id)
+
     # -- jobs -----------------------------------------------------------------------------
 
     def job_state(self, app: str, job: str) -> JobState:
@@ -471,7 +424,7 @@ class Store:
     def set_paused(self, app: str, job: str, paused: bool, actor: str) -> bool:
         """Pause or resume; returns False if the job already was in that state."""
         with self._write() as session:
-            session.execute(self._sql.first_job_state, {"app": app, "job": job})
+            self._runs.ensure_job_state(session.connection(), app, job)
             result = session.execute(
                 update(JobState)
                 .where(col(JobState.app) == app, col(JobState.job) == job,
@@ -488,7 +441,7 @@ class Store:
             self._audit(session, record)
 
     def _audit(self, session: Session, record: AuditRecord) -> None:
-        session.execute(self._sql.insert_audit, _audit_values(record))
+        session.execute(self._runs.insert_audit, {**_audit_values(record), "at": utcnow()})
 
     def audit_log(self, limit: int = 100) -> list[AuditEntry]:
         with self._read() as session:

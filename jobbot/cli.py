@@ -1,4 +1,4 @@
-"""The `jobbot` command line: validate, run, runs, logs, cancel, pause, resume, serve."""
+"""The `jobbot` command line: validate, run, runs, logs, cancel, pause, resume, chat, serve."""
 
 from __future__ import annotations
 
@@ -93,6 +93,9 @@ def _parser() -> argparse.ArgumentParser:
     render_cmd.add_argument("--ref", help="git ref to record in the annotations")
     render_cmd.add_argument("--repository", default=PLACEHOLDER_REPOSITORY,
                             help="git URL a build fetches (default a placeholder)")
+    chat = add("chat", cmd_chat, "answer a Slack `/job ...` command here, as the CLI user")
+    chat.add_argument("text", help='the command, e.g. "/job run hello GREETING=hi"')
+    chat.add_argument("--yes", "-y", action="store_true", help="do not ask for confirm: jobs")
     serve = add("serve", cmd_serve, "serve HTTP, run jobs and schedules")
     serve.add_argument("--verbose", "-v", action="store_true")
     return parser
@@ -325,6 +328,27 @@ def cmd_render(args: argparse.Namespace, settings: Settings) -> int:
                                           env={**target.job.env, **overrides})
     sys.stdout.write(yaml.safe_dump(manifest, sort_keys=False))
     return EXIT_OK
+
+
+def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.router import Request, Router
+
+    load_config(settings)
+
+    async def body(runtime: Runtime) -> int:
+        service = runtime.service
+        await service.reconcile()
+        router = Router(service, runtime.links)
+        answer = await router.handle(Request(args.text, _actor(), confirmed=args.yes))
+        print(answer.text)
+        if answer.started_run is None:
+            return EXIT_OK if answer.ok else EXIT_BAD_INPUT
+        # Nothing else drives a local run once this process ends: stay until it is done.
+        final = await service.wait(answer.started_run)
+        print(render.run_summary(final), file=sys.stderr)
+        return EXIT_OK if final.state == RunState.SUCCEEDED.value else EXIT_RUN_FAILED
+
+    return _with_runtime(settings, body)
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:

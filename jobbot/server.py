@@ -7,20 +7,37 @@ import logging
 import signal
 
 from aiohttp import web
+from pydantic import SecretStr
 
+from bot import app as slack
 from core.events import Outbox
+from jobbot.settings import Settings
 from jobbot.wiring import Runtime
 
 logger = logging.getLogger(__name__)
 RUNTIME = web.AppKey("runtime", Runtime)
+OUTBOX = web.AppKey("outbox", Outbox)
 
 
-def make_app(runtime: Runtime) -> web.Application:
+def make_app(runtime: Runtime, outbox: Outbox | None = None) -> web.Application:
+    """The server's routes; front ends mount theirs and subscribe to the run-event outbox."""
     app = web.Application()
     app[RUNTIME] = runtime
+    app[OUTBOX] = outbox or Outbox(runtime.store, runtime.service.changes)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    slack.setup(app, slack_config(runtime.settings), runtime.service, runtime.links, app[OUTBOX])
     return app
+
+
+def slack_config(settings: Settings) -> slack.SlackConfig:
+    def plain(value: SecretStr | None) -> str | None:
+        return value.get_secret_value() if value is not None else None
+
+    return slack.SlackConfig(bot_token=plain(settings.SLACK_BOT_TOKEN),
+                             signing_secret=plain(settings.SLACK_SIGNING_SECRET),
+                             app_token=plain(settings.SLACK_APP_TOKEN),
+                             api_url=settings.SLACK_API_URL)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -51,16 +68,17 @@ async def serve(runtime: Runtime) -> int:
     settled = await service.reconcile()
     if settled:
         logger.info("start-up: checked %d unfinished runs from before", settled)
-    outbox = Outbox(runtime.store, service.changes)
     app = make_app(runtime)
+    outbox = app[OUTBOX]
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.JOBBOT_HOST, settings.JOBBOT_PORT)
     await site.start()
     logger.info("jobbot serving app %s on http://%s:%s (executor %s)", runtime.app.app,
                 settings.JOBBOT_HOST, settings.JOBBOT_PORT, service.executor.name)
-    if not settings.SLACK_BOT_TOKEN:
-        logger.info("Slack is not configured (no SLACK_BOT_TOKEN): running without the bot")
+    slack_off = slack_config(settings).missing
+    if slack_off:
+        logger.info("Slack is not configured (%s): running without the bot", slack_off)
     stop = asyncio.Event()
     received: list[str] = []
 

@@ -45,10 +45,18 @@ class Settings(BaseSettings):
     JOBBOT_KUBE_CONTEXT: str | None = Field(
         None, description="Kubernetes executor: kubeconfig context; default its current one."
     )
-    SLACK_BOT_TOKEN: SecretStr | None = None
-    SLACK_SIGNING_SECRET: SecretStr | None = None
-    SLACK_APP_TOKEN: SecretStr | None = None
-    SLACK_API_URL: str | None = None
+    SLACK_BOT_TOKEN: SecretStr | None = Field(
+        None, description="The Slack bot token (xoxb-...); without it jobbot runs without the bot."
+    )
+    SLACK_SIGNING_SECRET: SecretStr | None = Field(
+        None, description="Verifies requests to POST /slack/events (HTTP mode)."
+    )
+    SLACK_APP_TOKEN: SecretStr | None = Field(
+        None, description="An app-level token (xapp-...): use Socket Mode, no public URL needed."
+    )
+    SLACK_API_URL: str | None = Field(
+        None, description="Base URL of the Slack Web API (tests, proxies); default Slack's own."
+    )
     GITHUB_APP_ID: str | None = None
     GITHUB_PRIVATE_KEY: SecretStr | None = None
     GITHUB_PRIVATE_KEY_PATH: Path | None = None

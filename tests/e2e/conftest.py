@@ -37,6 +37,12 @@ def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeClust
         cluster.stop()
 
 
+@pytest.fixture(autouse=True)
+def _cluster_alive(kube_cluster: KubeCluster) -> None:
+    """Fail a test up front, with the component's log, if the cluster died before it."""
+    kube_cluster.check_alive()
+
+
 @pytest.fixture
 def admin_client(kube_cluster: KubeCluster) -> client.ApiClient:
     """An ApiClient with cluster-admin rights, shared by the session."""

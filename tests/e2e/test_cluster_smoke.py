@@ -119,7 +119,7 @@ def test_failing_job_exhausts_its_backoff_limit(
     core = client.CoreV1Api(jobbot_client)
     name = _create_job(batch, jobbot_ns, {"e2e.jobbot.dev/exit-code": "3"}, backoff_limit=1)
 
-    # The Job controller waits ~10s before the retry, hence the longer timeout.
+    # The Job controller waits ~10s before the retry; TIMEOUT leaves room for that.
     condition = wait_for(
         lambda: _terminal_condition(batch, jobbot_ns, name),
         timeout=TIMEOUT,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from core.events import Changes, Outbox, TemporaryFailure
+from core.events import Changes, Handler, Outbox, TemporaryFailure
 from core.models import RunEvent, RunState
 from core.store import NewRun, Store
 
@@ -37,15 +37,16 @@ async def test_events_arrive_in_order_and_a_restart_resumes_after_the_last(store
     first = Outbox(store, Changes(), poll=0.05)
     first.subscribe("slack", handler, from_start=True)
     store.transition(run_id, RunState.RUNNING)
-    await deliver_until(first, lambda: len(seen) == 2)
+    last = store.last_event_id()
+    await deliver_until(first, lambda: store.cursor("slack") == last)
     assert seen == [("created", "queued"), ("state", "running")]
     # While no outbox runs (jobbot restarting), events pile up; the next one picks up after.
     store.transition(run_id, RunState.SUCCEEDED)
     second = Outbox(store, Changes(), poll=0.05)
     second.subscribe("slack", handler)
-    await deliver_until(second, lambda: len(seen) == 3)
-    assert seen[2] == ("state", "succeeded")
-    assert store.cursor("slack") == store.last_event_id()
+    last = store.last_event_id()
+    await deliver_until(second, lambda: store.cursor("slack") == last)
+    assert seen == [("created", "queued"), ("state", "running"), ("state", "succeeded")]
 
 
 async def test_a_new_subscriber_starts_at_the_newest_event(store: Store) -> None:
@@ -96,3 +97,64 @@ async def test_a_handler_bug_is_logged_and_skipped_after_a_few_tries(store: Stor
     await deliver_until(outbox, lambda: len(calls) == 3)
     first, second = (e.id for e in store.events_after(0))
     assert calls == [first, first, second]
+
+
+async def test_with_two_replicas_one_delivers_and_the_other_stands_by(store: Store) -> None:
+    seen: list[tuple[str, int]] = []
+
+    def recorder(replica: str) -> Handler:
+        async def handler(event: RunEvent) -> None:
+            seen.append((replica, event.id or 0))
+        return handler
+
+    make_run(store)
+    replicas = []
+    for name in ("a", "b"):
+        outbox = Outbox(store, Changes(), poll=0.05, standby=0.05)
+        outbox.subscribe("slack", recorder(name), from_start=True)
+        replicas.append(asyncio.create_task(outbox.run()))
+    try:
+        async with asyncio.timeout(10):
+            while store.cursor("slack") != store.last_event_id():
+                await asyncio.sleep(0.02)
+        run_id = make_run(store)
+        store.transition(run_id, RunState.RUNNING)
+        async with asyncio.timeout(10):
+            while store.cursor("slack") != store.last_event_id():
+                await asyncio.sleep(0.02)
+    finally:
+        for task in replicas:
+            task.cancel()
+        await asyncio.gather(*replicas, return_exceptions=True)
+    ids = [event_id for _, event_id in seen]
+    assert ids == sorted(set(ids)) == [e.id for e in store.events_after(0)]
+    assert len({replica for replica, _ in seen}) == 1
+
+
+async def test_the_standby_takes_over_when_the_holder_stops(store: Store) -> None:
+    seen: list[str] = []
+
+    def recorder(replica: str) -> Handler:
+        async def handler(event: RunEvent) -> None:
+            seen.append(replica)
+        return handler
+
+    first = Outbox(store, Changes(), poll=0.05, standby=0.05)
+    first.subscribe("slack", recorder("first"), from_start=True)
+    second = Outbox(store, Changes(), poll=0.05, standby=0.05)
+    second.subscribe("slack", recorder("second"), from_start=True)
+    task_first = asyncio.create_task(first.run())
+    await asyncio.sleep(0.3)
+    task_second = asyncio.create_task(second.run())
+    make_run(store)
+    async with asyncio.timeout(10):
+        while seen != ["first"]:
+            await asyncio.sleep(0.02)
+    task_first.cancel()
+    await asyncio.gather(task_first, return_exceptions=True)
+    make_run(store)
+    async with asyncio.timeout(10):
+        while seen != ["first", "second"]:
+            await asyncio.sleep(0.02)
+    task_second.cancel()
+    await asyncio.gather(task_second, return_exceptions=True)

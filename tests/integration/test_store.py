@@ -207,3 +207,14 @@ def test_sqlite_uses_wal(tmp_path: object) -> None:
     with store.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
     store.close()
+
+
+def test_slack_threads_are_remembered_per_run(store: Store) -> None:
+    run = store.create_run(new("hello")).run
+    assert store.slack_message(run.id) is None
+    store.save_slack_message(run.id, "C1", "1700000001.000100", 0)
+    store.save_slack_message(run.id, "C1", "1700000001.000100", 7)
+    store.save_slack_message(run.id, "C1", "1700000001.000100", 3)  # never goes back
+    saved = store.slack_message(run.id)
+    assert saved is not None
+    assert (saved.channel, saved.ts, saved.last_event_id) == ("C1", "1700000001.000100", 7)

@@ -34,7 +34,7 @@ def _up(workdir: Path) -> int:
         print(f"export KUBECONFIG={cluster.admin_kubeconfig}", flush=True)
         print(f"stop: Ctrl-C, or kill $(cat {workdir / 'cluster.pid'})", flush=True)
         while not stop.wait(1.0):
-            cluster.supervisor.check_alive()
+            cluster.check_alive()
     print("cluster stopped", flush=True)
     return 0
 

@@ -118,6 +118,10 @@ class KubeCluster:
             self._admin = None
         self.supervisor.stop()
 
+    def check_alive(self) -> None:
+        """Raise ComponentError, with its log tail, if any component has died."""
+        self.supervisor.check_alive()
+
     def remove_workdir(self) -> None:
         """Delete the work directory (certificates, etcd data, logs)."""
         shutil.rmtree(self.workdir, ignore_errors=True)

@@ -16,6 +16,8 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
+# Loaded here, not in the forked child, where loading a library is not safe.
+_LIBC = ctypes.CDLL(None, use_errno=True)
 
 
 class ComponentError(RuntimeError):
@@ -25,8 +27,9 @@ class ComponentError(RuntimeError):
 def _die_with_parent() -> None:
     # Runs in the child between fork and exec. If the Python process is SIGKILLed (no
     # atexit, no finalizer) the kernel still kills the component: nothing outlives a run.
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    # The signal follows the thread that started the component, so start clusters from
+    # a thread that lives as long as they do (the main thread in pytest and the CLI).
+    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def tail(path: Path, lines: int = 40) -> str:

@@ -1,0 +1,235 @@
+"""Benchmark: time to Slack's HTTP answer for signed `/job run` commands, jobbot vs bare Bolt.
+
+Three processes besides this one: the fake Slack Web API, `jobbot serve` (local executor,
+SQLite, the Slack bot on POST /slack/events) and a bare slack-bolt AsyncApp that only acks,
+mounted the same way. The clients (this process) send the same signed commands to each from
+50 concurrent connections and print p50/p99 and the ratio. Goal: p99 < 100 ms, <= 1.5x bare.
+
+    .venv/bin/python -m bench.slack_ack [--commands 1000] [--clients 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import aiohttp
+
+from tests.fakes.slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack, SlackSender
+
+APP_YAML = """\
+app: bench
+jobs:
+  - name: hello
+    image: busybox
+    command: ["true"]
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# -- the roles run in child processes -----------------------------------------------------
+
+
+async def serve_fake_slack(port_file: str) -> None:
+    fake = FakeSlack()
+    url = await fake.start()
+    await asyncio.to_thread(Path(port_file).write_text, url)
+    await asyncio.Event().wait()
+
+
+async def serve_bare_bolt(port: int, api_url: str) -> None:
+    """A Bolt app that acks `/job` and does nothing else, behind the same aiohttp adapter."""
+    from aiohttp import web
+    from slack_bolt.async_app import AsyncAck, AsyncApp
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    from bot.adapter import to_aiohttp_response, to_bolt_request
+
+    bolt = AsyncApp(client=AsyncWebClient(token=BOT_TOKEN, base_url=api_url),
+                    signing_secret=SIGNING_SECRET)
+
+    async def ack_only(ack: AsyncAck) -> None:
+        await ack()
+
+    bolt.command("/job")(ack_only)
+
+    async def events(request: web.Request) -> web.Response:
+        return to_aiohttp_response(await bolt.async_dispatch(await to_bolt_request(request)))
+
+    app = web.Application()
+    app.router.add_post("/slack/events", events)
+    app.router.add_get("/healthz", lambda _: web.json_response({"status": "ok"}))  # type: ignore[arg-type,return-value]
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    await asyncio.Event().wait()
+
+
+# -- the clients ----------------------------------------------------------------------------
+
+
+async def measure(url: str, fake_url: str, commands: int, clients: int) -> list[float]:
+    """Seconds from sending each signed command to its HTTP answer."""
+    fake = FakeSlack()
+    fake.url = fake_url  # only used to build response_url values
+    connector = aiohttp.TCPConnector(limit=clients)
+    sender = SlackSender(fake, url, session=aiohttp.ClientSession(connector=connector))
+    times: list[float] = []
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(commands):
+        queue.put_nowait(i)
+
+    async def client() -> None:
+        while True:
+            try:
+                queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            body, _ = sender.command_body("run hello")
+            headers = sender.headers(body)
+            start = time.perf_counter()
+            status, text = await sender.post(body, headers)
+            times.append(time.perf_counter() - start)
+            if status != 200:
+                raise RuntimeError(f"HTTP {status}: {text}")
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    await sender.close()
+    return times
+
+
+def wait_healthy(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        with contextlib.suppress(OSError), urllib.request.urlopen(
+                f"http://127.0.0.1:{port}/healthz", timeout=1):
+            return
+        time.sleep(0.1)
+    raise RuntimeError("server did not come up")
+
+
+def wait_drained(work: Path, runs: int, timeout: float = 600) -> None:
+    """Until jobbot has recorded `runs` runs and none is queued or running."""
+    from core.models import RunState
+    from core.store import Store
+
+    store = Store(f"sqlite:///{work / '.jobbot' / 'jobbot.db'}")
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            known = store.list_runs(app="bench", job="hello", limit=1)
+            unfinished = store.list_runs(states=(RunState.QUEUED, RunState.RUNNING), limit=1)
+            if known and known[0].number >= runs and not unfinished:
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"jobbot did not finish {runs} runs within {timeout}s")
+    finally:
+        store.close()
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def report(name: str, times: list[float]) -> tuple[float, float]:
+    p50, p99 = statistics.median(times) * 1000, pct(times, 0.99) * 1000
+    print(f"{name:<32} n={len(times):<5} p50 {p50:7.1f} ms   p99 {p99:7.1f} ms   "
+          f"max {max(times) * 1000:7.1f} ms")
+    return p50, p99
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--commands", type=int, default=1000)
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--role", choices=["fake-slack", "bare"], help=argparse.SUPPRESS)
+    parser.add_argument("--arg", action="append", default=[], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.role == "fake-slack":
+        asyncio.run(serve_fake_slack(args.arg[0]))
+        return
+    if args.role == "bare":
+        asyncio.run(serve_bare_bolt(int(args.arg[0]), args.arg[1]))
+        return
+    run(args.commands, args.clients)
+
+
+def run(commands: int, clients: int) -> None:
+    procs: list[subprocess.Popen[bytes]] = []
+    with tempfile.TemporaryDirectory(prefix="jobbot-bench-") as tmp:
+        work = Path(tmp)
+        try:
+            port_file = work / "fake-slack-url"
+            procs.append(subprocess.Popen([sys.executable, "-m", "bench.slack_ack", "--role",
+                                           "fake-slack", "--arg", str(port_file)]))
+            while not port_file.exists() or not port_file.read_text():
+                time.sleep(0.05)
+            fake_url = port_file.read_text()
+            (work / "app.yaml").write_text(APP_YAML)
+            jobbot_port, bare_port = free_port(), free_port()
+            env = {**os.environ, "JOBBOT_APP_CONFIG": str(work / "app.yaml"),
+                   "JOBBOT_DATA_DIR": str(work / ".jobbot"), "JOBBOT_PORT": str(jobbot_port),
+                   "JOBBOT_SECRET_KEY": "b" * 32, "SLACK_BOT_TOKEN": BOT_TOKEN,
+                   "SLACK_SIGNING_SECRET": SIGNING_SECRET, "SLACK_API_URL": f"{fake_url}/api/"}
+            jobbot = subprocess.Popen([sys.executable, "-m", "jobbot", "serve"], env=env,
+                                      cwd=work, stderr=subprocess.DEVNULL)
+            procs.append(jobbot)
+            bare = subprocess.Popen([sys.executable, "-m", "bench.slack_ack", "--role", "bare",
+                                     "--arg", str(bare_port), "--arg", f"{fake_url}/api/"])
+            procs.append(bare)
+            wait_healthy(jobbot_port, jobbot)
+            wait_healthy(bare_port, bare)
+            bare_url = f"http://127.0.0.1:{bare_port}/slack/events"
+            jobbot_url = f"http://127.0.0.1:{jobbot_port}/slack/events"
+            for url in (bare_url, jobbot_url):
+                asyncio.run(measure(url, fake_url, 50, 10))  # warm-up: auth.test, pools
+            wait_drained(work, 50)
+            # The machine's load drifts: the bare app is measured before and after jobbot (once
+            # jobbot has finished every run it was asked for), and both halves are pooled.
+            half = commands // 2
+            bare_times = asyncio.run(measure(bare_url, fake_url, half, clients))
+            jobbot_times = asyncio.run(measure(jobbot_url, fake_url, commands, clients))
+            started = time.perf_counter()
+            wait_drained(work, 50 + commands)
+            drained = time.perf_counter() - started
+            bare_times += asyncio.run(measure(bare_url, fake_url, commands - half, clients))
+            print(f"{commands} signed `/job run` commands, {clients} concurrent clients, "
+                  f"{os.cpu_count()} CPUs")
+            b50, b99 = report("bare slack-bolt AsyncApp (ack)", bare_times)
+            j50, j99 = report("jobbot serve /job run", jobbot_times)
+            print(f"jobbot finished all {commands} runs {drained:.1f} s after the last answer")
+            print(f"ratio jobbot/bare: p50 {j50 / b50:.2f}x   p99 {j99 / b99:.2f}x   "
+                  f"(goal: p99 < 100 ms and <= 1.5x)")
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+            for proc in procs:
+                try:
+                    proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
+if __name__ == "__main__":
+    main()

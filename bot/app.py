@@ -1,0 +1,118 @@
+"""Build the Slack bot and mount it on jobbot's aiohttp server: HTTP events or Socket Mode."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from aiohttp import web
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.adapter import to_aiohttp_response, to_bolt_request
+from bot.backlog import Backlog
+from bot.listeners import register_listeners
+from bot.notifier import SUBSCRIBER, Notifier
+from bot.router import Router
+from bot.usergroups import UserGroups
+from core.events import Outbox
+from core.links import Links
+from core.service import JobService
+
+logger = logging.getLogger(__name__)
+EVENTS_PATH = "/slack/events"
+DEFAULT_API_URL = "https://www.slack.com/api/"
+
+
+@dataclass(frozen=True)
+class SlackConfig:
+    """The Slack settings, as plain values (the bot never reads the environment itself)."""
+
+    bot_token: str | None = None
+    signing_secret: str | None = None
+    app_token: str | None = None
+    api_url: str | None = None
+
+    @property
+    def socket_mode(self) -> bool:
+        return bool(self.bot_token and self.app_token)
+
+    @property
+    def missing(self) -> str | None:
+        """Why the bot cannot run, or None when it can."""
+        if not self.bot_token:
+            return "no SLACK_BOT_TOKEN"
+        if not (self.signing_secret or self.app_token):
+            return "SLACK_BOT_TOKEN without SLACK_SIGNING_SECRET (HTTP) or SLACK_APP_TOKEN"
+        return None
+
+
+@dataclass
+class SlackBot:
+    """The pieces of a running bot, for tests and for `serve`."""
+
+    bolt: AsyncApp
+    client: AsyncWebClient
+    router: Router
+    notifier: Notifier
+    backlog: Backlog
+    socket: AsyncSocketModeHandler | None = None
+
+
+BOT = web.AppKey("slack_bot", SlackBot)
+
+
+def build(config: SlackConfig, service: JobService, links: Links) -> SlackBot:
+    """The Bolt app, its Web API client (SLACK_API_URL honoured), router and notifier."""
+    client = AsyncWebClient(token=config.bot_token, base_url=config.api_url or DEFAULT_API_URL)
+    bolt = AsyncApp(client=client, signing_secret=config.signing_secret or "",
+                    # Socket Mode messages come over an authenticated websocket, unsigned.
+                    request_verification_enabled=not config.socket_mode,
+                    logger=logging.getLogger("bot.bolt"))
+    router = Router(service, links, groups=UserGroups(client))
+    backlog = Backlog()
+    register_listeners(bolt, router, backlog)
+    return SlackBot(bolt, client, router, Notifier(client, service, links), backlog)
+
+
+def setup(app: web.Application, config: SlackConfig, service: JobService, links: Links,
+          outbox: Outbox) -> SlackBot | None:
+    """Mount the bot on `app` (route or Socket Mode) and subscribe its notifier; None if off."""
+    if config.missing:
+        return None
+    bot = build(config, service, links)
+    app[BOT] = bot
+    outbox.subscribe(SUBSCRIBER, bot.notifier)
+    app.on_cleanup.append(_close_backlog)
+    if config.socket_mode:
+        bot.socket = AsyncSocketModeHandler(bot.bolt, app_token=config.app_token,
+                                            web_client=bot.client)
+        app.on_startup.append(_connect_socket)
+        app.on_cleanup.append(_close_socket)
+        logger.info("Slack bot connecting over Socket Mode")
+    else:
+        app.router.add_post(EVENTS_PATH, _events)
+        logger.info("Slack bot listening on POST %s", EVENTS_PATH)
+    return bot
+
+
+async def _events(request: web.Request) -> web.Response:
+    bolt_response = await request.app[BOT].bolt.async_dispatch(await to_bolt_request(request))
+    return to_aiohttp_response(bolt_response)
+
+
+async def _close_backlog(app: web.Application) -> None:
+    await app[BOT].backlog.close()
+
+
+async def _connect_socket(app: web.Application) -> None:
+    socket = app[BOT].socket
+    if socket is not None:
+        await socket.connect_async()  # type: ignore[no-untyped-call]
+
+
+async def _close_socket(app: web.Application) -> None:
+    socket = app[BOT].socket
+    if socket is not None:
+        await socket.close_async()  # type: ignore[no-untyped-call]

@@ -1,0 +1,284 @@
+"""Pure functions from runs and jobs to Slack messages (Block Kit), kept within Slack's limits."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.durations import format_duration
+from core.links import Links
+from core.models import Attempt, Run
+from core.service import JobSummary
+
+# Slack's limits: blocks per message, characters per section text, per button value.
+MAX_BLOCKS = 50
+MAX_TEXT = 3000
+MAX_BUTTON_VALUE = 2000
+MAX_FALLBACK = 3000
+ELLIPSIS = "…"
+
+Block = dict[str, Any]
+
+CANCEL_ACTION = "jobbot_cancel"
+RERUN_ACTION = "jobbot_rerun"
+CONFIRM_ACTION = "jobbot_confirm"
+DECLINE_ACTION = "jobbot_decline"
+
+STATE_EMOJI = {
+    "queued": ":hourglass_flowing_sand:", "running": ":arrow_forward:",
+    "succeeded": ":white_check_mark:", "failed": ":x:", "timed_out": ":alarm_clock:",
+    "cancelled": ":black_square_for_stop:", "skipped": ":fast_forward:",
+}
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What a command answers: text (also the terminal's rendering) and optional blocks."""
+
+    text: str
+    blocks: list[Block] = field(default_factory=list)
+    ok: bool = True
+    # The run this command started (new, not found again through its idempotency key).
+    started_run: str | None = None
+
+
+def clip(text: str, limit: int = MAX_TEXT) -> str:
+    """`text` cut to `limit` characters, marked as cut."""
+    return text if len(text) <= limit else text[: limit - 1] + ELLIPSIS
+
+
+def clip_start(text: str, limit: int) -> str:
+    """`text` with its beginning cut away (for log tails, where the end matters)."""
+    return text if len(text) <= limit else ELLIPSIS + text[-(limit - 1):]
+
+
+def section(text: str) -> Block:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": clip(text)}}
+
+
+def context(text: str) -> Block:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": clip(text)}]}
+
+
+def button(text: str, *, action_id: str | None = None, value: str | None = None,
+           url: str | None = None, style: str | None = None) -> Block:
+    element: Block = {"type": "button", "text": {"type": "plain_text", "text": clip(text, 75)}}
+    if action_id:
+        element["action_id"] = action_id
+    if value is not None:
+        element["value"] = clip(value, MAX_BUTTON_VALUE)
+    if url:
+        element["url"] = url
+    if style:
+        element["style"] = style
+    return element
+
+
+def blocks_within_limits(blocks: Sequence[Block]) -> list[Block]:
+    """At most 50 blocks; the last one says how many were left out."""
+    if len(blocks) <= MAX_BLOCKS:
+        return list(blocks)
+    kept = list(blocks[: MAX_BLOCKS - 1])
+    kept.append(context(f"{len(blocks) - len(kept)} more not shown"))
+    return kept
+
+
+def reply(text: str, blocks: Sequence[Block] = (), *, ok: bool = True,
+          started_run: str | None = None) -> Reply:
+    return Reply(clip(text, MAX_FALLBACK), blocks_within_limits(blocks), ok, started_run)
+
+
+def error(text: str) -> Reply:
+    return reply(f":warning: {text}", [section(f":warning: {text}")], ok=False)
+
+
+def who(run: Run) -> str:
+    """Who or what started a run, as Slack shows it."""
+    kind, _, name = run.actor.partition(":")
+    if kind == "slack" and name:
+        return f"<@{name}>"
+    if kind == "cli" and name:
+        return f"{name} (CLI)"
+    if kind == "github" and name:
+        return f"{name} on GitHub"
+    if run.source == "schedule":
+        return "the schedule"
+    return run.actor
+
+
+def state_text(run: Run) -> str:
+    text = f"{STATE_EMOJI.get(run.state, '')} {run.state}".strip()
+    if run.cancel_requested_by and not run.run_state.is_final:
+        text += f" (cancel requested by {run.cancel_requested_by})"
+    return text
+
+
+def where(run: Run) -> str:
+    parts = []
+    if run.ref:
+        parts.append(f"`{run.ref}`")
+    if run.sha:
+        parts.append(f"`{run.sha[:12]}`")
+    return " @ ".join(parts) if parts else "-"
+
+
+def run_title(run: Run) -> str:
+    return f"{run.app}/{run.job} #{run.number}"
+
+
+def run_parent(run: Run, links: Links) -> tuple[str, list[Block]]:
+    """The parent message of a run's thread: what, who, where, state, and buttons."""
+    url = links.run_url(run.id)
+    title = f"*<{url}|{run_title(run)}>*  {state_text(run)}"
+    fields = [
+        f"*Triggered by*\n{who(run)}",
+        f"*Ref*\n{where(run)}",
+        f"*State*\n{state_text(run)}",
+        f"*Duration*\n{format_duration(run.duration) if run.duration is not None else '-'}",
+    ]
+    blocks: list[Block] = [
+        section(title),
+        {"type": "section", "fields": [{"type": "mrkdwn", "text": clip(f, 2000)} for f in fields]},
+    ]
+    if run.reason and run.state != "succeeded":
+        blocks.append(context(clip(f"reason: {run.reason}", 2000)))
+    actions = [button("View logs", action_id="jobbot_view_logs", url=url)]
+    if run.run_state.is_final:
+        actions.append(button("Rerun", action_id=RERUN_ACTION, value=run.id))
+    else:
+        actions.append(button("Cancel", action_id=CANCEL_ACTION, value=run.id, style="danger"))
+    blocks.append({"type": "actions", "elements": actions})
+    fallback = f"{run_title(run)} {run.state} (triggered by {who(run)})"
+    return fallback, blocks_within_limits(blocks)
+
+
+def retry_reply(run: Run, attempt: int, previous: Attempt | None) -> tuple[str, list[Block]]:
+    why = ""
+    if previous is not None:
+        why = f": attempt {previous.index} ended {previous.state}"
+        if previous.exit_code is not None:
+            why += f" (exit code {previous.exit_code})"
+    text = f":repeat: {run_title(run)}: attempt {attempt} started{why}"
+    return text, [section(text)]
+
+
+def end_reply(run: Run, log_tail: Sequence[str]) -> tuple[str, list[Block]]:
+    """The thread's last reply: the outcome, the duration, and the log's end on failure."""
+    duration = format_duration(run.duration) if run.duration is not None else "-"
+    text = f"{STATE_EMOJI.get(run.state, '')} {run_title(run)} {run.state} after {duration}"
+    if run.exit_code not in (None, 0):
+        text += f" (exit code {run.exit_code})"
+    if run.reason and run.state != "succeeded":
+        text += f": {run.reason}"
+    blocks = [section(text)]
+    if log_tail:
+        blocks.append(section(code_block(log_tail, title="Last lines of the log:")))
+    return clip(text, MAX_FALLBACK), blocks
+
+
+def code_block(lines: Iterable[str], *, title: str = "") -> str:
+    """Lines in a code block that fits one section; the beginning goes first if too long."""
+    head = f"{title}\n" if title else ""
+    fence = "```"
+    room = MAX_TEXT - len(head) - 2 * len(fence) - 2
+    body = clip_start("\n".join(line.replace(fence, "'''") for line in lines), room)
+    return f"{head}{fence}\n{body}{fence}" if body else f"{head}(no output)"
+
+
+def started(run: Run, created: bool, links: Links, others: Sequence[str] = ()) -> Reply:
+    url = links.run_url(run.id)
+    if created:
+        text = f":rocket: started <{url}|{run_title(run)}> (id `{run.id}`)"
+    else:
+        text = f"already started: <{url}|{run_title(run)}> is {run.state}"
+    if others:
+        text += f"\nnote: other runs of {run.job} are active: {', '.join(others)}"
+    return reply(text, [section(text)], started_run=run.id if created else None)
+
+
+def job_list(jobs: Sequence[JobSummary]) -> Reply:
+    if not jobs:
+        return reply("no jobs defined", [section("no jobs defined")])
+    lines = [job_line(job) for job in jobs]
+    blocks = [section(chunk) for chunk in chunks(lines)]
+    return reply("\n".join(lines), [section(f"*{len(jobs)} jobs*"), *blocks])
+
+
+def job_line(job: JobSummary) -> str:
+    parts = [f"*{job.app}/{job.name}*"]
+    if job.description:
+        parts.append(job.description)
+    if job.schedule:
+        parts.append(f"`{' | '.join(job.schedule)}` {job.timezone}")
+    if job.paused:
+        parts.append(f":double_vertical_bar: paused by {job.paused_by or 'someone'}")
+    if job.active:
+        parts.append(", ".join(f"#{r.number} {r.state}" for r in job.active))
+    elif job.last_run is not None:
+        parts.append(f"last #{job.last_run.number} {job.last_run.state}")
+    return " · ".join(parts)
+
+
+def chunks(lines: Sequence[str], limit: int = MAX_TEXT) -> list[str]:
+    """Lines joined into texts of at most `limit` characters each (a line too long is cut)."""
+    out: list[str] = []
+    current = ""
+    for line in lines:
+        line = clip(line, limit)
+        if current and len(current) + 1 + len(line) > limit:
+            out.append(current)
+            current = line
+        else:
+            current = f"{current}\n{line}" if current else line
+    if current:
+        out.append(current)
+    return out
+
+
+def run_line(run: Run, links: Links) -> str:
+    duration = format_duration(run.duration) if run.duration is not None else "-"
+    return (f"<{links.run_url(run.id)}|#{run.number}> {state_text(run)} · {who(run)} · "
+            f"{duration}" + (f" · {clip(run.reason, 200)}" if run.reason else ""))
+
+
+def run_list(title: str, runs: Sequence[Run], links: Links) -> Reply:
+    if not runs:
+        return reply(f"{title}: no runs yet", [section(f"*{title}*: no runs yet")])
+    lines = [f"{run.job} {run_line(run, links)}" for run in runs]
+    return reply(f"{title}\n" + "\n".join(lines),
+                 [section(f"*{title}*"), *(section(c) for c in chunks(lines))])
+
+
+def run_status(run: Run, attempts: Sequence[Attempt], links: Links) -> Reply:
+    text, blocks = run_parent(run, links)
+    lines = [f"attempt {a.index}: {a.state}" + (f" (exit code {a.exit_code})"
+                                                  if a.exit_code is not None else "")
+             for a in attempts]
+    if lines:
+        blocks = [*blocks[:-1], *(section(c) for c in chunks(lines)), blocks[-1]]
+    return reply("\n".join([text, *lines]), blocks)
+
+
+def job_status(job: JobSummary, links: Links) -> Reply:
+    lines = [job_line(job)]
+    if job.last_run is not None:
+        lines.append("last run: " + run_line(job.last_run, links))
+    text = "\n".join(lines)
+    return reply(text, [section(text)])
+
+
+def log_tail(run: Run, lines: Sequence[str]) -> Reply:
+    title = f"Last {len(lines)} lines of {run_title(run)} ({run.state}):"
+    text = code_block(lines, title=title)
+    return reply(text, [section(text)])
+
+
+def confirmation(job: str, summary: str, pending_id: str, minutes: int) -> Reply:
+    text = (f":question: *{job}* asks for confirmation: run `{summary}`? "
+            f"(this question expires in {minutes} minutes)")
+    blocks = [section(text), {"type": "actions", "elements": [
+        button("Run", action_id=CONFIRM_ACTION, value=pending_id, style="primary"),
+        button("Cancel", action_id=DECLINE_ACTION, value=pending_id),
+    ]}]
+    return reply(text, blocks)

@@ -1,0 +1,398 @@
+"""A fake Slack on 127.0.0.1: the Web API and response_url as Slack answers them, and Slack's
+side of the Events API (slash commands and button clicks, signed as Slack signs them)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from slack_sdk.signature import SignatureVerifier
+
+BOT_TOKEN = "xoxb-fake-bot-token"
+APP_TOKEN = "xapp-fake-app-token"
+SIGNING_SECRET = "fake-signing-secret-8f14e45fceea167a"
+# Slack's limits, enforced as Slack does (invalid_blocks / msg_too_long).
+MAX_BLOCKS, MAX_SECTION_TEXT, MAX_BUTTON_VALUE, MAX_MESSAGE_TEXT = 50, 3000, 2000, 40000
+
+
+@dataclass
+class Call:
+    method: str
+    params: dict[str, Any]
+
+
+@dataclass
+class Message:
+    channel: str
+    ts: str
+    text: str
+    blocks: list[dict[str, Any]]
+    thread_ts: str | None = None
+    history: list[str] = field(default_factory=list)  # earlier texts, oldest first
+
+
+@dataclass
+class _Failure:
+    error: str
+    status: int
+    retry_after: int | None
+    times: int
+
+
+class FakeSlack:
+    """Answers chat.postMessage, chat.update, chat.postEphemeral, views.open, auth.test,
+    usergroups.users.list and response_url posts; records every call."""
+
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+        self.messages: list[Message] = []
+        self.responses: dict[str, list[dict[str, Any]]] = {}
+        # Channel names and ids the bot may post to; others get channel_not_found.
+        self.channels: dict[str, str] = {"#deploys": "C0DEPLOYS", "#general": "C0GENERAL"}
+        self.channel_ids: set[str] = {"C0DEPLOYS", "C0GENERAL", "C0COMMAND", "C0OTHER"}
+        self.not_in: set[str] = set()
+        # Messages refused for breaking Slack's limits: (method, error).
+        self.refused: list[tuple[str, str]] = []
+        self.usergroups: dict[str, list[str]] = {}
+        self._failures: dict[str, list[_Failure]] = {}
+        self._ts = itertools.count(1)
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+        # Socket Mode: the connected app, and its acks of envelopes, by envelope id.
+        self.sockets: list[web.WebSocketResponse] = []
+        self.socket_acks: dict[str, dict[str, Any]] = {}
+        self._envelopes = itertools.count(1)
+
+    # -- control --------------------------------------------------------------------------
+
+    async def start(self) -> str:
+        app = web.Application()
+        # Most methods are POSTed; a few (usergroups.users.list) are GETs with a query string.
+        app.router.add_route("*", "/api/{method}", self._api)
+        app.router.add_post("/response/{key}", self._response_url)
+        app.router.add_get("/socket", self._socket)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+        return self.url
+
+    async def stop(self) -> None:
+        if self._runner:
+            await self._runner.cleanup()
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.url}/api/"
+
+    def fail(self, method: str, error: str, *, status: int = 200, retry_after: int | None = None,
+             times: int = 1) -> None:
+        """The next `times` calls of `method` fail as Slack would fail them."""
+        self._failures.setdefault(method, []).append(_Failure(error, status, retry_after, times))
+
+    def calls_of(self, method: str) -> list[Call]:
+        return [c for c in self.calls if c.method == method]
+
+    def parents(self, channel: str | None = None) -> list[Message]:
+        return [m for m in self.messages if m.thread_ts is None
+                and (channel is None or m.channel == channel)]
+
+    def replies(self, parent: Message) -> list[Message]:
+        return [m for m in self.messages if m.thread_ts == parent.ts]
+
+    def everything_sent(self) -> str:
+        """Every text Slack received from jobbot, for checks that no secret got out."""
+        parts = [json.dumps(c.params) for c in self.calls]
+        parts += [json.dumps(r) for rs in self.responses.values() for r in rs]
+        return "\n".join(parts)
+
+    async def wait_for(self, check: Callable[[], Any], timeout: float = 15.0) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            value = check()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise AssertionError(f"condition not met within {timeout}s; calls: "
+                                     f"{[c.method for c in self.calls]}")
+            await asyncio.sleep(0.02)
+
+    # -- the Web API ----------------------------------------------------------------------
+
+    async def _api(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        params = await _params(request)
+        self.calls.append(Call(method, params))
+        token = APP_TOKEN if method == "apps.connections.open" else BOT_TOKEN
+        if request.headers.get("Authorization") != f"Bearer {token}":
+            return _error("invalid_auth")
+        failures = self._failures.get(method) or []
+        if failures:
+            failure = failures[0]
+            failure.times -= 1
+            if failure.times <= 0:
+                failures.pop(0)
+            headers = {"Retry-After": str(failure.retry_after)} if failure.retry_after else {}
+            return web.json_response({"ok": False, "error": failure.error},
+                                     status=failure.status, headers=headers)
+        handler = {
+            "auth.test": self._auth_test, "chat.postMessage": self._post_message,
+            "chat.update": self._update, "chat.postEphemeral": self._post_ephemeral,
+            "views.open": self._views_open, "usergroups.users.list": self._usergroup_users,
+            "apps.connections.open": self._connections_open,
+        }.get(method)
+        if handler is None:
+            return _error("unknown_method")
+        return handler(params)
+
+    def _auth_test(self, params: dict[str, Any]) -> web.Response:
+        return web.json_response({"ok": True, "url": "https://fake.slack.test/", "team": "Fake",
+                                  "user": "jobbot", "team_id": "T0FAKE", "user_id": "U0BOT",
+                                  "bot_id": "B0BOT", "is_enterprise_install": False})
+
+    def _channel(self, given: str) -> str | None:
+        channel = self.channels.get(given, given)
+        return channel if channel in self.channel_ids else None
+
+    def _check_message(self, params: dict[str, Any]) -> str | None:
+        text = str(params.get("text") or "")
+        problem = "msg_too_long" if len(text) > MAX_MESSAGE_TEXT else _invalid_blocks(
+            params.get("blocks"))
+        if problem:
+            self.refused.append(("chat", problem))
+        return problem
+
+    def _post_message(self, params: dict[str, Any]) -> web.Response:
+        channel = self._channel(str(params.get("channel", "")))
+        if channel is None:
+            return _error("channel_not_found")
+        if channel in self.not_in:
+            return _error("not_in_channel")
+        problem = self._check_message(params)
+        if problem:
+            return _error(problem)
+        thread = params.get("thread_ts")
+        if thread and not any(m.ts == thread and m.channel == channel for m in self.messages):
+            return _error("thread_not_found")
+        ts = f"{1700000000 + next(self._ts)}.000100"
+        message = Message(channel, ts, str(params.get("text") or ""),
+                          _blocks(params.get("blocks")), thread)
+        self.messages.append(message)
+        return web.json_response({"ok": True, "channel": channel, "ts": ts,
+                                  "message": _wire(message)})
+
+    def _update(self, params: dict[str, Any]) -> web.Response:
+        channel = self._channel(str(params.get("channel", "")))
+        if channel is None:
+            return _error("channel_not_found")
+        found = next((m for m in self.messages
+                      if m.channel == channel and m.ts == params.get("ts")), None)
+        if found is None:
+            return _error("message_not_found")
+        problem = self._check_message(params)
+        if problem:
+            return _error(problem)
+        found.history.append(found.text)
+        found.text = str(params.get("text") or "")
+        found.blocks = _blocks(params.get("blocks"))
+        return web.json_response({"ok": True, "channel": channel, "ts": found.ts,
+                                  "text": found.text, "message": _wire(found)})
+
+    def _post_ephemeral(self, params: dict[str, Any]) -> web.Response:
+        if self._channel(str(params.get("channel", ""))) is None:
+            return _error("channel_not_found")
+        problem = self._check_message(params)
+        if problem:
+            return _error(problem)
+        return web.json_response({"ok": True, "message_ts": f"{time.time():.6f}"})
+
+    def _views_open(self, params: dict[str, Any]) -> web.Response:
+        if not params.get("trigger_id"):
+            return _error("invalid_arguments")
+        view = params.get("view")
+        view = json.loads(view) if isinstance(view, str) else view
+        return web.json_response({"ok": True, "view": {"id": "V0FAKE", **(view or {})}})
+
+    def _usergroup_users(self, params: dict[str, Any]) -> web.Response:
+        group = str(params.get("usergroup", ""))
+        if group not in self.usergroups:
+            return _error("no_such_subteam")
+        return web.json_response({"ok": True, "users": self.usergroups[group]})
+
+    def _connections_open(self, params: dict[str, Any]) -> web.Response:
+        ws_url = self.url.replace("http://", "ws://", 1) + "/socket"
+        return web.json_response({"ok": True, "url": ws_url})
+
+    # -- Socket Mode ----------------------------------------------------------------------
+
+    async def _socket(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_json({"type": "hello", "num_connections": 1,
+                            "connection_info": {"app_id": "A0JOBBOT"},
+                            "debug_info": {"host": "fake", "approximate_connection_time": 3600}})
+        self.sockets.append(ws)
+        async for message in ws:
+            if message.type == aiohttp.WSMsgType.TEXT:
+                data = json.loads(message.data)
+                self.socket_acks[str(data.get("envelope_id"))] = data
+        self.sockets.remove(ws)
+        return ws
+
+    async def send_envelope(self, kind: str, payload: dict[str, Any]) -> str:
+        """Deliver a request to the app over Socket Mode; returns the envelope id."""
+        envelope_id = f"env-{next(self._envelopes)}"
+        ws = await self.wait_for(lambda: self.sockets and self.sockets[-1])
+        await ws.send_json({"envelope_id": envelope_id, "type": kind, "payload": payload,
+                            "accepts_response_payload": kind != "events_api",
+                            "retry_attempt": 0, "retry_reason": ""})
+        return envelope_id
+
+    # -- response_url ---------------------------------------------------------------------
+
+    async def _response_url(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        problem = _invalid_blocks(body.get("blocks"))
+        if problem:
+            self.refused.append(("response_url", problem))
+            return web.Response(status=400, text=problem)
+        self.responses.setdefault(request.match_info["key"], []).append(body)
+        return web.Response(text="ok")
+
+
+# -- Slack's side of the Events API: signed requests into jobbot ------------------------
+
+
+class SlackSender:
+    """Sends slash commands and button clicks to jobbot, signed with the signing secret."""
+
+    def __init__(self, fake: FakeSlack, target_url: str, *, secret: str = SIGNING_SECRET,
+                 session: aiohttp.ClientSession | None = None):
+        self.fake = fake
+        self.target = target_url
+        self.verifier = SignatureVerifier(secret)
+        self._ids = itertools.count(1)
+        self.session = session or aiohttp.ClientSession()
+
+    async def close(self) -> None:
+        await self.session.close()
+
+    def command_body(self, text: str, *, user: str = "U0ALICE", channel: str = "C0COMMAND",
+                     trigger_id: str | None = None, command: str = "/job") -> tuple[str, str]:
+        """A form-encoded slash command as Slack sends it, and its trigger_id."""
+        trigger = trigger_id or f"{next(self._ids)}.{time.time_ns()}.fake"
+        fields = {
+            "token": "deprecated-verification-token", "team_id": "T0FAKE",
+            "team_domain": "fake", "channel_id": channel, "channel_name": "commands",
+            "user_id": user, "user_name": user.lower(), "command": command, "text": text,
+            "api_app_id": "A0JOBBOT", "is_enterprise_install": "false",
+            "response_url": f"{self.fake.url}/response/{trigger}", "trigger_id": trigger,
+        }
+        return urllib.parse.urlencode(fields), trigger
+
+    def action_body(self, action_id: str, value: str, *, user: str = "U0ALICE",
+                    channel: str = "C0COMMAND") -> tuple[str, str]:
+        """A block_actions payload (a button click) as Slack sends it, and its response key."""
+        trigger = f"{next(self._ids)}.{time.time_ns()}.fake"
+        payload = {
+            "type": "block_actions", "team": {"id": "T0FAKE", "domain": "fake"},
+            "user": {"id": user, "username": user.lower(), "team_id": "T0FAKE"},
+            "api_app_id": "A0JOBBOT", "token": "deprecated-verification-token",
+            "container": {"type": "message", "channel_id": channel, "message_ts": "1.1"},
+            "trigger_id": trigger, "channel": {"id": channel, "name": "commands"},
+            "response_url": f"{self.fake.url}/response/{trigger}",
+            "actions": [{"action_id": action_id, "block_id": "b1", "value": value,
+                         "type": "button", "action_ts": f"{time.time():.6f}",
+                         "text": {"type": "plain_text", "text": "x"}}],
+        }
+        return urllib.parse.urlencode({"payload": json.dumps(payload)}), trigger
+
+    def headers(self, body: str, *, timestamp: int | None = None,
+                retry_num: int | None = None) -> dict[str, str]:
+        ts = str(timestamp if timestamp is not None else int(time.time()))
+        headers = {
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-Slack-Request-Timestamp": ts,
+            "X-Slack-Signature": self.verifier.generate_signature(timestamp=ts, body=body),
+        }
+        if retry_num is not None:
+            headers["X-Slack-Retry-Num"] = str(retry_num)
+            headers["X-Slack-Retry-Reason"] = "http_timeout"
+        return headers
+
+    async def post(self, body: str, headers: dict[str, str]) -> tuple[int, str]:
+        async with self.session.post(self.target, data=body.encode(), headers=headers) as resp:
+            return resp.status, await resp.text()
+
+    async def command(self, text: str, **kwargs: Any) -> tuple[int, str, str]:
+        """Send `/job text`; (HTTP status, body of the ack, trigger_id)."""
+        body, trigger = self.command_body(text, **kwargs)
+        status, answer = await self.post(body, self.headers(body))
+        return status, answer, trigger
+
+    async def click(self, action_id: str, value: str, **kwargs: Any) -> tuple[int, str]:
+        body, trigger = self.action_body(action_id, value, **kwargs)
+        status, _ = await self.post(body, self.headers(body))
+        return status, trigger
+
+    async def answer(self, key: str, timeout: float = 15.0) -> dict[str, Any]:
+        """The first response_url post jobbot made for the request `key`."""
+        answers = await self.fake.wait_for(lambda: self.fake.responses.get(key), timeout)
+        return dict(answers[0])
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+async def _params(request: web.Request) -> dict[str, Any]:
+    if request.method == "GET":
+        return dict(request.query)
+    if request.content_type == "application/json":
+        return dict(await request.json())
+    form = await request.post()
+    return {k: v for k, v in form.items() if isinstance(v, str)}
+
+
+def _blocks(raw: Any) -> list[dict[str, Any]]:
+    if raw is None:
+        return []
+    return list(json.loads(raw) if isinstance(raw, str) else raw)
+
+
+def _invalid_blocks(raw: Any) -> str | None:
+    """invalid_blocks where Slack would reject the blocks."""
+    try:
+        blocks = _blocks(raw)
+    except (TypeError, ValueError):
+        return "invalid_blocks_format"
+    if len(blocks) > MAX_BLOCKS:
+        return "invalid_blocks"
+    for block in blocks:
+        texts = [block.get("text") or {}, *(block.get("fields") or [])]
+        if any(len(str(t.get("text", ""))) > MAX_SECTION_TEXT for t in texts):
+            return "invalid_blocks"
+        for element in block.get("elements") or []:
+            if len(str(element.get("value", ""))) > MAX_BUTTON_VALUE:
+                return "invalid_blocks"
+    return None
+
+
+def _wire(message: Message) -> dict[str, Any]:
+    return {"type": "message", "subtype": "bot_message", "text": message.text,
+            "ts": message.ts, "user": "U0BOT", "bot_id": "B0BOT", "blocks": message.blocks,
+            **({"thread_ts": message.thread_ts} if message.thread_ts else {})}
+
+
+def _error(error: str) -> web.Response:
+    # Slack answers most API errors with HTTP 200 and ok: false.
+    return web.json_response({"ok": False, "error": error})

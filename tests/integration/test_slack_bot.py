@@ -1,0 +1,538 @@
+"""The Slack bot end to end: signed requests into `jobbot serve`'s app, a fake Slack Web API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.parse
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from bot.app import BOT
+from bot.router import Router
+from core.models import RunState
+from core.policy import Actor
+from jobbot.server import OUTBOX, make_app
+from jobbot.settings import Settings
+from jobbot.wiring import Runtime, build_runtime
+from tests.fakes.slack import APP_TOKEN, BOT_TOKEN, SIGNING_SECRET, FakeSlack, Message, SlackSender
+from tests.support.apps import python_job, write_app
+
+SECRET_VALUE = "hunter2-very-secret-value"
+JOBS: list[dict[str, Any]] = [
+    python_job("hello", "print('hello from the job')"),
+    python_job("broken", """
+        import os, sys
+        print('connecting with', os.environ['DB_PASSWORD'])
+        print('bad things happened')
+        sys.exit(3)
+    """, env={"DB_PASSWORD": SECRET_VALUE}),
+    python_job("flaky", """
+        import pathlib, sys
+        marker = pathlib.Path('flaky-marker')
+        if not marker.exists():
+            marker.write_text('x'); sys.exit(1)
+        print('second time lucky')
+    """, backoff_limit=2),
+    python_job("slow", "import time; print('started', flush=True); time.sleep(60)",
+               stop_grace_period=1),
+    python_job("guarded", "print('guarded')",
+               allow={"slack_users": ["U0BOSS"], "slack_usergroups": ["S0OPS"]}),
+    python_job("channel-bound", "print('ok')", allow={"slack_channels": ["C0DEPLOYS"]}),
+    python_job("risky", "print('risky')", confirm=True),
+    python_job("announced", "print('announced')", notify={"slack_channel": "#deploys"}),
+    python_job("quiet", "print('fine')", notify={"on": ["failure"]}),
+    python_job("quiet-broken", "import sys; sys.exit(2)", notify={"on": ["failure"]}),
+    python_job("nowhere", "print('x')", notify={"slack_channel": "#missing"}),
+    python_job("sched", "print('x')", schedule="0 3 * * *"),
+]
+
+
+@dataclass
+class Bot:
+    fake: FakeSlack
+    slack: SlackSender
+    runtime: Runtime
+    url: str
+    app: web.Application
+
+    def runtime_router(self) -> Router:
+        return self.app[BOT].router
+
+    def runtime_actor(self) -> Actor:
+        return Actor.cli("tester")
+
+    async def command(self, text: str, **kwargs: Any) -> tuple[int, str, str]:
+        return await self.slack.command(text, **kwargs)
+
+    async def ask(self, text: str, **kwargs: Any) -> str:
+        """Send a command and return the text of its answer (through response_url)."""
+        status, ack, trigger = await self.slack.command(text, **kwargs)
+        assert status == 200, ack
+        return str((await self.slack.answer(trigger))["text"])
+
+    async def wait_final(self, run_id: str) -> str:
+        run = await asyncio.wait_for(self.runtime.service.wait(run_id, poll=0.05), 30)
+        return run.state
+
+    def run_id_from(self, text: str) -> str:
+        return text.split("(id `", 1)[1].split("`", 1)[0]
+
+
+async def start_bot(tmp_path: Path, fake: FakeSlack, **slack: str
+                    ) -> tuple[Bot, Callable[[], Any]]:
+    workdir = tmp_path / "work"
+    config = write_app(workdir, JOBS)
+    slack = slack or {"SLACK_SIGNING_SECRET": SIGNING_SECRET}
+    settings = Settings(JOBBOT_DATA_DIR=workdir / ".jobbot", JOBBOT_RETRY_DELAY=0.01,
+                        JOBBOT_PUBLIC_URL="http://jobbot.test", JOBBOT_SECRET_KEY="k" * 32,
+                        SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_API_URL=fake.api_url,
+                        **slack)  # type: ignore[arg-type]
+    runtime = build_runtime(settings, config)
+    app = make_app(runtime)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    url = f"http://127.0.0.1:{port}/slack/events"
+    outbox = asyncio.create_task(app[OUTBOX].run())
+    slack = SlackSender(fake, url)
+
+    async def stop() -> None:
+        outbox.cancel()
+        await asyncio.gather(outbox, return_exceptions=True)
+        await runtime.service.shutdown("test over")
+        await slack.close()
+        await runner.cleanup()
+        runtime.close()
+
+    return Bot(fake, slack, runtime, url, app), stop
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeSlack]:
+    slack = FakeSlack()
+    await slack.start()
+    yield slack
+    await slack.stop()
+
+
+@pytest.fixture
+async def bot(tmp_path: Path, fake: FakeSlack, monkeypatch: pytest.MonkeyPatch
+              ) -> AsyncIterator[Bot]:
+    monkeypatch.chdir(tmp_path)
+    started, stop = await start_bot(tmp_path, fake)
+    yield started
+    await stop()
+
+
+def parent_of(fake: FakeSlack, run_label: str) -> Message | None:
+    return next((m for m in fake.parents() if run_label in m.text), None)
+
+
+# -- signatures and retries -----------------------------------------------------------------
+
+
+async def test_a_bad_signature_gets_401_and_changes_nothing(bot: Bot) -> None:
+    body, _ = bot.slack.command_body("run hello")
+    headers = bot.slack.headers(body)
+    headers["X-Slack-Signature"] = "v0=" + "0" * 64
+    status, _ = await bot.slack.post(body, headers)
+    assert status == 401
+    assert await bot.runtime.service.runs() == []
+
+
+async def test_a_stale_signature_gets_401(bot: Bot) -> None:
+    body, _ = bot.slack.command_body("run hello")
+    status, _ = await bot.slack.post(body, bot.slack.headers(body,
+                                                              timestamp=int(time.time()) - 360))
+    assert status == 401
+    assert await bot.runtime.service.runs() == []
+
+
+async def test_a_slack_retry_never_starts_a_second_run(bot: Bot) -> None:
+    body, trigger = bot.slack.command_body("run hello")
+    first = await bot.slack.post(body, bot.slack.headers(body))
+    again = await bot.slack.post(body, bot.slack.headers(body, retry_num=1))
+    assert first[0] == again[0] == 200
+    await bot.fake.wait_for(lambda: len(bot.fake.responses.get(trigger, [])) == 2)
+    texts = [r["text"] for r in bot.fake.responses[trigger]]
+    assert sum("started" in t and "already" not in t for t in texts) == 1
+    assert any("already started" in t for t in texts)
+    assert len(await bot.runtime.service.runs("hello")) == 1
+
+
+# -- commands -------------------------------------------------------------------------------
+
+
+async def test_run_starts_a_run_with_overrides_and_ref(bot: Bot) -> None:
+    text = await bot.ask('run hello GREETING="hi there" --ref main')
+    assert "started" in text
+    run_id = bot.run_id_from(text)
+    assert await bot.wait_final(run_id) == RunState.SUCCEEDED
+    run = await bot.runtime.service.get_run(run_id)
+    assert run.overrides == {"GREETING": "hi there"}
+    assert run.ref == "main"
+    assert run.actor == "slack:U0ALICE"
+    assert run.origin["slack_channel"] == "C0COMMAND"
+
+
+async def test_typos_are_answered_in_the_ack_with_the_closest_name(bot: Bot) -> None:
+    status, ack, _ = await bot.command("rn hello")
+    assert status == 200
+    assert "did you mean run?" in ack
+    status, ack, _ = await bot.command('run hello "unclosed')
+    assert "close your quotes" in ack
+    text = await bot.ask("run helo")
+    assert "no job 'helo'" in text
+    assert "did you mean hello?" in text
+    assert await bot.runtime.service.runs() == []
+
+
+async def test_list_status_history_help(bot: Bot) -> None:
+    listing = await bot.ask("list")
+    assert "demo/hello" in listing
+    assert "demo/sched" in listing
+    run_id = bot.run_id_from(await bot.ask("run hello"))
+    await bot.wait_final(run_id)
+    assert "hello #1" in await bot.ask("status hello#1")
+    assert "attempt 1: succeeded" in await bot.ask(f"status {run_id}")
+    assert "last #1 succeeded" in await bot.ask("status hello")
+    assert "Active runs: no runs yet" in await bot.ask("status")
+    assert "#1" in await bot.ask("history hello")
+    help_text = await bot.ask("help")
+    for name in ("run", "list", "status", "logs", "cancel", "history", "pause", "resume"):
+        assert f"/job {name}" in help_text
+    assert "--tail N" in await bot.ask("help logs")
+    assert "did you mean logs?" in (await bot.command("help logz"))[1]
+
+
+async def test_logs_shows_the_tail_masked(bot: Bot) -> None:
+    run_id = bot.run_id_from(await bot.ask("run broken"))
+    await bot.wait_final(run_id)
+    text = await bot.ask("logs broken#1 --tail 1")
+    assert "bad things happened" in text
+    assert "connecting with" not in text
+    assert "Last 1 lines" in text
+    assert "--tail takes a number" in (await bot.command("logs broken#1 --tail x"))[1]
+
+
+async def test_cancel_pause_and_resume(bot: Bot) -> None:
+    run_id = bot.run_id_from(await bot.ask("run slow"))
+    assert "cancel requested for demo/slow #1" in await bot.ask("cancel slow#1")
+    assert await bot.wait_final(run_id) == RunState.CANCELLED
+    assert "nothing to cancel" in await bot.ask("cancel slow#1")
+    assert "demo/sched paused" in await bot.ask("pause sched")
+    assert "already paused" in await bot.ask("pause sched")
+    assert "paused by u0alice" in await bot.ask("list")
+    assert "demo/sched resumed" in await bot.ask("resume sched")
+
+
+async def test_every_command_is_audited_with_where_and_result(bot: Bot) -> None:
+    await bot.ask("list")
+    await bot.ask("run guarded")
+    await bot.ask("run nope")
+    entries = await asyncio.to_thread(bot.runtime.store.audit_log)
+    commands = [(e.target, e.result, e.detail) for e in entries if e.action == "command"]
+    assert ("/job list", "ok", "in C0COMMAND") in commands
+    assert ("/job run guarded", "denied", "in C0COMMAND") in commands
+    assert ("/job run nope", "rejected", "in C0COMMAND") in commands
+    assert all(e.actor == "slack:U0ALICE" for e in entries)
+
+
+# -- permissions ----------------------------------------------------------------------------
+
+
+async def test_allowed_users_and_usergroups(bot: Bot) -> None:
+    bot.fake.usergroups["S0OPS"] = ["U0CAROL"]
+    denied = await bot.ask("run guarded", user="U0ALICE")
+    assert "you may not run guarded" in denied
+    assert "<@U0BOSS>" in denied
+    assert "<!subteam^S0OPS>" in denied
+    assert "started" in await bot.ask("run guarded", user="U0BOSS")
+    assert "started" in await bot.ask("run guarded", user="U0CAROL")
+    assert len(bot.fake.calls_of("usergroups.users.list")) == 1  # cached
+    assert len(await bot.runtime.service.runs("guarded")) == 2
+
+
+async def test_allowed_channels(bot: Bot) -> None:
+    denied = await bot.ask("run channel-bound", channel="C0OTHER")
+    assert "you may not run channel-bound" in denied
+    assert "<#C0DEPLOYS>" in denied
+    assert "started" in await bot.ask("run channel-bound", channel="C0DEPLOYS")
+
+
+async def test_cancel_pause_resume_are_checked(bot: Bot) -> None:
+    run_id = bot.run_id_from(await bot.ask("run guarded", user="U0BOSS"))
+    await bot.wait_final(run_id)
+    assert "you may not pause guarded" in await bot.ask("pause guarded")
+    assert "you may not resume guarded" in await bot.ask("resume guarded")
+    assert "you may not cancel guarded" in await bot.ask(f"cancel {run_id}")
+    assert not (await bot.runtime.service.job_summary("guarded")).paused
+
+
+async def test_buttons_check_the_person_clicking(bot: Bot) -> None:
+    run_id = bot.run_id_from(await bot.ask("run slow"))
+    guarded = bot.run_id_from(await bot.ask("run guarded", user="U0BOSS"))
+    await bot.wait_final(guarded)
+    _, key = await bot.slack.click("jobbot_rerun", guarded, user="U0ALICE")
+    assert "you may not run guarded" in (await bot.slack.answer(key))["text"]
+    _, key = await bot.slack.click("jobbot_rerun", guarded, user="U0BOSS")
+    assert "started" in (await bot.slack.answer(key))["text"]
+    _, key = await bot.slack.click("jobbot_cancel", run_id, user="U0BOB")
+    assert "cancel requested" in (await bot.slack.answer(key))["text"]
+    assert await bot.wait_final(run_id) == RunState.CANCELLED
+    run = await bot.runtime.service.get_run(run_id)
+    assert run.cancel_requested_by == "u0bob"
+
+
+# -- confirm --------------------------------------------------------------------------------
+
+
+async def test_confirm_jobs_ask_first_and_only_the_requester_confirms(bot: Bot) -> None:
+    status, _, trigger = await bot.command("run risky")
+    assert status == 200
+    question = await bot.slack.answer(trigger)
+    assert "asks for confirmation" in question["text"]
+    assert await bot.runtime.service.runs("risky") == []
+    buttons = question["blocks"][-1]["elements"]
+    pending = buttons[0]["value"]
+    _, key = await bot.slack.click("jobbot_confirm", pending, user="U0MALLORY")
+    assert "only <@U0ALICE>, who asked, can confirm" in (await bot.slack.answer(key))["text"]
+    _, key = await bot.slack.click("jobbot_confirm", pending, user="U0ALICE")
+    answer = await bot.slack.answer(key)
+    assert "started" in answer["text"]
+    assert answer["replace_original"] is True
+    _, key = await bot.slack.click("jobbot_confirm", pending, user="U0ALICE")
+    assert "expired or was answered" in (await bot.slack.answer(key))["text"]
+    assert len(await bot.runtime.service.runs("risky")) == 1
+
+
+async def test_a_declined_or_expired_confirmation_runs_nothing(bot: Bot) -> None:
+    _, _, trigger = await bot.command("run risky")
+    pending = (await bot.slack.answer(trigger))["blocks"][-1]["elements"][0]["value"]
+    _, key = await bot.slack.click("jobbot_decline", pending, user="U0ALICE")
+    assert "not run" in (await bot.slack.answer(key))["text"]
+    now = [0.0]
+    confirmations = bot.runtime_router().confirmations
+    confirmations._clock = lambda: now[0]
+    _, _, trigger = await bot.command("run risky")
+    pending = (await bot.slack.answer(trigger))["blocks"][-1]["elements"][0]["value"]
+    now[0] += confirmations.ttl + 1
+    _, key = await bot.slack.click("jobbot_confirm", pending, user="U0ALICE")
+    assert "expired" in (await bot.slack.answer(key))["text"]
+    assert await bot.runtime.service.runs("risky") == []
+
+
+# -- notifications --------------------------------------------------------------------------
+
+
+async def test_a_run_gets_a_thread_edited_in_place(bot: Bot) -> None:
+    run_id = bot.run_id_from(await bot.ask("run hello --ref main"))
+    await bot.wait_final(run_id)
+    fake = bot.fake
+    parent = await fake.wait_for(lambda: parent_of(fake, "demo/hello #1"))
+    await fake.wait_for(lambda: "succeeded" in parent.text and fake.replies(parent))
+    assert parent.channel == "C0COMMAND"
+    assert "<@U0ALICE>" in parent.text
+    assert parent.history  # edited in place (chat.update), not posted again
+    assert len(fake.parents()) == 1
+    assert "`main`" in json.dumps(parent.blocks)
+    buttons = parent.blocks[-1]["elements"]
+    assert buttons[0]["url"].startswith(f"http://jobbot.test/runs/{run_id}?t=")
+    assert [b["action_id"] for b in buttons] == ["jobbot_view_logs", "jobbot_rerun"]
+    [end] = fake.replies(parent)
+    assert "succeeded after" in end.text
+
+
+async def test_a_running_run_has_a_cancel_button(bot: Bot) -> None:
+    run_id = bot.run_id_from(await bot.ask("run slow"))
+    parent = await bot.fake.wait_for(
+        lambda: (p := parent_of(bot.fake, "demo/slow #1")) and "running" in p.text and p)
+    assert [b["action_id"] for b in parent.blocks[-1]["elements"]] == [
+        "jobbot_view_logs", "jobbot_cancel"]
+    await bot.runtime.service.cancel(run_id, bot.runtime_actor())
+    await bot.wait_final(run_id)
+
+
+async def test_failure_reply_has_the_masked_log_tail(bot: Bot) -> None:
+    run_id = bot.run_id_from(await bot.ask("run broken API_TOKEN=tok-abcdef-123"))
+    await bot.wait_final(run_id)
+    parent = await bot.fake.wait_for(lambda: parent_of(bot.fake, "demo/broken #1"))
+    [end] = await bot.fake.wait_for(lambda: bot.fake.replies(parent))
+    assert "failed after" in end.text
+    assert "exit code 3" in end.text
+    assert "bad things happened" in json.dumps(end.blocks)
+    sent = bot.fake.everything_sent()
+    assert SECRET_VALUE not in sent
+    assert "tok-abcdef-123" not in sent
+
+
+async def test_retries_get_a_reply(bot: Bot) -> None:
+    run_id = bot.run_id_from(await bot.ask("run flaky"))
+    assert await bot.wait_final(run_id) == RunState.SUCCEEDED
+    parent = await bot.fake.wait_for(lambda: parent_of(bot.fake, "demo/flaky #1"))
+    replies = await bot.fake.wait_for(lambda: len(bot.fake.replies(parent)) == 2
+                                      and bot.fake.replies(parent))
+    assert "attempt 2 started: attempt 1 ended failed (exit code 1)" in replies[0].text
+    assert "succeeded" in replies[1].text
+
+
+async def test_notify_channel_and_on_failure_only(bot: Bot) -> None:
+    for job in ("announced", "quiet", "quiet-broken"):
+        await bot.wait_final(bot.run_id_from(await bot.ask(f"run {job}")))
+    fake = bot.fake
+    announced = await fake.wait_for(lambda: parent_of(fake, "demo/announced #1"))
+    assert announced.channel == "C0DEPLOYS"
+    broken = await fake.wait_for(lambda: parent_of(fake, "demo/quiet-broken #1"))
+    await fake.wait_for(lambda: fake.replies(broken))
+    await fake.wait_for(lambda: fake.replies(announced))
+    assert parent_of(fake, "demo/quiet #1") is None
+
+
+async def test_scheduled_runs_notify_in_the_job_channel(bot: Bot) -> None:
+    result = await bot.runtime.service.trigger("announced", Actor.scheduler())
+    await bot.wait_final(result.run.id)
+    parent = await bot.fake.wait_for(lambda: parent_of(bot.fake, "demo/announced #1"))
+    assert "the schedule" in json.dumps(parent.blocks)
+
+
+async def test_slack_errors_are_logged_and_do_not_stop_other_notifications(
+        bot: Bot, caplog: pytest.LogCaptureFixture) -> None:
+    bad = bot.run_id_from(await bot.ask("run nowhere"))
+    await bot.wait_final(bad)
+    good = bot.run_id_from(await bot.ask("run hello"))
+    await bot.wait_final(good)
+    parent = await bot.fake.wait_for(lambda: parent_of(bot.fake, "demo/hello #1"))
+    await bot.fake.wait_for(lambda: bot.fake.replies(parent))
+    assert any("channel_not_found" in r.getMessage() and getattr(r, "run_id", None) == bad
+               for r in caplog.records)
+
+
+async def test_rate_limits_delay_notifications_without_dropping_them(bot: Bot) -> None:
+    bot.fake.fail("chat.postMessage", "ratelimited", status=429, retry_after=1)
+    run_id = bot.run_id_from(await bot.ask("run hello"))
+    await bot.wait_final(run_id)
+    parent = await bot.fake.wait_for(lambda: parent_of(bot.fake, "demo/hello #1"))
+    await bot.fake.wait_for(lambda: bot.fake.replies(parent))
+    assert len(bot.fake.parents()) == 1
+    statuses = [c.method for c in bot.fake.calls_of("chat.postMessage")]
+    assert len(statuses) >= 3  # the refused one, the parent, the end reply
+
+
+async def test_a_restart_mid_run_neither_loses_nor_repeats(tmp_path: Path, fake: FakeSlack,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    first, stop = await start_bot(tmp_path, fake)
+    run_id = first.run_id_from(await first.ask("run slow"))
+    parent = await fake.wait_for(
+        lambda: (p := parent_of(fake, "demo/slow #1")) and "running" in p.text and p)
+    await stop()  # the run ends with the process (local executor): `cancelled` on shutdown
+    second, stop_again = await start_bot(tmp_path, fake)
+    try:
+        run = await second.runtime.service.get_run(run_id)
+        assert run.run_state.is_final
+        await fake.wait_for(lambda: fake.replies(parent))
+        store = second.runtime.store
+        await fake.wait_for(lambda: store.cursor("slack") == store.last_event_id())
+        assert len(fake.parents()) == 1
+        assert len(fake.replies(parent)) == 1
+        assert run.state in parent.text
+    finally:
+        await stop_again()
+
+
+async def test_block_kit_messages_stay_within_limits(bot: Bot) -> None:
+    long_value = "x" * 4000
+    run_id = bot.run_id_from(await bot.ask(f"run broken NOTE={long_value}"))
+    await bot.wait_final(run_id)
+    parent = await bot.fake.wait_for(lambda: parent_of(bot.fake, "demo/broken #1"))
+    await bot.fake.wait_for(lambda: bot.fake.replies(parent))
+    for _ in range(60):
+        await bot.runtime.service.trigger("hello", bot.runtime_actor())
+    assert "#60" in await bot.ask("history hello")
+    assert "Active runs" in await bot.ask("status")  # up to 50 active runs: capped blocks
+    assert "demo/hello" in await bot.ask("list")
+    # The fake refuses what Slack refuses (invalid_blocks, msg_too_long): nothing was.
+    assert bot.fake.refused == []
+
+
+async def test_a_retried_button_click_starts_one_rerun(bot: Bot) -> None:
+    first = bot.run_id_from(await bot.ask("run hello"))
+    await bot.wait_final(first)
+    body, key = bot.slack.action_body("jobbot_rerun", first)
+    await bot.slack.post(body, bot.slack.headers(body))
+    await bot.slack.post(body, bot.slack.headers(body, retry_num=1))
+    await bot.fake.wait_for(lambda: len(bot.fake.responses.get(key, [])) == 2)
+    runs = await bot.runtime.service.runs("hello")
+    assert len(runs) == 2
+    assert runs[0].rerun_of == first
+
+
+async def test_rerun_of_a_confirm_job_asks_again(bot: Bot) -> None:
+    _, _, trigger = await bot.command("run risky")
+    pending = (await bot.slack.answer(trigger))["blocks"][-1]["elements"][0]["value"]
+    _, key = await bot.slack.click("jobbot_confirm", pending)
+    run_id = bot.run_id_from((await bot.slack.answer(key))["text"])
+    await bot.wait_final(run_id)
+    _, key = await bot.slack.click("jobbot_rerun", run_id)
+    assert "asks for confirmation" in (await bot.slack.answer(key))["text"]
+    assert len(await bot.runtime.service.runs("risky")) == 1
+
+
+async def test_without_slack_credentials_there_is_no_bot(tmp_path: Path) -> None:
+    config = write_app(tmp_path / "work", JOBS)
+    runtime = build_runtime(Settings(JOBBOT_DATA_DIR=tmp_path / ".jobbot",
+                                     JOBBOT_SECRET_KEY="k" * 32), config)
+    app = make_app(runtime)
+    assert BOT not in app
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.post(f"http://127.0.0.1:{port}/slack/events", data="x") as resp:
+                assert resp.status == 404
+            async with session.get(f"http://127.0.0.1:{port}/healthz") as resp:
+                assert resp.status == 200
+    finally:
+        await runner.cleanup()
+        runtime.close()
+
+
+async def test_socket_mode_answers_commands_over_the_websocket(
+        tmp_path: Path, fake: FakeSlack, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    bot, stop = await start_bot(tmp_path, fake, SLACK_APP_TOKEN=APP_TOKEN)
+    try:
+        body, trigger = bot.slack.command_body("run hello")
+        payload = dict(urllib.parse.parse_qsl(body))
+        envelope = await fake.send_envelope("slash_commands", payload)
+        await fake.wait_for(lambda: envelope in fake.socket_acks)
+        answer = await bot.slack.answer(trigger)
+        assert "started" in answer["text"]
+        await bot.wait_final(bot.run_id_from(answer["text"]))
+        async with aiohttp.ClientSession() as session, session.post(bot.url, data=body) as resp:
+            assert resp.status == 404  # no HTTP endpoint in Socket Mode
+    finally:
+        await stop()
+
+
+async def test_a_slack_outage_delays_notifications_without_dropping_them(bot: Bot) -> None:
+    bot.fake.fail("chat.postMessage", "service_unavailable", status=503, times=2)
+    run_id = bot.run_id_from(await bot.ask("run hello"))
+    await bot.wait_final(run_id)
+    parent = await bot.fake.wait_for(lambda: parent_of(bot.fake, "demo/hello #1"))
+    await bot.fake.wait_for(lambda: bot.fake.replies(parent))
+    assert len(bot.fake.parents()) == 1
+    assert len(bot.fake.replies(parent)) == 1
