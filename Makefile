@@ -54,6 +54,7 @@ test: check unit browser-test
 
 bench: venv postgres
 	$(PY) -m bench.trigger
+	$(PY) -m bench.k8s_launch
 	$(PY) -m bench.slack_ack
 	$(PY) -m bench.logs
 

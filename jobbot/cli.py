@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import getpass
 import signal
 import sys
@@ -83,6 +84,15 @@ def _parser() -> argparse.ArgumentParser:
     pause.add_argument("job")
     resume = add("resume", cmd_resume, "schedule a paused job again")
     resume.add_argument("job")
+    render_cmd = add("render", cmd_render,
+                     "print the Kubernetes Job jobbot creates for a run of JOB (YAML)")
+    render_cmd.add_argument("job", nargs="?")
+    render_cmd.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    render_cmd.add_argument("--build", metavar="NAME", help="print the build's Job instead")
+    render_cmd.add_argument("--sha", help="git sha (default a placeholder of 40 zeros)")
+    render_cmd.add_argument("--ref", help="git ref to record in the annotations")
+    render_cmd.add_argument("--repository", default=PLACEHOLDER_REPOSITORY,
+                            help="git URL a build fetches (default a placeholder)")
     chat = add("chat", cmd_chat, "answer a Slack `/job ...` command here, as the CLI user")
     chat.add_argument("text", help='the command, e.g. "/job run hello GREETING=hi"')
     chat.add_argument("--yes", "-y", action="store_true", help="do not ask for confirm: jobs")
@@ -150,7 +160,11 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
         if stop.is_set() and not waiter.done():
             print("\ninterrupted: cancelling the run", file=sys.stderr)
-            await service.shutdown(f"cancelled: {_actor().name} interrupted `jobbot run`")
+            if service.executor.name == "kubernetes":
+                # Stopping this process leaves the Job running; delete it on purpose.
+                await service.cancel(run.id, _actor())
+            else:
+                await service.shutdown(f"cancelled: {_actor().name} interrupted `jobbot run`")
         final = await waiter
         stopper.cancel()
         if follower:
@@ -281,6 +295,39 @@ def _pause_or_resume(args: argparse.Namespace, settings: Settings, *, pause: boo
         return EXIT_OK
 
     return _with_runtime(settings, body)
+
+
+PLACEHOLDER_REPOSITORY = "https://example.invalid/REPOSITORY.git"
+
+
+def cmd_render(args: argparse.Namespace, settings: Settings) -> int:
+    """What the executor would create, with placeholders for the run's own values."""
+    import yaml
+
+    from core.executors.k8s import manifests
+
+    app = load_config(settings)
+    sha = args.sha or manifests.PLACEHOLDER_SHA
+    if args.build:
+        if args.job:
+            raise BadInput("give either JOB or --build NAME, not both")
+        manifest = manifests.build_manifest(app, app.build(args.build), sha=sha,
+                                            repository=args.repository, ref=args.ref,
+                                            actor=_actor().id)
+    else:
+        if not args.job:
+            raise BadInput("name a job to render (or --build NAME)")
+        target = Catalog([app]).resolve(args.job)
+        overrides = parse_overrides(args.overrides)
+        run = manifests.RunInfo(id=manifests.PLACEHOLDER_RUN_ID,
+                                number=manifests.PLACEHOLDER_NUMBER, source="cli",
+                                actor=_actor().id, sha=args.sha, ref=args.ref)
+        if target.job.image_from_build and run.sha is None:
+            run = dataclasses.replace(run, sha=sha)
+        manifest = manifests.job_manifest(app, target.job, run,
+                                          env={**target.job.env, **overrides})
+    sys.stdout.write(yaml.safe_dump(manifest, sort_keys=False))
+    return EXIT_OK
 
 
 def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:

@@ -41,6 +41,13 @@ class Settings(BaseSettings):
     JOBBOT_RETRY_DELAY: float = Field(
         1.0, description="Local executor: seconds before the first retry (doubles each time)."
     )
+    JOBBOT_KUBECONFIG: Path | None = Field(
+        None, description="Kubernetes executor: kubeconfig file; default in-cluster, then "
+        "$KUBECONFIG or ~/.kube/config."
+    )
+    JOBBOT_KUBE_CONTEXT: str | None = Field(
+        None, description="Kubernetes executor: kubeconfig context; default its current one."
+    )
     SLACK_BOT_TOKEN: SecretStr | None = Field(
         None, description="The Slack bot token (xoxb-...); without it jobbot runs without the bot."
     )

@@ -52,9 +52,10 @@ def build_runtime(settings: Settings, config: Path | None = None, *,
     data_dir = settings.JOBBOT_DATA_DIR.resolve()
     logs = LogStore(data_dir / "logs")
     owner = ProcessId.current()
+    catalog = Catalog([app])
     if executor is None:
-        executor = make_executor(settings, logs, owner, data_dir)
-    service = JobService(Catalog([app]), store, executor, logs, owner=owner, changes=Changes())
+        executor = make_executor(settings, logs, owner, data_dir, catalog)
+    service = JobService(catalog, store, executor, logs, owner=owner, changes=Changes())
     links = Links(settings.public_url, signing_key(settings, data_dir))
     return Runtime(settings, app, store, service, links)
 
@@ -75,8 +76,19 @@ def signing_key(settings: Settings, data_dir: Path) -> bytes:
 
 
 def make_executor(settings: Settings, logs: LogStore, owner: ProcessId,
-                  data_dir: Path) -> Executor:
+                  data_dir: Path, catalog: Catalog) -> Executor:
     if settings.JOBBOT_EXECUTOR == "local":
         return LocalExecutor(logs, LocalSecrets(data_dir / "secrets"), owner=owner,
                              retry_delay=settings.JOBBOT_RETRY_DELAY)
-    raise BadInput("JOBBOT_EXECUTOR=kubernetes is not available in this version yet; use local")
+    # Imported here so the local executor never loads the Kubernetes client.
+    from core.executors.k8s.api import KubeApi, make_api_client
+    from core.executors.kubernetes import KubernetesExecutor
+
+    try:
+        api_client = make_api_client(settings.JOBBOT_KUBECONFIG, settings.JOBBOT_KUBE_CONTEXT)
+    except Exception as exc:
+        raise BadInput(f"JOBBOT_EXECUTOR=kubernetes: cannot load Kubernetes credentials "
+                       f"({type(exc).__name__}: {exc}); set JOBBOT_KUBECONFIG or run in "
+                       "a pod with a ServiceAccount") from exc
+    return KubernetesExecutor(KubeApi(api_client), logs,
+                              lambda app: catalog.app(app).namespace)

@@ -1,0 +1,97 @@
+"""Builds as Kubernetes Jobs: rootless BuildKit pushes `<image>:<sha>`; state from the watch.
+
+A build's Job name is derived from build and sha, so a repeated push of the same sha adopts
+the Job that is already building instead of starting a second one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from core.builds import BuildOutcome, BuildRequest
+from core.executors.k8s.api import KubeApi, Obj
+from core.executors.k8s.manifests import (
+    CONTROLLER_UID,
+    LABEL_BUILD,
+    SELECTOR,
+    build_manifest,
+)
+from core.executors.k8s.status import job_outcome
+from core.executors.k8s.watch import JobWatch, WatchEvent
+from core.logs import LogStore
+from core.masking import Masker
+from core.models import RunState
+
+logger = logging.getLogger(__name__)
+BUILD_CONTAINER = "buildkit"
+
+
+class KubernetesBuilder:
+    """Creates (or adopts) the build Job, waits for its outcome, keeps its pods' logs."""
+
+    def __init__(self, api: KubeApi, logs: LogStore, *, watch_timeout: int = 300) -> None:
+        self.api = api
+        self._logs = logs
+        self._watch_timeout = watch_timeout
+
+    async def build(self, request: BuildRequest) -> BuildOutcome:
+        manifest = build_manifest(request.app, request.build, sha=request.sha,
+                                  repository=request.repository, ref=request.ref,
+                                  actor=request.actor)
+        namespace, name = request.app.namespace, manifest["metadata"]["name"]
+        log_key = f"build-{name}"
+        queue: asyncio.Queue[WatchEvent] = asyncio.Queue()
+        watch = JobWatch(self.api, namespace, f"{SELECTOR},{LABEL_BUILD}={request.build.name}",
+                         queue, asyncio.get_running_loop(), timeout_seconds=self._watch_timeout)
+        watch.start()
+        try:
+            created = await self.api.create_job(namespace, manifest)
+            if created.adopted:
+                logger.info("build Job %s/%s already existed: following it", namespace, name)
+            job = created.job
+            while (outcome := job_outcome(job)) is None:
+                event = await queue.get()
+                mine = [j for j in ([event.job] if event.job else event.jobs)
+                        if j["metadata"]["name"] == name]
+                if event.kind == "DELETED" and mine:
+                    await self._keep_logs(namespace, job, log_key)
+                    return BuildOutcome(RunState.FAILED, request.image,
+                                        f"build Job {namespace}/{name} was deleted", log_key)
+                if event.kind == "SYNC" and not mine:
+                    # A list may predate our create; ask for the Job itself before giving up.
+                    current = await self.api.get_job(namespace, name)
+                    if current is None:
+                        return BuildOutcome(RunState.FAILED, request.image,
+                                            f"build Job {namespace}/{name} vanished", log_key)
+                    mine = [current]
+                if mine:
+                    job = mine[0]
+            await self._keep_logs(namespace, job, log_key)
+            return BuildOutcome(outcome.state, request.image, outcome.reason, log_key)
+        finally:
+            watch.stop()
+
+    async def _keep_logs(self, namespace: str, job: Obj, log_key: str) -> None:
+        """Copy each build pod's log into the LogStore, so it outlives the Job's TTL."""
+        uid = job["metadata"].get("uid")
+        if not uid:
+            return
+        pods = await self.api.list_pods(namespace, f"{CONTROLLER_UID}={uid}")
+        pods.sort(key=lambda p: p["metadata"].get("creationTimestamp") or "")
+        for index, pod in enumerate(pods, 1):
+            writer = self._logs.writer(log_key, index, Masker())
+            try:
+                response = await self.api.open_log(namespace, pod["metadata"]["name"],
+                                                   BUILD_CONTAINER, follow=False)
+                data = await asyncio.to_thread(_read_all, response)
+                writer.write(data)
+            finally:
+                writer.close()
+
+
+def _read_all(response: object) -> bytes:
+    try:
+        return bytes(getattr(response, "data", b""))
+    finally:
+        getattr(response, "release_conn")()  # noqa: B009

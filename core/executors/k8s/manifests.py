@@ -1,0 +1,257 @@
+"""Pure functions from a run (or a build) to the batch/v1 Job jobbot creates for it.
+
+`jobbot render` prints what these return, so what people review is what the executor sends.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from core.errors import BadInput
+from core.spec import AppSpec, BuildSpec, JobSpec
+
+MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_APP = "jobbot.dev/app"
+LABEL_JOB = "jobbot.dev/job"
+LABEL_RUN_ID = "jobbot.dev/run-id"
+LABEL_SOURCE = "jobbot.dev/source"
+LABEL_BUILD = "jobbot.dev/build"
+ANNOTATION_ACTOR = "jobbot.dev/actor"
+ANNOTATION_SHA = "jobbot.dev/git-sha"
+ANNOTATION_REF = "jobbot.dev/git-ref"
+ANNOTATION_RUN_NUMBER = "jobbot.dev/run-number"
+SELECTOR = f"{MANAGED_BY}=jobbot"
+CONTROLLER_UID = "batch.kubernetes.io/controller-uid"
+CONTAINER = "job"
+# Rootless BuildKit, pinned; its daemonless wrapper runs buildkitd for the one build.
+BUILDKIT_IMAGE = "moby/buildkit:v0.23.2-rootless"
+MAX_NAME = 63
+_HASH_LENGTH = 5
+
+# What `jobbot render` puts where a real run has its own values.
+PLACEHOLDER_RUN_ID = "0000000000000000"
+PLACEHOLDER_NUMBER = 0
+PLACEHOLDER_SHA = "0" * 40
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """The parts of a run that shape its Job (a Run row, or render's placeholders)."""
+
+    id: str
+    number: int
+    source: str
+    actor: str
+    sha: str | None = None
+    ref: str | None = None
+    image: str | None = None
+
+
+def short_hash(text: str, length: int = _HASH_LENGTH) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def job_name(job: str, number: int, run_id: str) -> str:
+    """`<job>-<number>-<hash of run id>`, a DNS-1123 label; the job part is cut to fit."""
+    tail = f"-{number}-{short_hash(run_id)}"
+    head = job[: MAX_NAME - len(tail)].rstrip("-")
+    return head + tail
+
+
+def build_job_name(build: str, sha: str) -> str:
+    """`<build>-<sha12>-<hash>`: one Job per build and sha, so a repeated push adopts it."""
+    tail = f"-{sha[:12]}-{short_hash(build + '@' + sha)}"
+    return build[: MAX_NAME - len(tail)].rstrip("-") + tail
+
+
+def run_image(app: AppSpec, job: JobSpec, run: RunInfo) -> str:
+    """The image a run uses: the job's, the run's own, or its build's image at the run's sha."""
+    if run.image:
+        return run.image
+    if job.image:
+        return job.image
+    if job.image_from_build:
+        build = app.build(job.image_from_build)
+        if not run.sha:
+            raise BadInput(
+                f"job {job.name!r} runs the image of build {build.name!r}: "
+                "the run needs a git sha to pick <image>:<sha>"
+            )
+        return f"{build.image}:{run.sha}"
+    raise BadInput(f"job {job.name!r} has neither image nor image_from_build")
+
+
+def job_manifest(app: AppSpec, job: JobSpec, run: RunInfo,
+                 env: dict[str, str] | None = None,
+                 pod_annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    """The batch/v1 Job for one run of `job`; `env` is job env plus run overrides.
+
+    `pod_annotations` go on the pod template (a deployment's mesh or cost tooling; none by
+    default, and `jobbot render` shows none).
+    """
+    labels = {
+        MANAGED_BY: "jobbot", LABEL_APP: app.app, LABEL_JOB: job.name,
+        LABEL_RUN_ID: run.id, LABEL_SOURCE: run.source,
+    }
+    annotations = {ANNOTATION_ACTOR: run.actor, ANNOTATION_RUN_NUMBER: str(run.number)}
+    if run.sha:
+        annotations[ANNOTATION_SHA] = run.sha
+    if run.ref:
+        annotations[ANNOTATION_REF] = run.ref
+    variables = dict(job.env if env is None else env)
+    variables.update({"JOBBOT_APP": app.app, "JOBBOT_JOB": job.name, "JOBBOT_RUN_ID": run.id,
+                      "JOBBOT_RUN_NUMBER": str(run.number)})
+    if run.sha:
+        variables["JOBBOT_GIT_SHA"] = run.sha
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": run_image(app, job, run),
+        "command": list(job.command),
+        "env": [{"name": k, "value": v} for k, v in variables.items()],
+        "securityContext": _container_security(job),
+    }
+    if job.secrets:
+        # Values stay in the cluster: jobbot names the Secrets and never reads them.
+        container["envFrom"] = [{"secretRef": {"name": name}} for name in job.secrets]
+    resources = {k: v for k, v in (("cpu", job.resources.cpu),
+                                   ("memory", job.resources.memory)) if v}
+    if resources:
+        container["resources"] = {"requests": dict(resources), "limits": dict(resources)}
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": job.restart_policy,
+        "terminationGracePeriodSeconds": job.stop_grace_period,
+        "securityContext": _pod_security(job),
+        "containers": [container],
+    }
+    if app.kubernetes.service_account_name:
+        pod_spec["serviceAccountName"] = app.kubernetes.service_account_name
+    template_meta: dict[str, Any] = {"labels": {k: labels[k] for k in (
+        MANAGED_BY, LABEL_APP, LABEL_JOB, LABEL_RUN_ID)}}
+    if pod_annotations:
+        template_meta["annotations"] = dict(pod_annotations)
+    spec: dict[str, Any] = {
+        "backoffLimit": job.backoff_limit,
+        "parallelism": job.parallelism,
+        "completions": job.completions,
+        "template": {"metadata": template_meta, "spec": pod_spec},
+    }
+    if job.time_limit:
+        spec["activeDeadlineSeconds"] = job.time_limit
+    if job.ttl is not None:
+        spec["ttlSecondsAfterFinished"] = job.ttl
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": job_name(job.name, run.number, run.id),
+            "namespace": app.namespace,
+            "labels": labels,
+            "annotations": annotations,
+        },
+        "spec": spec,
+    }
+
+
+def _pod_security(job: JobSpec) -> dict[str, Any]:
+    wanted = job.security_context
+    context: dict[str, Any] = {
+        "runAsNonRoot": True if wanted.run_as_non_root is None else wanted.run_as_non_root,
+        "seccompProfile": {"type": wanted.seccomp_profile or "RuntimeDefault"},
+    }
+    if wanted.run_as_user is not None:
+        context["runAsUser"] = wanted.run_as_user
+    if wanted.run_as_group is not None:
+        context["runAsGroup"] = wanted.run_as_group
+    return context
+
+
+def _container_security(job: JobSpec) -> dict[str, Any]:
+    wanted = job.security_context
+    capabilities: dict[str, Any] = {"drop": ["ALL"]}
+    if wanted.capabilities_add:
+        capabilities["add"] = list(wanted.capabilities_add)
+    context: dict[str, Any] = {
+        "allowPrivilegeEscalation": bool(wanted.allow_privilege_escalation),
+        "capabilities": capabilities,
+    }
+    if wanted.read_only_root_filesystem is not None:
+        context["readOnlyRootFilesystem"] = wanted.read_only_root_filesystem
+    return context
+
+
+def build_manifest(app: AppSpec, build: BuildSpec, *, sha: str, repository: str,
+                   ref: str | None = None, actor: str = "jobbot") -> dict[str, Any]:
+    """A rootless BuildKit Job that builds `<image>:<sha>` from `repository` at `sha` and pushes it.
+
+    The context is BuildKit's git context (`<repository>#<sha>:<context dir>`), so nothing is
+    fetched by jobbot; a private repository needs credentials in the URL's host config.
+    """
+    image = f"{build.image}:{sha}"
+    cache = f"{build.image}:buildcache"
+    subdir = "" if build.context in (".", "./", "") else f":{build.context.strip('/')}"
+    dockerfile = build.dockerfile
+    if subdir and dockerfile.startswith(build.context.rstrip("/") + "/"):
+        dockerfile = dockerfile[len(build.context.rstrip("/")) + 1:]
+    labels = {MANAGED_BY: "jobbot", LABEL_APP: app.app, LABEL_BUILD: build.name}
+    annotations = {ANNOTATION_ACTOR: actor, ANNOTATION_SHA: sha}
+    if ref:
+        annotations[ANNOTATION_REF] = ref
+    args = [
+        "build", "--frontend", "dockerfile.v0",
+        "--opt", f"context={repository}#{sha}{subdir}",
+        "--opt", f"filename={dockerfile}",
+        "--output", f"type=image,name={image},push=true",
+        "--export-cache", f"type=registry,ref={cache},mode=max",
+        "--import-cache", f"type=registry,ref={cache}",
+    ]
+    env: list[dict[str, Any]] = [
+        # Rootless BuildKit cannot create a new process sandbox inside an unprivileged pod.
+        {"name": "BUILDKITD_FLAGS", "value": "--oci-worker-no-process-sandbox"},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "buildkitd", "mountPath": "/home/user/.local/share/buildkit"},
+    ]
+    volumes: list[dict[str, Any]] = [{"name": "buildkitd", "emptyDir": {}}]
+    if build.registry_secret:
+        env.append({"name": "DOCKER_CONFIG", "value": "/home/user/.docker"})
+        mounts.append({"name": "registry-credentials", "mountPath": "/home/user/.docker",
+                       "readOnly": True})
+        volumes.append({"name": "registry-credentials", "secret": {
+            "secretName": build.registry_secret,
+            "items": [{"key": ".dockerconfigjson", "path": "config.json"}]}})
+    container = {
+        "name": "buildkit",
+        "image": BUILDKIT_IMAGE,
+        "command": ["buildctl-daemonless.sh"],
+        "args": args,
+        "env": env,
+        "volumeMounts": mounts,
+        # BuildKit's rootless mode needs user namespaces: seccomp and AppArmor must allow them.
+        "securityContext": {
+            "runAsUser": 1000, "runAsGroup": 1000, "allowPrivilegeEscalation": True,
+            "seccompProfile": {"type": "Unconfined"},
+            "appArmorProfile": {"type": "Unconfined"},
+        },
+    }
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "securityContext": {"runAsNonRoot": True, "fsGroup": 1000},
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if app.kubernetes.service_account_name:
+        pod_spec["serviceAccountName"] = app.kubernetes.service_account_name
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": build_job_name(build.name, sha), "namespace": app.namespace,
+                     "labels": labels, "annotations": annotations},
+        "spec": {
+            "backoffLimit": 1,
+            "activeDeadlineSeconds": 3600,
+            "ttlSecondsAfterFinished": 86400,
+            "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
+        },
+    }

@@ -1,0 +1,402 @@
+"""Run jobs as batch/v1 Jobs: one Job per run, status from a watch, attempts and logs from pods.
+
+The Job keeps running when jobbot stops; the next jobbot process adopts it in `reconcile()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+
+from core.errors import BadInput, ExecutorError
+from core.executors.base import Launch, Reporter
+from core.executors.k8s.api import KubeApi, Obj, interrupt
+from core.executors.k8s.manifests import (
+    CONTAINER,
+    CONTROLLER_UID,
+    LABEL_RUN_ID,
+    SELECTOR,
+    RunInfo,
+    job_manifest,
+    job_name,
+)
+from core.executors.k8s.status import PodState, job_outcome, last_exit_code, pod_state
+from core.executors.k8s.watch import JobWatch, WatchEvent
+from core.logs import LogStore
+from core.masking import Masker, is_sensitive_key
+from core.models import Attempt, Run, RunState
+
+logger = logging.getLogger(__name__)
+RUN_SELECTOR = f"{SELECTOR},{LABEL_RUN_ID}"
+
+
+def run_info(run: Run) -> RunInfo:
+    return RunInfo(id=run.id, number=run.number, source=run.source, actor=run.actor,
+                   sha=run.sha, ref=run.ref, image=run.image)
+
+
+@dataclass
+class _Tracked:
+    """A run whose Job this process follows."""
+
+    run_id: str
+    namespace: str
+    name: str
+    masker: Masker
+    uid: str | None = None
+    launched: asyncio.Event = field(default_factory=asyncio.Event)
+    attempts: dict[str, int] = field(default_factory=dict)  # pod name -> attempt index
+    finished: set[str] = field(default_factory=set)
+    log_tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    latest: Obj | None = None
+    syncing: asyncio.Task[None] | None = None
+    done: bool = False
+
+    @property
+    def external_id(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+class KubernetesExecutor:
+    """Creates one Job per run in the app's namespace and reports what the API says about it."""
+
+    name = "kubernetes"
+
+    def __init__(self, api: KubeApi, logs: LogStore, namespace_of: Callable[[str], str], *,
+                 watch_timeout: int = 300, log_drain: float = 10.0,
+                 pod_annotations: Callable[[Launch], dict[str, str]] | None = None) -> None:
+        self._pod_annotations = pod_annotations
+        self.api = api
+        self._logs = logs
+        self._namespace_of = namespace_of
+        self._watch_timeout = watch_timeout
+        self._log_drain = log_drain
+        self._runs: dict[str, _Tracked] = {}
+        self._watches: dict[str, tuple[JobWatch, asyncio.Task[None]]] = {}
+        self._reporter: Reporter | None = None
+
+    def bind(self, reporter: Reporter) -> None:
+        self._reporter = reporter
+
+    @property
+    def reporter(self) -> Reporter:
+        if self._reporter is None:
+            raise RuntimeError("executor used before bind()")
+        return self._reporter
+
+    def is_ready(self) -> bool:
+        return self._reporter is not None
+
+    def drives(self, run_id: str) -> bool:
+        return run_id in self._runs
+
+    # -- launching ------------------------------------------------------------------------
+
+    async def launch(self, launch: Launch) -> None:
+        run = launch.run
+        try:
+            extra = self._pod_annotations(launch) if self._pod_annotations else None
+            manifest = job_manifest(launch.app, launch.job, run_info(run), env=launch.env,
+                                    pod_annotations=extra)
+        except BadInput as exc:
+            raise ExecutorError(str(exc)) from exc
+        namespace, name = launch.app.namespace, manifest["metadata"]["name"]
+        track = _Tracked(run.id, namespace, name, Masker(launch.sensitive_values))
+        self._runs[run.id] = track
+        await self._ensure_watch(namespace)
+        try:
+            created = await self.api.create_job(namespace, manifest)
+        except ApiException as exc:
+            self._runs.pop(run.id, None)
+            raise ExecutorError(f"Kubernetes refused Job {namespace}/{name}: "
+                                f"{_api_message(exc)}") from exc
+        except ExecutorError:
+            self._runs.pop(run.id, None)
+            raise
+        track.uid = created.job["metadata"].get("uid")
+        if created.adopted:
+            logger.info("Job %s already existed: adopted it", track.external_id,
+                        extra={"run_id": run.id})
+        # The Job exists: the trigger can answer now; recording `running` follows at once.
+        track.syncing = asyncio.create_task(self._started(track, created.job),
+                                            name=f"started-{run.id}")
+
+    async def _started(self, track: _Tracked, job: Obj) -> None:
+        await self.reporter.run_started(track.run_id, external_id=track.external_id)
+        track.launched.set()
+        if track.latest is None:
+            track.latest = job
+        await self._sync_loop(track)
+
+    async def _ensure_watch(self, namespace: str) -> None:
+        if namespace in self._watches:
+            return
+        queue: asyncio.Queue[WatchEvent] = asyncio.Queue()
+        watch = JobWatch(self.api, namespace, RUN_SELECTOR, queue, asyncio.get_running_loop(),
+                         timeout_seconds=self._watch_timeout)
+        task = asyncio.create_task(self._consume(namespace, queue), name=f"jobs-{namespace}")
+        self._watches[namespace] = (watch, task)
+        watch.start()
+
+    # -- following Jobs -------------------------------------------------------------------
+
+    async def _consume(self, namespace: str, queue: asyncio.Queue[WatchEvent]) -> None:
+        while True:
+            event = await queue.get()
+            try:
+                if event.kind == "SYNC":
+                    present = set()
+                    for job in event.jobs:
+                        present.add(_run_id(job))
+                        self._on_job(job)
+                    for track in list(self._runs.values()):
+                        if (track.namespace == namespace and track.launched.is_set()
+                                and track.run_id not in present and not track.done):
+                            await self._vanished(track, None)
+                elif event.kind == "DELETED" and event.job is not None:
+                    gone = self._runs.get(_run_id(event.job))
+                    if gone is not None:
+                        await self._vanished(gone, event.job)
+                elif event.job is not None:
+                    self._on_job(event.job)
+            except Exception:
+                logger.exception("handling a %s event for jobs in %s failed", event.kind,
+                                 namespace)
+
+    def _on_job(self, job: Obj) -> None:
+        track = self._runs.get(_run_id(job))
+        if track is not None:
+            self._schedule(track, job)
+
+    def _schedule(self, track: _Tracked, job: Obj) -> None:
+        """Sync a run with its newest Job object; bursts of events coalesce into one sync."""
+        track.latest = job
+        if track.syncing is None or track.syncing.done():
+            track.syncing = asyncio.create_task(self._sync_loop(track),
+                                                name=f"sync-{track.run_id}")
+
+    async def _sync_loop(self, track: _Tracked) -> None:
+        await track.launched.wait()
+        while track.latest is not None and not track.done:
+            job, track.latest = track.latest, None
+            try:
+                await self._sync(track, job)
+            except ExecutorError as exc:
+                logger.warning("following run %s: %s", track.run_id, exc,
+                               extra={"run_id": track.run_id})
+            except Exception:
+                logger.exception("following run %s failed", track.run_id,
+                                 extra={"run_id": track.run_id})
+
+    async def _sync(self, track: _Tracked, job: Obj) -> None:
+        track.uid = job["metadata"].get("uid") or track.uid
+        status = job.get("status") or {}
+        if not status and not track.attempts:
+            return  # a new Job: no pods yet, and the controller's status update will come
+        pods = await self._pods(track)
+        for pod in pods:
+            await self._sync_pod(track, pod)
+        outcome = job_outcome(job)
+        if outcome is None:
+            return
+        code = last_exit_code(pods)
+        if outcome.state is RunState.SUCCEEDED:
+            code = 0
+        reason = outcome.reason
+        if outcome.state is RunState.FAILED and code is not None and reason:
+            reason += f"; last exit code {code}"
+        await self._finish(track, outcome.state, reason, code)
+
+    async def _pods(self, track: _Tracked) -> list[PodState]:
+        if not track.uid:
+            return []
+        items = await self.api.list_pods(track.namespace, f"{CONTROLLER_UID}={track.uid}")
+        states = [pod_state(p, CONTAINER) for p in items]
+        return sorted(states, key=lambda p: (p.created, p.name))
+
+    async def _sync_pod(self, track: _Tracked, pod: PodState) -> None:
+        if pod.name not in track.attempts:
+            index = max(track.attempts.values(), default=0) + 1
+            track.attempts[pod.name] = index
+            await self.reporter.attempt_started(
+                track.run_id, index, log_path=str(self._logs.path(track.run_id, index)),
+                handle=pod.name)
+        index = track.attempts[pod.name]
+        if (pod.started or pod.finished) and pod.name not in track.log_tasks and (
+                pod.name not in track.finished):
+            track.log_tasks[pod.name] = asyncio.create_task(
+                self._copy_log(track, pod.name, index, follow=pod.finished is None),
+                name=f"log-{pod.name}")
+        if pod.finished is not None and pod.name not in track.finished:
+            await self._drain(track, pod.name)
+            track.finished.add(pod.name)
+            await self.reporter.attempt_finished(track.run_id, index, pod.finished,
+                                                 exit_code=pod.exit_code, reason=pod.reason)
+
+    async def _copy_log(self, track: _Tracked, pod: str, index: int, *, follow: bool) -> None:
+        """Copy one pod's log into the LogStore (masked), following it while it runs."""
+        loop = asyncio.get_running_loop()
+        try:
+            response = await self.api.open_log(track.namespace, pod, CONTAINER, follow=follow)
+        except (ApiException, ExecutorError) as exc:
+            if not self._logs.path(track.run_id, index).exists():
+                writer = self._logs.writer(track.run_id, index, track.masker)
+                writer.line(f"log of pod {pod} not available: {_api_message(exc)}")
+                writer.close()
+            return
+        # The pod's log is the whole truth while it exists: replace what an earlier process
+        # copied, so an adopted run's log has no duplicated lines.
+        self._logs.path(track.run_id, index).unlink(missing_ok=True)
+        writer = self._logs.writer(track.run_id, index, track.masker)
+
+        def pump() -> None:
+            try:
+                for chunk in response.stream(65536):
+                    loop.call_soon_threadsafe(writer.write, chunk)
+            except Exception as exc:  # noqa: BLE001  (the stream was closed or dropped)
+                loop.call_soon_threadsafe(writer.line, f"log stream ended: {type(exc).__name__}")
+            finally:
+                response.release_conn()
+
+        try:
+            await asyncio.to_thread(pump)
+        except asyncio.CancelledError:
+            interrupt(response)
+            raise
+        finally:
+            writer.close()
+
+    async def _drain(self, track: _Tracked, pod: str) -> None:
+        """Let a finished pod's log copy end, so the attempt's log is whole when it is final."""
+        task = track.log_tasks.get(pod)
+        if task is None or task.done():
+            return
+        done, _ = await asyncio.wait({task}, timeout=self._log_drain)
+        if not done:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _finish(self, track: _Tracked, state: RunState, reason: str | None,
+                      exit_code: int | None) -> None:
+        if track.done:
+            return
+        track.done = True
+        for pod, index in sorted(track.attempts.items(), key=lambda item: item[1]):
+            if pod in track.finished:
+                continue
+            await self._drain(track, pod)
+            track.finished.add(pod)
+            await self.reporter.attempt_finished(track.run_id, index, state, exit_code=None,
+                                                 reason=reason)
+        await self.reporter.run_finished(track.run_id, state, exit_code=exit_code, reason=reason)
+        self._runs.pop(track.run_id, None)
+
+    async def _vanished(self, track: _Tracked, job: Obj | None) -> None:
+        """The Job is gone: by our cancel, someone else's, its TTL, or a hand in kubectl."""
+        if track.done:
+            return
+        outcome = job_outcome(job) if job else None
+        if outcome is not None:
+            await self._finish(track, outcome.state, outcome.reason, None)
+            return
+        actor = await self.reporter.cancel_requested_by(track.run_id)
+        if actor:
+            await self._finish(track, RunState.CANCELLED, f"cancelled by {actor}", None)
+        else:
+            await self._finish(track, RunState.FAILED,
+                               f"its Kubernetes Job {track.external_id} was deleted before it "
+                               "finished (not by jobbot)", None)
+
+    # -- cancel, restart, stop ------------------------------------------------------------
+
+    def _where(self, run: Run) -> tuple[str, str]:
+        if run.external_id and "/" in run.external_id:
+            namespace, name = run.external_id.split("/", 1)
+            return namespace, name
+        return self._namespace_of(run.app), job_name(run.job, run.number, run.id)
+
+    async def cancel(self, run: Run, actor: str) -> bool:
+        track = self._runs.get(run.id)
+        namespace, name = (track.namespace, track.name) if track else self._where(run)
+        await self.api.delete_job(namespace, name)
+        if track is None:
+            return False  # the service settles it: nobody here follows it
+        await self._finish(track, RunState.CANCELLED, f"cancelled by {actor}", None)
+        return True
+
+    async def reconcile(self, runs: list[tuple[Run, list[Attempt]]]) -> None:
+        for run, attempts in runs:
+            if run.id in self._runs:
+                continue
+            namespace, name = self._where(run)
+            job = await self.api.get_job(namespace, name)
+            if job is None:
+                for attempt in attempts:
+                    if attempt.finished_at is None:
+                        await self.reporter.attempt_finished(
+                            run.id, attempt.index, RunState.FAILED, exit_code=None,
+                            reason="its pod is gone")
+                what = "was never created" if run.state == RunState.QUEUED.value else (
+                    "no longer exists (deleted, or removed by its TTL)")
+                await self.reporter.run_finished(
+                    run.id, RunState.FAILED,
+                    reason=f"its Kubernetes Job {namespace}/{name} {what} while jobbot was "
+                           "not watching; marked failed at start-up")
+                continue
+            sensitive = [v for k, v in run.overrides.items() if is_sensitive_key(k)]
+            track = _Tracked(run.id, namespace, name, Masker(sensitive),
+                             uid=job["metadata"].get("uid"))
+            for attempt in attempts:
+                if attempt.handle:
+                    track.attempts[attempt.handle] = attempt.index
+                    if attempt.finished_at is not None:
+                        track.finished.add(attempt.handle)
+            self._runs[run.id] = track
+            await self._ensure_watch(namespace)
+            if run.state == RunState.QUEUED.value:
+                await self.reporter.run_started(run.id, external_id=track.external_id)
+            logger.info("adopted Job %s of run %s", track.external_id, run.id,
+                        extra={"run_id": run.id})
+            track.launched.set()
+            self._schedule(track, job)
+
+    async def shutdown(self, reason: str) -> None:
+        """Stop following; the Jobs keep running and the next jobbot process adopts them."""
+        tasks: list[asyncio.Task[Any]] = []
+        for watch, task in self._watches.values():
+            watch.stop()
+            task.cancel()
+            tasks.append(task)
+        self._watches.clear()
+        for track in self._runs.values():
+            pending = [*track.log_tasks.values()] + ([track.syncing] if track.syncing else [])
+            for task in pending:
+                if not task.done():
+                    task.cancel()
+                    tasks.append(task)
+        self._runs.clear()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        logger.info("stopped following Kubernetes Jobs (%s); they keep running", reason)
+
+
+def _run_id(job: Obj) -> str:
+    return str(((job.get("metadata") or {}).get("labels") or {}).get(LABEL_RUN_ID, ""))
+
+
+def _api_message(exc: BaseException) -> str:
+    if isinstance(exc, ApiException):
+        import json
+
+        try:
+            body = json.loads(exc.body or "{}")
+        except ValueError:
+            body = {}
+        return f"HTTP {exc.status}: {body.get('message') or exc.reason}"
+    return str(exc)

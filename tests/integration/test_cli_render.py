@@ -1,0 +1,75 @@
+"""`jobbot render`: the Job (or build Job) the Kubernetes executor creates, as YAML."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import kubernetes_validate
+import yaml
+
+from core.executors.k8s.manifests import (
+    PLACEHOLDER_NUMBER,
+    PLACEHOLDER_RUN_ID,
+    PLACEHOLDER_SHA,
+    RunInfo,
+    job_manifest,
+)
+from core.spec import load_app
+from tests.integration.test_cli import jobbot
+
+APP = {
+    "app": "shop", "kubernetes": {"namespace": "shop-jobs"},
+    "builds": [{"name": "api-build", "image": "registry.example.com/shop/api",
+                "registry_secret": "registry-credentials"}],
+    "jobs": [
+        {"name": "migrate", "image_from_build": "api-build", "command": ["yarn", "migrate"],
+         "env": {"MODE": "fast"}, "secrets": ["db-credentials"]},
+        {"name": "report", "image": "python:3.12-slim", "command": ["python", "r.py"]},
+    ],
+}
+
+
+def _write(tmp_path: Path) -> Path:
+    path = tmp_path / "app.yaml"
+    path.write_text(json.dumps(APP))
+    return path
+
+
+def test_render_prints_the_executors_manifest(tmp_path: Path) -> None:
+    path = _write(tmp_path)
+    result = jobbot(tmp_path, "render", "migrate", "MODE=slow", "--sha", "ab" * 20)
+    assert result.returncode == 0, result.stderr
+    printed = yaml.safe_load(result.stdout)
+    app = load_app(path)
+    actor = printed["metadata"]["annotations"]["jobbot.dev/actor"]
+    expected = job_manifest(app, app.job("migrate"), RunInfo(
+        id=PLACEHOLDER_RUN_ID, number=PLACEHOLDER_NUMBER, source="cli", actor=actor,
+        sha="ab" * 20), env={"MODE": "slow"})
+    assert printed == expected
+    assert printed["spec"]["template"]["spec"]["containers"][0]["image"] == (
+        "registry.example.com/shop/api:" + "ab" * 20)
+    kubernetes_validate.validate(printed, "1.34.0", strict=True)
+
+
+def test_render_a_build_and_placeholders(tmp_path: Path) -> None:
+    _write(tmp_path)
+    build = yaml.safe_load(jobbot(tmp_path, "render", "--build", "api-build").stdout)
+    assert build["spec"]["template"]["spec"]["containers"][0]["command"] == [
+        "buildctl-daemonless.sh"]
+    run = yaml.safe_load(jobbot(tmp_path, "render", "migrate").stdout)
+    image = run["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image == f"registry.example.com/shop/api:{PLACEHOLDER_SHA}"
+
+
+def test_render_bad_input_exits_2(tmp_path: Path) -> None:
+    _write(tmp_path)
+    unknown = jobbot(tmp_path, "render", "migrat")
+    assert unknown.returncode == 2
+    assert "no job 'migrat'" in unknown.stderr
+    assert unknown.stdout == ""
+    nothing = jobbot(tmp_path, "render")
+    assert (nothing.returncode, nothing.stderr.strip()) == (
+        2, "jobbot: name a job to render (or --build NAME)")
+    both = jobbot(tmp_path, "render", "migrate", "--build", "api-build")
+    assert both.returncode == 2

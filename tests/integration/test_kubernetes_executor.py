@@ -1,0 +1,357 @@
+"""The Kubernetes executor against the fake API server, over HTTP, with the official client."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from core.errors import BadInput
+from core.executors.k8s.manifests import job_manifest, job_name
+from core.executors.kubernetes import KubernetesExecutor, run_info
+from core.models import Run
+from core.policy import Actor
+from core.service import JobService
+from core.spec import AppSpec, parse_app
+from core.store import Store
+from tests.fakes.kubernetes import FakeKubernetes
+from tests.support.kube import api_for, eventually, kube_service
+
+NS = "shop-jobs"
+APP_YAML = """
+app: shop
+kubernetes: {namespace: shop-jobs, service_account_name: jobs-runner}
+jobs:
+  - name: migrate
+    image: python:3.12-slim
+    command: [python, migrate.py]
+    backoff_limit: 2
+    time_limit: 60
+    env: {MODE: fast}
+  - name: report
+    image: python:3.12-slim
+    command: [python, report.py]
+"""
+ACTOR = Actor.cli("alice")
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeKubernetes]:
+    server = FakeKubernetes()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+def app() -> AppSpec:
+    return parse_app(APP_YAML)
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> AsyncIterator[Store]:
+    store = Store(f"sqlite:///{tmp_path / 'jobbot.db'}")
+    store.migrate()
+    yield store  # type: ignore[misc]
+    store.close()
+
+
+@pytest.fixture
+async def service(app: AppSpec, sqlite_store: Store, tmp_path: Path,
+                  fake: FakeKubernetes) -> AsyncIterator[JobService]:
+    service = kube_service(app, sqlite_store, tmp_path / "data", api_for(fake.url))
+    yield service
+    await service.shutdown()
+
+
+async def _job_of(fake: FakeKubernetes, run: Run) -> str:
+    name = job_name(run.job, run.number, run.id)
+    await eventually(lambda: _true((NS, name) in fake.jobs), f"Job {name}")
+    return name
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def _final(service: JobService, run: Run) -> Run:
+    async def probe() -> Run | None:
+        latest = await service.get_run(run.id)
+        return latest if latest.run_state.is_final else None
+    result: Run = await eventually(probe, f"{run.label} to finish")
+    return result
+
+
+async def test_a_run_becomes_a_job_and_succeeds_with_its_log(
+        service: JobService, fake: FakeKubernetes) -> None:
+    result = await service.trigger("migrate", ACTOR, overrides={"API_TOKEN": "s3cr3t-value"})
+    run = result.run
+    name = await _job_of(fake, run)
+    job = fake.job(NS, name)
+    assert job["metadata"]["labels"]["jobbot.dev/run-id"] == run.id
+    assert job["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "jobbot"
+    assert job["metadata"]["annotations"]["jobbot.dev/actor"] == ACTOR.id
+    assert job["spec"]["backoffLimit"] == 2
+    assert job["spec"]["activeDeadlineSeconds"] == 60
+    assert job["spec"]["template"]["spec"]["serviceAccountName"] == "jobs-runner"
+    env = {e["name"]: e["value"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["MODE"] == "fast"
+    assert env["API_TOKEN"] == "s3cr3t-value"
+    pod = await fake.add_pod(NS, name, log=["starting", "token is s3cr3t-value"])
+    await fake.append_log(NS, pod, "migrated 3 tables")
+    await eventually(lambda: _running(service, run), "the run to be running")
+    await fake.set_pod(NS, pod, "Succeeded")
+    await fake.finish_job(NS, name, "Complete")
+    final = await _final(service, run)
+    assert final.state == "succeeded"
+    assert final.exit_code == 0
+    assert final.external_id == f"{NS}/{name}"
+    detail = await service.detail(run.id)
+    assert [(a.index, a.state, a.exit_code, a.handle) for a in detail.attempts] == [
+        (1, "succeeded", 0, pod)]
+    lines = [line async for _, line in service.logs(run.id)]
+    assert lines == ["starting", "token is ********", "migrated 3 tables"]
+
+
+async def _running(service: JobService, run: Run) -> bool:
+    return (await service.get_run(run.id)).state == "running"
+
+
+async def test_failed_attempts_are_retried_then_the_run_fails(
+        service: JobService, fake: FakeKubernetes) -> None:
+    run = (await service.trigger("migrate", ACTOR)).run
+    name = await _job_of(fake, run)
+    first = await fake.add_pod(NS, name, log=["boom"])
+    await fake.set_pod(NS, first, "Failed", exit_code=3)
+    second = await fake.add_pod(NS, name, log=["boom again"])
+    await fake.set_pod(NS, second, "Failed", exit_code=4)
+    await fake.finish_job(NS, name, "Failed", "BackoffLimitExceeded")
+    final = await _final(service, run)
+    assert final.state == "failed"
+    assert final.exit_code == 4
+    assert final.reason == "failed 2 times (backoff_limit 2); last exit code 4"
+    attempts = (await service.detail(run.id)).attempts
+    assert [(a.index, a.state, a.exit_code, a.reason) for a in attempts] == [
+        (1, "failed", 3, "exit code 3"), (2, "failed", 4, "exit code 4")]
+    assert [line async for _, line in service.logs(run.id, attempt=2)] == ["boom again"]
+
+
+async def test_deadline_exceeded_is_timed_out(service: JobService,
+                                              fake: FakeKubernetes) -> None:
+    run = (await service.trigger("migrate", ACTOR)).run
+    name = await _job_of(fake, run)
+    pod = await fake.add_pod(NS, name)
+    await eventually(lambda: _attempts(service, run, 1), "attempt 1")
+    await fake.finish_job(NS, name, "FailureTarget", "DeadlineExceeded")
+    final = await _final(service, run)
+    assert final.state == "timed_out"
+    assert final.reason == "time limit of 1m reached"
+    attempt = (await service.detail(run.id)).attempts[0]
+    assert (attempt.state, attempt.handle) == ("timed_out", pod)
+
+
+async def _attempts(service: JobService, run: Run, count: int) -> bool:
+    return len((await service.detail(run.id)).attempts) >= count
+
+
+async def test_success_criteria_met_settles_the_run(service: JobService,
+                                                    fake: FakeKubernetes) -> None:
+    run = (await service.trigger("report", ACTOR)).run
+    name = await _job_of(fake, run)
+    pod = await fake.add_pod(NS, name)
+    await fake.set_pod(NS, pod, "Succeeded")
+    await fake.finish_job(NS, name, "SuccessCriteriaMet", "CompletionsReached")
+    assert (await _final(service, run)).state == "succeeded"
+
+
+async def test_cancel_deletes_the_job_in_the_background(service: JobService,
+                                                         fake: FakeKubernetes) -> None:
+    run = (await service.trigger("migrate", ACTOR)).run
+    name = await _job_of(fake, run)
+    await fake.add_pod(NS, name, log=["working"])
+    await eventually(lambda: _attempts(service, run, 1), "attempt 1")
+    await service.cancel(run.id, Actor.cli("bob"))
+    final = await _final(service, run)
+    assert (final.state, final.reason) == ("cancelled", "cancelled by bob")
+    assert (NS, name) not in fake.jobs
+    deletes = [q for method, path, q in fake.requests if method == "DELETE"]
+    assert deletes == [{"propagationPolicy": "Background"}] or deletes[0].get(
+        "propagationPolicy") == "Background"
+    assert (await service.detail(run.id)).attempts[0].state == "cancelled"
+
+
+async def test_a_retried_create_adopts_the_existing_job(
+        service: JobService, fake: FakeKubernetes, app: AppSpec) -> None:
+    # The first create reached the API but its answer was lost: the Job exists already.
+    def existing_before_create(job: dict[str, object]) -> None:
+        fake.on_create = None
+    original = await service.trigger("report", ACTOR)
+    name = await _job_of(fake, original.run)
+    executor = service.executor
+    assert isinstance(executor, KubernetesExecutor)
+    launches_before = sum(1 for m, p, _ in fake.requests if m == "POST")
+    # Launch the same run again, as a retry after a timeout would.
+    from core.executors.base import Launch
+    run = await service.get_run(original.run.id)
+    await executor.launch(Launch(run=run, app=app, job=app.job("report")))
+    assert sum(1 for m, p, _ in fake.requests if m == "POST") == launches_before + 1
+    assert [k for k in fake.jobs if k[1].startswith("report-")] == [(NS, name)]
+    pod = await fake.add_pod(NS, name)
+    await fake.set_pod(NS, pod, "Succeeded")
+    await fake.finish_job(NS, name, "Complete")
+    assert (await _final(service, run)).state == "succeeded"
+    assert len((await service.detail(run.id)).attempts) == 1
+    existing_before_create({})
+
+
+async def test_throttling_is_retried_after_retry_after(service: JobService,
+                                                       fake: FakeKubernetes) -> None:
+    fake.fail("POST", "/jobs", 429, count=2, headers={"Retry-After": "0"},
+              reason="TooManyRequests")
+    fake.fail("GET", "/pods", 503, count=1)
+    fake.fail("GET", "/pods", 0, count=1)  # a connection reset
+    run = (await service.trigger("report", ACTOR)).run
+    name = await _job_of(fake, run)
+    assert sum(1 for m, p, _ in fake.requests if m == "POST") == 3
+    pod = await fake.add_pod(NS, name)
+    await fake.set_pod(NS, pod, "Succeeded")
+    await fake.finish_job(NS, name, "Complete")
+    assert (await _final(service, run)).state == "succeeded"
+
+
+async def test_forbidden_names_the_missing_rbac_rule(service: JobService,
+                                                     fake: FakeKubernetes) -> None:
+    fake.fail("POST", "/jobs", 403, count=1, reason="Forbidden")
+    run = (await service.trigger("report", ACTOR)).run
+    final = await _final(service, run)
+    assert final.state == "failed"
+    assert final.reason is not None
+    assert "HTTP 403" in final.reason
+    assert "verb 'create' on resource 'jobs' in namespace 'shop-jobs'" in final.reason
+    assert fake.jobs == {}
+
+
+async def test_an_expired_watch_lists_again_and_misses_nothing(
+        service: JobService, fake: FakeKubernetes) -> None:
+    run = (await service.trigger("report", ACTOR)).run
+    name = await _job_of(fake, run)
+    lists_before = _plain_lists(fake)
+    # While the watch is down its history is compacted, and the Job finishes meanwhile.
+    fake.fail("GET", "/jobs?watch", 503, count=3)
+    fake.expire_history()
+    pod = await fake.add_pod(NS, name)
+    await fake.set_pod(NS, pod, "Succeeded")
+    await fake.finish_job(NS, name, "Complete")
+    assert (await _final(service, run)).state == "succeeded"
+    assert _plain_lists(fake) > lists_before
+
+
+def _plain_lists(fake: FakeKubernetes) -> int:
+    return sum(1 for m, p, q in fake.requests
+               if m == "GET" and p.endswith("/jobs") and q.get("watch") != "true")
+
+
+async def test_a_job_deleted_by_someone_else_fails_the_run(service: JobService,
+                                                           fake: FakeKubernetes) -> None:
+    run = (await service.trigger("report", ACTOR)).run
+    name = await _job_of(fake, run)
+    await eventually(lambda: _running(service, run), "running")
+    await fake.remove_job(NS, name)
+    final = await _final(service, run)
+    assert final.state == "failed"
+    assert final.reason == f"its Kubernetes Job {NS}/{name} was deleted before it finished " \
+                           "(not by jobbot)"
+
+
+async def test_a_restarted_jobbot_adopts_running_jobs_and_settles_vanished_ones(
+        app: AppSpec, sqlite_store: Store, tmp_path: Path, fake: FakeKubernetes) -> None:
+    first = kube_service(app, sqlite_store, tmp_path / "data", api_for(fake.url))
+    kept = (await first.trigger("migrate", ACTOR)).run
+    lost = (await first.trigger("report", ACTOR)).run
+    kept_name = await _job_of(fake, kept)
+    lost_name = await _job_of(fake, lost)
+    pod = await fake.add_pod(NS, kept_name, log=["before the restart"])
+    await eventually(lambda: _attempts(first, kept, 1), "attempt 1")
+    await first.shutdown("jobbot restarting")
+    # While no jobbot watches: one Job's TTL removes it, the other finishes.
+    await fake.remove_job(NS, lost_name)
+    await fake.append_log(NS, pod, "after the restart")
+    await fake.set_pod(NS, pod, "Succeeded")
+    await fake.finish_job(NS, kept_name, "Complete")
+    assert (await first.get_run(kept.id)).state == "running"
+
+    second = kube_service(app, sqlite_store, tmp_path / "data", api_for(fake.url))
+    try:
+        assert await second.reconcile() == 2
+        adopted = await _final(second, kept)
+        assert adopted.state == "succeeded"
+        vanished = await _final(second, lost)
+        assert vanished.state == "failed"
+        assert vanished.reason == (f"its Kubernetes Job {NS}/{lost_name} no longer exists "
+                                   "(deleted, or removed by its TTL) while jobbot was not "
+                                   "watching; marked failed at start-up")
+        attempts = (await second.detail(kept.id)).attempts
+        assert [(a.index, a.state) for a in attempts] == [(1, "succeeded")]
+        lines = [line async for _, line in second.logs(kept.id)]
+        assert lines == ["before the restart", "after the restart"]
+    finally:
+        await second.shutdown()
+
+
+async def test_manifest_sent_is_the_rendered_one(service: JobService, fake: FakeKubernetes,
+                                                 app: AppSpec) -> None:
+    run = (await service.trigger("migrate", ACTOR, overrides={"MODE": "slow"})).run
+    name = await _job_of(fake, run)
+    sent = fake.job(NS, name)
+    expected = job_manifest(app, app.job("migrate"), run_info(run),
+                            env={"MODE": "slow"})
+    assert sent["spec"] == expected["spec"]
+    assert sent["metadata"]["labels"] == expected["metadata"]["labels"]
+    assert sent["metadata"]["annotations"] == expected["metadata"]["annotations"]
+
+
+async def test_watch_resumes_from_its_resource_version(service: JobService,
+                                                       fake: FakeKubernetes) -> None:
+    run = (await service.trigger("report", ACTOR)).run
+    name = await _job_of(fake, run)
+    pod = await fake.add_pod(NS, name)
+    await eventually(lambda: _attempts(service, run, 1), "attempt 1 (seen through the watch)")
+    fake.drop_watches.set()  # the connection drops; the watch comes back where it was
+    await eventually(lambda: _true(sum(1 for m, p, q in fake.requests
+                                       if q.get("watch") == "true") >= 2), "a second watch")
+    resumed = [q for m, p, q in fake.requests if q.get("watch") == "true"][-1]
+    assert int(resumed["resourceVersion"]) > 100
+    await fake.set_pod(NS, pod, "Failed", exit_code=2)
+    await fake.finish_job(NS, name, "Failed", "BackoffLimitExceeded")
+    final = await _final(service, run)
+    assert (final.state, final.exit_code) == ("failed", 2)
+
+
+async def test_wiring_builds_the_executor_from_a_kubeconfig(
+        tmp_path: Path, fake: FakeKubernetes) -> None:
+    from jobbot.settings import Settings
+    from jobbot.wiring import build_runtime
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "fake",
+        "clusters": [{"name": "fake", "cluster": {"server": fake.url}}],
+        "users": [{"name": "me", "user": {"token": "t0ken"}}],
+        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "me"}}]}))
+    (tmp_path / "app.yaml").write_text(APP_YAML)
+    settings = Settings(JOBBOT_APP_CONFIG=tmp_path / "app.yaml", JOBBOT_DATA_DIR=tmp_path / "d",
+                        JOBBOT_EXECUTOR="kubernetes", JOBBOT_KUBECONFIG=kubeconfig)
+    runtime = build_runtime(settings)
+    try:
+        assert isinstance(runtime.service.executor, KubernetesExecutor)
+        run = (await runtime.service.trigger("report", ACTOR)).run
+        assert (NS, job_name("report", run.number, run.id)) in fake.jobs
+    finally:
+        await runtime.service.shutdown()
+        runtime.close()
+    missing = Settings(JOBBOT_APP_CONFIG=tmp_path / "app.yaml", JOBBOT_DATA_DIR=tmp_path / "d",
+                       JOBBOT_EXECUTOR="kubernetes", JOBBOT_KUBECONFIG=tmp_path / "nope")
+    with pytest.raises(BadInput, match="cannot load Kubernetes credentials"):
+        build_runtime(missing)

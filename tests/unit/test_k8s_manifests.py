@@ -1,0 +1,92 @@
+"""The Job a run becomes: names, field mapping, security defaults, build Jobs."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.errors import BadInput
+from core.executors.k8s.manifests import (
+    BUILDKIT_IMAGE,
+    RunInfo,
+    build_manifest,
+    job_manifest,
+    job_name,
+)
+from core.names import is_dns_label
+from core.spec import parse_app
+
+APP = parse_app("""
+app: shop
+builds:
+  - name: api-build
+    image: registry.example.com/shop/api
+    context: services/api
+    dockerfile: services/api/Dockerfile
+    registry_secret: registry-credentials
+jobs:
+  - name: migrate
+    image_from_build: api-build
+    command: [yarn, migrate]
+    secrets: [db-credentials]
+    resources: {cpu: 250m}
+  - name: hardened
+    image: python:3.12-slim
+    command: [python, x.py]
+    security_context: {run_as_non_root: false, seccomp_profile: Unconfined,
+                       allow_privilege_escalation: true}
+""")
+RUN = RunInfo(id="0123456789abcdef", number=7, source="github", actor="github:octocat",
+              sha="c0ffee" + "0" * 34, ref="refs/heads/main")
+
+
+def test_job_names_are_dns_labels_and_deterministic() -> None:
+    long = "x" * 63
+    name = job_name(long, 123456, "0123456789abcdef")
+    assert len(name) == 63
+    assert is_dns_label(name)
+    assert name == job_name(long, 123456, "0123456789abcdef")
+    assert name.endswith("-123456-" + name.rsplit("-", 1)[1])
+    assert job_name("migrate", 7, "a" * 16) != job_name("migrate", 7, "b" * 16)
+    assert is_dns_label(job_name("ab-" + "c" * 60, 1, "x"))  # no '-' left before the tail
+
+
+def test_a_build_image_is_used_at_the_run_sha() -> None:
+    manifest = job_manifest(APP, APP.job("migrate"), RUN)
+    container = manifest["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == f"registry.example.com/shop/api:{RUN.sha}"
+    assert container["envFrom"] == [{"secretRef": {"name": "db-credentials"}}]
+    assert container["resources"] == {"requests": {"cpu": "250m"}, "limits": {"cpu": "250m"}}
+    assert manifest["metadata"]["annotations"]["jobbot.dev/git-sha"] == RUN.sha
+    assert manifest["metadata"]["namespace"] == "shop"
+    with pytest.raises(BadInput, match="needs a git sha"):
+        job_manifest(APP, APP.job("migrate"), RunInfo(id="1", number=1, source="cli",
+                                                      actor="cli:me"))
+
+
+def test_security_context_is_restrictive_unless_overridden() -> None:
+    plain = parse_app("app: a\njobs: [{name: j, image: busybox, command: ['true']}]")
+    pod = job_manifest(plain, plain.job("j"), RUN)["spec"]["template"]["spec"]
+    assert pod["securityContext"] == {"runAsNonRoot": True,
+                                      "seccompProfile": {"type": "RuntimeDefault"}}
+    assert pod["containers"][0]["securityContext"] == {
+        "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+    loose = job_manifest(APP, APP.job("hardened"), RUN)["spec"]["template"]["spec"]
+    assert loose["securityContext"]["runAsNonRoot"] is False
+    assert loose["securityContext"]["seccompProfile"] == {"type": "Unconfined"}
+    assert loose["containers"][0]["securityContext"]["allowPrivilegeEscalation"] is True
+
+
+def test_build_job_runs_rootless_buildkit_with_registry_cache() -> None:
+    manifest = build_manifest(APP, APP.build("api-build"), sha=RUN.sha or "",
+                              repository="https://git.example.com/shop.git")
+    container = manifest["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == BUILDKIT_IMAGE
+    assert container["command"] == ["buildctl-daemonless.sh"]
+    args = container["args"]
+    assert f"context=https://git.example.com/shop.git#{RUN.sha}:services/api" in args
+    assert "filename=Dockerfile" in args
+    assert f"type=image,name=registry.example.com/shop/api:{RUN.sha},push=true" in args
+    assert "type=registry,ref=registry.example.com/shop/api:buildcache,mode=max" in args
+    volumes = {v["name"]: v for v in manifest["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["registry-credentials"]["secret"]["secretName"] == "registry-credentials"
+    assert is_dns_label(manifest["metadata"]["name"])
