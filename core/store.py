@@ -16,12 +16,15 @@ from sqlalchemy import (
     Engine,
     Table,
     bindparam,
+    case,
     create_engine,
+    delete,
     event,
     func,
     insert,
     select,
     text,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -35,6 +38,7 @@ from core.models import (
     Run,
     RunEvent,
     RunState,
+    ScheduleState,
     SubscriberCursor,
     utcnow,
 )
@@ -106,6 +110,12 @@ RUNS: Table = Run.__table__  # type: ignore[attr-defined]
 RUN_EVENTS: Table = RunEvent.__table__  # type: ignore[attr-defined]
 AUDIT_LOG: Table = AuditEntry.__table__  # type: ignore[attr-defined]
 JOB_STATE: Table = JobState.__table__  # type: ignore[attr-defined]
+SCHEDULE_STATE: Table = ScheduleState.__table__  # type: ignore[attr-defined]
+ATTEMPTS: Table = Attempt.__table__  # type: ignore[attr-defined]
+# Finished states counted against `history.failed` (skipped slots have their own bound).
+FAILED_STATES = (RunState.FAILED.value, RunState.TIMED_OUT.value, RunState.CANCELLED.value)
+# SQLite allows 32,766 bound parameters per statement; stay well below with batches.
+_CHUNK = 500
 
 
 class _Statements:
@@ -127,6 +137,17 @@ class _Statements:
             .returning(RUNS.c.id)
         )
         self.insert_event = insert(RUN_EVENTS)
+        self.insert_run_many = (
+            upsert(RUNS).on_conflict_do_nothing(index_elements=["idempotency_key"])
+            .returning(RUNS.c.id, sort_by_parameter_order=True)
+        )
+        self.first_job_state_many = upsert(JOB_STATE).on_conflict_do_nothing()
+        state = upsert(SCHEDULE_STATE)
+        self.save_schedule = state.on_conflict_do_update(
+            index_elements=["app", "job"],
+            set_={"fingerprint": state.excluded.fingerprint, "last_slot": state.excluded.last_slot,
+                  "updated_at": state.excluded.updated_at},
+        )
         self.insert_audit = insert(AUDIT_LOG)
         self.active_runs = (
             select(RUNS.c.id, RUNS.c.number, RUNS.c.state, RUNS.c.actor)
@@ -136,6 +157,10 @@ class _Statements:
             .order_by(RUNS.c.number.desc())
             .limit(10)
         )
+
+
+class _KeyRace(Exception):
+    """An idempotency key was taken by another process while a batch was being written."""
 
 
 def _audit_values(record: AuditRecord, target_suffix: str = "") -> dict[str, Any]:
@@ -260,6 +285,100 @@ class Store:
         with self.engine.connect() as conn:
             return Created(existing, False,
                            self._active(conn, existing.app, existing.job, existing.id))
+
+    def create_runs(self, news: Sequence[NewRun], audit: bool = True) -> list[Created]:
+        """Record many runs (cron slots) in one transaction: the scheduler's hot path.
+
+        Returns what was created, in order; runs whose idempotency key was already used are
+        left out (another scheduler recorded that slot first). If a key turns up used only
+        while inserting (a race with another scheduler), the batch is rolled back and its runs
+        are recorded one by one, so no run number is skipped.
+        """
+        if not news:
+            return []
+        keys = [n.idempotency_key for n in news if n.idempotency_key]
+        used: set[str] = set()
+        with self.engine.connect() as conn:
+            for start in range(0, len(keys), _CHUNK):
+                chunk = keys[start:start + _CHUNK]
+                used.update(conn.execute(select(RUNS.c.idempotency_key)
+                                         .where(RUNS.c.idempotency_key.in_(chunk))).scalars())
+        fresh = [n for n in news if n.idempotency_key not in used]
+        if not fresh:
+            return []
+        try:
+            return self._create_many(fresh, audit)
+        except _KeyRace:
+            created = [self.create_run(n, self._slot_audit(n) if audit else None) for n in fresh]
+            return [c for c in created if c.created]
+
+    @staticmethod
+    def _slot_audit(new: NewRun) -> AuditRecord:
+        return AuditRecord(actor=new.actor, source=new.source,
+                           action="run" if new.state is RunState.QUEUED else "skip",
+                           target=f"{new.app}/{new.job}",
+                           result="started" if new.state is RunState.QUEUED else "skipped",
+                           detail=new.reason)
+
+    def _create_many(self, news: Sequence[NewRun], audit: bool) -> list[Created]:
+        sql = self._sql
+        now = utcnow()
+        per_job: dict[tuple[str, str], int] = {}
+        for n in news:
+            per_job[(n.app, n.job)] = per_job.get((n.app, n.job), 0) + 1
+        rows: list[dict[str, Any]] = []
+        with self._write_engine.connect() as conn, conn.begin():
+            conn.execute(sql.first_job_state_many, [
+                {"app": app, "job": job, "last_number": 0, "paused": False}
+                for app, job in per_job])
+            last = self._bump_numbers(conn, per_job)
+            for n in news:
+                key = (n.app, n.job)
+                number = last[key] - per_job[key] + 1
+                per_job[key] -= 1
+                rows.append({
+                    "id": new_run_id(), "app": n.app, "job": n.job, "number": number,
+                    "state": n.state.value, "source": n.source, "actor": n.actor, "ref": n.ref,
+                    "sha": n.sha, "image": n.image, "overrides": dict(n.overrides),
+                    "origin": dict(n.origin), "idempotency_key": n.idempotency_key,
+                    "scheduled_for": n.scheduled_for, "rerun_of": n.rerun_of,
+                    "executor": n.executor, "owner": n.owner, "created_at": now,
+                    "reason": n.reason, "started_at": None,
+                    "finished_at": now if n.state.is_final else None, "external_id": None,
+                    "exit_code": None, "cancel_requested_by": None,
+                })
+            for start in range(0, len(rows), _CHUNK):
+                chunk = rows[start:start + _CHUNK]
+                inserted = conn.execute(sql.insert_run_many, chunk).scalars().all()
+                if len(inserted) != len(chunk):
+                    raise _KeyRace()
+            conn.execute(sql.insert_event, [
+                {"run_id": r["id"], "kind": "created", "state": r["state"], "created_at": now,
+                 "data": {"reason": r["reason"]} if r["reason"] else {}} for r in rows])
+            if audit:
+                conn.execute(sql.insert_audit, [
+                    _audit_values(self._slot_audit(n), f"#{r['number']} ({r['id']})")
+                    for n, r in zip(news, rows, strict=True)])
+        return [Created(Run(**r), True, []) for r in rows]
+
+    def _bump_numbers(self, conn: Connection, per_job: dict[tuple[str, str], int]
+                      ) -> dict[tuple[str, str], int]:
+        """Take `count` run numbers for each job with one UPDATE per distinct count."""
+        by_count: dict[int, list[tuple[str, str]]] = {}
+        for key, count in per_job.items():
+            by_count.setdefault(count, []).append(key)
+        last: dict[tuple[str, str], int] = {}
+        for count, jobs in by_count.items():
+            for start in range(0, len(jobs), _CHUNK):
+                chunk = jobs[start:start + _CHUNK]
+                result = conn.execute(
+                    update(JOB_STATE)
+                    .where(tuple_(JOB_STATE.c.app, JOB_STATE.c.job).in_(chunk))
+                    .values(last_number=JOB_STATE.c.last_number + count)
+                    .returning(JOB_STATE.c.app, JOB_STATE.c.job, JOB_STATE.c.last_number))
+                for app, job, number in result:
+                    last[(app, job)] = int(number)
+        return last
 
     def _next_number(self, conn: Connection, app: str, job: str) -> int:
         sql = self._sql
@@ -480,6 +599,61 @@ class Store:
                         paused_at=utcnow() if paused else None)
             )
             return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+    def paused_jobs(self) -> dict[tuple[str, str], str | None]:
+        """Every paused job, with who paused it."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(JOB_STATE.c.app, JOB_STATE.c.job, JOB_STATE.c.paused_by)
+                                .where(JOB_STATE.c.paused.is_(True)))
+            return {(app, job): by for app, job, by in rows}
+
+    # -- schedules ------------------------------------------------------------------------
+
+    def schedule_states(self) -> dict[tuple[str, str], ScheduleState]:
+        with self._read() as session:
+            return {(s.app, s.job): s for s in session.exec(orm_select(ScheduleState))}
+
+    def save_schedule_states(self, states: Sequence[tuple[str, str, str, datetime]]) -> None:
+        """Upsert (app, job, fingerprint, last slot) rows; a later slot never goes backwards
+        because each scheduler only saves slots it has handled, and slots only move forward."""
+        if not states:
+            return
+        now = utcnow()
+        rows = [{"app": a, "job": j, "fingerprint": f, "last_slot": s, "updated_at": now}
+                for a, j, f, s in states]
+        with self._write_engine.connect() as conn, conn.begin():
+            for start in range(0, len(rows), _CHUNK):
+                conn.execute(self._sql.save_schedule, rows[start:start + _CHUNK])
+
+    def prune_history(self, limits: dict[tuple[str, str], tuple[int, int, int]]) -> list[str]:
+        """Delete finished runs beyond (succeeded, failed, skipped) kept per job, with their
+        attempts and events; returns the deleted run ids (so their logs can go too)."""
+        if not limits:
+            return []
+        bucket = case((RUNS.c.state == RunState.SUCCEEDED.value, 0),
+                      (RUNS.c.state.in_(FAILED_STATES), 1), else_=2)
+        ranked = (
+            select(RUNS.c.id, RUNS.c.app, RUNS.c.job, bucket.label("bucket"),
+                   func.row_number().over(partition_by=(RUNS.c.app, RUNS.c.job, bucket),
+                                          order_by=RUNS.c.number.desc()).label("rank"))
+            .where(RUNS.c.state.in_([s.value for s in RunState if s.is_final]))
+            .subquery()
+        )
+        floor = min(min(limit) for limit in limits.values())
+        doomed: list[str] = []
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(ranked).where(ranked.c.rank > floor))
+            for run_id, app, job, which, rank in rows:
+                limit = limits.get((app, job))
+                if limit is not None and rank > limit[which]:
+                    doomed.append(run_id)
+        with self._write_engine.connect() as conn, conn.begin():
+            for start in range(0, len(doomed), _CHUNK):
+                chunk = doomed[start:start + _CHUNK]
+                conn.execute(delete(ATTEMPTS).where(ATTEMPTS.c.run_id.in_(chunk)))
+                conn.execute(delete(RUN_EVENTS).where(RUN_EVENTS.c.run_id.in_(chunk)))
+                conn.execute(delete(RUNS).where(RUNS.c.id.in_(chunk)))
+        return doomed
 
     # -- audit ----------------------------------------------------------------------------
 
