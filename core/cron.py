@@ -144,11 +144,11 @@ class CronSeries:
     def _next_after(self, after: datetime) -> datetime:
         zone = self.zone
         wall = zone.wall(after)
-        start = wall - _SECOND if wall.second == 0 and wall.microsecond == 0 else wall
         if not zone.changes_between(after - _NEAR, after + _NEAR):
+            # Far from any change the offset is fixed: wall times map one to one onto instants.
             offset = after.astimezone(zone.info).utcoffset()
             assert offset is not None
-            for candidate in self._walls_from(start):
+            for candidate in self._walls_from(wall):
                 at = (candidate - offset).replace(tzinfo=UTC)
                 if at <= after:
                     continue
