@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 import pytest
 
+from core.cron import Schedule
 from core.models import Run, RunState
 from core.policy import Actor
 from core.scheduler import Scheduler, slot_key
 from core.service import JobService
 from core.spec import load_app
 from core.store import Store
+from tests.conftest import fresh_database_url
 from tests.support.apps import make_service, python_job, write_app
 from tests.support.clock import VirtualClock
 
@@ -317,3 +320,63 @@ async def test_the_loop_sleeps_on_the_clock_and_stops_when_cancelled(
     loop.cancel()
     await asyncio.gather(loop, return_exceptions=True)
     assert [r.scheduled_for for r in w.runs("job")] == [at(11)]
+
+
+async def test_three_schedulers_on_one_postgresql_fire_every_slot_exactly_once(
+        tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    url = fresh_database_url("postgresql", tmp_path, request)
+    jobs = [
+        python_job("five", QUICK, schedule="*/5 * * * *"),
+        python_job("hourly", QUICK, schedule=["0 * * * *", "30 2 * * *"],
+                   timezone="Europe/Berlin"),
+        python_job("hashed", QUICK, schedule="H/10 * * * *"),
+        python_job("guarded", QUICK, schedule="*/15 * * * *", concurrency_policy="Forbid"),
+        python_job("paused", QUICK, schedule="*/5 * * * *"),
+    ]
+    history = {"succeeded": 1000, "failed": 1000}
+    jobs = [{**job, "history": history} for job in jobs]
+    start = datetime(2026, 10, 24, 22, 0, 10, tzinfo=UTC)  # across Berlin's autumn change
+    end = start + timedelta(hours=4)
+    stores = [Store(url) for _ in range(3)]
+    for store in stores:
+        store.migrate()  # three processes starting at once
+    services = [make_service(load_app(write_app(tmp_path / "app", jobs)), store,
+                             tmp_path / f"data{i}") for i, store in enumerate(stores)]
+    await services[0].pause("paused", OPERATOR)
+    rng = random.Random(7)
+
+    async def drive(index: int) -> None:
+        clock = VirtualClock(start)
+        scheduler = Scheduler(services[index], clock)
+        while clock.now() < end:
+            clock.set(min(end, clock.now() + timedelta(seconds=rng.randint(5, 150))))
+            await scheduler.tick()
+            if index == 2 and rng.random() < 0.05:
+                scheduler = Scheduler(services[index], clock)  # a restart
+            await asyncio.sleep(0)
+
+    try:
+        await asyncio.gather(*(drive(i) for i in range(3)))
+        for job in jobs:
+            name = str(job["name"])
+            runs = stores[0].list_runs(app="demo", job=name, limit=10_000)
+            expected = list(Schedule(cast(list[str], job["schedule"]) if isinstance(
+                job["schedule"], list) else [str(job["schedule"])],
+                str(job.get("timezone", "UTC")), name).times(start, end))
+            slots = sorted(r.scheduled_for for r in runs if r.scheduled_for)
+            assert slots == expected, name  # every slot, each exactly once
+            if name == "paused":
+                assert {r.state for r in runs} == {"skipped"}
+            elif name != "guarded":
+                assert "skipped" not in {r.state for r in runs}
+        # The repeated Berlin hour: `0 * * * *` follows real time, `30 2` fires once.
+        berlin = [r.scheduled_for.astimezone(ZoneInfo("Europe/Berlin")).strftime("%H:%M%z")
+                  for r in stores[0].list_runs(app="demo", job="hourly", limit=100)
+                  if r.scheduled_for]
+        assert berlin.count("02:00+0100") == berlin.count("02:00+0200") == 1
+        assert (berlin.count("02:30+0200"), berlin.count("02:30+0100")) == (1, 0)
+    finally:
+        for service in services:
+            await service.shutdown("test over")
+        for store in stores:
+            store.close()
