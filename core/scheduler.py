@@ -116,12 +116,18 @@ class Scheduler:
         self._heap: list[tuple[datetime, int, tuple[str, str]]] = []
         self._seq = 0
         self._last_prune: datetime | None = None
+        self._apps_seen: tuple[int, ...] = ()
         self._wake = asyncio.Event()
 
     # -- planning -------------------------------------------------------------------------
 
     async def _sync(self, now: datetime) -> None:
         """Follow app.yaml: new and edited schedules start from now; removed ones are dropped."""
+        # A reload replaces an app's spec object: unchanged objects mean nothing to look at.
+        apps = tuple(map(id, self.service.catalog.apps.values()))
+        if apps == self._apps_seen:
+            return
+        self._apps_seen = apps
         current = {(ref.app.app, ref.job.name): ref for ref in self.service.catalog.jobs()
                    if ref.job.is_scheduled}
         changed = [key for key, ref in current.items() if self._specs.get(key) is not ref.job]

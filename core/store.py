@@ -24,7 +24,6 @@ from sqlalchemy import (
     insert,
     select,
     text,
-    tuple_,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -139,7 +138,7 @@ class _Statements:
         self.insert_event = insert(RUN_EVENTS)
         self.insert_run_many = (
             upsert(RUNS).on_conflict_do_nothing(index_elements=["idempotency_key"])
-            .returning(RUNS.c.id, sort_by_parameter_order=True)
+            .returning(RUNS.c.id)
         )
         self.first_job_state_many = upsert(JOB_STATE).on_conflict_do_nothing()
         state = upsert(SCHEDULE_STATE)
@@ -157,6 +156,15 @@ class _Statements:
             .order_by(RUNS.c.number.desc())
             .limit(10)
         )
+
+
+_PG_BUMP = text(
+    "UPDATE job_state SET last_number = job_state.last_number + v.n "
+    "FROM (SELECT unnest(CAST(:apps AS text[])) AS app, unnest(CAST(:jobs AS text[])) AS job, "
+    "unnest(CAST(:counts AS int[])) AS n) AS v "
+    "WHERE job_state.app = v.app AND job_state.job = v.job "
+    "RETURNING job_state.app, job_state.job, job_state.last_number"
+)
 
 
 class _KeyRace(Exception):
@@ -328,10 +336,7 @@ class Store:
             per_job[(n.app, n.job)] = per_job.get((n.app, n.job), 0) + 1
         rows: list[dict[str, Any]] = []
         with self._write_engine.connect() as conn, conn.begin():
-            conn.execute(sql.first_job_state_many, [
-                {"app": app, "job": job, "last_number": 0, "paused": False}
-                for app, job in per_job])
-            last = self._bump_numbers(conn, per_job)
+            last = self._bump_numbers(conn, dict(per_job))
             for n in news:
                 key = (n.app, n.job)
                 number = last[key] - per_job[key] + 1
@@ -363,20 +368,37 @@ class Store:
 
     def _bump_numbers(self, conn: Connection, per_job: dict[tuple[str, str], int]
                       ) -> dict[tuple[str, str], int]:
-        """Take `count` run numbers for each job with one UPDATE per distinct count."""
-        by_count: dict[int, list[tuple[str, str]]] = {}
-        for key, count in per_job.items():
-            by_count.setdefault(count, []).append(key)
+        """Take `count` run numbers for each job: one UPDATE per app and distinct count, on
+        the primary key (`app = ? AND job IN (...)`); jobs without a row get one first."""
+        last = self._bump_existing(conn, per_job)
+        missing = [key for key in per_job if key not in last]
+        if missing:
+            conn.execute(self._sql.first_job_state_many, [
+                {"app": app, "job": job, "last_number": 0, "paused": False}
+                for app, job in missing])
+            last.update(self._bump_existing(conn, {key: per_job[key] for key in missing}))
+        return last
+
+    def _bump_existing(self, conn: Connection, per_job: dict[tuple[str, str], int]
+                       ) -> dict[tuple[str, str], int]:
+        if self.dialect == "postgresql":
+            # One statement joining arrays: PostgreSQL plans `IN (500 values)` updates badly.
+            rows = conn.execute(_PG_BUMP, {
+                "apps": [app for app, _ in per_job], "jobs": [job for _, job in per_job],
+                "counts": list(per_job.values())})
+            return {(app, job): int(number) for app, job, number in rows}
+        groups: dict[tuple[str, int], list[str]] = {}
+        for (app, job), count in per_job.items():
+            groups.setdefault((app, count), []).append(job)
         last: dict[tuple[str, str], int] = {}
-        for count, jobs in by_count.items():
+        for (app, count), jobs in groups.items():
             for start in range(0, len(jobs), _CHUNK):
-                chunk = jobs[start:start + _CHUNK]
                 result = conn.execute(
                     update(JOB_STATE)
-                    .where(tuple_(JOB_STATE.c.app, JOB_STATE.c.job).in_(chunk))
+                    .where(JOB_STATE.c.app == app, JOB_STATE.c.job.in_(jobs[start:start + _CHUNK]))
                     .values(last_number=JOB_STATE.c.last_number + count)
-                    .returning(JOB_STATE.c.app, JOB_STATE.c.job, JOB_STATE.c.last_number))
-                for app, job, number in result:
+                    .returning(JOB_STATE.c.job, JOB_STATE.c.last_number))
+                for job, number in result:
                     last[(app, job)] = int(number)
         return last
 
