@@ -67,15 +67,12 @@ def slot_key(app: str, job: str, at: datetime) -> str:
 
 @dataclass
 class _Planned:
+    key: tuple[str, str]  # (app, job)
     ref: JobRef
     schedule: Schedule
     fingerprint: str
     last: datetime  # the last slot handled (or the moment the schedule was first seen)
     next: datetime
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.ref.app.app, self.ref.job.name)
 
 
 class SeriesCache:
@@ -157,7 +154,7 @@ class Scheduler:
                 fresh.append((*key, digest, now))
                 if state is not None:
                     logger.info("schedule of %s/%s changed: next slot computed from now", *key)
-            planned = _Planned(ref, schedule, digest, last, schedule.next_after(last))
+            planned = _Planned(key, ref, schedule, digest, last, schedule.next_after(last))
             self._planned[key] = planned
             self._specs[key] = ref.job
             self._push(planned)
@@ -198,7 +195,7 @@ class Scheduler:
         batch: list[Slot] = []
         guarded: list[tuple[_Planned, datetime]] = []
         for planned in due:
-            slots, left_out, oldest = self._slots(planned, now)
+            slots, left_out, oldest, following = self._slots(planned, now)
             latest = slots.pop()
             for index, at in enumerate(slots):
                 reason = "missed: no jobbot scheduler was running at this time"
@@ -214,7 +211,7 @@ class Scheduler:
             else:
                 guarded.append((planned, latest))
             planned.last = latest
-            planned.next = planned.schedule.next_after(max(latest, now))
+            planned.next = following
             self._push(planned)
         recorded = len(await self.service.record_slots(batch))
         for planned, at in guarded:
@@ -226,9 +223,10 @@ class Scheduler:
             await self.prune()
         return recorded
 
-    def _slots(self, planned: _Planned, now: datetime) -> tuple[list[datetime], int, datetime]:
-        """Due slots (the bounded most recent ones), how many older ones were left out, and
-        the oldest slot considered."""
+    def _slots(self, planned: _Planned, now: datetime
+               ) -> tuple[list[datetime], int, datetime, datetime]:
+        """Due slots (the bounded most recent ones), how many older ones were left out, the
+        oldest slot considered, and the first slot after now."""
         start = max(planned.last, now - MAX_LOOKBACK)
         kept: deque[datetime] = deque(maxlen=self.max_skipped + 1)
         total = 0
@@ -238,7 +236,7 @@ class Scheduler:
             kept.append(at)
             total += 1
             at = planned.schedule.next_after(at)
-        return list(kept), total - len(kept), oldest
+        return list(kept), total - len(kept), oldest, at
 
     def _skip_reason(self, planned: _Planned, at: datetime, now: datetime,
                      paused: dict[tuple[str, str], str | None]) -> str | None:
