@@ -174,13 +174,14 @@ class Scheduler:
         return None
 
     def _pop_due(self, now: datetime) -> list[_Planned]:
-        due: list[_Planned] = []
+        due: dict[tuple[str, str], _Planned] = {}
         while self._heap and self._heap[0][0] <= now:
             at, _, key = heapq.heappop(self._heap)
             planned = self._planned.get(key)
+            # A re-planned job may have an old entry for the same time: take it once.
             if planned is not None and planned.next == at:
-                due.append(planned)
-        return due
+                due[key] = planned
+        return list(due.values())
 
     # -- one round ------------------------------------------------------------------------
 
@@ -196,6 +197,10 @@ class Scheduler:
         guarded: list[tuple[_Planned, datetime]] = []
         for planned in due:
             slots, left_out, oldest, following = self._slots(planned, now)
+            if not slots:  # nothing due after all (its next slot moved): plan it again
+                planned.next = following
+                self._push(planned)
+                continue
             latest = slots.pop()
             for index, at in enumerate(slots):
                 reason = "missed: no jobbot scheduler was running at this time"

@@ -118,6 +118,11 @@ async def test_an_edit_computes_the_next_slot_from_now(tmp_path: Path, store: St
     # A restart with the same (edited) schedule keeps its place: no missed slots invented.
     w.restart()
     assert await w.at(at(12, 40)) == 0
+    # An edit that keeps the same next slot fires it once.
+    w.edit([python_job("job", QUICK, schedule="30 */1 * * *")])
+    assert await w.at(at(12, 50)) == 0
+    assert await w.at(at(13, 30)) == 1
+    assert await w.at(at(13, 31)) == 0
 
 
 async def test_after_an_outage_missed_slots_are_recorded_and_one_catches_up(
