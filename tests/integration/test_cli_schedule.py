@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from sqlalchemy.exc import OperationalError
 
 from core.scheduler import Scheduler
 from core.spec import load_app
 from core.store import Store
-from tests.integration.test_cli import jobbot
+from tests.integration.test_cli import _free_port, jobbot, spawn, wait_for
 from tests.support.apps import make_service, python_job, write_app
 from tests.support.clock import VirtualClock
 
@@ -80,3 +83,29 @@ def test_runs_shows_skipped_slots_with_their_reasons(tmp_path: Path) -> None:
                for line in skipped) == 2
     assert sum("missed: 1830s late, beyond starting_deadline 600s" in line
                for line in skipped) == 1
+
+
+def test_serve_runs_the_scheduler_and_stops_it_cleanly(tmp_path: Path) -> None:
+    write_app(tmp_path, JOBS)
+    port = _free_port()
+    server = spawn(tmp_path, "serve", env={"JOBBOT_PORT": str(port)})
+    database = tmp_path / ".jobbot" / "jobbot.db"
+
+    def schedules_seen() -> bool:
+        if not database.exists():
+            return False
+        store = Store(f"sqlite:///{database}")
+        try:
+            return set(store.schedule_states()) == {("demo", "nightly"), ("demo", "hourly")}
+        except OperationalError:
+            return False  # not migrated yet
+        finally:
+            store.close()
+
+    try:
+        wait_for(schedules_seen)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=20) == 0
+    _, stderr = server.communicate(timeout=10)
+    assert "scheduler round failed" not in stderr
