@@ -24,7 +24,7 @@ from core.errors import Conflict, NotFound
 from core.models import Run
 from core.policy import Actor
 from core.service import JobService, Slot
-from core.spec import JobSpec
+from core.spec import AppSpec, JobSpec
 
 logger = logging.getLogger(__name__)
 
@@ -113,16 +113,18 @@ class Scheduler:
         self._heap: list[tuple[datetime, int, tuple[str, str]]] = []
         self._seq = 0
         self._last_prune: datetime | None = None
-        self._apps_seen: tuple[int, ...] = ()
+        self._apps_seen: tuple[AppSpec, ...] = ()
         self._wake = asyncio.Event()
 
     # -- planning -------------------------------------------------------------------------
 
     async def _sync(self, now: datetime) -> None:
         """Follow app.yaml: new and edited schedules start from now; removed ones are dropped."""
-        # A reload replaces an app's spec object: unchanged objects mean nothing to look at.
-        apps = tuple(map(id, self.service.catalog.apps.values()))
-        if apps == self._apps_seen:
+        # A reload replaces an app's spec object: the same objects mean nothing to look at.
+        # (Kept, not their ids: a freed object's id can be reused by its replacement.)
+        apps = tuple(self.service.catalog.apps.values())
+        if len(apps) == len(self._apps_seen) and all(
+                a is b for a, b in zip(apps, self._apps_seen, strict=True)):
             return
         self._apps_seen = apps
         current = {(ref.app.app, ref.job.name): ref for ref in self.service.catalog.jobs()
