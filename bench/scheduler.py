@@ -105,7 +105,7 @@ class MemoryStore(Store):
 
     def create_runs(self, news: Sequence[NewRun], audit: bool = True) -> list[Created]:
         self.recorded += len(news)
-        return [Created(Run(id=new_run_id(), app=n.app, job=n.job, number=1,
+        return [Created(Run.model_construct(id=new_run_id(), app=n.app, job=n.job, number=1,
                             state=n.state.value, source=n.source, actor=n.actor,
                             scheduled_for=n.scheduled_for, idempotency_key=n.idempotency_key,
                             created_at=n.scheduled_for or DAY, origin={}, overrides={}),

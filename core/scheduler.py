@@ -293,8 +293,8 @@ class Scheduler:
     async def prune(self) -> int:
         """Keep history.succeeded / history.failed finished runs (and SKIPPED_KEPT skipped
         slots) per scheduled job; older runs, their events, attempts and logs go."""
-        limits = {p.key: (p.ref.job.history.succeeded, p.ref.job.history.failed, SKIPPED_KEPT)
-                  for p in self._planned.values()}
+        limits = {key: (spec.history.succeeded, spec.history.failed, SKIPPED_KEPT)
+                  for key, spec in self._specs.items()}
         deleted = await self.service.prune_history(limits)
         if deleted:
             logger.info("history: pruned %d old runs of scheduled jobs", deleted)
