@@ -27,6 +27,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import configure_mappers
 from sqlmodel import Session, col
 from sqlmodel import select as orm_select
 
@@ -189,6 +190,9 @@ class Store:
 
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = url
+        # Set up the models' attribute instrumentation now rather than at the first query:
+        # the batch path builds Run objects without a session (model_construct) and needs it.
+        configure_mappers()
         self.engine = _make_engine(url, echo=echo)
         self.dialect = self.engine.dialect.name
         self._write_engine = self.engine.execution_options(jobbot_write=True)
