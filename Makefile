@@ -57,6 +57,7 @@ bench: venv postgres
 	$(PY) -m bench.k8s_launch
 	$(PY) -m bench.slack_ack
 	$(PY) -m bench.logs
+	$(PY) -m bench.scheduler
 
 clean:
 	rm -rf $(VENV) .jobbot .pytest_cache .mypy_cache .ruff_cache

@@ -219,3 +219,19 @@ class SlackMessage(SQLModel, table=True):
     # Outbox events up to this id are in the thread, so a redelivery never repeats a reply.
     last_event_id: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     updated_at: datetime = _ts(nullable=False)
+
+
+class ScheduleState(SQLModel, table=True):
+    """Per scheduled job: which schedule was last seen and the last slot the scheduler handled.
+
+    `fingerprint` changes when the job's expressions or time zone change; the scheduler then
+    starts from "now" instead of catching up on slots of the old schedule.
+    """
+
+    __tablename__ = "schedule_state"
+
+    app: str = Field(primary_key=True, max_length=63)
+    job: str = Field(primary_key=True, max_length=63)
+    fingerprint: str = Field(max_length=64)
+    last_slot: datetime = _ts(nullable=False)
+    updated_at: datetime = _ts(nullable=False)

@@ -42,6 +42,17 @@ class TriggerResult:
 
 
 @dataclass(frozen=True)
+class Slot:
+    """A cron slot to record in a batch: a run, or a skipped slot when `skipped` gives why."""
+
+    job: JobRef
+    scheduled_for: datetime
+    idempotency_key: str
+    skipped: str | None = None
+    origin: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class JobSummary:
     app: str
     name: str
@@ -137,6 +148,36 @@ class JobService:
             RUNS_FINISHED.labels(outcome.run.app, outcome.run.job, outcome.run.state).inc()
             self.changes.notify()
         return TriggerResult(outcome.run, outcome.created)
+
+    async def record_slots(self, slots: list[Slot]) -> list[Run]:
+        """Record many cron slots in one transaction and launch the runs among them.
+
+        The scheduler's batch path: slots whose key another scheduler already used are left
+        out, so every slot is recorded once however many schedulers run.
+        """
+        news = [NewRun(
+            app=s.job.app.app, job=s.job.job.name, source="schedule", actor="schedule",
+            state=RunState.SKIPPED if s.skipped else RunState.QUEUED, reason=s.skipped,
+            image=None if s.skipped else s.job.job.image, origin=dict(s.origin),
+            scheduled_for=s.scheduled_for, idempotency_key=s.idempotency_key,
+            executor=self.executor.name,
+            owner=str(self.owner) if self.executor.name == "local" and not s.skipped else None,
+        ) for s in slots]
+        created = await self._db(self.store.create_runs, news)
+        targets = {(s.job.app.app, s.job.job.name): s.job for s in slots}
+        for outcome in created:
+            if outcome.run.state == RunState.QUEUED.value:
+                await self._launch(targets[(outcome.run.app, outcome.run.job)], outcome.run)
+        if created:
+            self.changes.notify()
+        return [c.run for c in created]
+
+    async def prune_history(self, limits: dict[tuple[str, str], tuple[int, int, int]]) -> int:
+        """Keep (succeeded, failed, skipped) finished runs per job; delete older runs and logs."""
+        deleted = await self._db(self.store.prune_history, limits)
+        for run_id in deleted:
+            await self._db(self.log_store.delete, run_id)
+        return len(deleted)
 
     async def rerun(self, run_ref: str, actor: Actor, *,
                     idempotency_key: str | None = None,

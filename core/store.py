@@ -12,13 +12,21 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
+    Connection,
     Engine,
+    Table,
+    case,
     create_engine,
+    delete,
     event,
     func,
+    insert,
+    select,
     text,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import configure_mappers
 from sqlmodel import Session, col
 from sqlmodel import select as orm_select
 
@@ -29,11 +37,12 @@ from core.models import (
     Run,
     RunEvent,
     RunState,
+    ScheduleState,
     SlackMessage,
     SubscriberCursor,
     utcnow,
 )
-from core.run_insert import ActiveRun, RunInserter
+from core.run_insert import AUDIT_LOG, JOB_STATE, RUN_EVENTS, RUNS, ActiveRun, RunInserter
 
 # From which states each state may be reached; a final state is never left.
 _REACHABLE_FROM: dict[RunState, tuple[RunState, ...]] = {
@@ -92,6 +101,47 @@ class Created:
     active: list[ActiveRun]
 
 
+SCHEDULE_STATE: Table = ScheduleState.__table__  # type: ignore[attr-defined]
+ATTEMPTS: Table = Attempt.__table__  # type: ignore[attr-defined]
+# Finished states counted against `history.failed` (skipped slots have their own bound).
+FAILED_STATES = (RunState.FAILED.value, RunState.TIMED_OUT.value, RunState.CANCELLED.value)
+# SQLite allows 32,766 bound parameters per statement; stay well below with batches.
+_CHUNK = 500
+
+
+class _BatchStatements:
+    """Statements of the scheduler's batches, built once per dialect."""
+
+    def __init__(self, dialect: str) -> None:
+        upsert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        self.insert_run_many = (
+            upsert(RUNS).on_conflict_do_nothing(index_elements=["idempotency_key"])
+            .returning(RUNS.c.id)
+        )
+        self.insert_event = insert(RUN_EVENTS)
+        self.insert_audit = insert(AUDIT_LOG)
+        self.first_job_state_many = upsert(JOB_STATE).on_conflict_do_nothing()
+        state = upsert(SCHEDULE_STATE)
+        self.save_schedule = state.on_conflict_do_update(
+            index_elements=["app", "job"],
+            set_={"fingerprint": state.excluded.fingerprint, "last_slot": state.excluded.last_slot,
+                  "updated_at": state.excluded.updated_at},
+        )
+
+
+_PG_BUMP = text(
+    "UPDATE job_state SET last_number = job_state.last_number + v.n "
+    "FROM (SELECT unnest(CAST(:apps AS text[])) AS app, unnest(CAST(:jobs AS text[])) AS job, "
+    "unnest(CAST(:counts AS int[])) AS n) AS v "
+    "WHERE job_state.app = v.app AND job_state.job = v.job "
+    "RETURNING job_state.app, job_state.job, job_state.last_number"
+)
+
+
+class _KeyRace(Exception):
+    """An idempotency key was taken by another process while a batch was being written."""
+
+
 def _audit_values(record: AuditRecord) -> dict[str, Any]:
     return {
         "actor": record.actor, "source": record.source, "action": record.action,
@@ -110,10 +160,14 @@ class Store:
 
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = url
+        # Set up the models' attribute instrumentation now rather than at the first query:
+        # the batch path builds Run objects without a session (model_construct) and needs it.
+        configure_mappers()
         self.engine = _make_engine(url, echo=echo)
         self.dialect = self.engine.dialect.name
         self._write_engine = self.engine.execution_options(jobbot_write=True)
         self._runs = RunInserter(self.dialect)
+        self._batch = _BatchStatements(self.dialect)
 
     # -- schema ---------------------------------------------------------------------------
 
@@ -208,6 +262,118 @@ class Store:
                                    "but no run has it")
             return Created(existing, False,
                            self._runs.active(conn, existing.app, existing.job, existing.id))
+
+    def create_runs(self, news: Sequence[NewRun], audit: bool = True) -> list[Created]:
+        """Record many runs (cron slots) in one transaction: the scheduler's hot path.
+
+        Returns what was created, in order; runs whose idempotency key was already used are
+        left out (another scheduler recorded that slot first). If a key turns up used only
+        while inserting (a race with another scheduler), the batch is rolled back and its runs
+        are recorded one by one, so no run number is skipped.
+        """
+        if not news:
+            return []
+        keys = [n.idempotency_key for n in news if n.idempotency_key]
+        used: set[str] = set()
+        with self.engine.connect() as conn:
+            for start in range(0, len(keys), _CHUNK):
+                chunk = keys[start:start + _CHUNK]
+                used.update(conn.execute(select(RUNS.c.idempotency_key)
+                                         .where(RUNS.c.idempotency_key.in_(chunk))).scalars())
+        fresh = [n for n in news if n.idempotency_key not in used]
+        if not fresh:
+            return []
+        try:
+            return self._create_many(fresh, audit)
+        except _KeyRace:
+            created = [self.create_run(n, self._slot_audit(n) if audit else None) for n in fresh]
+            return [c for c in created if c.created]
+
+    @staticmethod
+    def _slot_audit(new: NewRun) -> AuditRecord:
+        return AuditRecord(actor=new.actor, source=new.source,
+                           action="run" if new.state is RunState.QUEUED else "skip",
+                           target=f"{new.app}/{new.job}",
+                           result="started" if new.state is RunState.QUEUED else "skipped",
+                           detail=new.reason)
+
+    def _create_many(self, news: Sequence[NewRun], audit: bool) -> list[Created]:
+        sql = self._batch
+        now = utcnow()
+        per_job: dict[tuple[str, str], int] = {}
+        for n in news:
+            per_job[(n.app, n.job)] = per_job.get((n.app, n.job), 0) + 1
+        rows: list[dict[str, Any]] = []
+        with self._write_engine.connect() as conn, conn.begin():
+            last = self._bump_numbers(conn, dict(per_job))
+            for n in news:
+                key = (n.app, n.job)
+                number = last[key] - per_job[key] + 1
+                per_job[key] -= 1
+                rows.append({
+                    "id": new_run_id(), "app": n.app, "job": n.job, "number": number,
+                    "state": n.state.value, "source": n.source, "actor": n.actor, "ref": n.ref,
+                    "sha": n.sha, "image": n.image, "overrides": dict(n.overrides),
+                    "origin": dict(n.origin), "idempotency_key": n.idempotency_key,
+                    "scheduled_for": n.scheduled_for, "rerun_of": n.rerun_of,
+                    "executor": n.executor, "owner": n.owner, "created_at": now,
+                    "reason": n.reason, "started_at": None,
+                    "finished_at": now if n.state.is_final else None, "external_id": None,
+                    "exit_code": None, "cancel_requested_by": None,
+                })
+            for start in range(0, len(rows), _CHUNK):
+                chunk = rows[start:start + _CHUNK]
+                inserted = conn.execute(sql.insert_run_many, chunk).scalars().all()
+                if len(inserted) != len(chunk):
+                    raise _KeyRace()
+            conn.execute(sql.insert_event, [
+                {"run_id": r["id"], "kind": "created", "state": r["state"], "created_at": now,
+                 "data": {"reason": r["reason"]} if r["reason"] else {}} for r in rows])
+            if audit:
+                conn.execute(sql.insert_audit, [
+                    {**_audit_values(record := self._slot_audit(n)), "at": now,
+                     "target": f"{record.target}#{r['number']} ({r['id']})"[:255]}
+                    for n, r in zip(news, rows, strict=True)])
+        # The rows were just written from trusted values: build them without validation
+        # (a SQLModel table model's __init__ costs ~0.5 ms, seconds for a 10,000-slot minute).
+        # These objects are detached copies: read them, never add them to a session.
+        return [Created(Run.model_construct(**r), True, []) for r in rows]
+
+    def _bump_numbers(self, conn: Connection, per_job: dict[tuple[str, str], int]
+                      ) -> dict[tuple[str, str], int]:
+        """Take `count` run numbers for each job: one UPDATE per app and distinct count, on
+        the primary key (`app = ? AND job IN (...)`); jobs without a row get one first."""
+        last = self._bump_existing(conn, per_job)
+        missing = [key for key in per_job if key not in last]
+        if missing:
+            conn.execute(self._batch.first_job_state_many, [
+                {"app": app, "job": job, "last_number": 0, "paused": False}
+                for app, job in missing])
+            last.update(self._bump_existing(conn, {key: per_job[key] for key in missing}))
+        return last
+
+    def _bump_existing(self, conn: Connection, per_job: dict[tuple[str, str], int]
+                       ) -> dict[tuple[str, str], int]:
+        if self.dialect == "postgresql":
+            # One statement joining arrays: PostgreSQL plans `IN (500 values)` updates badly.
+            rows = conn.execute(_PG_BUMP, {
+                "apps": [app for app, _ in per_job], "jobs": [job for _, job in per_job],
+                "counts": list(per_job.values())})
+            return {(app, job): int(number) for app, job, number in rows}
+        groups: dict[tuple[str, int], list[str]] = {}
+        for (app, job), count in per_job.items():
+            groups.setdefault((app, count), []).append(job)
+        last: dict[tuple[str, str], int] = {}
+        for (app, count), jobs in groups.items():
+            for start in range(0, len(jobs), _CHUNK):
+                result = conn.execute(
+                    update(JOB_STATE)
+                    .where(JOB_STATE.c.app == app, JOB_STATE.c.job.in_(jobs[start:start + _CHUNK]))
+                    .values(last_number=JOB_STATE.c.last_number + count)
+                    .returning(JOB_STATE.c.job, JOB_STATE.c.last_number))
+                for job, number in result:
+                    last[(app, job)] = int(number)
+        return last
 
     def get_run(self, run_id: str) -> Run | None:
         with self._read() as session:
@@ -433,6 +599,61 @@ class Store:
                         paused_at=utcnow() if paused else None)
             )
             return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+    def paused_jobs(self) -> dict[tuple[str, str], str | None]:
+        """Every paused job, with who paused it."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(JOB_STATE.c.app, JOB_STATE.c.job, JOB_STATE.c.paused_by)
+                                .where(JOB_STATE.c.paused.is_(True)))
+            return {(app, job): by for app, job, by in rows}
+
+    # -- schedules ------------------------------------------------------------------------
+
+    def schedule_states(self) -> dict[tuple[str, str], ScheduleState]:
+        with self._read() as session:
+            return {(s.app, s.job): s for s in session.exec(orm_select(ScheduleState))}
+
+    def save_schedule_states(self, states: Sequence[tuple[str, str, str, datetime]]) -> None:
+        """Upsert (app, job, fingerprint, last slot) rows; a later slot never goes backwards
+        because each scheduler only saves slots it has handled, and slots only move forward."""
+        if not states:
+            return
+        now = utcnow()
+        rows = [{"app": a, "job": j, "fingerprint": f, "last_slot": s, "updated_at": now}
+                for a, j, f, s in states]
+        with self._write_engine.connect() as conn, conn.begin():
+            for start in range(0, len(rows), _CHUNK):
+                conn.execute(self._batch.save_schedule, rows[start:start + _CHUNK])
+
+    def prune_history(self, limits: dict[tuple[str, str], tuple[int, int, int]]) -> list[str]:
+        """Delete finished runs beyond (succeeded, failed, skipped) kept per job, with their
+        attempts and events; returns the deleted run ids (so their logs can go too)."""
+        if not limits:
+            return []
+        bucket = case((RUNS.c.state == RunState.SUCCEEDED.value, 0),
+                      (RUNS.c.state.in_(FAILED_STATES), 1), else_=2)
+        ranked = (
+            select(RUNS.c.id, RUNS.c.app, RUNS.c.job, bucket.label("bucket"),
+                   func.row_number().over(partition_by=(RUNS.c.app, RUNS.c.job, bucket),
+                                          order_by=RUNS.c.number.desc()).label("rank"))
+            .where(RUNS.c.state.in_([s.value for s in RunState if s.is_final]))
+            .subquery()
+        )
+        floor = min(min(limit) for limit in limits.values())
+        doomed: list[str] = []
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(ranked).where(ranked.c.rank > floor))
+            for run_id, app, job, which, rank in rows:
+                limit = limits.get((app, job))
+                if limit is not None and rank > limit[which]:
+                    doomed.append(run_id)
+        with self._write_engine.connect() as conn, conn.begin():
+            for start in range(0, len(doomed), _CHUNK):
+                chunk = doomed[start:start + _CHUNK]
+                conn.execute(delete(ATTEMPTS).where(ATTEMPTS.c.run_id.in_(chunk)))
+                conn.execute(delete(RUN_EVENTS).where(RUN_EVENTS.c.run_id.in_(chunk)))
+                conn.execute(delete(RUNS).where(RUNS.c.id.in_(chunk)))
+        return doomed
 
     # -- audit ----------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""The `jobbot` command line: validate, run, runs, logs, cancel, pause, resume, chat, serve."""
+"""The `jobbot` command line: one subcommand per thing people do (see the README's CLI table)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import getpass
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from core.catalog import Catalog
 from core.durations import format_duration
@@ -18,6 +20,7 @@ from core.errors import BadInput, ConfigError, Conflict, JobbotError, NotFound, 
 from core.models import RunState
 from core.overrides import parse_overrides
 from core.policy import Actor
+from core.scheduler import fire_times
 from jobbot import render
 from jobbot.logsetup import setup_logging
 from jobbot.settings import Settings
@@ -96,6 +99,12 @@ def _parser() -> argparse.ArgumentParser:
     chat = add("chat", cmd_chat, "answer a Slack `/job ...` command here, as the CLI user")
     chat.add_argument("text", help='the command, e.g. "/job run hello GREETING=hi"')
     chat.add_argument("--yes", "-y", action="store_true", help="do not ask for confirm: jobs")
+    schedule = add("schedule", cmd_schedule, "print a cron job's next fire times")
+    schedule.add_argument("job")
+    schedule.add_argument("--from", dest="start", metavar="ISO8601",
+                          help="start after this time (default now; without an offset it is "
+                               "read in the job's time zone)")
+    schedule.add_argument("--count", "-n", type=int, default=5, help="how many (default 5)")
     serve = add("serve", cmd_serve, "serve HTTP, run jobs and schedules")
     serve.add_argument("--verbose", "-v", action="store_true")
     return parser
@@ -349,6 +358,28 @@ def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_OK if final.state == RunState.SUCCEEDED.value else EXIT_RUN_FAILED
 
     return _with_runtime(settings, body)
+
+
+def cmd_schedule(args: argparse.Namespace, settings: Settings) -> int:
+    job = Catalog([load_config(settings)]).resolve(args.job).job
+    if not job.is_scheduled:
+        raise BadInput(f"{job.name} has no schedule")
+    if not 1 <= args.count <= 10_000:
+        raise BadInput(f"--count must be between 1 and 10000, not {args.count}")
+    zone = ZoneInfo(job.timezone)
+    if args.start is None:
+        start = datetime.now(UTC)
+    else:
+        try:
+            start = datetime.fromisoformat(args.start)
+        except ValueError:
+            raise BadInput(f"--from {args.start!r} is not an ISO 8601 time "
+                           "(e.g. 2026-03-29T01:00:00+01:00)") from None
+        if start.tzinfo is None:
+            start = start.replace(tzinfo=zone)
+    for at in fire_times(job, start.astimezone(UTC), args.count):
+        print(at.astimezone(zone).isoformat())
+    return EXIT_OK
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:

@@ -41,7 +41,7 @@ def run_table(runs: list[Run]) -> str:
             run.label, run.id, f"{STATE_MARKS.get(run.state, ' ')} {run.state}", run.source,
             run.actor, _when(run.scheduled_for or run.created_at),
             format_duration(run.duration) if run.duration is not None else "-",
-            (run.reason or "")[:60],
+            (run.reason or "")[:100],
         ])
     widths = [max(len(row[i]) for row in rows) for i in range(len(headers))]
     return "\n".join(

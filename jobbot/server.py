@@ -11,6 +11,7 @@ from pydantic import SecretStr
 
 from bot import app as slack
 from core.events import Outbox
+from core.scheduler import Scheduler
 from jobbot.settings import Settings
 from jobbot.wiring import Runtime
 from web import routes as web_routes
@@ -94,10 +95,15 @@ async def serve(runtime: Runtime) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
+    scheduler = Scheduler(service)
     background = [asyncio.create_task(outbox.run(), name="outbox")]
+    cron = asyncio.create_task(scheduler.run(), name="scheduler")
     await stop.wait()
     why = received[0] if received else "stop"
     logger.info("%s received: stopping runs and shutting down", why)
+    # No new scheduled run may start while the running ones are being stopped.
+    cron.cancel()
+    await asyncio.gather(cron, return_exceptions=True)
     await service.shutdown(f"jobbot stopped ({why}) while the run was going")
     for task in background:
         task.cancel()

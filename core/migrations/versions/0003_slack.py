@@ -1,7 +1,7 @@
 """slack_messages: the Slack thread of each run
 
 Revision ID: 0003_slack
-Revises: 0001
+Revises: 0002
 Create Date: 2026-11-22
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 
 
 revision = '0003_slack'
-down_revision = '0001'
+down_revision = '0002'
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,337 @@
+"""The cron scheduler: fires each slot of each scheduled job exactly once, visibly.
+
+A slot is (app, job, scheduled time); its idempotency key makes the runs table refuse a
+second record of it, so several schedulers (replicas, a restart in the same second) can run
+at once. Every slot ends up as a run or as a `skipped` run saying why (missed while jobbot
+was down, paused, suspended, forbidden by the concurrency policy, past starting_deadline).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from core.catalog import JobRef
+from core.cron import CronSeries, Schedule, expand, fingerprint
+from core.errors import Conflict, NotFound
+from core.models import Run
+from core.policy import Actor
+from core.service import JobService, Slot
+from core.spec import AppSpec, JobSpec
+
+logger = logging.getLogger(__name__)
+
+# After a long outage a job may have missed thousands of slots (a per-minute job down for a
+# week: 10,080). Recording each would flood its history and the database for no insight, so
+# at most MAX_SKIPPED_RECORDED of the most recent missed slots are recorded one by one and the
+# oldest of them says how many earlier ones were left out.
+MAX_SKIPPED_RECORDED = 100
+# Slots further back than this are not even enumerated (that alone could take seconds).
+MAX_LOOKBACK = timedelta(days=31)
+# Skipped slots kept per job by history pruning (succeeded/failed come from app.yaml).
+SKIPPED_KEPT = MAX_SKIPPED_RECORDED
+# With nothing due, wake up this often anyway to notice app.yaml edits and resumes.
+IDLE_WAKE = timedelta(seconds=30)
+PRUNE_EVERY = timedelta(minutes=10)
+
+
+class Clock(Protocol):
+    """Where the scheduler gets the time and waits; tests pass a virtual one."""
+
+    def now(self) -> datetime: ...
+
+    async def sleep_until(self, when: datetime) -> None: ...
+
+
+class SystemClock:
+    """The real time."""
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    async def sleep_until(self, when: datetime) -> None:
+        await asyncio.sleep(max(0.0, (when - self.now()).total_seconds()))
+
+
+def slot_key(app: str, job: str, at: datetime) -> str:
+    """The idempotency key of a slot: the same in every scheduler process."""
+    return f"cron:{app}/{job}:{at.astimezone(UTC).isoformat()}"
+
+
+@dataclass
+class _Planned:
+    key: tuple[str, str]  # (app, job)
+    ref: JobRef
+    schedule: Schedule
+    fingerprint: str
+    last: datetime  # the last slot handled (or the moment the schedule was first seen)
+    next: datetime
+
+
+class SeriesCache:
+    """One CronSeries per (expression, zone), shared by the jobs that use it; `H` ones per job."""
+
+    def __init__(self) -> None:
+        self._series: dict[tuple[str, str, str | None], CronSeries] = {}
+
+    def schedule(self, job: JobSpec) -> Schedule:
+        series = []
+        for expression in job.schedule:
+            expanded = expand(expression)
+            key = (expanded, job.timezone, job.name if "H" in expanded else None)
+            found = self._series.get(key)
+            if found is None:
+                found = self._series[key] = CronSeries(expanded, job.timezone, job.name)
+            series.append(found)
+        return Schedule(job.schedule, job.timezone, job.name, series)
+
+
+def schedule_of(job: JobSpec) -> Schedule:
+    """The job's schedule, as the scheduler computes it (what `jobbot schedule` prints)."""
+    return Schedule(job.schedule, job.timezone, job.name)
+
+
+class Scheduler:
+    """Turns due cron slots into runs or skipped runs; `tick()` does one round."""
+
+    def __init__(self, service: JobService, clock: Clock | None = None, *,
+                 max_skipped: int = MAX_SKIPPED_RECORDED) -> None:
+        self.service = service
+        self.store = service.store
+        self.clock = clock or SystemClock()
+        self.max_skipped = max_skipped
+        self._series = SeriesCache()
+        self._planned: dict[tuple[str, str], _Planned] = {}
+        self._specs: dict[tuple[str, str], JobSpec] = {}
+        self._heap: list[tuple[datetime, int, tuple[str, str]]] = []
+        self._seq = 0
+        self._last_prune: datetime | None = None
+        self._apps_seen: tuple[AppSpec, ...] = ()
+        self._wake = asyncio.Event()
+
+    # -- planning -------------------------------------------------------------------------
+
+    async def _sync(self, now: datetime) -> None:
+        """Follow app.yaml: new and edited schedules start from now; removed ones are dropped."""
+        # A reload replaces an app's spec object: the same objects mean nothing to look at.
+        # (Kept, not their ids: a freed object's id can be reused by its replacement.)
+        apps = tuple(self.service.catalog.apps.values())
+        if len(apps) == len(self._apps_seen) and all(
+                a is b for a, b in zip(apps, self._apps_seen, strict=True)):
+            return
+        self._apps_seen = apps
+        current = {(ref.app.app, ref.job.name): ref for ref in self.service.catalog.jobs()
+                   if ref.job.is_scheduled}
+        changed = [key for key, ref in current.items() if self._specs.get(key) is not ref.job]
+        removed = [key for key in self._planned if key not in current]
+        if not changed and not removed:
+            return
+        for key in removed:
+            del self._planned[key]
+            del self._specs[key]
+        states = await asyncio.to_thread(self.store.schedule_states)
+        fresh: list[tuple[str, str, str, datetime]] = []
+        for key in changed:
+            ref = current[key]
+            schedule = self._series.schedule(ref.job)
+            digest = fingerprint(ref.job.schedule, ref.job.timezone)
+            known = self._planned.get(key)
+            state = states.get(key)
+            if known is not None and known.fingerprint == digest:
+                known.ref = ref  # another setting changed (policy, deadline, ...): keep going
+                self._specs[key] = ref.job
+                continue
+            if state is not None and state.fingerprint == digest:
+                last = state.last_slot  # the same schedule as before a restart: catch up
+            else:
+                # New or edited: the next slot is computed from now, never an immediate run.
+                last = now
+                fresh.append((*key, digest, now))
+                if state is not None:
+                    logger.info("schedule of %s/%s changed: next slot computed from now", *key)
+            planned = _Planned(key, ref, schedule, digest, last, schedule.next_after(last))
+            self._planned[key] = planned
+            self._specs[key] = ref.job
+            self._push(planned)
+        await asyncio.to_thread(self.store.save_schedule_states, fresh)
+
+    def _push(self, planned: _Planned) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (planned.next, self._seq, planned.key))
+
+    def next_due(self) -> datetime | None:
+        while self._heap:
+            at, _, key = self._heap[0]
+            planned = self._planned.get(key)
+            if planned is not None and planned.next == at:
+                return at
+            heapq.heappop(self._heap)  # stale: the job was removed or re-planned
+        return None
+
+    def _pop_due(self, now: datetime) -> list[_Planned]:
+        due: dict[tuple[str, str], _Planned] = {}
+        while self._heap and self._heap[0][0] <= now:
+            at, _, key = heapq.heappop(self._heap)
+            planned = self._planned.get(key)
+            # A re-planned job may have an old entry for the same time: take it once.
+            if planned is not None and planned.next == at:
+                due[key] = planned
+        return list(due.values())
+
+    # -- one round ------------------------------------------------------------------------
+
+    async def tick(self) -> int:
+        """Handle every slot due by now; returns how many slots were recorded."""
+        now = self.clock.now()
+        await self._sync(now)
+        due = self._pop_due(now)
+        if not due:
+            return 0
+        paused = await asyncio.to_thread(self.store.paused_jobs)
+        batch: list[Slot] = []
+        guarded: list[tuple[_Planned, datetime]] = []
+        for planned in due:
+            slots, left_out, oldest, following = self._slots(planned, now)
+            if not slots:  # nothing due after all (its next slot moved): plan it again
+                planned.next = following
+                self._push(planned)
+                continue
+            latest = slots.pop()
+            for index, at in enumerate(slots):
+                reason = "missed: no jobbot scheduler was running at this time"
+                if index == 0 and left_out:
+                    reason += (f" ({left_out} earlier missed slots since {oldest.isoformat()} "
+                               "are not recorded one by one)")
+                batch.append(self._slot(planned, at, reason))
+            skipped = self._skip_reason(planned, latest, now, paused)
+            if skipped is not None:
+                batch.append(self._slot(planned, latest, skipped))
+            elif planned.ref.job.concurrency_policy == "Allow":
+                batch.append(self._slot(planned, latest))
+            else:
+                guarded.append((planned, latest))
+            planned.last = latest
+            planned.next = following
+            self._push(planned)
+        recorded = len(await self.service.record_slots(batch))
+        for planned, at in guarded:
+            recorded += await self._fire_guarded(planned, at)
+        await asyncio.to_thread(self.store.save_schedule_states,
+                                [(*p.key, p.fingerprint, p.last) for p in due])
+        if self._last_prune is None or now - self._last_prune >= PRUNE_EVERY:
+            self._last_prune = now
+            await self.prune()
+        return recorded
+
+    def _slots(self, planned: _Planned, now: datetime
+               ) -> tuple[list[datetime], int, datetime, datetime]:
+        """Due slots (the bounded most recent ones), how many older ones were left out, the
+        oldest slot considered, and the first slot after now."""
+        start = max(planned.last, now - MAX_LOOKBACK)
+        kept: deque[datetime] = deque(maxlen=self.max_skipped + 1)
+        total = 0
+        oldest = planned.next if planned.next > start else planned.schedule.next_after(start)
+        at = oldest
+        while at <= now:
+            kept.append(at)
+            total += 1
+            at = planned.schedule.next_after(at)
+        return list(kept), total - len(kept), oldest, at
+
+    def _skip_reason(self, planned: _Planned, at: datetime, now: datetime,
+                     paused: dict[tuple[str, str], str | None]) -> str | None:
+        job = planned.ref.job
+        if job.suspend:
+            return "suspended: app.yaml sets suspend: true"
+        if planned.key in paused:
+            return f"paused by {paused[planned.key] or 'someone'}"
+        late = now - at
+        if job.starting_deadline is not None and late > timedelta(seconds=job.starting_deadline):
+            return (f"missed: {int(late.total_seconds())}s late, beyond starting_deadline "
+                    f"{job.starting_deadline}s")
+        return None
+
+    def _slot(self, planned: _Planned, at: datetime, skipped: str | None = None) -> Slot:
+        app, job = planned.key
+        return Slot(planned.ref, at, slot_key(app, job, at), skipped,
+                    origin={"schedule": list(planned.schedule.expressions),
+                            "timezone": planned.schedule.timezone})
+
+    async def _fire_guarded(self, planned: _Planned, at: datetime) -> int:
+        """Forbid and Replace: look at the job's live runs before starting the slot's run."""
+        app, job = planned.key
+        key = slot_key(app, job, at)
+        active = [r for r in await asyncio.to_thread(self.store.active_runs, app, job)
+                  if r.idempotency_key != key]
+        if active and planned.ref.job.concurrency_policy == "Forbid":
+            others = ", ".join(f"#{r.number} ({r.state})" for r in active)
+            reason = f"Forbid: another run is still active: {others}"
+            return len(await self.service.record_slots([self._slot(planned, at, reason)]))
+        if active and await asyncio.to_thread(self.store.run_by_key, key) is not None:
+            return 0  # another scheduler handled this slot already: replace nothing
+        for run in active:
+            await self._replace(run)
+        return len(await self.service.record_slots([self._slot(planned, at)]))
+
+    async def _replace(self, run: Run) -> None:
+        try:
+            await self.service.cancel(run.id, Actor.scheduler())
+            logger.info("Replace: cancelled %s for a new scheduled run", run.label,
+                        extra={"run_id": run.id})
+        except (Conflict, NotFound):
+            pass  # it finished (or was pruned) meanwhile: nothing to replace
+
+    # -- history --------------------------------------------------------------------------
+
+    async def prune(self) -> int:
+        """Keep history.succeeded / history.failed finished runs (and SKIPPED_KEPT skipped
+        slots) per scheduled job; older runs, their events, attempts and logs go."""
+        limits = {key: (spec.history.succeeded, spec.history.failed, SKIPPED_KEPT)
+                  for key, spec in self._specs.items()}
+        deleted = await self.service.prune_history(limits)
+        if deleted:
+            logger.info("history: pruned %d old runs of scheduled jobs", deleted)
+        return deleted
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Look again now (app.yaml was reloaded, a job was resumed)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Tick whenever a slot falls due, until cancelled; errors are logged, never fatal."""
+        while True:
+            try:
+                await self.tick()
+            except Exception:  # a database outage must not end scheduling; logged in full
+                logger.exception("scheduler round failed; trying again shortly")
+            now = self.clock.now()
+            due = self.next_due()
+            until = min(due, now + IDLE_WAKE) if due is not None else now + IDLE_WAKE
+            self._wake.clear()
+            sleeper = asyncio.ensure_future(self.clock.sleep_until(until))
+            waker = asyncio.ensure_future(self._wake.wait())
+            try:
+                await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (sleeper, waker):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+
+
+def fire_times(job: JobSpec, start: datetime, count: int) -> Iterable[datetime]:
+    """The next `count` fire times after `start`, exactly as the scheduler computes them."""
+    schedule = schedule_of(job)
+    at = start
+    for _ in range(count):
+        at = schedule.next_after(at)
+        yield at

@@ -1,0 +1,59 @@
+"""The scheduler's store calls: batched slot runs, schedule state, paused jobs, pruning."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from core.models import RunState
+from core.store import NewRun, Store
+
+T = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
+
+
+def slot(job: str, minute: int, state: RunState = RunState.QUEUED) -> NewRun:
+    at = T + timedelta(minutes=minute)
+    return NewRun(app="demo", job=job, source="schedule", actor="schedule", state=state,
+                  scheduled_for=at, idempotency_key=f"cron:demo/{job}:{at.isoformat()}",
+                  reason="paused by ada" if state is RunState.SKIPPED else None)
+
+
+def test_a_batch_numbers_runs_per_job_and_leaves_out_used_keys(store: Store) -> None:
+    store.create_run(NewRun(app="demo", job="a", source="cli", actor="cli:ada"))
+    first = store.create_runs([slot("a", 1), slot("b", 1), slot("a", 2, RunState.SKIPPED)])
+    assert [(c.run.job, c.run.number, c.run.state) for c in first] == [
+        ("a", 2, "queued"), ("b", 1, "queued"), ("a", 3, "skipped")]
+    again = store.create_runs([slot("a", 1), slot("a", 3), slot("b", 1)])
+    assert [(c.run.job, c.run.number) for c in again] == [("a", 4)]
+    runs = store.list_runs(app="demo", job="a")
+    assert [r.number for r in runs] == [4, 3, 2, 1]  # no gaps
+    skipped = store.run_by_key(f"cron:demo/a:{(T + timedelta(minutes=2)).isoformat()}")
+    assert skipped is not None
+    assert (skipped.state, skipped.reason) == ("skipped", "paused by ada")
+    assert skipped.finished_at is not None
+    assert [e.kind for e in store.events_for(skipped.id)] == ["created"]
+    assert store.audit_log(limit=10)[0].action == "run"
+    assert store.create_runs([]) == []
+
+
+def test_schedule_state_and_paused_jobs(store: Store) -> None:
+    store.save_schedule_states([("demo", "a", "f1", T), ("demo", "b", "f2", T)])
+    store.save_schedule_states([("demo", "a", "f3", T + timedelta(hours=1))])
+    states = store.schedule_states()
+    assert (states[("demo", "a")].fingerprint, states[("demo", "a")].last_slot) == (
+        "f3", T + timedelta(hours=1))
+    assert states[("demo", "b")].fingerprint == "f2"
+    assert store.paused_jobs() == {}
+    store.set_paused("demo", "a", True, "ada")
+    assert store.paused_jobs() == {("demo", "a"): "ada"}
+
+
+def test_prune_keeps_the_newest_of_each_kind(store: Store) -> None:
+    made = store.create_runs([slot("a", m) for m in range(6)]
+                             + [slot("a", m, RunState.SKIPPED) for m in range(6, 9)])
+    for created, state in zip(made[:6], ["succeeded"] * 3 + ["failed"] * 3, strict=True):
+        store.transition(created.run.id, RunState(state))
+    deleted = store.prune_history({("demo", "a"): (2, 1, 1), ("demo", "other"): (0, 0, 0)})
+    assert len(deleted) == 1 + 2 + 2
+    kept = sorted((r.number, r.state) for r in store.list_runs(app="demo", job="a"))
+    assert kept == [(2, "succeeded"), (3, "succeeded"), (6, "failed"), (9, "skipped")]
+    assert all(store.get_run(run_id) is None for run_id in deleted)
