@@ -8,19 +8,40 @@ import signal
 
 from aiohttp import web
 
+import github_app.app
+from core.errors import BadInput
 from core.events import Outbox
+from github_app.config import GitHubConfig
 from jobbot.wiring import Runtime
 
 logger = logging.getLogger(__name__)
 RUNTIME = web.AppKey("runtime", Runtime)
 
 
-def make_app(runtime: Runtime) -> web.Application:
+def make_app(runtime: Runtime, outbox: Outbox | None = None) -> web.Application:
     app = web.Application()
     app[RUNTIME] = runtime
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    github = github_config(runtime)
+    if github is not None:
+        github_app.app.setup(app, config=github, service=runtime.service, links=runtime.links,
+                             outbox=outbox,
+                             workspaces=runtime.settings.JOBBOT_DATA_DIR.resolve() / "workspaces")
     return app
+
+
+def github_config(runtime: Runtime) -> GitHubConfig | None:
+    """The GitHub App's settings, or None when GITHUB_* is not set (BadInput if half set)."""
+    s = runtime.settings
+    try:
+        return GitHubConfig.from_values(
+            s.GITHUB_APP_ID, s.GITHUB_PRIVATE_KEY.get_secret_value() if s.GITHUB_PRIVATE_KEY
+            else None, s.GITHUB_PRIVATE_KEY_PATH,
+            s.GITHUB_WEBHOOK_SECRET.get_secret_value() if s.GITHUB_WEBHOOK_SECRET else None,
+            s.GITHUB_API_URL)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -52,7 +73,7 @@ async def serve(runtime: Runtime) -> int:
     if settled:
         logger.info("start-up: checked %d unfinished runs from before", settled)
     outbox = Outbox(runtime.store, service.changes)
-    app = make_app(runtime)
+    app = make_app(runtime, outbox)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.JOBBOT_HOST, settings.JOBBOT_PORT)
@@ -61,6 +82,8 @@ async def serve(runtime: Runtime) -> int:
                 settings.JOBBOT_HOST, settings.JOBBOT_PORT, service.executor.name)
     if not settings.SLACK_BOT_TOKEN:
         logger.info("Slack is not configured (no SLACK_BOT_TOKEN): running without the bot")
+    if github_config(runtime) is None:
+        logger.info("GitHub is not configured (no GITHUB_APP_ID): running without the GitHub App")
     stop = asyncio.Event()
     received: list[str] = []
 
