@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import httpx
 from githubkit import AppAuthStrategy, AppInstallationAuthStrategy, GitHub
+from githubkit.cache import MemCacheStrategy
 from githubkit.exception import GitHubException, RateLimitExceeded, RequestError, RequestFailed
 from githubkit.response import Response
 
@@ -71,7 +72,10 @@ class GitHubClients:
 
     def __init__(self, app_id: str, private_key: str, api_url: str | None = None) -> None:
         self._auth = AppAuthStrategy(app_id, private_key)
-        options: dict[str, Any] = {"auto_retry": False, "timeout": 30.0}
+        # Our own token cache: tokens of one App configuration are never shared with another
+        # (githubkit's default cache is process-wide).
+        options: dict[str, Any] = {"auto_retry": False, "timeout": 30.0,
+                                   "cache_strategy": MemCacheStrategy()}
         if api_url:
             options["base_url"] = api_url
         self._app = GitHub(self._auth, **options)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
@@ -23,6 +24,7 @@ from github_app.routing import Delivery
 
 logger = logging.getLogger(__name__)
 P = ParamSpec("P")
+NOTES_KEPT = 5
 T = TypeVar("T")
 
 
@@ -73,6 +75,8 @@ class Context:
     latest_push: dict[tuple[str, str], str] = field(default_factory=dict)
     _comment_locks: dict[tuple[str, int], asyncio.Lock] = field(default_factory=dict)
     _comment_ids: dict[tuple[str, int], int] = field(default_factory=dict)
+    # The latest answers to commands, shown under the runs table (kept in memory only).
+    _notes: dict[tuple[str, int], deque[str]] = field(default_factory=dict)
 
     async def db(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         return await asyncio.to_thread(fn, *args, **kwargs)
@@ -142,8 +146,10 @@ class Context:
         key = (repository, number)
         lock = self._comment_locks.setdefault(key, asyncio.Lock())
         async with lock:
+            kept = self._notes.setdefault(key, deque(maxlen=NOTES_KEPT))
+            kept.extend(notes or ())
             runs = await self.pr_runs(repository, number)
-            body = render.runs_comment(runs, self.links.run_url, notes or ())
+            body = render.runs_comment(runs, self.links.run_url, list(kept))
             comment_id = self._comment_ids.get(key)
             if comment_id is None:
                 for comment in await api.comments(repository, number):

@@ -46,6 +46,10 @@ class WorkQueue:
         self._idle.clear()
         self._queue.put_nowait((delivery_id, work))
 
+    @property
+    def idle(self) -> bool:
+        return self._busy == 0
+
     async def join(self) -> None:
         """Until every queued delivery is done (tests and shutdown)."""
         await self._idle.wait()

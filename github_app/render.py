@@ -55,8 +55,9 @@ def runs_comment(runs: Sequence[Run], run_url: Callable[[str], str],
                 f"| [logs]({run_url(run.id)}) |")
     else:
         lines.append("No runs yet.")
-    if notes:
-        lines += ["", *(f"> {cell(note)}" for note in notes)]
+    for note in notes:
+        # One-line notes (a command's answer) as quotes; longer ones (the /jobs table) as is.
+        lines += ["", note if "\n" in note else f"> {note}"]
     return "\n".join(lines) + "\n"
 
 
