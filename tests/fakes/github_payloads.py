@@ -78,7 +78,7 @@ def repository(full_name: str, *, repo_id: int = 1296269, private: bool = False,
 
 
 def installation(installation_id: int) -> dict[str, Any]:
-    return {"id": installation_id, "node_id": f"MDIzOkludGVncmF0aW9uSW5zdGFsbGF0aW9u{installation_id}"}
+    return {"id": installation_id, "node_id": f"MDIzOkludGVncmF0aW9u{installation_id}"}
 
 
 def _commit(sha: str, message: str, pusher: str, full_name: str) -> dict[str, Any]:

@@ -111,9 +111,9 @@ async def test_ping_and_unhandled_events_get_2xx(gh: support.Harness) -> None:
 
 async def test_a_payload_without_the_fields_needed_is_answered_and_recorded(
         gh: support.Harness) -> None:
-    response = await gh.deliver("issue_comment", {"action": "created", "issue": {"number": "x",
-                                                  "pull_request": {}}, "comment": {"body": "/jobs"}},
-                                delivery_id="d-drift")
+    drifted = {"action": "created", "issue": {"number": "x", "pull_request": {}},
+               "comment": {"body": "/jobs"}}
+    response = await gh.deliver("issue_comment", drifted, delivery_id="d-drift")
     assert response.status == 202
     await gh.settle()
     row = gh.store.delivery("d-drift")
