@@ -47,6 +47,7 @@ test: check unit
 
 bench: venv postgres
 	$(PY) -m bench.trigger
+	$(PY) -m bench.github_webhook
 
 clean:
 	rm -rf $(VENV) .jobbot .pytest_cache .mypy_cache .ruff_cache

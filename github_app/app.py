@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -25,6 +26,8 @@ from github_app.routing import Delivery, Router
 from github_app.signature import verify
 
 logger = logging.getLogger(__name__)
+# Delivery ids remembered in memory, so a redelivery is answered without the database.
+RECENT_DELIVERIES = 10_000
 ROUTER = Router.merge(comments.router, pulls.router, checks.router, push.router,
                       installation.router)
 
@@ -41,6 +44,8 @@ class GitHubApp:
         self.router = router
         self.queue = WorkQueue(self._record_outcome, workers=workers)
         self.checks = CheckRunReporter(self.ctx)
+        self._recent: OrderedDict[str, None] = OrderedDict()
+        self._recorded: set[str] = set()
 
     async def fetch_tarball(self, request: BuildRequest) -> bytes:
         """For LocalBuilder: the repository's tarball at the sha, with the installation token."""
@@ -64,23 +69,35 @@ class GitHubApp:
             return _answer(400, "the body is not a JSON object (nor a form with `payload`)")
         action = payload.get("action") if isinstance(payload.get("action"), str) else None
         delivery = Delivery(delivery_id, event, action, payload)
-        new = await self.ctx.db(self.ctx.service.store.record_delivery, delivery_id, event,
-                                action)
-        if not new:
-            logger.info("delivery %s (%s) seen before: nothing to do", delivery_id, event,
-                        extra={"delivery_id": delivery_id})
+        if delivery_id in self._recent:
             return _answer(200, "redelivery: already handled", status_text="duplicate")
+        self._recent[delivery_id] = None
+        while len(self._recent) > RECENT_DELIVERIES:
+            self._recent.popitem(last=False)
         handlers = self.router.handlers(event, action)
-        if not handlers:
-            self.queue.put(delivery_id, _constant(f"ignored: {event} {action or ''}".strip()))
-            return _answer(202, "not handled by jobbot", status_text="ignored")
-        if event == "push":
+        if event == "push" and handlers:
             push.note_push(delivery, self.ctx)
+        # Nothing touches the database before the answer: the worker records the delivery
+        # first and drops it if its id is known (a redelivery after a restart).
         self.queue.put(delivery_id, lambda: self._handle(delivery, handlers))
+        if not handlers:
+            return _answer(202, "not handled by jobbot", status_text="ignored")
         return _answer(202, "accepted", status_text="accepted")
 
-    async def _handle(self, delivery: Delivery, handlers: list[Any]) -> str:
+    async def _handle(self, delivery: Delivery, handlers: list[Any]) -> str | None:
+        # Retried work (after a rate limit) finds its own record: only the first try checks.
+        first_try = delivery.id not in self._recorded
+        self._recorded.add(delivery.id)
+        new = first_try and await self.ctx.db(self.ctx.service.store.record_delivery,
+                                              delivery.id, delivery.event, delivery.action)
+        if first_try and not new:
+            logger.info("delivery %s (%s) seen before: nothing to do", delivery.id,
+                        delivery.event, extra={"delivery_id": delivery.id})
+            return None
+        if not handlers:
+            return f"ignored: {delivery.event} {delivery.action or ''}".strip()
         outcomes = [await handler(delivery, self.ctx) for handler in handlers]
+        self._recorded.discard(delivery.id)
         logger.info("delivery %s (%s %s): %s", delivery.id, delivery.event, delivery.action or "",
                     "; ".join(outcomes), extra={"delivery_id": delivery.id})
         return "; ".join(outcomes)
@@ -93,13 +110,6 @@ class GitHubApp:
 
     async def _stop(self, app: web.Application) -> None:
         await self.queue.stop()
-
-
-def _constant(text: str) -> Any:
-    async def work() -> str:
-        return text
-
-    return work
 
 
 def _payload(body: bytes, content_type: str) -> dict[str, Any] | None:

@@ -11,7 +11,8 @@ from core.events import TemporaryFailure
 
 logger = logging.getLogger(__name__)
 
-Work = Callable[[], Awaitable[str]]
+# A delivery's work says what it did, or None when there is nothing to record (a redelivery).
+Work = Callable[[], Awaitable[str | None]]
 Done = Callable[[str, str], Awaitable[None]]
 
 
@@ -60,7 +61,8 @@ class WorkQueue:
             try:
                 outcome = await self._attempt(delivery_id, work)
                 try:
-                    await self._on_done(delivery_id, outcome)
+                    if outcome is not None:
+                        await self._on_done(delivery_id, outcome)
                 except Exception:
                     logger.exception("delivery %s: recording the outcome failed", delivery_id,
                                      extra={"delivery_id": delivery_id})
@@ -69,7 +71,7 @@ class WorkQueue:
                 if self._busy == 0:
                     self._idle.set()
 
-    async def _attempt(self, delivery_id: str, work: Work) -> str:
+    async def _attempt(self, delivery_id: str, work: Work) -> str | None:
         extra = {"delivery_id": delivery_id}
         for attempt in range(1, self._tries + 1):
             try:
