@@ -33,6 +33,7 @@ from tests.support import github as support
 from tests.support.apps import python_job
 
 REPO = "acme/shop"
+PULLS = 50
 APP_YAML = json.dumps({"app": "shop", "jobs": [python_job("check", "print(1)")]})
 
 
@@ -42,10 +43,12 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def deliveries(count: int) -> list[tuple[str, bytes]]:
-    """Half pushes to a feature branch, half `/jobs` comments: each with its own id."""
+    """Half pushes to a feature branch, half `/jobs` comments on 50 PRs: each its own id."""
     push = json.dumps(payloads.push(REPO, "feature", "a" * 40)).encode()
-    comment = json.dumps(payloads.issue_comment(REPO, 7, "/jobs")).encode()
-    return [("push", push) if i % 2 else ("issue_comment", comment) for i in range(count)]
+    comments = [json.dumps(payloads.issue_comment(REPO, pr, "/jobs")).encode()
+                for pr in range(1, PULLS + 1)]
+    return [("push", push) if i % 2 else ("issue_comment", comments[i // 2 % PULLS])
+            for i in range(count)]
 
 
 async def send(url: str, items: list[tuple[str, bytes]], clients: int) -> list[float]:
@@ -94,7 +97,8 @@ async def run(count: int, clients: int, rounds: int) -> None:
         app = parse_app(APP_YAML)
         harness, closers = await support.start(path, app, store, workers=8)
         harness.fake.permissions[(REPO, "alice")] = "write"
-        harness.fake.add_pull(REPO, 7, "b" * 40)
+        for pr in range(1, PULLS + 1):
+            harness.fake.add_pull(REPO, pr, "b" * 40)
         harness.fake.add_file(REPO, "a" * 40, "app.yaml", APP_YAML)
         bare_app = web.Application()
         bare_app.router.add_post("/github/webhook", bare_handler)
@@ -114,16 +118,18 @@ async def run(count: int, clients: int, rounds: int) -> None:
                     started = time.perf_counter()
                     latencies = await send(url, items, clients)
                     elapsed = time.perf_counter() - started
-                    if name == "jobbot":
-                        await harness.github.queue.join()  # the next round starts quiet
                     so_far, total = results[name]
                     results[name] = (so_far + latencies, total + elapsed)
             print(f"{count} signed deliveries, {clients} concurrent clients, {rounds} rounds")
             bare_rate, _, bare_p99 = report("bare", *results["bare"])
             rate, _, p99 = report("jobbot", *results["jobbot"])
-            handled = len(harness.fake.calls_to("GET", rf"/repos/{REPO}/pulls/7"))
+            queued_at = time.perf_counter()
+            await harness.github.queue.join()
+            drained = time.perf_counter() - queued_at
+            handled = len(harness.fake.calls_to("GET", rf"/repos/{REPO}/pulls/\d+"))
             print(f"jobbot/bare: p99 {p99 / bare_p99:.2f}x, throughput "
-                  f"{rate / bare_rate:.2f}x; background work done for {handled} comments")
+                  f"{rate / bare_rate:.2f}x; background work for {handled} comments finished "
+                  f"{drained:.1f}s after the last answer")
         finally:
             await bare.close()
             await support.stop(harness, closers)
