@@ -58,6 +58,7 @@ bench: venv postgres
 	$(PY) -m bench.slack_ack
 	$(PY) -m bench.logs
 	$(PY) -m bench.scheduler
+	$(PY) -m bench.github_webhook
 
 clean:
 	rm -rf $(VENV) .jobbot .pytest_cache .mypy_cache .ruff_cache

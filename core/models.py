@@ -235,3 +235,37 @@ class ScheduleState(SQLModel, table=True):
     fingerprint: str = Field(max_length=64)
     last_slot: datetime = _ts(nullable=False)
     updated_at: datetime = _ts(nullable=False)
+
+
+class Delivery(SQLModel, table=True):
+    """One webhook delivery received (GitHub's X-GitHub-Delivery), so a redelivery does nothing."""
+
+    __tablename__ = "deliveries"
+
+    id: str = Field(sa_column=Column(String(64), primary_key=True))
+    event: str = Field(max_length=64)
+    action: str | None = Field(default=None, max_length=64)
+    received_at: datetime = _ts(nullable=False)
+    outcome: str = Field(default="received", max_length=2000)
+
+
+class ServedRepository(SQLModel, table=True):
+    """A repository the GitHub App is installed on, and so serves."""
+
+    __tablename__ = "github_repositories"
+
+    full_name: str = Field(sa_column=Column(String(255), primary_key=True))
+    installation_id: int = Field(sa_column=Column(BigInteger, nullable=False, index=True))
+    added_at: datetime = _ts(nullable=False)
+
+
+class ForkApproval(SQLModel, table=True):
+    """A maintainer's `/ok-to-test` for one head sha of a fork's pull request (as Prow)."""
+
+    __tablename__ = "github_approvals"
+
+    repository: str = Field(sa_column=Column(String(255), primary_key=True))
+    sha: str = Field(sa_column=Column(String(64), primary_key=True))
+    pull_request: int
+    approved_by: str = Field(max_length=200)
+    approved_at: datetime = _ts(nullable=False)

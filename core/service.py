@@ -190,6 +190,27 @@ class JobService:
             origin=origin if origin is not None else dict(old.origin), rerun_of=old.id,
         )
 
+    async def record_build(self, app: str, build: str, actor: Actor, *, sha: str, ref: str,
+                           idempotency_key: str | None = None,
+                           origin: dict[str, Any] | None = None) -> TriggerResult:
+        """A build, recorded as a run of the app named after the build, so pages, check runs
+        and history show it like any run; the builder reports through run_started/finish_build."""
+        self.catalog.app(app).build(build)
+        new = NewRun(app=app, job=build, source=actor.source.value, actor=actor.id, ref=ref,
+                     sha=sha, origin=origin or {}, idempotency_key=idempotency_key,
+                     executor="build")
+        audit = AuditRecord(actor=actor.id, source=actor.source.value, action="build",
+                            target=f"{app}/{build}", result="started")
+        outcome = await self._db(self.store.create_run, new, audit)
+        self.changes.notify()
+        return TriggerResult(outcome.run, outcome.created, outcome.active)
+
+    async def finish_build(self, run_id: str, state: RunState, *, image: str | None,
+                           reason: str | None = None) -> None:
+        if image:
+            await self._db(self.store.update_run, run_id, image=image)
+        await self.run_finished(run_id, state, reason=reason)
+
     async def _launch(self, target: JobRef, run: Run) -> None:
         env = {**target.job.env, **run.overrides}
         sensitive = tuple(v for k, v in env.items() if is_sensitive_key(k))

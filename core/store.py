@@ -33,11 +33,14 @@ from sqlmodel import select as orm_select
 from core.models import (
     Attempt,
     AuditEntry,
+    Delivery,
+    ForkApproval,
     JobState,
     Run,
     RunEvent,
     RunState,
     ScheduleState,
+    ServedRepository,
     SlackMessage,
     SubscriberCursor,
     utcnow,
@@ -669,6 +672,82 @@ class Store:
             return list(session.exec(
                 orm_select(AuditEntry).order_by(col(AuditEntry.id).desc()).limit(limit)
             ))
+
+
+    # -- webhook deliveries, served repositories, fork approvals (the GitHub App) --------
+
+    def record_delivery(self, delivery_id: str, event: str, action: str | None) -> bool:
+        """Remember a delivery; False if this id was seen before (a redelivery)."""
+        with self._write() as session:
+            if session.get(Delivery, delivery_id) is not None:
+                return False
+            session.add(Delivery(id=delivery_id, event=event[:64],
+                                 action=action[:64] if action else None, received_at=utcnow()))
+            return True
+
+    def set_delivery_outcome(self, delivery_id: str, outcome: str) -> None:
+        with self._write() as session:
+            session.execute(update(Delivery).where(col(Delivery.id) == delivery_id)
+                            .values(outcome=outcome[:2000]))
+
+    def delivery(self, delivery_id: str) -> Delivery | None:
+        with self._read() as session:
+            return session.get(Delivery, delivery_id)
+
+    def add_repositories(self, installation_id: int, names: Sequence[str]) -> None:
+        with self._write() as session:
+            for name in names:
+                row = session.get(ServedRepository, name)
+                if row is None:
+                    session.add(ServedRepository(full_name=name, installation_id=installation_id,
+                                                 added_at=utcnow()))
+                else:
+                    row.installation_id = installation_id
+
+    def remove_repositories(self, names: Sequence[str] | None = None, *,
+                            installation_id: int | None = None) -> None:
+        """Forget `names`, or every repository of `installation_id` (the app was uninstalled)."""
+        with self._write() as session:
+            query = orm_select(ServedRepository)
+            if names is not None:
+                query = query.where(col(ServedRepository.full_name).in_(list(names)))
+            if installation_id is not None:
+                query = query.where(col(ServedRepository.installation_id) == installation_id)
+            for row in session.exec(query):
+                session.delete(row)
+
+    def served_repositories(self) -> list[ServedRepository]:
+        with self._read() as session:
+            return list(session.exec(orm_select(ServedRepository)
+                                     .order_by(col(ServedRepository.full_name))))
+
+    def approve_sha(self, repository: str, sha: str, pull_request: int, by: str) -> None:
+        with self._write() as session:
+            if session.get(ForkApproval, (repository, sha)) is None:
+                session.add(ForkApproval(repository=repository, sha=sha,
+                                         pull_request=pull_request, approved_by=by,
+                                         approved_at=utcnow()))
+
+    def approval(self, repository: str, sha: str) -> ForkApproval | None:
+        with self._read() as session:
+            return session.get(ForkApproval, (repository, sha))
+
+    def runs_for_sha(self, sha: str, limit: int = 200) -> list[Run]:
+        """Runs of any job at this commit, newest first."""
+        with self._read() as session:
+            return list(session.exec(orm_select(Run).where(col(Run.sha) == sha)
+                                     .order_by(col(Run.created_at).desc()).limit(limit)))
+
+
+    def runs_for_pull_request(self, repository: str, number: int, limit: int = 50) -> list[Run]:
+        """Runs started for a pull request (origin repository and pull_request), newest first."""
+        origin = col(Run.origin)
+        query = (orm_select(Run)
+                 .where(origin["repository"].as_string() == repository,
+                        origin["pull_request"].as_integer() == number)
+                 .order_by(col(Run.created_at).desc()).limit(limit))
+        with self._read() as session:
+            return list(session.exec(query))
 
 
 def _make_engine(url: str, *, echo: bool) -> Engine:

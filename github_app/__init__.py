@@ -1,1 +1,1 @@
-"""The GitHub front end (githubkit): webhooks, pull-request commands, check runs and builds."""
+"""GitHub front end: a GitHub App on githubkit (webhook, PR commands, check runs, builds)."""

@@ -9,9 +9,12 @@ import signal
 from aiohttp import web
 from pydantic import SecretStr
 
+import github_app.app
 from bot import app as slack
+from core.errors import BadInput
 from core.events import Outbox
 from core.scheduler import Scheduler
+from github_app.config import GitHubConfig
 from jobbot.settings import Settings
 from jobbot.wiring import Runtime
 from web import routes as web_routes
@@ -33,6 +36,11 @@ def make_app(runtime: Runtime, outbox: Outbox | None = None) -> web.Application:
     token = settings.JOBBOT_WEB_TOKEN.get_secret_value() if settings.JOBBOT_WEB_TOKEN else None
     web_routes.setup(app, runtime.service, runtime.links, web_routes.WebSettings(
         web_token=token, secure_cookies=settings.public_url.startswith("https://")))
+    github = github_config(runtime)
+    if github is not None:
+        github_app.app.setup(app, config=github, service=runtime.service, links=runtime.links,
+                             outbox=app[OUTBOX],
+                             workspaces=runtime.settings.JOBBOT_DATA_DIR.resolve() / "workspaces")
     return app
 
 
@@ -44,6 +52,19 @@ def slack_config(settings: Settings) -> slack.SlackConfig:
                              signing_secret=plain(settings.SLACK_SIGNING_SECRET),
                              app_token=plain(settings.SLACK_APP_TOKEN),
                              api_url=settings.SLACK_API_URL)
+
+
+def github_config(runtime: Runtime) -> GitHubConfig | None:
+    """The GitHub App's settings, or None when GITHUB_* is not set (BadInput if half set)."""
+    s = runtime.settings
+    try:
+        return GitHubConfig.from_values(
+            s.GITHUB_APP_ID, s.GITHUB_PRIVATE_KEY.get_secret_value() if s.GITHUB_PRIVATE_KEY
+            else None, s.GITHUB_PRIVATE_KEY_PATH,
+            s.GITHUB_WEBHOOK_SECRET.get_secret_value() if s.GITHUB_WEBHOOK_SECRET else None,
+            s.GITHUB_API_URL)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -85,6 +106,8 @@ async def serve(runtime: Runtime) -> int:
     slack_off = slack_config(settings).missing
     if slack_off:
         logger.info("Slack is not configured (%s): running without the bot", slack_off)
+    if github_config(runtime) is None:
+        logger.info("GitHub is not configured (no GITHUB_APP_ID): running without the GitHub App")
     stop = asyncio.Event()
     received: list[str] = []
 

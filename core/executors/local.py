@@ -227,7 +227,7 @@ class LocalExecutor:
     def _environment(self, launch: Launch) -> tuple[dict[str, str], list[str]]:
         env = {k: os.environ[k] for k in _INHERITED_ENV if k in os.environ}
         env["PYTHONUNBUFFERED"] = "1"  # so Python jobs' output reaches the live log at once
-        secret_env = self._secrets.load(launch.job.secrets)
+        secret_env = self._secrets.load(secret_names(launch))
         env.update(secret_env)
         env.update(launch.env)
         run = launch.run
@@ -247,7 +247,8 @@ class LocalExecutor:
         handle: ProcessId | None = None
         try:
             process = await asyncio.create_subprocess_exec(
-                *job.command, cwd=launch.app.directory, env={**env, "JOBBOT_ATTEMPT": str(index)},
+                *job.command, cwd=working_directory(launch),
+                env={**env, "JOBBOT_ATTEMPT": str(index)},
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT, start_new_session=True,
             )
@@ -313,6 +314,26 @@ async def _constant(value: int) -> int:
 def _signal_group(pid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
+
+
+def secret_names(launch: Launch) -> tuple[str, ...]:
+    """The job's secrets, except for runs of fork pull requests (unless `fork_secrets`).
+
+    Code from a fork is written by someone outside the team: handing it the job's secrets
+    would let any pull request read them. The Kubernetes executor must apply the same rule
+    (leave `envFrom` out when this returns nothing).
+    """
+    if launch.run.origin.get("fork") and not launch.job.fork_secrets:
+        return ()
+    return launch.job.secrets
+
+
+def working_directory(launch: Launch) -> str:
+    """Jobs with image_from_build run in their build's checkout; others beside app.yaml."""
+    image = launch.run.image
+    if launch.job.image_from_build and image and os.path.isabs(image) and os.path.isdir(image):
+        return image
+    return launch.app.directory
 
 
 def _failure_reason(failures: int, backoff_limit: int, exit_code: int | None) -> str:

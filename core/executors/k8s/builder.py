@@ -30,6 +30,8 @@ BUILD_CONTAINER = "buildkit"
 class KubernetesBuilder:
     """Creates (or adopts) the build Job, waits for its outcome, keeps its pods' logs."""
 
+    name = "kubernetes"
+
     def __init__(self, api: KubeApi, logs: LogStore, *, watch_timeout: int = 300) -> None:
         self.api = api
         self._logs = logs

@@ -1,0 +1,202 @@
+"""The GitHub REST calls jobbot makes, per installation, with GitHub's errors turned into ours."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import certifi
+import httpx
+from githubkit import AppAuthStrategy, AppInstallationAuthStrategy, GitHub
+from githubkit.cache import MemCacheStrategy
+from githubkit.exception import GitHubException, RateLimitExceeded, RequestError, RequestFailed
+from githubkit.response import Response
+
+from core.errors import JobbotError
+from core.events import TemporaryFailure
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+# Transient server-side statuses worth retrying (as Airflow's generic_api_retry).
+_RETRYABLE = {409, 500, 502, 503, 504}
+
+
+class GitHubApiError(JobbotError):
+    """GitHub refused a call for good (404, 422, a missing permission): retrying will not help."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+def split(full_name: str) -> tuple[str, str]:
+    owner, _, name = full_name.partition("/")
+    if not owner or not name:
+        raise GitHubApiError(f"{full_name!r} is not an owner/name repository")
+    return owner, name
+
+
+@asynccontextmanager
+async def _errors(what: str) -> AsyncIterator[None]:
+    """Rate limits and outages become TemporaryFailure(delay); other refusals GitHubApiError."""
+    try:
+        yield
+    except RateLimitExceeded as exc:
+        delay = max(exc.retry_after.total_seconds(), 1.0)
+        raise TemporaryFailure(f"{what}: GitHub rate limit, retry in {delay:.0f}s", delay) from None
+    except RequestFailed as exc:
+        status = exc.response.status_code
+        message = _message(exc.response)
+        if status in _RETRYABLE:
+            raise TemporaryFailure(f"{what}: GitHub answered {status}: {message}") from None
+        raise GitHubApiError(f"{what}: GitHub answered {status}: {message}", status) from None
+    except (RequestError, httpx.TransportError) as exc:
+        raise TemporaryFailure(f"{what}: cannot reach GitHub: {exc}") from None
+    except GitHubException as exc:
+        raise GitHubApiError(f"{what}: {exc}") from None
+
+
+def _message(response: Response[Any]) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200]
+    return str(body.get("message", ""))[:200] if isinstance(body, dict) else ""
+
+
+class GitHubClients:
+    """One App client (JWT) and one client per installation; githubkit caches each token
+    until a minute before it expires, so a client is reused for as long as the process lives."""
+
+    def __init__(self, app_id: str, private_key: str, api_url: str | None = None) -> None:
+        self._auth = AppAuthStrategy(app_id, private_key)
+        # Our own token cache: tokens of one App configuration are never shared with another
+        # (githubkit's default cache is process-wide).
+        # One TLS context for every request: githubkit opens an httpx client per call, and
+        # loading the CA bundle each time cost ~60 ms of CPU per API call.
+        options: dict[str, Any] = {"auto_retry": False, "timeout": 30.0,
+                                   "cache_strategy": MemCacheStrategy(),
+                                   "ssl_verify": ssl.create_default_context(cafile=certifi.where())}
+        if api_url:
+            options["base_url"] = api_url
+        self._app = GitHub(self._auth, **options)
+        self._options = options
+        self._installations: dict[int, InstallationApi] = {}
+
+    def installation(self, installation_id: int) -> InstallationApi:
+        api = self._installations.get(installation_id)
+        if api is None:
+            auth = AppInstallationAuthStrategy(self._auth.app_id, self._auth.private_key,
+                                               installation_id)
+            api = InstallationApi(GitHub(auth, **self._options))
+            self._installations[installation_id] = api
+        return api
+
+
+class InstallationApi:
+    """What jobbot asks of GitHub on behalf of one installation."""
+
+    def __init__(self, github: GitHub[Any]) -> None:
+        self.github = github
+
+    async def _call(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        async with _errors(what):
+            return await call()
+        raise AssertionError("unreachable")  # pragma: no cover  (mypy: the context re-raises)
+
+    async def permission(self, repository: str, login: str) -> str:
+        """`admin`, `write`, `read` or `none`; the finer role_name (maintain, triage) if given."""
+        owner, name = split(repository)
+        try:
+            response = await self._call(
+                f"permission of {login}",
+                lambda: self.github.rest.repos.async_get_collaborator_permission_level(
+                    owner, name, login))
+        except GitHubApiError as exc:
+            if exc.status == 404:  # not a collaborator at all
+                return "none"
+            raise
+        body = response.json()
+        role = str(body.get("role_name") or "")
+        if role in ("maintain", "triage"):
+            return role
+        return str(body.get("permission") or "none")
+
+    async def react(self, repository: str, comment_id: int, content: str) -> None:
+        owner, name = split(repository)
+        await self._call(f"reaction {content}", lambda: (
+            self.github.rest.reactions.async_create_for_issue_comment(  # type: ignore[call-overload]
+                owner, name, comment_id, content=content)))
+
+    async def comments(self, repository: str, number: int) -> list[dict[str, Any]]:
+        """Every comment on an issue or pull request, oldest first (all pages)."""
+        owner, name = split(repository)
+        found: list[dict[str, Any]] = []
+        for page in range(1, 100):
+            response = await self._call(f"comments of #{number}", lambda p=page: (  # type: ignore[misc]
+                self.github.rest.issues.async_list_comments(owner, name, number,
+                                                            per_page=100, page=p)))
+            batch = response.json()
+            found.extend(batch)
+            if len(batch) < 100:
+                break
+        return found
+
+    async def create_comment(self, repository: str, number: int, body: str) -> int:
+        owner, name = split(repository)
+        response = await self._call(f"comment on #{number}", lambda: (
+            self.github.rest.issues.async_create_comment(owner, name, number, body=body)))
+        return int(response.json()["id"])
+
+    async def update_comment(self, repository: str, comment_id: int, body: str) -> None:
+        owner, name = split(repository)
+        await self._call(f"update comment {comment_id}", lambda: (
+            self.github.rest.issues.async_update_comment(owner, name, comment_id, body=body)))
+
+    async def pull(self, repository: str, number: int) -> dict[str, Any]:
+        owner, name = split(repository)
+        response = await self._call(f"pull request #{number}", lambda: (
+            self.github.rest.pulls.async_get(owner, name, number)))
+        body: Any = response.json()
+        return dict(body)
+
+    async def file(self, repository: str, path: str, ref: str) -> str | None:
+        """A file's text at `ref`, or None if it does not exist there."""
+        owner, name = split(repository)
+        try:
+            response = await self._call(f"{path} at {ref[:12]}", lambda: (
+                self.github.rest.repos.async_get_content(owner, name, path, ref=ref)))
+        except GitHubApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        body = response.json()
+        if not isinstance(body, dict) or body.get("type") != "file":
+            raise GitHubApiError(f"{path} at {ref[:12]} is not a file")
+        if body.get("encoding") != "base64":
+            raise GitHubApiError(f"{path} at {ref[:12]}: encoding {body.get('encoding')!r}")
+        return base64.b64decode(str(body.get("content", ""))).decode("utf-8")
+
+    async def tarball(self, repository: str, ref: str) -> bytes:
+        """The gzipped tarball of the repository at `ref` (GitHub redirects; httpx follows)."""
+        owner, name = split(repository)
+        response = await self._call(f"tarball at {ref[:12]}", lambda: (
+            self.github.rest.repos.async_download_tarball_archive(owner, name, ref)))
+        return response.content
+
+    async def create_check_run(self, repository: str, fields: dict[str, Any]) -> int:
+        owner, name = split(repository)
+        response = await self._call(f"check run {fields.get('name')}", lambda: (
+            self.github.rest.checks.async_create(owner, name, data=fields)))  # type: ignore[call-overload]
+        return int(response.json()["id"])
+
+    async def update_check_run(self, repository: str, check_run_id: int,
+                               fields: dict[str, Any]) -> None:
+        owner, name = split(repository)
+        await self._call(f"check run {check_run_id}", lambda: (
+            self.github.rest.checks.async_update(  # type: ignore[call-overload]
+                owner, name, check_run_id, data=fields)))

@@ -1,0 +1,179 @@
+"""What handlers share: the service, links, GitHub clients, the builder, and common steps
+(who is this person, which app is this repository, start a job at a sha, update the PR comment)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ParamSpec, TypeVar
+
+from core.builds import Builder, BuildOutcome, BuildRequest
+from core.catalog import JobRef
+from core.errors import NotFound
+from core.links import Links
+from core.models import Run, RunState, Source
+from core.policy import Actor
+from core.service import JobService, TriggerResult
+from core.spec import AppSpec
+from github_app import render
+from github_app.api import GitHubClients, InstallationApi
+from github_app.routing import Delivery
+
+logger = logging.getLogger(__name__)
+P = ParamSpec("P")
+NOTES_KEPT = 5
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class PullRequest:
+    """The parts of a pull request jobbot acts on."""
+
+    repository: str
+    number: int
+    head_sha: str
+    head_ref: str
+    author: str
+    fork: bool
+    state: str
+
+    @classmethod
+    def from_api(cls, repository: str, body: dict[str, Any]) -> PullRequest:
+        return cls.from_payload(repository, Delivery("api", "pull_request", None,
+                                                     {"pull_request": body}))
+
+    @classmethod
+    def from_payload(cls, repository: str, delivery: Delivery) -> PullRequest:
+        head_repo = delivery.get("pull_request", "head", "repo", "full_name")
+        # A deleted fork has no head repository: treat it as a fork (untrusted).
+        fork = head_repo != repository
+        return cls(repository, delivery.number("pull_request", "number"),
+                   delivery.text("pull_request", "head", "sha"),
+                   delivery.get("pull_request", "head", "ref") or "",
+                   delivery.get("pull_request", "user", "login") or "",
+                   fork, delivery.get("pull_request", "state") or "open")
+
+    def origin(self, installation_id: int, delivery_id: str) -> dict[str, Any]:
+        return {"repository": self.repository, "installation_id": installation_id,
+                "pull_request": self.number, "fork": self.fork, "delivery": delivery_id}
+
+
+@dataclass
+class Context:
+    """Shared by every handler of one GitHub App."""
+
+    service: JobService
+    links: Links
+    clients: GitHubClients
+    builder: Builder | None = None
+    # Which app each repository's app.yaml defines (learnt from pushes to its build branches).
+    repo_apps: dict[str, str] = field(default_factory=dict)
+    # The newest push seen per (repository, branch): older pushes' queued work is superseded.
+    latest_push: dict[tuple[str, str], str] = field(default_factory=dict)
+    _comment_locks: dict[tuple[str, int], asyncio.Lock] = field(default_factory=dict)
+    _comment_ids: dict[tuple[str, int], int] = field(default_factory=dict)
+    # The latest answers to commands, shown under the runs table (kept in memory only).
+    _notes: dict[tuple[str, int], deque[str]] = field(default_factory=dict)
+
+    async def db(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    def api(self, delivery: Delivery) -> InstallationApi:
+        return self.clients.installation(delivery.installation_id)
+
+    async def actor(self, api: InstallationApi, repository: str, login: str) -> Actor:
+        """The person, with their permission on the repository asked of GitHub right now."""
+        permission = await api.permission(repository, login)
+        return Actor(id=f"github:{login}", source=Source.GITHUB, display=login,
+                     github_login=login, github_permission=permission)
+
+    def resolve(self, repository: str, job: str) -> JobRef:
+        """A job of the repository's app (or any app, if the repository's is not known yet)."""
+        app = self.repo_apps.get(repository)
+        return self.service.catalog.resolve(f"{app}/{job}" if app and "/" not in job else job)
+
+    def repo_app(self, repository: str) -> AppSpec | None:
+        name = self.repo_apps.get(repository)
+        if name is None:
+            apps = self.service.catalog.apps
+            # One app served and no repository app known: the server's own app.yaml.
+            return next(iter(apps.values())) if len(apps) == 1 else None
+        return self.service.catalog.app(name)
+
+    async def build(self, app: AppSpec, build_name: str, repository: str, sha: str, ref: str,
+                    actor: Actor, key: str, origin: dict[str, Any]) -> BuildOutcome:
+        """Build (recorded as a run named after the build); a finished build of the sha is
+        reused."""
+        if self.builder is None:
+            return BuildOutcome(RunState.FAILED, None, "no builder is configured")
+        spec = app.build(build_name)
+        started = await self.service.record_build(app.app, build_name, actor, sha=sha, ref=ref,
+                                                  idempotency_key=key, origin=origin)
+        run = started.run
+        if not started.created:
+            run = await self.service.wait(run.id)
+            return BuildOutcome(run.run_state, run.image, run.reason)
+        await self.service.run_started(run.id, external_id=self.builder.name)
+        outcome = await self.builder.build(BuildRequest(app, spec, sha, ref, repository,
+                                                        actor=actor.id))
+        await self.service.finish_build(run.id, outcome.state, image=outcome.image,
+                                        reason=outcome.reason)
+        return outcome
+
+    async def start(self, target: JobRef, actor: Actor, *, repository: str, sha: str, ref: str,
+                    key: str, origin: dict[str, Any], overrides: dict[str, str] | None = None,
+                    image: str | None = None) -> TriggerResult:
+        """Run a job at a sha; jobs with image_from_build get their build (made if needed)."""
+        if target.job.image_from_build and image is None:
+            outcome = await self.build(target.app, target.job.image_from_build, repository, sha,
+                                       ref, actor, f"{key}:build", origin)
+            if outcome.state is not RunState.SUCCEEDED:
+                raise NotFound(f"build {target.job.image_from_build} of {sha[:7]} "
+                               f"{outcome.state.value}: {outcome.reason or 'no image'}")
+            image = outcome.image
+        return await self.service.trigger(target.key, actor, ref=ref, sha=sha, image=image,
+                                          overrides=overrides, idempotency_key=key,
+                                          origin=origin)
+
+    async def pr_runs(self, repository: str, number: int) -> list[Run]:
+        return await self.db(self.service.store.runs_for_pull_request, repository, number)
+
+    async def refresh_pr_comment(self, api: InstallationApi, repository: str, number: int,
+                                 notes: list[str] | None = None) -> None:
+        """Create or update the one jobbot comment of the pull request (found by its marker)."""
+        key = (repository, number)
+        lock = self._comment_locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            kept = self._notes.setdefault(key, deque(maxlen=NOTES_KEPT))
+            kept.extend(notes or ())
+            runs = await self.pr_runs(repository, number)
+            body = render.runs_comment(runs, self.links.run_url, list(kept))
+            comment_id = self._comment_ids.get(key)
+            if comment_id is None:
+                for comment in await api.comments(repository, number):
+                    if render.RUNS_MARKER in str(comment.get("body") or ""):
+                        comment_id = int(comment["id"])
+                        break
+            if comment_id is None:
+                comment_id = await api.create_comment(repository, number, body)
+            else:
+                await api.update_comment(repository, comment_id, body)
+            self._comment_ids[key] = comment_id
+
+    async def help_once(self, api: InstallationApi, repository: str, number: int,
+                        unknown: str) -> bool:
+        """Post the command help unless this pull request already has it."""
+        for comment in await api.comments(repository, number):
+            if render.HELP_MARKER in str(comment.get("body") or ""):
+                return False
+        await api.create_comment(repository, number, render.help_comment(unknown))
+        return True
+
+    async def approved(self, pr: PullRequest) -> bool:
+        """Trusted to run: not a fork, or this very head sha was vouched for with /ok-to-test."""
+        if not pr.fork:
+            return True
+        return await self.db(self.service.store.approval, pr.repository, pr.head_sha) is not None

@@ -1,0 +1,1 @@
+"""One router per webhook topic; github_app.app merges them."""

@@ -1,0 +1,62 @@
+"""check_run rerequested / requested_action and check_suite rerequested: run again."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from core.errors import NotFound
+from core.models import Run
+from core.policy import Actor
+from github_app.context import Context
+from github_app.routing import Delivery, Router
+
+router = Router()
+
+
+def _origin(run: Run, delivery: Delivery) -> dict[str, Any]:
+    # The new run gets a new check run: GitHub does not reset the old one on "Re-run".
+    origin = {k: v for k, v in run.origin.items() if k != "check_run_id"}
+    return {**origin, "delivery": delivery.id}
+
+
+async def rerun(ctx: Context, delivery: Delivery, actor: Actor, run: Run) -> str:
+    key = f"github:{delivery.id}:{run.id}"
+    if run.executor == "build":
+        app = ctx.service.catalog.app(run.app)
+        outcome = await ctx.build(app, run.job, delivery.repository, run.sha or "",
+                                  run.ref or "", actor, key, _origin(run, delivery))
+        return f"rebuilt {run.job}: {outcome.state.value}"
+    result = await ctx.service.rerun(run.id, actor, idempotency_key=key,
+                                     origin=_origin(run, delivery))
+    return f"reran {run.label} as {result.run.label}"
+
+
+@router.register("check_run", "rerequested", "requested_action")
+async def on_check_run(delivery: Delivery, ctx: Context) -> str:
+    if delivery.action == "requested_action" and (
+            delivery.get("requested_action", "identifier") != "rerun"):
+        return "ignored: unknown action"
+    run_id = delivery.get("check_run", "external_id")
+    if not isinstance(run_id, str) or not run_id:
+        return "ignored: not a jobbot check run"
+    try:
+        run = await ctx.service.get_run(run_id)
+    except NotFound:
+        return f"ignored: no run {run_id}"
+    actor = await ctx.actor(ctx.api(delivery), delivery.repository, delivery.sender)
+    return await rerun(ctx, delivery, actor, run)
+
+
+@router.register("check_suite", "rerequested")
+async def on_check_suite(delivery: Delivery, ctx: Context) -> str:
+    repository = delivery.repository
+    sha = delivery.text("check_suite", "head_sha")
+    latest: dict[tuple[str, str], Run] = {}
+    for run in await ctx.db(ctx.service.store.runs_for_sha, sha):
+        if run.origin.get("repository") == repository:
+            latest.setdefault((run.app, run.job), run)  # newest first
+    if not latest:
+        return "ignored: no runs of this suite"
+    actor = await ctx.actor(ctx.api(delivery), repository, delivery.sender)
+    done = [await rerun(ctx, delivery, actor, run) for run in latest.values()]
+    return "; ".join(done)

@@ -1,0 +1,121 @@
+"""push: read app.yaml at the pushed sha, build, then run the jobs that follow the image."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from core.errors import BadInput, ConfigError, Conflict, PermissionDenied
+from core.models import RunState, Source
+from core.policy import Actor
+from core.spec import AppSpec, parse_app
+from github_app import render
+from github_app.context import Context
+from github_app.routing import Delivery, Router
+
+logger = logging.getLogger(__name__)
+router = Router()
+APP_FILE = "app.yaml"
+_ZERO_SHA = "0" * 40
+
+
+def pushed_branch(delivery: Delivery) -> tuple[str, str] | None:
+    """(branch, sha) of a push to a branch, or None for tags and deleted branches."""
+    ref = delivery.get("ref")
+    sha = delivery.get("after")
+    if not isinstance(ref, str) or not ref.startswith("refs/heads/") or not isinstance(sha, str):
+        return None
+    if delivery.get("deleted") is True or sha == _ZERO_SHA:
+        return None
+    return ref.removeprefix("refs/heads/"), sha
+
+
+def note_push(delivery: Delivery, ctx: Context) -> None:
+    """Called as the delivery is answered, so later work of older pushes sees it is stale."""
+    pushed = pushed_branch(delivery)
+    repository = delivery.get("repository", "full_name")
+    if pushed and isinstance(repository, str):
+        ctx.latest_push[(repository, pushed[0])] = pushed[1]
+
+
+@router.register("push")
+async def on_push(delivery: Delivery, ctx: Context) -> str:
+    pushed = pushed_branch(delivery)
+    if pushed is None:
+        return "ignored: not a push to a branch"
+    branch, sha = pushed
+    repository = delivery.repository
+    api = ctx.api(delivery)
+    text = await api.file(repository, APP_FILE, sha)
+    if text is None:
+        return f"ignored: no {APP_FILE} at {sha[:7]}"
+    try:
+        app = parse_app(text, f"{repository}@{sha[:7]}:{APP_FILE}")
+    except ConfigError as exc:
+        await api.create_check_run(repository, {
+            "name": f"jobbot: {APP_FILE}", "head_sha": sha, "status": "completed",
+            "conclusion": "failure", "output": render.config_error_output(
+                [str(p) for p in exc.problems])})
+        return f"{APP_FILE} at {sha[:7]} is invalid ({len(exc.problems)} problems)"
+    builds = [b for b in app.builds if branch in b.branches]
+    if branch != delivery.get("repository", "default_branch") and not builds:
+        return f"ignored: {branch} is not a build branch"
+    ctx.service.catalog.replace(app)
+    ctx.repo_apps[repository] = app.app
+    await _supersede(ctx, repository, branch, sha)
+    if not builds:
+        return f"registered app {app.app}; no build for {branch}"
+    actor = await ctx.actor(api, repository, delivery.sender)
+    origin = {"repository": repository, "installation_id": delivery.installation_id,
+              "branch": branch, "delivery": delivery.id}
+    done = []
+    for build in builds:
+        done.append(await _build_and_deploy(ctx, delivery, app, build.name, branch, sha,
+                                            actor, origin))
+    return "; ".join(done)
+
+
+def _stale(ctx: Context, repository: str, branch: str, sha: str) -> bool:
+    return ctx.latest_push.get((repository, branch), sha) != sha
+
+
+async def _build_and_deploy(ctx: Context, delivery: Delivery, app: AppSpec, build: str,
+                            branch: str, sha: str, actor: Actor, origin: dict[str, Any]) -> str:
+    repository = delivery.repository
+    if _stale(ctx, repository, branch, sha):
+        return f"{build}: superseded by a newer push to {branch}"
+    outcome = await ctx.build(app, build, repository, sha, f"refs/heads/{branch}", actor,
+                              f"github:{delivery.id}:{build}", origin)
+    if outcome.state is not RunState.SUCCEEDED:
+        return f"{build}: {outcome.state.value}"
+    if _stale(ctx, repository, branch, sha):
+        return f"{build}: built, but superseded before deploying"
+    started = []
+    for job in app.jobs:
+        if job.image_from_build != build or job.run_on_image_change == "never":
+            continue
+        target = ctx.service.catalog.resolve(f"{app.app}/{job.name}")
+        try:
+            result = await ctx.start(target, actor, repository=repository, sha=sha,
+                                     ref=f"refs/heads/{branch}", image=outcome.image,
+                                     key=f"github:{delivery.id}:{target.key}", origin=origin)
+        except (BadInput, PermissionDenied) as exc:
+            logger.warning("delivery %s: %s not started: %s", delivery.id, job.name, exc,
+                           extra={"delivery_id": delivery.id})
+            continue
+        started.append(result.run.label)
+    return f"{build}: succeeded; started " + (", ".join(started) or "nothing")
+
+
+async def _supersede(ctx: Context, repository: str, branch: str, sha: str) -> None:
+    """Cancel still-queued runs of older pushes to the same branch."""
+    actor = Actor(id="github:superseded", source=Source.GITHUB,
+                  display=f"a newer push ({sha[:7]})", github_permission="admin")
+    for run in await ctx.db(ctx.service.store.unfinished_runs):
+        if (run.state == RunState.QUEUED.value and run.sha != sha
+                and run.origin.get("repository") == repository
+                and run.origin.get("branch") == branch and run.executor != "build"):
+            try:
+                await ctx.service.cancel(run.id, actor)
+            except Conflict:
+                continue

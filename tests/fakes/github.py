@@ -1,0 +1,293 @@
+"""A fake GitHub REST API on 127.0.0.1 speaking GitHub's wire format (JWT app auth,
+installation tokens, contents, tarballs, reactions, comments, check runs, permissions, pulls),
+recording every call; failures (rate limits, outages) can be queued per route."""
+
+from __future__ import annotations
+
+import base64
+import io
+import itertools
+import re
+import tarfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import jwt
+from aiohttp import web
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from tests.fakes import github_payloads as shapes
+
+
+def private_key_pem() -> tuple[str, str]:
+    """A fresh RSA key for the App: (private PEM, public PEM)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode()
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    return private, public
+
+
+def tarball(top: str, files: dict[str, str]) -> bytes:
+    """A gzipped tarball laid out as GitHub's (`<owner>-<repo>-<sha>/` holding the files)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        info = tarfile.TarInfo(top)
+        info.type = tarfile.DIRTYPE
+        info.mode = 0o755
+        archive.addfile(info)
+        for name, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(f"{top}/{name}")
+            info.size = len(data)
+            info.mode = 0o644
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+@dataclass
+class Call:
+    method: str
+    path: str
+    body: Any
+
+
+@dataclass
+class Failure:
+    pattern: re.Pattern[str]
+    status: int
+    headers: dict[str, str]
+    times: int
+
+
+@dataclass
+class FakeGitHub:
+    """State of the fake: what tests set up, and what jobbot did to it."""
+
+    app_id: int
+    public_key: str
+    files: dict[tuple[str, str, str], str] = field(default_factory=dict)
+    tarballs: dict[tuple[str, str], bytes] = field(default_factory=dict)
+    permissions: dict[tuple[str, str], str] = field(default_factory=dict)
+    pulls: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
+    comments: dict[tuple[str, int], list[dict[str, Any]]] = field(default_factory=dict)
+    reactions: list[tuple[str, int, str]] = field(default_factory=list)
+    check_runs: dict[int, dict[str, Any]] = field(default_factory=dict)
+    calls: list[Call] = field(default_factory=list)
+    tokens_issued: int = 0
+    failures: list[Failure] = field(default_factory=list)
+    url: str = ""
+    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(5001))
+    _tokens: set[str] = field(default_factory=set)
+
+    # -- set-up ---------------------------------------------------------------------------
+
+    def add_file(self, repository: str, sha: str, path: str, text: str) -> None:
+        self.files[(repository, sha, path)] = text
+
+    def add_tree(self, repository: str, sha: str, files: dict[str, str]) -> None:
+        for path, text in files.items():
+            self.add_file(repository, sha, path, text)
+        top = f"{repository.replace('/', '-')}-{sha[:7]}"
+        self.tarballs[(repository, sha)] = tarball(top, files)
+
+    def add_pull(self, repository: str, number: int, head_sha: str, *, author: str = "alice",
+                 head_repo: str | None = None) -> None:
+        self.pulls[(repository, number)] = shapes.pull_request(
+            repository, number, head_sha, author=author, head_repo=head_repo)
+
+    def fail(self, method: str, path_regex: str, status: int, *, times: int = 1,
+             headers: dict[str, str] | None = None) -> None:
+        """The next `times` matching calls get `status` (e.g. 429 with Retry-After)."""
+        self.failures.append(Failure(re.compile(f"^{method} {path_regex}$"), status,
+                                     headers or {}, times))
+
+    # -- what happened --------------------------------------------------------------------
+
+    def calls_to(self, method: str, path_regex: str) -> list[Call]:
+        pattern = re.compile(path_regex)
+        return [c for c in self.calls if c.method == method and pattern.fullmatch(c.path)]
+
+    def checks_for(self, name: str) -> list[dict[str, Any]]:
+        return [c for c in self.check_runs.values() if c["name"] == name]
+
+    # -- the server -----------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self._middleware])
+        r = app.router
+        r.add_post("/app/installations/{id}/access_tokens", self._token)
+        base = "/repos/{owner}/{repo}"
+        r.add_get(base + "/contents/{path:.+}", self._contents)
+        r.add_get(base + "/tarball/{ref}", self._tarball)
+        r.add_get("/_codeload/{owner}/{repo}/legacy.tar.gz/{ref}", self._codeload)
+        r.add_post(base + "/issues/comments/{id}/reactions", self._reaction)
+        r.add_get(base + "/issues/{number}/comments", self._list_comments)
+        r.add_post(base + "/issues/{number}/comments", self._create_comment)
+        r.add_patch(base + "/issues/comments/{id}", self._update_comment)
+        r.add_post(base + "/check-runs", self._create_check)
+        r.add_patch(base + "/check-runs/{id}", self._update_check)
+        r.add_get(base + "/collaborators/{user}/permission", self._permission)
+        r.add_get(base + "/pulls/{number}", self._pull)
+        return app
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        body = await request.json() if request.can_read_body else None
+        self.calls.append(Call(request.method, request.path, body))
+        key = f"{request.method} {request.path}"
+        for failure in self.failures:
+            if failure.times > 0 and failure.pattern.match(key):
+                failure.times -= 1
+                return _error(failure.status, "API rate limit exceeded" if failure.status in
+                              (403, 429) else "Server Error", headers=failure.headers)
+        if request.path.startswith("/_codeload/"):
+            return await handler(request)  # a signed download URL: no token needed
+        auth = request.headers.get("Authorization", "")
+        if request.path.startswith("/app/"):
+            if not auth.startswith("Bearer ") or not self._jwt_ok(auth[7:]):
+                return _error(401, "A JSON web token could not be decoded")
+        elif not auth.startswith("token ") or auth[6:] not in self._tokens:
+            return _error(401, "Bad credentials")
+        result: web.StreamResponse = await handler(request)
+        return result
+
+    def _jwt_ok(self, token: str) -> bool:
+        try:
+            claims = jwt.decode(token, self.public_key, algorithms=["RS256"])
+        except jwt.PyJWTError:
+            return False
+        return str(claims.get("iss")) == str(self.app_id)
+
+    async def _token(self, request: web.Request) -> web.Response:
+        self.tokens_issued += 1
+        token = f"ghs_fake{self.tokens_issued:032d}"
+        self._tokens.add(token)
+        expires = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return web.json_response({
+            "token": token, "expires_at": expires, "repository_selection": "all",
+            "permissions": {"checks": "write", "contents": "read", "issues": "write",
+                            "pull_requests": "write", "metadata": "read"},
+        }, status=201)
+
+    def _repo(self, request: web.Request) -> str:
+        return f"{request.match_info['owner']}/{request.match_info['repo']}"
+
+    async def _contents(self, request: web.Request) -> web.Response:
+        repo, path = self._repo(request), request.match_info["path"]
+        ref = request.query.get("ref", "")
+        text = self.files.get((repo, ref, path))
+        if text is None:
+            return _error(404, "Not Found")
+        data = text.encode()
+        url = f"{shapes.API}/repos/{repo}/contents/{path}?ref={ref}"
+        return web.json_response({
+            "type": "file", "encoding": "base64", "size": len(data), "name": path.split("/")[-1],
+            "path": path, "content": base64.encodebytes(data).decode(), "sha": "d" * 40,
+            "url": url, "git_url": f"{shapes.API}/repos/{repo}/git/blobs/{'d' * 40}",
+            "html_url": f"{shapes.WEB}/{repo}/blob/{ref}/{path}",
+            "download_url": f"https://raw.githubusercontent.com/{repo}/{ref}/{path}",
+            "_links": {"self": url, "git": f"{shapes.API}/repos/{repo}/git/blobs/{'d' * 40}",
+                       "html": f"{shapes.WEB}/{repo}/blob/{ref}/{path}"},
+        })
+
+    async def _tarball(self, request: web.Request) -> web.Response:
+        repo, ref = self._repo(request), request.match_info["ref"]
+        if (repo, ref) not in self.tarballs:
+            return _error(404, "Not Found")
+        raise web.HTTPFound(f"{self.url}/_codeload/{repo}/legacy.tar.gz/{ref}")
+
+    async def _codeload(self, request: web.Request) -> web.Response:
+        data = self.tarballs.get((self._repo(request), request.match_info["ref"]))
+        if data is None:
+            return _error(404, "Not Found")
+        return web.Response(body=data, content_type="application/x-gzip")
+
+    async def _reaction(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        comment_id = int(request.match_info["id"])
+        reaction = (self._repo(request), comment_id, body["content"])
+        # GitHub answers 200 with the existing reaction when the app already reacted so.
+        status = 200 if reaction in self.reactions else 201
+        if status == 201:
+            self.reactions.append(reaction)
+        return web.json_response({"id": next(self._ids), "node_id": "REA_1",
+                                  "user": shapes.user("jobbot[bot]", bot=True),
+                                  "content": body["content"],
+                                  "created_at": "2026-11-22T05:00:00Z"}, status=status)
+
+    async def _list_comments(self, request: web.Request) -> web.Response:
+        key = (self._repo(request), int(request.match_info["number"]))
+        per_page = int(request.query.get("per_page", "30"))
+        page = int(request.query.get("page", "1"))
+        found = self.comments.get(key, [])
+        return web.json_response(found[(page - 1) * per_page: page * per_page])
+
+    async def _create_comment(self, request: web.Request) -> web.Response:
+        repo, number = self._repo(request), int(request.match_info["number"])
+        body = await request.json()
+        made = shapes.comment(repo, number, next(self._ids), body["body"], "jobbot[bot]",
+                              bot=True)
+        self.comments.setdefault((repo, number), []).append(made)
+        return web.json_response(made, status=201)
+
+    async def _update_comment(self, request: web.Request) -> web.Response:
+        comment_id = int(request.match_info["id"])
+        body = await request.json()
+        for comments in self.comments.values():
+            for found in comments:
+                if found["id"] == comment_id:
+                    found["body"] = body["body"]
+                    return web.json_response(found)
+        return _error(404, "Not Found")
+
+    async def _create_check(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        check_id = next(self._ids)
+        check = {"id": check_id, "history": [body.get("status")], **body}
+        self.check_runs[check_id] = check
+        return web.json_response(_check_shape(self._repo(request), check), status=201)
+
+    async def _update_check(self, request: web.Request) -> web.Response:
+        check = self.check_runs.get(int(request.match_info["id"]))
+        if check is None:
+            return _error(404, "Not Found")
+        body = await request.json()
+        check.update(body)
+        check["history"].append(body.get("status"))
+        return web.json_response(_check_shape(self._repo(request), check))
+
+    async def _permission(self, request: web.Request) -> web.Response:
+        login = request.match_info["user"]
+        permission = self.permissions.get((self._repo(request), login))
+        if permission is None:
+            return _error(404, f"{login} is not a user")
+        legacy = {"maintain": "write", "triage": "read"}.get(permission, permission)
+        return web.json_response({"permission": legacy, "role_name": permission,
+                                  "user": {**shapes.user(login), "permissions": {}}})
+
+    async def _pull(self, request: web.Request) -> web.Response:
+        pull = self.pulls.get((self._repo(request), int(request.match_info["number"])))
+        return web.json_response(pull) if pull else _error(404, "Not Found")
+
+
+def _check_shape(repo: str, check: dict[str, Any]) -> dict[str, Any]:
+    url = f"{shapes.API}/repos/{repo}/check-runs/{check['id']}"
+    return {"id": check["id"], "node_id": f"CR_{check['id']}", "head_sha": check["head_sha"],
+            "external_id": check.get("external_id"), "url": url,
+            "html_url": f"{shapes.WEB}/{repo}/runs/{check['id']}",
+            "details_url": check.get("details_url"), "status": check.get("status", "queued"),
+            "conclusion": check.get("conclusion"), "started_at": "2026-11-22T05:00:00Z",
+            "completed_at": None, "name": check["name"], "check_suite": {"id": 7000},
+            "app": None, "pull_requests": [],
+            "output": {"title": None, "summary": None, "text": None, "annotations_count": 0,
+                       "annotations_url": f"{url}/annotations"}}
+
+
+def _error(status: int, message: str, *, headers: dict[str, str] | None = None) -> web.Response:
+    body = {"message": message,
+            "documentation_url": "https://docs.github.com/rest", "status": str(status)}
+    return web.json_response(body, status=status, headers=headers)

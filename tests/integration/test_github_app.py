@@ -1,0 +1,520 @@
+"""The GitHub App end to end: signed deliveries in, the fake GitHub's recorded calls out."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core.models import RunState
+from core.spec import load_app
+from core.store import Store
+from github_app.render import HELP_MARKER, RUNS_MARKER
+from tests.fakes import github_payloads as p
+from tests.support import github as support
+from tests.support.apps import python_job, write_app
+
+REPO = "acme/shop"
+FORK = "mallory/shop"
+HEAD = "1" * 40
+NEW_HEAD = "2" * 40
+PR = 7
+PY = sys.executable
+
+
+def server_app(tmp_path: Path) -> Any:
+    jobs = [
+        python_job("check", "print('checked')", pull_requests=True),
+        python_job("failing", "import sys; print('boom'); sys.exit(1)"),
+        python_job("leaky", "import os; print('secret:', os.environ.get('DB_PASSWORD', 'none'))",
+                   secrets=["db"], pull_requests=True),
+        python_job("admin-only", "print('admin')", allow={"github_permission": "admin"}),
+        python_job("slow", "import time; time.sleep(60)"),
+        python_job("echo", "import os; print('greeting', os.environ.get('GREETING'))"),
+    ]
+    app = load_app(write_app(tmp_path / "server", jobs, app="shop"))
+    secrets = tmp_path / "data" / "secrets"
+    secrets.mkdir(parents=True)
+    (secrets / "db.env").write_text("DB_PASSWORD=hunter2hunter2\n")
+    return app
+
+
+@pytest.fixture
+async def gh(tmp_path: Path) -> AsyncIterator[support.Harness]:
+    store = Store(f"sqlite:///{tmp_path / 'jobbot.db'}")
+    store.migrate()
+    harness, closers = await support.start(tmp_path, server_app(tmp_path), store)
+    harness.fake.permissions.update({(REPO, "alice"): "write", (REPO, "root"): "admin",
+                                     (REPO, "reader"): "read"})
+    harness.fake.add_pull(REPO, PR, HEAD)
+    yield harness
+    await support.stop(harness, closers)
+    store.close()
+
+
+async def comment(gh: support.Harness, body: str, *, login: str = "alice",
+                  **kwargs: Any) -> dict[str, Any]:
+    payload = p.issue_comment(REPO, PR, body, login=login, **kwargs)
+    response = await gh.deliver("issue_comment", payload)
+    assert response.status == 202
+    await gh.settle()
+    return payload
+
+
+def pr_comment(gh: support.Harness) -> str:
+    mine = [c for c in gh.fake.comments.get((REPO, PR), []) if RUNS_MARKER in c["body"]]
+    assert len(mine) == 1, "exactly one jobbot comment per pull request"
+    return str(mine[0]["body"])
+
+
+def reactions(gh: support.Harness, payload: dict[str, Any]) -> list[str]:
+    return [content for _, cid, content in gh.fake.reactions if cid == payload["comment"]["id"]]
+
+
+async def runs(gh: support.Harness) -> list[Any]:
+    return gh.store.list_runs(limit=100)
+
+
+# -- signatures and deliveries ------------------------------------------------------------
+
+
+async def test_bad_or_missing_signatures_get_401_and_change_nothing(gh: support.Harness) -> None:
+    payload = p.issue_comment(REPO, PR, "/run check")
+    wrong = await gh.deliver("issue_comment", payload, secret=b"not-the-secret")
+    missing = await gh.deliver("issue_comment", payload, secret=b"")
+    garbage = await gh.deliver("issue_comment", payload, signature="sha1=abc")
+    assert (wrong.status, missing.status, garbage.status) == (401, 401, 401)
+    await gh.settle()
+    assert gh.fake.calls == []
+    assert await runs(gh) == []
+
+
+async def test_ping_and_unhandled_events_get_2xx(gh: support.Harness) -> None:
+    ping = await gh.deliver("ping", p.ping(), delivery_id="d-ping")
+    other = await gh.deliver("star", {"action": "created", "starred_at": None},
+                             delivery_id="d-star")
+    assert ping.status == 202
+    assert other.status == 202
+    assert (await other.json())["status"] == "ignored"
+    await gh.settle()
+    ping_row = gh.store.delivery("d-ping")
+    star_row = gh.store.delivery("d-star")
+    assert ping_row is not None
+    assert ping_row.outcome == "pong"
+    assert star_row is not None
+    assert star_row.outcome.startswith("ignored")
+
+
+async def test_a_payload_without_the_fields_needed_is_answered_and_recorded(
+        gh: support.Harness) -> None:
+    drifted = {"action": "created", "issue": {"number": "x", "pull_request": {}},
+               "comment": {"body": "/jobs"}}
+    response = await gh.deliver("issue_comment", drifted, delivery_id="d-drift")
+    assert response.status == 202
+    await gh.settle()
+    row = gh.store.delivery("d-drift")
+    assert row is not None
+    assert row.outcome.startswith("failed: issue_comment payload has no")
+
+
+async def test_not_json_is_400(gh: support.Harness) -> None:
+    response = await gh.client.post("/github/webhook", data=b"{nope", headers={
+        "X-GitHub-Event": "push", "X-GitHub-Delivery": "d1",
+        "X-Hub-Signature-256": support.sign(support.SECRET, b"{nope")})
+    assert response.status == 400
+    assert "JSON" in (await response.json())["error"]
+
+
+async def test_a_redelivery_never_starts_a_second_run(gh: support.Harness) -> None:
+    payload = p.issue_comment(REPO, PR, "/run check")
+    first = await gh.deliver("issue_comment", payload, delivery_id="same-id")
+    await gh.settle()
+    again = await gh.deliver("issue_comment", payload, delivery_id="same-id")
+    await gh.settle()
+    assert first.status == 202
+    assert again.status == 200
+    assert (await again.json())["status"] == "duplicate"
+    assert [r.job for r in await runs(gh)] == ["check"]
+
+
+# -- PR commands --------------------------------------------------------------------------
+
+
+async def test_run_command_runs_the_job_with_a_check_run_and_one_comment(
+        gh: support.Harness) -> None:
+    payload = await comment(gh, "/run echo GREETING=hello")
+    [run] = await runs(gh)
+    assert (run.job, run.state, run.sha, run.overrides) == ("echo", "succeeded", HEAD,
+                                                            {"GREETING": "hello"})
+    assert run.origin["pull_request"] == PR
+    assert reactions(gh, payload) == ["eyes", "rocket"]
+    [check] = gh.fake.checks_for("jobbot: echo")
+    assert check["head_sha"] == HEAD
+    assert check["external_id"] == run.id
+    assert check["details_url"].startswith(f"http://jobbot.test/runs/{run.id}?t=")
+    assert check["history"] == ["queued", "in_progress", "completed"]
+    assert check["conclusion"] == "success"
+    assert "greeting hello" in check["output"]["text"]
+    body = pr_comment(gh)
+    assert "echo #1" in body
+    assert "succeeded" in body
+    assert f"/runs/{run.id}?t=" in body
+
+
+async def test_commands_in_code_blocks_quotes_or_edits_are_ignored(gh: support.Harness) -> None:
+    await comment(gh, "```\n/run check\n```")
+    await comment(gh, "> /run check\nI agree")
+    await comment(gh, "/run check", action="edited")
+    await comment(gh, "please look\n/run check")
+    assert await runs(gh) == []
+    assert gh.fake.reactions == []
+
+
+async def test_comments_by_bots_are_ignored(gh: support.Harness) -> None:
+    await comment(gh, "/run check", login="jobbot[bot]", bot=True)
+    await comment(gh, f"{RUNS_MARKER}\n/run check", login="alice")
+    assert await runs(gh) == []
+    assert gh.fake.calls == []
+
+
+async def test_failed_run_check_run_and_rerun_of_failed_runs(gh: support.Harness) -> None:
+    await comment(gh, "/run failing")
+    await comment(gh, "/run check")
+    [check] = gh.fake.checks_for("jobbot: failing")
+    assert check["conclusion"] == "failure"
+    assert "boom" in check["output"]["text"]
+    assert check["actions"][0]["identifier"] == "rerun"
+    payload = await comment(gh, "/rerun")
+    jobs = sorted((r.job, r.number) for r in await runs(gh))
+    assert jobs == [("check", 1), ("failing", 1), ("failing", 2)]  # only the failed one again
+    assert reactions(gh, payload) == ["eyes", "rocket"]
+    assert len(gh.fake.checks_for("jobbot: failing")) == 2
+
+
+async def test_rerun_job_and_nothing_to_rerun(gh: support.Harness) -> None:
+    await comment(gh, "/run check")
+    payload = await comment(gh, "/rerun")
+    assert reactions(gh, payload) == ["eyes", "confused"]
+    assert "no failed runs" in pr_comment(gh)
+    await comment(gh, "/rerun check")
+    assert sorted(r.number for r in await runs(gh)) == [1, 2]
+
+
+async def test_cancel_stops_the_pull_requests_runs(gh: support.Harness) -> None:
+    payload = p.issue_comment(REPO, PR, "/run slow")
+    await gh.deliver("issue_comment", payload)
+    await gh.github.queue.join()
+    cancel = p.issue_comment(REPO, PR, "/cancel slow")
+    await gh.deliver("issue_comment", cancel)
+    await gh.settle()
+    [run] = await runs(gh)
+    assert run.state == "cancelled"
+    assert run.reason == "cancelled by alice"
+    assert gh.fake.checks_for("jobbot: slow")[0]["conclusion"] == "cancelled"
+    assert reactions(gh, cancel) == ["eyes", "rocket"]
+
+
+async def test_jobs_lists_jobs_with_their_last_state(gh: support.Harness) -> None:
+    await comment(gh, "/run check")
+    payload = await comment(gh, "/jobs")
+    body = pr_comment(gh)
+    assert "| `check` |" in body
+    assert "check #1: succeeded" in body
+    assert "| `slow` |" in body
+    assert "never run" in body
+    assert reactions(gh, payload) == ["eyes", "rocket"]
+
+
+async def test_unknown_commands_get_help_once(gh: support.Harness) -> None:
+    await comment(gh, "/deploy now")
+    await comment(gh, "/launch")
+    helps = [c for c in gh.fake.comments[(REPO, PR)] if HELP_MARKER in c["body"]]
+    assert len(helps) == 1
+    assert "`/deploy`" in helps[0]["body"]
+    assert "/run JOB" in helps[0]["body"]
+
+
+async def test_unknown_job_and_bad_arguments_are_explained(gh: support.Harness) -> None:
+    first = await comment(gh, "/run chekc")
+    second = await comment(gh, "/run check NOTKEYVALUE")
+    body = pr_comment(gh)
+    assert "no job 'chekc' (did you mean check?)" in body
+    assert "`NOTKEYVALUE` is not KEY=VALUE" in body or "NOTKEYVALUE" in body
+    assert reactions(gh, first)[-1] == "confused"
+    assert reactions(gh, second)[-1] == "confused"
+    assert await runs(gh) == []
+
+
+async def test_untrusted_commenters_run_nothing(gh: support.Harness) -> None:
+    stranger = await comment(gh, "/run check", login="stranger")  # not a collaborator: 404
+    reader = await comment(gh, "/run check", login="reader")
+    writer = await comment(gh, "/run admin-only")
+    assert await runs(gh) == []
+    body = pr_comment(gh)
+    assert "it needs write permission on the repository (you have none)" in body
+    assert "(you have read)" in body
+    assert "it needs admin permission" in body
+    for payload in (stranger, reader, writer):
+        assert reactions(gh, payload) == ["eyes", "confused"]
+    asked = gh.fake.calls_to("GET", rf"/repos/{REPO}/collaborators/\w+/permission")
+    assert {c.path.split("/")[-2] for c in asked} == {"stranger", "reader", "alice"}
+    await comment(gh, "/run admin-only", login="root")
+    assert [r.job for r in await runs(gh)] == ["admin-only"]
+
+
+# -- pull requests, forks and /ok-to-test -------------------------------------------------
+
+
+async def test_pull_request_runs_its_jobs_for_a_trusted_author(gh: support.Harness) -> None:
+    response = await gh.deliver("pull_request", p.pull_request_event("opened", REPO, PR, HEAD))
+    assert response.status == 202
+    await gh.settle()
+    done = {r.job: r for r in await runs(gh)}
+    assert set(done) == {"check", "leaky"}
+    assert all(r.state == "succeeded" and r.sha == HEAD for r in done.values())
+    # Not a fork: the job gets its secret (masked in the check run's output).
+    [leaky] = gh.fake.checks_for("jobbot: leaky")
+    assert "secret: ********" in leaky["output"]["text"]
+    assert "hunter2" not in json.dumps(gh.fake.check_runs)
+
+
+async def test_untrusted_pull_request_author_runs_nothing(gh: support.Harness) -> None:
+    gh.fake.permissions[(REPO, "reader")] = "read"
+    await gh.deliver("pull_request",
+                     p.pull_request_event("opened", REPO, PR, HEAD, author="reader"))
+    await gh.settle()
+    assert await runs(gh) == []
+
+
+async def test_fork_pull_requests_wait_for_ok_to_test_per_head_sha(gh: support.Harness) -> None:
+    gh.fake.add_pull(REPO, PR, HEAD, author="mallory", head_repo=FORK)
+    gh.fake.permissions[(REPO, "mallory")] = "read"
+    await gh.deliver("pull_request", p.pull_request_event("opened", REPO, PR, HEAD,
+                                                          author="mallory", head_repo=FORK))
+    await gh.settle()
+    assert await runs(gh) == []
+    assert "/ok-to-test" in pr_comment(gh)
+    # A maintainer's /run does not bypass the gate either.
+    await comment(gh, "/run check")
+    assert await runs(gh) == []
+    # Someone without write access cannot vouch.
+    refused = await comment(gh, "/ok-to-test", login="reader")
+    assert reactions(gh, refused) == ["eyes", "confused"]
+    assert await runs(gh) == []
+    approved = await comment(gh, "/ok-to-test")
+    assert reactions(gh, approved) == ["eyes", "rocket"]
+    done = {r.job: r for r in await runs(gh)}
+    assert set(done) == {"check", "leaky"}
+    assert all(r.origin["fork"] is True and r.sha == HEAD for r in done.values())
+    # Fork runs never get secrets (the job does not say fork_secrets: true).
+    assert "secret: none" in gh.fake.checks_for("jobbot: leaky")[0]["output"]["text"]
+    # A new push needs a new approval.
+    gh.fake.add_pull(REPO, PR, NEW_HEAD, author="mallory", head_repo=FORK)
+    await gh.deliver("pull_request", p.pull_request_event("synchronize", REPO, PR, NEW_HEAD,
+                                                          author="mallory", head_repo=FORK))
+    await gh.settle()
+    await comment(gh, "/run check")
+    assert {r.sha for r in await runs(gh)} == {HEAD}
+    await comment(gh, "/ok-to-test")
+    assert {r.sha for r in await runs(gh)} == {HEAD, NEW_HEAD}
+
+
+async def test_closing_the_pull_request_cancels_its_runs(gh: support.Harness) -> None:
+    await gh.deliver("issue_comment", p.issue_comment(REPO, PR, "/run slow"))
+    await gh.github.queue.join()
+    await gh.deliver("pull_request", p.pull_request_event("closed", REPO, PR, HEAD))
+    await gh.settle()
+    [run] = await runs(gh)
+    assert run.state == "cancelled"
+    assert "closed #7" in (run.reason or "")
+
+
+# -- check runs: Re-run button, suites ----------------------------------------------------
+
+
+async def test_rerun_button_starts_a_new_run_with_a_new_check_run(gh: support.Harness) -> None:
+    await comment(gh, "/run failing")
+    [first] = await runs(gh)
+    [check] = gh.fake.checks_for("jobbot: failing")
+    payload = p.check_run(REPO, HEAD, check["id"], first.id)
+    await gh.deliver("check_run", payload, delivery_id="rerun-1")
+    await gh.settle()
+    await gh.deliver("check_run", payload, delivery_id="rerun-1")  # redelivered
+    await gh.settle()
+    assert sorted(r.number for r in await runs(gh)) == [1, 2]
+    checks = gh.fake.checks_for("jobbot: failing")
+    assert len(checks) == 2
+    assert checks[0]["conclusion"] == checks[1]["conclusion"] == "failure"
+    action = p.check_run(REPO, HEAD, checks[1]["id"], first.id, action="requested_action")
+    await gh.deliver("check_run", action)
+    await gh.settle()
+    assert sorted(r.number for r in await runs(gh)) == [1, 2, 3]
+
+
+async def test_rerun_button_needs_permission(gh: support.Harness) -> None:
+    await comment(gh, "/run failing")
+    [first] = await runs(gh)
+    await gh.deliver("check_run", p.check_run(REPO, HEAD, 1, first.id, login="reader"),
+                     delivery_id="d-reader")
+    await gh.settle()
+    assert len(await runs(gh)) == 1
+    row = gh.store.delivery("d-reader")
+    assert row is not None
+    assert "needs write permission" in row.outcome
+
+
+async def test_check_suite_rerequested_reruns_the_suites_runs(gh: support.Harness) -> None:
+    await comment(gh, "/run failing")
+    await comment(gh, "/run check")
+    await gh.deliver("check_suite", p.check_suite(REPO, HEAD))
+    await gh.settle()
+    assert sorted((r.job, r.number) for r in await runs(gh)) == [
+        ("check", 1), ("check", 2), ("failing", 1), ("failing", 2)]
+
+
+# -- API errors and rate limits -----------------------------------------------------------
+
+
+async def test_rate_limits_are_waited_out_and_nothing_is_lost(gh: support.Harness) -> None:
+    gh.fake.fail("POST", rf"/repos/{REPO}/check-runs", 429, headers={"Retry-After": "1"})
+    gh.fake.fail("GET", rf"/repos/{REPO}/pulls/{PR}", 403,
+                 headers={"Retry-After": "1", "x-ratelimit-remaining": "0"})
+    payload = await comment(gh, "/run check")
+    [run] = await runs(gh)
+    assert run.state == "succeeded"
+    [check] = gh.fake.checks_for("jobbot: check")
+    assert check["conclusion"] == "success"
+    assert len(gh.fake.calls_to("POST", rf"/repos/{REPO}/check-runs")) == 2
+    assert reactions(gh, payload) == ["eyes", "rocket"]
+
+
+async def test_a_permanent_api_error_is_recorded_with_the_delivery(gh: support.Harness) -> None:
+    gh.fake.pulls.clear()
+    await gh.deliver("issue_comment", p.issue_comment(REPO, PR, "/run check"),
+                     delivery_id="d-404")
+    await gh.settle()
+    assert await runs(gh) == []
+    row = gh.store.delivery("d-404")
+    assert row is not None
+    assert "pull request #7: GitHub answered 404" in row.outcome
+
+
+async def test_installation_tokens_are_cached(gh: support.Harness) -> None:
+    await comment(gh, "/run check")
+    await comment(gh, "/run echo")
+    assert gh.fake.tokens_issued == 1
+
+
+# -- installations ------------------------------------------------------------------------
+
+
+async def test_installations_record_the_served_repositories(gh: support.Harness) -> None:
+    await gh.deliver("installation", p.installation_event("created", 77, [REPO, "acme/api"]))
+    await gh.settle()
+    assert [r.full_name for r in gh.store.served_repositories()] == ["acme/api", REPO]
+    await gh.deliver("installation_repositories",
+                     p.installation_repositories(77, [], ["acme/api"]))
+    await gh.deliver("installation_repositories",
+                     p.installation_repositories(77, ["acme/web"], []))
+    await gh.settle()
+    assert [r.full_name for r in gh.store.served_repositories()] == [REPO, "acme/web"]
+    await gh.deliver("installation", p.installation_event("deleted", 77, []))
+    await gh.settle()
+    assert gh.store.served_repositories() == []
+
+
+# -- pushes and builds --------------------------------------------------------------------
+
+
+def repo_app_yaml(deploy_code: str = "print('version', open('VERSION').read().strip())") -> str:
+    return json.dumps({
+        "app": "shop",
+        "builds": [{"name": "site", "image": "registry.example.com/acme/shop",
+                    "branches": ["main"]}],
+        "jobs": [
+            {"name": "deploy", "image_from_build": "site", "run_on_image_change": "cd",
+             "command": [PY, "-c", deploy_code]},
+            {"name": "smoke", "image_from_build": "site", "run_on_image_change": "always",
+             "command": [PY, "-c", "print('smoke ok')"]},
+            {"name": "migrate", "image_from_build": "site", "run_on_image_change": "never",
+             "command": [PY, "-c", "print('migrating')"]},
+        ],
+    })
+
+
+async def installed(gh: support.Harness) -> None:
+    await gh.deliver("installation", p.installation_event("created", 77, [REPO]))
+    await gh.settle()
+
+
+async def test_push_builds_then_runs_cd_jobs_in_the_checkout(gh: support.Harness,
+                                                             tmp_path: Path) -> None:
+    await installed(gh)
+    gh.fake.add_tree(REPO, HEAD, {"app.yaml": repo_app_yaml(), "VERSION": "1.2.3\n"})
+    response = await gh.deliver("push", p.push(REPO, "main", HEAD))
+    assert response.status == 202
+    await gh.settle()
+    done = {r.job: r for r in await runs(gh)}
+    assert set(done) == {"site", "deploy", "smoke"}  # `never` only records the image
+    workspace = tmp_path / "workspaces" / "shop" / HEAD
+    assert done["site"].state == "succeeded"
+    assert done["site"].image == str(workspace)
+    assert (workspace / "VERSION").read_text() == "1.2.3\n"
+    assert done["deploy"].state == "succeeded"
+    assert done["deploy"].image == str(workspace)
+    [deploy] = gh.fake.checks_for("jobbot: deploy")
+    assert "version 1.2.3" in deploy["output"]["text"]
+    assert gh.fake.checks_for("jobbot: site")[0]["conclusion"] == "success"
+    # The repository's definitions now win over the server's file.
+    assert gh.service.catalog.app("shop").job("deploy").image_from_build == "site"
+
+
+async def test_push_to_a_branch_without_builds_runs_nothing(gh: support.Harness) -> None:
+    await installed(gh)
+    gh.fake.add_tree(REPO, HEAD, {"app.yaml": repo_app_yaml(), "VERSION": "1"})
+    await gh.deliver("push", p.push(REPO, "feature", HEAD))
+    await gh.settle()
+    assert await runs(gh) == []
+
+
+async def test_invalid_app_yaml_fails_a_check_and_runs_nothing(gh: support.Harness) -> None:
+    await installed(gh)
+    gh.fake.add_tree(REPO, HEAD, {"app.yaml": "app: shop\njobs:\n  - name: x\n    retries: 3\n"})
+    await gh.deliver("push", p.push(REPO, "main", HEAD))
+    await gh.settle()
+    assert await runs(gh) == []
+    [check] = gh.fake.checks_for("jobbot: app.yaml")
+    assert check["conclusion"] == "failure"
+    assert check["head_sha"] == HEAD
+    assert "acme/shop@1111111:app.yaml:4" in check["output"]["summary"]
+    assert "backoff_limit" in check["output"]["summary"]
+
+
+async def test_a_newer_push_supersedes_the_older_ones_work(gh: support.Harness) -> None:
+    await installed(gh)
+    gh.fake.add_tree(REPO, HEAD, {"app.yaml": repo_app_yaml(), "VERSION": "1"})
+    gh.fake.add_tree(REPO, NEW_HEAD, {"app.yaml": repo_app_yaml(), "VERSION": "2"})
+    # The newer push is answered before the older one's work starts (one worker, in order).
+    gh.github.queue._workers = 1
+    await gh.deliver("push", p.push(REPO, "main", HEAD), delivery_id="old")
+    await gh.deliver("push", p.push(REPO, "main", NEW_HEAD, before=HEAD), delivery_id="new")
+    await gh.settle()
+    assert {r.sha for r in await runs(gh)} == {NEW_HEAD}
+    old = gh.store.delivery("old")
+    assert old is not None
+    assert "superseded" in old.outcome
+
+
+async def test_a_failed_build_runs_no_jobs(gh: support.Harness) -> None:
+    await installed(gh)
+    gh.fake.add_file(REPO, HEAD, "app.yaml", repo_app_yaml())  # no tarball: download fails
+    await gh.deliver("push", p.push(REPO, "main", HEAD))
+    await gh.settle()
+    [build] = await runs(gh)
+    assert (build.job, build.state) == ("site", RunState.FAILED.value)
+    assert "could not download the tarball" in (build.reason or "")
+    assert gh.fake.checks_for("jobbot: site")[0]["conclusion"] == "failure"

@@ -1,0 +1,95 @@
+"""A jobbot server with the GitHub App mounted, wired to the fake GitHub, for tests and bench."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import ClientResponse, web
+from aiohttp.test_utils import TestClient, TestServer
+
+from core.events import Outbox
+from core.links import Links
+from core.service import JobService
+from core.spec import AppSpec
+from core.store import Store
+from github_app.app import GitHubApp, setup
+from github_app.config import GitHubConfig
+from github_app.signature import sign
+from tests.fakes.github import FakeGitHub, private_key_pem
+from tests.fakes.github_payloads import APP_ID
+from tests.support.apps import make_service
+
+SECRET = b"webhook-secret-for-tests"
+_KEYS = private_key_pem()
+
+
+@dataclass
+class Harness:
+    fake: FakeGitHub
+    client: TestClient[Any, Any]
+    github: GitHubApp
+    service: JobService
+    store: Store
+    outbox: asyncio.Task[None]
+
+    async def deliver(self, event: str, payload: dict[str, Any], *,
+                      delivery_id: str | None = None, secret: bytes = SECRET,
+                      signature: str | None = None) -> ClientResponse:
+        body = json.dumps(payload).encode()
+        headers = {"X-GitHub-Event": event, "X-GitHub-Delivery": delivery_id or str(uuid.uuid4()),
+                   "Content-Type": "application/json",
+                   "User-Agent": "GitHub-Hookshot/abc123"}
+        if signature is not None or secret:
+            headers["X-Hub-Signature-256"] = signature if signature is not None else sign(
+                secret, body)
+        return await self.client.post("/github/webhook", data=body, headers=headers)
+
+    async def settle(self, timeout: float = 30.0) -> None:
+        """Until queued deliveries, runs and check-run updates are all done."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            await self.github.queue.join()
+            unfinished = await asyncio.to_thread(self.store.unfinished_runs)
+            last = await asyncio.to_thread(self.store.last_event_id)
+            cursor = await asyncio.to_thread(self.store.cursor, "github")
+            if not unfinished and cursor == last and self.github.queue.idle:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError("jobbot did not settle in time")
+
+
+async def start(tmp_path: Path, app: AppSpec, store: Store, *,
+                workers: int = 4) -> tuple[Harness, list[Any]]:
+    """Fake GitHub + jobbot with the App; returns the harness and what to close."""
+    private, public = _KEYS
+    fake = FakeGitHub(APP_ID, public)
+    fake_server = TestServer(fake.app(), host="127.0.0.1")
+    await fake_server.start_server()
+    fake.url = str(fake_server.make_url("")).rstrip("/")
+    service = make_service(app, store, tmp_path / "data")
+    links = Links("http://jobbot.test", b"k" * 32)
+    jobbot = web.Application()
+    outbox = Outbox(store, service.changes, poll=0.05)
+    github = setup(jobbot, config=GitHubConfig(str(APP_ID), private, SECRET, fake.url),
+                   service=service, links=links, outbox=outbox,
+                   workspaces=tmp_path / "workspaces", workers=workers)
+    client: TestClient[Any, Any] = TestClient(TestServer(jobbot, host="127.0.0.1"))
+    await client.start_server()
+    task = asyncio.create_task(outbox.run())
+    harness = Harness(fake, client, github, service, store, task)
+    return harness, [fake_server]
+
+
+async def stop(harness: Harness, closers: list[Any]) -> None:
+    harness.outbox.cancel()
+    await asyncio.gather(harness.outbox, return_exceptions=True)
+    await harness.service.shutdown()
+    await harness.client.close()
+    for closer in closers:
+        await closer.close()
