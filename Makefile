@@ -52,7 +52,7 @@ browser-test: venv chromium
 
 test: check unit browser-test
 
-bench: venv postgres
+bench: venv postgres e2e-cluster
 	$(PY) -m bench.trigger
 	$(PY) -m bench.k8s_launch
 	$(PY) -m bench.slack_ack
