@@ -38,7 +38,7 @@ def kube_service(app: AppSpec, store: Store, data_dir: Path, api: KubeApi) -> Jo
 
 
 async def eventually(probe: Callable[[], Awaitable[Any]], what: str,
-                     timeout: float = 10.0) -> Any:
+                     timeout: float = 30.0) -> Any:
     """Poll `probe` until it returns something truthy; fail naming `what` and the last value."""
     loop = asyncio.get_running_loop()
     ends = loop.time() + timeout
