@@ -11,6 +11,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from core.events import TemporaryFailure
+from core.metrics import SLACK_ERRORS, SLACK_REQUESTS
 
 logger = logging.getLogger(__name__)
 # Slack's own hiccups: worth another try later.
@@ -30,18 +31,21 @@ class PermanentSlackError(Exception):
 async def call(method: str, pending: Awaitable[AsyncSlackResponse],
                **log_context: Any) -> AsyncSlackResponse:
     """Await a Web API call; TemporaryFailure to retry later, PermanentSlackError to give up."""
+    SLACK_REQUESTS.labels(method).inc()
     try:
         return await pending
     except SlackApiError as exc:
         status = exc.response.status_code
         data = exc.response.data if isinstance(exc.response.data, dict) else {}
         error = str(data.get("error") or f"HTTP {status}")
+        SLACK_ERRORS.labels(method, error).inc()
         if status == 429 or status >= 500 or error in RETRYABLE_ERRORS:
             delay = retry_after(exc.response.headers)
             raise TemporaryFailure(f"Slack {method}: {error}", delay) from exc
         logger.warning("Slack %s failed: %s", method, error, extra={**log_context, "error": error})
         raise PermanentSlackError(method, error) from exc
     except (TimeoutError, aiohttp.ClientError) as exc:
+        SLACK_ERRORS.labels(method, type(exc).__name__).inc()
         raise TemporaryFailure(f"Slack {method}: {type(exc).__name__}: {exc}") from exc
 
 

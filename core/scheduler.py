@@ -21,6 +21,7 @@ from typing import Protocol
 from core.catalog import JobRef
 from core.cron import CronSeries, Schedule, expand, fingerprint
 from core.errors import Conflict, NotFound
+from core.metrics import SCHEDULER_LAG
 from core.models import Run
 from core.policy import Actor
 from core.service import JobService, Slot
@@ -220,6 +221,9 @@ class Scheduler:
             planned.last = latest
             planned.next = following
             self._push(planned)
+        if batch or guarded:
+            newest = max([s.scheduled_for for s in batch] + [at for _, at in guarded])
+            SCHEDULER_LAG.set((now - newest).total_seconds())
         recorded = len(await self.service.record_slots(batch))
         for planned, at in guarded:
             recorded += await self._fire_guarded(planned, at)

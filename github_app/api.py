@@ -18,6 +18,7 @@ from githubkit.response import Response
 
 from core.errors import JobbotError
 from core.events import TemporaryFailure
+from core.metrics import GITHUB_ERRORS, GITHUB_REQUESTS
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -41,22 +42,27 @@ def split(full_name: str) -> tuple[str, str]:
 
 
 @asynccontextmanager
-async def _errors(what: str) -> AsyncIterator[None]:
+async def _errors(what: str, kind: str) -> AsyncIterator[None]:
     """Rate limits and outages become TemporaryFailure(delay); other refusals GitHubApiError."""
+    GITHUB_REQUESTS.labels(kind).inc()
     try:
         yield
     except RateLimitExceeded as exc:
+        GITHUB_ERRORS.labels(kind, "rate_limit").inc()
         delay = max(exc.retry_after.total_seconds(), 1.0)
         raise TemporaryFailure(f"{what}: GitHub rate limit, retry in {delay:.0f}s", delay) from None
     except RequestFailed as exc:
         status = exc.response.status_code
+        GITHUB_ERRORS.labels(kind, str(status)).inc()
         message = _message(exc.response)
         if status in _RETRYABLE:
             raise TemporaryFailure(f"{what}: GitHub answered {status}: {message}") from None
         raise GitHubApiError(f"{what}: GitHub answered {status}: {message}", status) from None
     except (RequestError, httpx.TransportError) as exc:
+        GITHUB_ERRORS.labels(kind, "unreachable").inc()
         raise TemporaryFailure(f"{what}: cannot reach GitHub: {exc}") from None
     except GitHubException as exc:
+        GITHUB_ERRORS.labels(kind, "error").inc()
         raise GitHubApiError(f"{what}: {exc}") from None
 
 
@@ -103,8 +109,9 @@ class InstallationApi:
     def __init__(self, github: GitHub[Any]) -> None:
         self.github = github
 
-    async def _call(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
-        async with _errors(what):
+    async def _call(self, kind: str, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """`kind` labels the metrics (a fixed name per method); `what` is for messages."""
+        async with _errors(what, kind):
             return await call()
         raise AssertionError("unreachable")  # pragma: no cover  (mypy: the context re-raises)
 
@@ -112,7 +119,7 @@ class InstallationApi:
         """`admin`, `write`, `read` or `none`; the finer role_name (maintain, triage) if given."""
         owner, name = split(repository)
         try:
-            response = await self._call(
+            response = await self._call("permission",
                 f"permission of {login}",
                 lambda: self.github.rest.repos.async_get_collaborator_permission_level(
                     owner, name, login))
@@ -128,7 +135,7 @@ class InstallationApi:
 
     async def react(self, repository: str, comment_id: int, content: str) -> None:
         owner, name = split(repository)
-        await self._call(f"reaction {content}", lambda: (
+        await self._call("react", f"reaction {content}", lambda: (
             self.github.rest.reactions.async_create_for_issue_comment(  # type: ignore[call-overload]
                 owner, name, comment_id, content=content)))
 
@@ -137,7 +144,7 @@ class InstallationApi:
         owner, name = split(repository)
         found: list[dict[str, Any]] = []
         for page in range(1, 100):
-            response = await self._call(f"comments of #{number}", lambda p=page: (  # type: ignore[misc]
+            response = await self._call("comments", f"comments of #{number}", lambda p=page: (  # type: ignore[misc]
                 self.github.rest.issues.async_list_comments(owner, name, number,
                                                             per_page=100, page=p)))
             batch = response.json()
@@ -148,18 +155,18 @@ class InstallationApi:
 
     async def create_comment(self, repository: str, number: int, body: str) -> int:
         owner, name = split(repository)
-        response = await self._call(f"comment on #{number}", lambda: (
+        response = await self._call("create_comment", f"comment on #{number}", lambda: (
             self.github.rest.issues.async_create_comment(owner, name, number, body=body)))
         return int(response.json()["id"])
 
     async def update_comment(self, repository: str, comment_id: int, body: str) -> None:
         owner, name = split(repository)
-        await self._call(f"update comment {comment_id}", lambda: (
+        await self._call("update_comment", f"update comment {comment_id}", lambda: (
             self.github.rest.issues.async_update_comment(owner, name, comment_id, body=body)))
 
     async def pull(self, repository: str, number: int) -> dict[str, Any]:
         owner, name = split(repository)
-        response = await self._call(f"pull request #{number}", lambda: (
+        response = await self._call("pull", f"pull request #{number}", lambda: (
             self.github.rest.pulls.async_get(owner, name, number)))
         body: Any = response.json()
         return dict(body)
@@ -168,7 +175,7 @@ class InstallationApi:
         """A file's text at `ref`, or None if it does not exist there."""
         owner, name = split(repository)
         try:
-            response = await self._call(f"{path} at {ref[:12]}", lambda: (
+            response = await self._call("file", f"{path} at {ref[:12]}", lambda: (
                 self.github.rest.repos.async_get_content(owner, name, path, ref=ref)))
         except GitHubApiError as exc:
             if exc.status == 404:
@@ -184,19 +191,19 @@ class InstallationApi:
     async def tarball(self, repository: str, ref: str) -> bytes:
         """The gzipped tarball of the repository at `ref` (GitHub redirects; httpx follows)."""
         owner, name = split(repository)
-        response = await self._call(f"tarball at {ref[:12]}", lambda: (
+        response = await self._call("tarball", f"tarball at {ref[:12]}", lambda: (
             self.github.rest.repos.async_download_tarball_archive(owner, name, ref)))
         return response.content
 
     async def create_check_run(self, repository: str, fields: dict[str, Any]) -> int:
         owner, name = split(repository)
-        response = await self._call(f"check run {fields.get('name')}", lambda: (
+        response = await self._call("create_check_run", f"check run {fields.get('name')}", lambda: (
             self.github.rest.checks.async_create(owner, name, data=fields)))  # type: ignore[call-overload]
         return int(response.json()["id"])
 
     async def update_check_run(self, repository: str, check_run_id: int,
                                fields: dict[str, Any]) -> None:
         owner, name = split(repository)
-        await self._call(f"check run {check_run_id}", lambda: (
+        await self._call("update_check_run", f"check run {check_run_id}", lambda: (
             self.github.rest.checks.async_update(  # type: ignore[call-overload]
                 owner, name, check_run_id, data=fields)))

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from core.cron import Schedule
+from core.metrics import REGISTRY
 from core.models import Run, RunState
 from core.policy import Actor
 from core.scheduler import Scheduler, slot_key
@@ -102,7 +103,9 @@ async def test_a_new_schedule_never_fires_at_once(tmp_path: Path, store: Store,
     w = world(worlds, tmp_path, store, [python_job("often", QUICK, schedule="* * * * *")])
     assert await w.at(T0) == 0
     assert w.runs("often") == []
-    assert await w.at(at(10, 1)) == 1
+    assert await w.at(at(10, 1) + timedelta(seconds=20)) == 1
+    # The slot of 10:01:00 was fired at 10:01:20 on the virtual clock.
+    assert REGISTRY.get_sample_value("jobbot_scheduler_lag_seconds") == 20.0
 
 
 async def test_an_edit_computes_the_next_slot_from_now(tmp_path: Path, store: Store,

@@ -18,6 +18,7 @@ import urllib3.exceptions
 from kubernetes.client.exceptions import ApiException
 
 from core.errors import ExecutorError
+from core.metrics import KUBERNETES_ERRORS
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -61,9 +62,14 @@ class Transient(Exception):
 
 
 def classify(exc: BaseException, call: Call) -> BaseException:
-    """Transient for what may pass, ExecutorError for refusals, the exception itself otherwise."""
+    """Transient for what may pass, ExecutorError for refusals, the exception itself otherwise.
+
+    Every failed API call passes through here, so here it is counted.
+    """
+    operation = f"{call.verb} {call.resource}"
     if isinstance(exc, ApiException):
         status = exc.status or 0
+        KUBERNETES_ERRORS.labels(operation, str(status)).inc()
         if status in RETRYABLE_STATUS:
             return Transient(f"HTTP {status} on {call}", retry_after(exc))
         if status in (401, 403):
@@ -75,6 +81,7 @@ def classify(exc: BaseException, call: Call) -> BaseException:
             )
         return exc
     if isinstance(exc, urllib3.exceptions.HTTPError | ConnectionError | TimeoutError):
+        KUBERNETES_ERRORS.labels(operation, "unreachable").inc()
         return Transient(f"{type(exc).__name__} on {call}: {exc}", None)
     return exc
 
