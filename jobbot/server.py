@@ -16,7 +16,7 @@ from core.events import Outbox
 from core.scheduler import Scheduler
 from github_app.config import GitHubConfig
 from jobbot.settings import Settings
-from jobbot.wiring import Runtime
+from jobbot.wiring import Runtime, make_builder
 from web import routes as web_routes
 
 logger = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ def make_app(runtime: Runtime, outbox: Outbox | None = None) -> web.Application:
     github = github_config(runtime)
     if github is not None:
         github_app.app.setup(app, config=github, service=runtime.service, links=runtime.links,
-                             outbox=app[OUTBOX],
+                             outbox=app[OUTBOX], builder=make_builder(runtime),
                              workspaces=runtime.settings.JOBBOT_DATA_DIR.resolve() / "workspaces")
     return app
 

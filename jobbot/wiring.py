@@ -8,6 +8,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.builds import Builder
 from core.catalog import Catalog
 from core.errors import BadInput
 from core.events import Changes
@@ -73,6 +74,29 @@ def signing_key(settings: Settings, data_dir: Path) -> bytes:
         logger.warning("JOBBOT_SECRET_KEY is not set: signing links with a key kept in %s; "
                        "set it when running several replicas", path)
     return path.read_text().strip().encode()
+
+
+def make_builder(runtime: Runtime) -> Builder | None:
+    """The builder for pushes: BuildKit Jobs with the Kubernetes executor; None means the
+    GitHub App's local builder (a checkout of the repository's tarball)."""
+    if runtime.settings.JOBBOT_EXECUTOR != "kubernetes":
+        return None
+    from core.executors.k8s.builder import KubernetesBuilder
+    from core.executors.kubernetes import KubernetesExecutor
+
+    executor = runtime.service.executor
+    if not isinstance(executor, KubernetesExecutor):
+        return None
+
+    return KubernetesBuilder(executor.api, runtime.service.log_store,
+                             git_base_url=git_base_url(runtime.settings.GITHUB_API_URL))
+
+
+def git_base_url(api_url: str | None) -> str:
+    """Where repositories are cloned from: github.com, or a GitHub Enterprise Server host."""
+    if not api_url or "api.github.com" in api_url:
+        return "https://github.com"
+    return api_url.rstrip("/").removesuffix("/api/v3")
 
 
 def make_executor(settings: Settings, logs: LogStore, owner: ProcessId,

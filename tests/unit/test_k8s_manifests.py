@@ -90,3 +90,16 @@ def test_build_job_runs_rootless_buildkit_with_registry_cache() -> None:
     volumes = {v["name"]: v for v in manifest["spec"]["template"]["spec"]["volumes"]}
     assert volumes["registry-credentials"]["secret"]["secretName"] == "registry-credentials"
     assert is_dns_label(manifest["metadata"]["name"])
+
+
+def test_the_builder_turns_a_github_repository_into_a_clone_url() -> None:
+    from core.executors.k8s.builder import KubernetesBuilder
+    from jobbot.wiring import git_base_url
+
+    builder = KubernetesBuilder(None, None)  # type: ignore[arg-type]  (only the URL is used)
+    assert builder.git_url("acme/shop") == "https://github.com/acme/shop.git"
+    assert builder.git_url("https://git.example.com/x.git") == "https://git.example.com/x.git"
+    ghes = KubernetesBuilder(None, None, git_base_url=git_base_url(  # type: ignore[arg-type]
+        "https://ghe.example.com/api/v3"))
+    assert ghes.git_url("acme/shop") == "https://ghe.example.com/acme/shop.git"
+    assert git_base_url(None) == git_base_url("https://api.github.com") == "https://github.com"

@@ -32,14 +32,22 @@ class KubernetesBuilder:
 
     name = "kubernetes"
 
-    def __init__(self, api: KubeApi, logs: LogStore, *, watch_timeout: int = 300) -> None:
+    def __init__(self, api: KubeApi, logs: LogStore, *, watch_timeout: int = 300,
+                 git_base_url: str = "https://github.com") -> None:
         self.api = api
         self._logs = logs
         self._watch_timeout = watch_timeout
+        self._git_base_url = git_base_url.rstrip("/")
+
+    def git_url(self, repository: str) -> str:
+        """BuildKit's git context: "owner/name" from GitHub becomes a clone URL."""
+        if "://" in repository or repository.startswith("git@"):
+            return repository
+        return f"{self._git_base_url}/{repository}.git"
 
     async def build(self, request: BuildRequest) -> BuildOutcome:
         manifest = build_manifest(request.app, request.build, sha=request.sha,
-                                  repository=request.repository, ref=request.ref,
+                                  repository=self.git_url(request.repository), ref=request.ref,
                                   actor=request.actor)
         namespace, name = request.app.namespace, manifest["metadata"]["name"]
         log_key = f"build-{name}"
