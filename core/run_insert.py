@@ -6,7 +6,7 @@ import json
 from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Table, bindparam, insert, select, text, update
-from sqlalchemy.dialects import sqlite
+from sqlalchemy.dialects import postgresql, sqlite
 
 from core.models import AuditEntry, JobState, Run, RunEvent, RunState
 
@@ -82,7 +82,7 @@ class RunInserter:
             sqlite.insert(RUNS).on_conflict_do_nothing(index_elements=["idempotency_key"])
             .returning(RUNS.c.id)
         )
-        self._insert_event = insert(RUN_EVENTS)
+        self.insert_event = insert(RUN_EVENTS)
         self.insert_audit = insert(AUDIT_LOG)
         self._active = (
             select(RUNS.c.id, RUNS.c.number, RUNS.c.state, RUNS.c.actor)
@@ -116,7 +116,7 @@ class RunInserter:
         values = {**values, "number": number}
         if conn.execute(self._insert_run, values).scalar_one_or_none() is None:
             return None
-        conn.execute(self._insert_event, {"run_id": values["id"], "kind": "created",
+        conn.execute(self.insert_event, {"run_id": values["id"], "kind": "created",
                                           "state": values["state"], "data": event_data,
                                           "created_at": values["created_at"]})
         if audit:
@@ -152,6 +152,9 @@ class RunInserter:
         return int(number), [ActiveRun(*item) for item in active]
 
     def _upsert(self, table: Table) -> Any:
-        from sqlalchemy.dialects import postgresql
+        return upsert_for(self.dialect)(table)
 
-        return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
+
+def upsert_for(dialect: str) -> Any:
+    """INSERT with ON CONFLICT for this dialect (PostgreSQL's or SQLite's)."""
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert

@@ -20,12 +20,10 @@ from sqlalchemy import (
     delete,
     event,
     func,
-    insert,
     select,
     text,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import configure_mappers
 from sqlmodel import Session, col
 from sqlmodel import select as orm_select
@@ -45,7 +43,7 @@ from core.models import (
     SubscriberCursor,
     utcnow,
 )
-from core.run_insert import AUDIT_LOG, JOB_STATE, RUN_EVENTS, RUNS, ActiveRun, RunInserter
+from core.run_insert import JOB_STATE, RUN_EVENTS, RUNS, ActiveRun, RunInserter, upsert_for
 
 # From which states each state may be reached; a final state is never left.
 _REACHABLE_FROM: dict[RunState, tuple[RunState, ...]] = {
@@ -116,13 +114,11 @@ class _BatchStatements:
     """Statements of the scheduler's batches, built once per dialect."""
 
     def __init__(self, dialect: str) -> None:
-        upsert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        upsert = upsert_for(dialect)
         self.insert_run_many = (
             upsert(RUNS).on_conflict_do_nothing(index_elements=["idempotency_key"])
             .returning(RUNS.c.id)
         )
-        self.insert_event = insert(RUN_EVENTS)
-        self.insert_audit = insert(AUDIT_LOG)
         self.first_job_state_many = upsert(JOB_STATE).on_conflict_do_nothing()
         state = upsert(SCHEDULE_STATE)
         self.save_schedule = state.on_conflict_do_update(
@@ -329,11 +325,11 @@ class Store:
                 inserted = conn.execute(sql.insert_run_many, chunk).scalars().all()
                 if len(inserted) != len(chunk):
                     raise _KeyRace()
-            conn.execute(sql.insert_event, [
+            conn.execute(self._runs.insert_event, [
                 {"run_id": r["id"], "kind": "created", "state": r["state"], "created_at": now,
                  "data": {"reason": r["reason"]} if r["reason"] else {}} for r in rows])
             if audit:
-                conn.execute(sql.insert_audit, [
+                conn.execute(self._runs.insert_audit, [
                     {**_audit_values(record := self._slot_audit(n)), "at": now,
                      "target": f"{record.target}#{r['number']} ({r['id']})"[:255]}
                     for n, r in zip(news, rows, strict=True)])

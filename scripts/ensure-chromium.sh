@@ -6,14 +6,8 @@ set -euo pipefail
 if [ -x /usr/bin/chromium ]; then
   exit 0
 fi
-echo "Chromium not found: installing Debian's chromium package" >&2
-sudo=""
-if [ "$(id -u)" != 0 ]; then
-  sudo="sudo"
-fi
-export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get update -qq
-$sudo apt-get install -y -qq chromium > /dev/null
+echo "Chromium not found" >&2
+bash "$(dirname "$0")/apt-install.sh" chromium
 [ -x /usr/bin/chromium ] || {
   echo "installing chromium did not provide /usr/bin/chromium" >&2
   exit 1

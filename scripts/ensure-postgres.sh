@@ -9,14 +9,8 @@ fi
 if compgen -G "/usr/lib/postgresql/*/bin/initdb" > /dev/null; then
   exit 0
 fi
-echo "PostgreSQL server not found: installing Debian's postgresql package" >&2
-sudo=""
-if [ "$(id -u)" != 0 ]; then
-  sudo="sudo"
-fi
-export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get update -qq
-$sudo apt-get install -y -qq postgresql > /dev/null
+echo "PostgreSQL server not found" >&2
+bash "$(dirname "$0")/apt-install.sh" postgresql
 compgen -G "/usr/lib/postgresql/*/bin/initdb" > /dev/null || {
   echo "installing postgresql did not provide initdb" >&2
   exit 1

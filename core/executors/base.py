@@ -63,3 +63,21 @@ class Executor(Protocol):
     async def shutdown(self, reason: str) -> None:
         """Stop everything this process drives; runs end `cancelled` with `reason`."""
         ...
+
+
+class ReporterBinding:
+    """The reporter half every executor shares: bind() once, then report through `reporter`."""
+
+    _reporter: Reporter | None = None
+
+    def bind(self, reporter: Reporter) -> None:
+        self._reporter = reporter
+
+    @property
+    def reporter(self) -> Reporter:
+        if self._reporter is None:
+            raise RuntimeError("executor used before bind()")
+        return self._reporter
+
+    def is_ready(self) -> bool:
+        return self._reporter is not None

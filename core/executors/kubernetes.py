@@ -15,7 +15,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from core.errors import BadInput, ExecutorError
-from core.executors.base import Launch, Reporter
+from core.executors.base import Launch, ReporterBinding
 from core.executors.k8s.api import KubeApi, Obj, interrupt
 from core.executors.k8s.manifests import (
     CONTAINER,
@@ -63,7 +63,7 @@ class _Tracked:
         return f"{self.namespace}/{self.name}"
 
 
-class KubernetesExecutor:
+class KubernetesExecutor(ReporterBinding):
     """Creates one Job per run in the app's namespace and reports what the API says about it."""
 
     name = "kubernetes"
@@ -79,19 +79,6 @@ class KubernetesExecutor:
         self._log_drain = log_drain
         self._runs: dict[str, _Tracked] = {}
         self._watches: dict[str, tuple[JobWatch, asyncio.Task[None]]] = {}
-        self._reporter: Reporter | None = None
-
-    def bind(self, reporter: Reporter) -> None:
-        self._reporter = reporter
-
-    @property
-    def reporter(self) -> Reporter:
-        if self._reporter is None:
-            raise RuntimeError("executor used before bind()")
-        return self._reporter
-
-    def is_ready(self) -> bool:
-        return self._reporter is not None
 
     def drives(self, run_id: str) -> bool:
         return run_id in self._runs

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from core.durations import format_duration
 from core.errors import ExecutorError
-from core.executors.base import Launch, Reporter
+from core.executors.base import Launch, ReporterBinding
 from core.logs import LogStore, LogWriter
 from core.masking import Masker
 from core.models import Attempt, Run, RunState
@@ -50,7 +50,7 @@ class _LocalRun:
         self.stop.set()
 
 
-class LocalExecutor:
+class LocalExecutor(ReporterBinding):
     """Drives runs as process groups of this jobbot process; logs go to the LogStore."""
 
     name = "local"
@@ -70,19 +70,6 @@ class LocalExecutor:
         self._retry_delay = retry_delay
         self._cancel_poll = cancel_poll
         self._runs: dict[str, _LocalRun] = {}
-        self._reporter: Reporter | None = None
-
-    def bind(self, reporter: Reporter) -> None:
-        self._reporter = reporter
-
-    @property
-    def reporter(self) -> Reporter:
-        if self._reporter is None:
-            raise RuntimeError("executor used before bind()")
-        return self._reporter
-
-    def is_ready(self) -> bool:
-        return self._reporter is not None
 
     def drives(self, run_id: str) -> bool:
         return run_id in self._runs

@@ -14,7 +14,7 @@ from pathlib import Path
 
 
 class PostgresError(RuntimeError):
-    pass
+    """The throwaway PostgreSQL cluster could not be set up."""
 
 
 def _bin_dir() -> Path:
