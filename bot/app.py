@@ -16,6 +16,7 @@ from bot.listeners import register_listeners
 from bot.notifier import SUBSCRIBER, Notifier
 from bot.router import Router
 from bot.usergroups import UserGroups
+from bot.workspace import Workspace
 from core.events import Outbox
 from core.links import Links
 from core.service import JobService
@@ -57,6 +58,8 @@ class SlackBot:
     router: Router
     notifier: Notifier
     backlog: Backlog
+    # What the pages' Sign in with Slack asks: the workspace, user groups (shared cache).
+    workspace: Workspace
     socket: AsyncSocketModeHandler | None = None
 
 
@@ -70,10 +73,12 @@ def build(config: SlackConfig, service: JobService, links: Links) -> SlackBot:
                     # Socket Mode messages come over an authenticated websocket, unsigned.
                     request_verification_enabled=not config.socket_mode,
                     logger=logging.getLogger("bot.bolt"))
-    router = Router(service, links, groups=UserGroups(client))
+    groups = UserGroups(client)
+    router = Router(service, links, groups=groups)
     backlog = Backlog()
     register_listeners(bolt, router, backlog)
-    return SlackBot(bolt, client, router, Notifier(client, service, links), backlog)
+    return SlackBot(bolt, client, router, Notifier(client, service, links), backlog,
+                    Workspace(client, groups))
 
 
 def setup(app: web.Application, config: SlackConfig, service: JobService, links: Links,

@@ -47,6 +47,11 @@ class Links:
     def logs_url(self, run_id: str) -> str:
         return f"{self.public_url}/runs/{quote(run_id)}/logs?t={self.token(run_id)}"
 
+    def subkey(self, purpose: str) -> bytes:
+        """A key for another use of the same secret (e.g. session cookies), so a token made
+        for one use never verifies as another."""
+        return hmac.new(self._key, f"jobbot-subkey:{purpose}".encode(), hashlib.sha256).digest()
+
     def _mac(self, run_id: str, expires: int) -> bytes:
         message = f"run:{run_id}:{expires}".encode()
         return hmac.new(self._key, message, hashlib.sha256).digest()[:16]

@@ -17,7 +17,9 @@ from core.scheduler import Scheduler
 from github_app.config import GitHubConfig
 from jobbot.settings import Settings
 from jobbot.wiring import Runtime, make_builder
+from web import oidc
 from web import routes as web_routes
+from web.oidc import SlackDirectory, SlackSignIn
 
 logger = logging.getLogger(__name__)
 RUNTIME = web.AppKey("runtime", Runtime)
@@ -31,17 +33,40 @@ def make_app(runtime: Runtime, outbox: Outbox | None = None) -> web.Application:
     app[OUTBOX] = outbox or Outbox(runtime.store, runtime.service.changes)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    slack.setup(app, slack_config(runtime.settings), runtime.service, runtime.links, app[OUTBOX])
-    settings = runtime.settings
-    token = settings.JOBBOT_WEB_TOKEN.get_secret_value() if settings.JOBBOT_WEB_TOKEN else None
-    web_routes.setup(app, runtime.service, runtime.links, web_routes.WebSettings(
-        web_token=token, secure_cookies=settings.public_url.startswith("https://")))
+    bot = slack.setup(app, slack_config(runtime.settings), runtime.service, runtime.links,
+                      app[OUTBOX])
+    web_routes.setup(app, runtime.service, runtime.links,
+                     web_settings(runtime.settings, bot.workspace if bot else None))
     github = github_config(runtime)
     if github is not None:
         github_app.app.setup(app, config=github, service=runtime.service, links=runtime.links,
                              outbox=app[OUTBOX], builder=make_builder(runtime),
                              workspaces=runtime.settings.JOBBOT_DATA_DIR.resolve() / "workspaces")
     return app
+
+
+def web_settings(settings: Settings, workspace: SlackDirectory | None) -> web_routes.WebSettings:
+    """The pages' settings; Sign in with Slack needs the client id and secret and the bot."""
+    def plain(value: SecretStr | None) -> str | None:
+        return value.get_secret_value() if value is not None else None
+
+    signin = None
+    client_id, client_secret = settings.SLACK_CLIENT_ID, plain(settings.SLACK_CLIENT_SECRET)
+    if bool(client_id) != bool(client_secret):
+        raise BadInput("Sign in with Slack needs both SLACK_CLIENT_ID and SLACK_CLIENT_SECRET")
+    if client_id and client_secret:
+        if workspace is None:
+            raise BadInput("Sign in with Slack (SLACK_CLIENT_ID) needs the Slack bot too "
+                           "(SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET or SLACK_APP_TOKEN): "
+                           "it checks the workspace and user groups")
+        signin = SlackSignIn(client_id, client_secret,
+                             settings.SLACK_API_URL or oidc.DEFAULT_API_URL)
+    return web_routes.WebSettings(
+        web_token=plain(settings.JOBBOT_WEB_TOKEN),
+        secure_cookies=settings.public_url.startswith("https://"),
+        slack_signin=signin, slack_directory=workspace,
+        metrics_token=plain(settings.JOBBOT_METRICS_TOKEN),
+        metrics_open=settings.JOBBOT_METRICS_OPEN)
 
 
 def slack_config(settings: Settings) -> slack.SlackConfig:

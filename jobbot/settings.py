@@ -35,6 +35,13 @@ class Settings(BaseSettings):
     JOBBOT_WEB_TOKEN: SecretStr | None = Field(
         None, description="Shared token for browsing /jobs (open once with ?token=); unset: off."
     )
+    JOBBOT_METRICS_TOKEN: SecretStr | None = Field(
+        None, description="Bearer token Prometheus scrapes GET /metrics with; unset: /metrics "
+        "answers 403 unless JOBBOT_METRICS_OPEN is true."
+    )
+    JOBBOT_METRICS_OPEN: bool = Field(
+        False, description="Serve /metrics to anyone (a private network) when no token is set."
+    )
     JOBBOT_LOG_FORMAT: Literal["text", "json"] = Field(
         "text", description="Log lines as text for people or JSON for collectors."
     )
@@ -56,6 +63,13 @@ class Settings(BaseSettings):
     )
     SLACK_APP_TOKEN: SecretStr | None = Field(
         None, description="An app-level token (xapp-...): use Socket Mode, no public URL needed."
+    )
+    SLACK_CLIENT_ID: str | None = Field(
+        None, description="The Slack app's client id: turns on Sign in with Slack on the pages "
+        "(needs SLACK_CLIENT_SECRET and the bot)."
+    )
+    SLACK_CLIENT_SECRET: SecretStr | None = Field(
+        None, description="The Slack app's client secret, for Sign in with Slack."
     )
     SLACK_API_URL: str | None = Field(
         None, description="Base URL of the Slack Web API (tests, proxies); default Slack's own."

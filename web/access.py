@@ -1,27 +1,41 @@
-"""Who may see what: signed run links (`?t=`), and a shared token for browsing (a cookie)."""
+"""Who may see what: signed run links (`?t=`), the shared browsing token, and Slack sign-in."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from core.links import Links
+from core.models import Source
+from core.policy import Actor
+from web.sessions import Signer, Viewer
 
-SESSION_COOKIE = "jobbot_session"
+SESSION_COOKIE = "jobbot_session"  # the shared token's cookie
+USER_COOKIE = "jobbot_user"  # a person signed in with Slack
+LOGIN_COOKIE = "jobbot_signin"  # a sign-in under way: its state and nonce
+USER_TTL = 12 * 3600
+LOGIN_TTL = 10 * 60
 
 
 @dataclass(frozen=True)
 class Access:
-    """Checks a request's right to a run page or to the job list."""
+    """Checks a request's right to a run page or to the job list, and says who is asking."""
 
     links: Links
     # JOBBOT_WEB_TOKEN: one shared token for browsing /jobs; None turns browsing off.
     web_token: str | None
     secure_cookies: bool
+    users: Signer = field(init=False)
+    logins: Signer = field(init=False)
+
+    def __post_init__(self) -> None:
+        # Keys of their own, so a run link's token or a sign-in cookie never passes as a session.
+        object.__setattr__(self, "users", Signer(self.links.subkey("web-user"), "user"))
+        object.__setattr__(self, "logins", Signer(self.links.subkey("web-login"), "login"))
 
     def session_value(self) -> str | None:
         """What the browsing cookie holds: derived from the token, so a new token logs all out."""
@@ -30,8 +44,24 @@ class Access:
         return hmac.new(self.web_token.encode(), b"jobbot-web-session",
                         hashlib.sha256).hexdigest()
 
+    def viewer(self, request: web.Request) -> Viewer | None:
+        """The person signed in with Slack (a valid, unexpired session cookie), if any."""
+        return Viewer.from_values(self.users.loads(request.cookies.get(USER_COOKIE)))
+
+    def actor(self, request: web.Request) -> Actor:
+        """Who acts from a page: the signed-in Slack user, else nobody core policy accepts."""
+        viewer = self.viewer(request)
+        if viewer is None:
+            # A signed link says which run, not who clicked it.
+            return Actor(id="web:link-holder", source=Source.WEB,
+                         display="someone with the run link")
+        return Actor(id=f"slack:{viewer.slack_user}", source=Source.WEB, display=viewer.name,
+                     slack_user=viewer.slack_user)
+
     def is_browser(self, request: web.Request) -> bool:
-        """Signed in with the shared token (the cookie set on a visit with `?token=`)."""
+        """May browse /jobs: signed in with Slack, or with the shared token's cookie."""
+        if self.viewer(request) is not None:
+            return True
         expected = self.session_value()
         given = request.cookies.get(SESSION_COOKIE, "")
         return expected is not None and hmac.compare_digest(given, expected)
@@ -54,6 +84,14 @@ class Access:
         if value is not None:
             response.set_cookie(SESSION_COOKIE, value, httponly=True, samesite="Lax",
                                 secure=self.secure_cookies, max_age=30 * 24 * 3600, path="/")
+
+    def set_session(self, response: web.StreamResponse, viewer: Viewer) -> None:
+        response.set_cookie(USER_COOKIE, self.users.dumps(viewer.values(), USER_TTL),
+                            httponly=True, samesite="Lax", secure=self.secure_cookies,
+                            max_age=USER_TTL, path="/")
+
+    def clear_session(self, response: web.StreamResponse) -> None:
+        response.del_cookie(USER_COOKIE, path="/")
 
 
 def same_origin(request: web.Request) -> bool:

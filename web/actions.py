@@ -1,24 +1,58 @@
-"""Cancel and rerun from the run page: the signed link, a same-site post, and core policy."""
+"""Cancel and rerun from the run page: who is signed in, a same-site post, and core policy."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from dataclasses import dataclass
 
 from aiohttp import web
 
 from core.errors import BadInput, Conflict, NotFound, PermissionDenied
-from core.models import Source
-from core.policy import Actor
+from core.models import Run
+from core.policy import Action, Actor, decide
+from core.spec import JobSpec
 from web.access import same_origin
-from web.context import WEB
+from web.context import WEB, WebContext
 
 logger = logging.getLogger(__name__)
 
 
-def page_actor(request: web.Request) -> Actor:
-    """Who acts from a page. A signed link says which run, not who clicked it, so this actor
-    has no Slack or GitHub identity and core policy refuses it (no web sign-in exists yet)."""
-    return Actor(id="web:link-holder", source=Source.WEB, display="someone with the run link")
+async def actor_for(ctx: WebContext, request: web.Request, job: JobSpec) -> Actor:
+    """The page's actor, with the job's Slack user groups they belong to (asked only if needed)."""
+    actor = ctx.access.actor(request)
+    wanted = job.allow.slack_usergroups
+    if (not wanted or ctx.directory is None or not actor.slack_user
+            or actor.slack_user in job.allow.slack_users):
+        return actor
+    found = await ctx.directory.groups_of(actor.slack_user, wanted)
+    return dataclasses.replace(actor, slack_usergroups=actor.slack_usergroups | found)
+
+
+@dataclass(frozen=True)
+class Offer:
+    """The buttons this person may press on a run's page, or why not."""
+
+    cancel: bool = False
+    rerun: bool = False
+    refusal: str = ""
+
+
+async def offered(ctx: WebContext, request: web.Request, run: Run) -> Offer:
+    """Cancel while the run goes, rerun once it is over, if core policy lets this person.
+
+    Only a hint for the page: the service decides again (and audits) when they are pressed."""
+    if ctx.access.viewer(request) is None:
+        return Offer()
+    try:
+        job = ctx.service.catalog.resolve(f"{run.app}/{run.job}").job
+    except NotFound:
+        return Offer(refusal=f"{run.job} is no longer in app.yaml")
+    actor = await actor_for(ctx, request, job)
+    final = run.run_state.is_final
+    decision = decide(job, Action.RUN if final else Action.CANCEL, actor)
+    return Offer(cancel=decision.allowed and not final, rerun=decision.allowed and final,
+                 refusal=decision.reason)
 
 
 async def cancel(request: web.Request) -> web.Response:
@@ -38,8 +72,14 @@ async def _act(request: web.Request, action: str) -> web.Response:
     token = form.get("t")
     if not isinstance(token, str) or not ctx.access.links.verify(run_id, token):
         return ctx.error(403, "This link is not valid", "Open the run again from its link.")
-    actor = page_actor(request)
     try:
+        run = await ctx.service.get_run(run_id)
+        actor = ctx.access.actor(request)
+        try:
+            job = ctx.service.catalog.resolve(f"{run.app}/{run.job}").job
+            actor = await actor_for(ctx, request, job)
+        except NotFound:
+            pass  # the service answers precisely below
         if action == "cancel":
             await ctx.service.cancel(run_id, actor)
             target = run_id
@@ -54,5 +94,5 @@ async def _act(request: web.Request, action: str) -> web.Response:
     except (Conflict, BadInput) as exc:
         return ctx.error(409 if isinstance(exc, Conflict) else 400, f"Could not {action}",
                          str(exc))
-    logger.info("page %s of run %s", action, run_id, extra={"run_id": run_id})
+    logger.info("page %s of run %s by %s", action, run_id, actor.id, extra={"run_id": run_id})
     raise web.HTTPSeeOther(f"/runs/{target}?t={ctx.access.links.token(target)}")

@@ -41,9 +41,13 @@ def _signed_in(ctx: WebContext, request: web.Request) -> web.Response | None:
         raise response
     if ctx.access.is_browser(request):
         return None
+    account = ctx.account(request, request.path_qs)
+    if ctx.signin is not None:
+        return ctx.error(403, "Sign in", "Sign in with Slack to browse jobs.", account=account)
     if not ctx.access.web_token:
         return ctx.error(403, "Browsing is off",
-                         "Set JOBBOT_WEB_TOKEN to browse jobs; run pages open from their links.")
+                         "Set JOBBOT_WEB_TOKEN or Sign in with Slack (SLACK_CLIENT_ID) to "
+                         "browse jobs; run pages open from their links.")
     return ctx.error(403, "Sign in", "Open this page once with ?token=<JOBBOT_WEB_TOKEN>.")
 
 
@@ -67,7 +71,8 @@ async def jobs_page(request: web.Request) -> web.Response:
             list(reversed(recent)), present.success_rate(recent),
             Markup(present.duration_chart(recent)),
         ))
-    return ctx.render("jobs.html", {"rows": rows, "token": ctx.access.links.token})
+    return ctx.render("jobs.html", {"rows": rows, "token": ctx.access.links.token,
+                                    "account": ctx.account(request, request.path_qs)})
 
 
 async def job_page(request: web.Request) -> web.Response:
@@ -90,5 +95,6 @@ async def job_page(request: web.Request) -> web.Response:
         "schedule": [describe(expr, job.timezone) for expr in job.schedule],
         "next_run": _next_run(job),
         "older": runs[-1].number if len(runs) == PAGE and runs[-1].number > 1 else None,
+        "account": ctx.account(request, request.path_qs),
     }
     return ctx.render("job.html", values)

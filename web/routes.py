@@ -10,10 +10,11 @@ from aiohttp import web
 
 from core.links import Links
 from core.service import JobService
-from web import actions, jobs, metrics, runs
+from web import actions, jobs, metrics, runs, signin
 from web.access import Access
 from web.context import WEB, WebContext
 from web.live import LiveTail
+from web.oidc import SlackDirectory, SlackSignIn
 
 _HERE = Path(__file__).parent
 
@@ -24,6 +25,12 @@ class WebSettings:
 
     web_token: str | None = None
     secure_cookies: bool = False
+    # Sign in with Slack: the app's OAuth client, and the bot's view of the workspace (its
+    # team and user groups); sign-in needs both.
+    slack_signin: SlackSignIn | None = None
+    slack_directory: SlackDirectory | None = None
+    metrics_token: str | None = None
+    metrics_open: bool = False
 
 
 def setup(app: web.Application, service: JobService, links: Links,
@@ -34,8 +41,11 @@ def setup(app: web.Application, service: JobService, links: Links,
         loader=jinja2.FileSystemLoader(_HERE / "templates"),
         autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=False,
     )
+    signing_in = settings.slack_signin if settings.slack_directory is not None else None
     context = WebContext(service, Access(links, settings.web_token, settings.secure_cookies),
-                         templates, LiveTail(service))
+                         templates, LiveTail(service), signin=signing_in,
+                         directory=settings.slack_directory,
+                         metrics_token=settings.metrics_token, metrics_open=settings.metrics_open)
     app[WEB] = context
     app.on_shutdown.append(context.stop_streams)
     app.router.add_get("/runs/{id}", runs.run_page)
@@ -45,4 +55,7 @@ def setup(app: web.Application, service: JobService, links: Links,
     app.router.add_get("/jobs", jobs.jobs_page)
     app.router.add_get("/jobs/{name}", jobs.job_page)
     app.router.add_get("/metrics", metrics.metrics)
+    app.router.add_get("/auth/slack", signin.start)
+    app.router.add_get(signin.CALLBACK_PATH, signin.callback)
+    app.router.add_post("/auth/signout", signin.sign_out)
     app.router.add_static("/static/", _HERE / "static", append_version=False)

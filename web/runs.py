@@ -14,7 +14,7 @@ from core.errors import BadInput, NotFound
 from core.masking import mask_mapping
 from core.models import Attempt, Run
 from core.service import RunDetail
-from web import present
+from web import actions, present
 from web.ansi import to_html
 from web.context import HEADERS, HTML, WEB, WebContext
 from web.live import Batch, Lines, Row, State, lines_event
@@ -55,6 +55,7 @@ async def run_page(request: web.Request) -> web.StreamResponse:
         return loaded
     detail, token = loaded
     run = detail.run
+    offer = await actions.offered(ctx, request, run)
     log_store = ctx.service.log_store
     log_attempts = sorted({a.index for a in detail.attempts} | set(log_store.attempts(run.id)))
     values: dict[str, Any] = {
@@ -63,8 +64,8 @@ async def run_page(request: web.Request) -> web.StreamResponse:
         "browsing": ctx.access.is_browser(request),
         "links_back": present.links_back(run.origin),
         "overrides": mask_mapping(run.overrides),
-        # Page actions need a Slack or GitHub identity (see README, "Pages"): none yet.
-        "can_cancel": False, "can_rerun": False,
+        "can_cancel": offer.cancel, "can_rerun": offer.rerun, "refusal": offer.refusal,
+        "account": ctx.account(request, request.path_qs),
         "attempt_seconds": _attempt_seconds,
         "log_attempts": log_attempts,
         "log_batches": lambda a: html_batches(a, log_store.read_lines(run.id, a)),

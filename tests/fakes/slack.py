@@ -4,6 +4,9 @@ side of the Events API (slash commands and button clicks, signed as Slack signs 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import itertools
 import json
 import time
@@ -19,6 +22,9 @@ from slack_sdk.signature import SignatureVerifier
 BOT_TOKEN = "xoxb-fake-bot-token"
 APP_TOKEN = "xapp-fake-app-token"
 SIGNING_SECRET = "fake-signing-secret-8f14e45fceea167a"
+# The app's OAuth client, for Sign in with Slack (OpenID Connect).
+CLIENT_ID = "1111111111.2222222222"
+CLIENT_SECRET = "fake-client-secret-c4ca4238a0b9"
 # Slack's limits, enforced as Slack does (invalid_blocks / msg_too_long).
 MAX_BLOCKS, MAX_SECTION_TEXT, MAX_BUTTON_VALUE, MAX_MESSAGE_TEXT = 50, 3000, 2000, 40000
 
@@ -39,6 +45,26 @@ class Message:
     history: list[str] = field(default_factory=list)  # earlier texts, oldest first
 
 
+@dataclass(frozen=True)
+class Person:
+    """Who is signed in to Slack in the browser that visits the authorize page."""
+
+    user: str = "U0ALICE"
+    team: str = "T0FAKE"
+    name: str = "Alice"
+
+
+@dataclass
+class _Grant:
+    """An authorization code handed out by the authorize page, until traded (once)."""
+
+    client_id: str
+    redirect_uri: str
+    nonce: str
+    person: Person
+    used: bool = False
+
+
 @dataclass
 class _Failure:
     error: str
@@ -49,7 +75,8 @@ class _Failure:
 
 class FakeSlack:
     """Answers chat.postMessage, chat.update, chat.postEphemeral, views.open, auth.test,
-    usergroups.users.list and response_url posts; records every call."""
+    usergroups.users.list, openid.connect.token and response_url posts, and Sign in with
+    Slack's authorize page; records every call."""
 
     def __init__(self) -> None:
         self.calls: list[Call] = []
@@ -70,6 +97,9 @@ class FakeSlack:
         self.sockets: list[web.WebSocketResponse] = []
         self.socket_acks: dict[str, dict[str, Any]] = {}
         self._envelopes = itertools.count(1)
+        # Sign in with Slack: the person at the browser (None: they press Cancel), codes.
+        self.person: Person | None = Person()
+        self.grants: dict[str, _Grant] = {}
 
     # -- control --------------------------------------------------------------------------
 
@@ -79,6 +109,7 @@ class FakeSlack:
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_post("/response/{key}", self._response_url)
         app.router.add_get("/socket", self._socket)
+        app.router.add_get("/openid/connect/authorize", self._authorize)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -134,7 +165,9 @@ class FakeSlack:
         params = await _params(request)
         self.calls.append(Call(method, params))
         token = APP_TOKEN if method == "apps.connections.open" else BOT_TOKEN
-        if request.headers.get("Authorization") != f"Bearer {token}":
+        # openid.connect.token authenticates with the app's client id and secret instead.
+        if (method != "openid.connect.token"
+                and request.headers.get("Authorization") != f"Bearer {token}"):
             return _error("invalid_auth")
         failures = self._failures.get(method) or []
         if failures:
@@ -150,6 +183,7 @@ class FakeSlack:
             "chat.update": self._update, "chat.postEphemeral": self._post_ephemeral,
             "views.open": self._views_open, "usergroups.users.list": self._usergroup_users,
             "apps.connections.open": self._connections_open,
+            "openid.connect.token": self._openid_token,
         }.get(method)
         if handler is None:
             return _error("unknown_method")
@@ -232,6 +266,49 @@ class FakeSlack:
     def _connections_open(self, params: dict[str, Any]) -> web.Response:
         ws_url = self.url.replace("http://", "ws://", 1) + "/socket"
         return web.json_response({"ok": True, "url": ws_url})
+
+    # -- Sign in with Slack (OpenID Connect) ----------------------------------------------
+
+    async def _authorize(self, request: web.Request) -> web.Response:
+        """The browser's stop at Slack: the person agrees, Slack sends it back with a code."""
+        query = request.query
+        if query.get("client_id") != CLIENT_ID:
+            return web.Response(status=400, text="invalid_client_id")
+        redirect = query.get("redirect_uri", "")
+        if (query.get("response_type") != "code" or not redirect
+                or "openid" not in query.get("scope", "").split()):
+            return web.Response(status=400, text="invalid_request")
+        state = query.get("state", "")
+        if self.person is None:
+            answer = {"error": "access_denied", "state": state}
+        else:
+            code = f"{next(self._ts)}.{time.time_ns()}.code"
+            self.grants[code] = _Grant(CLIENT_ID, redirect, query.get("nonce", ""), self.person)
+            answer = {"code": code, "state": state}
+        raise web.HTTPFound(f"{redirect}?{urllib.parse.urlencode(answer)}")
+
+    def _openid_token(self, params: dict[str, Any]) -> web.Response:
+        if params.get("client_id") != CLIENT_ID:
+            return _error("invalid_client_id")
+        if params.get("client_secret") != CLIENT_SECRET:
+            return _error("bad_client_secret")
+        grant = self.grants.get(str(params.get("code", "")))
+        if grant is None or grant.used:
+            return _error("invalid_code")
+        if params.get("redirect_uri") != grant.redirect_uri:
+            return _error("bad_redirect_uri")
+        grant.used = True
+        person, now = grant.person, int(time.time())
+        claims = {
+            "iss": "https://slack.com", "sub": person.user, "aud": grant.client_id,
+            "exp": now + 300, "iat": now, "auth_time": now, "nonce": grant.nonce,
+            "at_hash": "fake-at-hash", "https://slack.com/team_id": person.team,
+            "https://slack.com/user_id": person.user, "locale": "en-US", "name": person.name,
+            "given_name": person.name, "family_name": "",
+            "https://slack.com/team_name": "Fake", "https://slack.com/team_domain": "fake",
+        }
+        return web.json_response({"ok": True, "access_token": f"xoxp-fake-{person.user}",
+                                  "token_type": "Bearer", "id_token": _jwt(claims)})
 
     # -- Socket Mode ----------------------------------------------------------------------
 
@@ -391,6 +468,19 @@ def _wire(message: Message) -> dict[str, Any]:
     return {"type": "message", "subtype": "bot_message", "text": message.text,
             "ts": message.ts, "user": "U0BOT", "bot_id": "B0BOT", "blocks": message.blocks,
             **({"thread_ts": message.thread_ts} if message.thread_ts else {})}
+
+
+def _jwt(claims: dict[str, Any]) -> str:
+    """A JWT shaped as Slack's id_token (RS256 there; any signature here, jobbot reads it
+    straight from the token endpoint)."""
+    def part(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+    header = part(json.dumps({"typ": "JWT", "alg": "RS256", "kid": "fake"}).encode())
+    body = part(json.dumps(claims).encode())
+    signature = part(hmac.new(b"fake-slack-key", f"{header}.{body}".encode(),
+                              hashlib.sha256).digest())
+    return f"{header}.{body}.{signature}"
 
 
 def _error(error: str) -> web.Response:

@@ -198,7 +198,8 @@ def _free_port() -> int:
 
 def test_serve_answers_health_and_stops_runs_cleanly_on_sigterm(workdir: Path) -> None:
     port = _free_port()
-    server = spawn(workdir, "serve", env={"JOBBOT_PORT": str(port)})
+    server = spawn(workdir, "serve", env={"JOBBOT_PORT": str(port),
+                                          "JOBBOT_METRICS_TOKEN": "scrape-me"})
     try:
         def healthy() -> bool:
             try:
@@ -212,8 +213,11 @@ def test_serve_answers_health_and_stops_runs_cleanly_on_sigterm(workdir: Path) -
             body = json.loads(response.read())
         assert body == {"status": "ok", "checks": {"database": "ok", "migrations": "ok",
                                                    "executor": "ok"}}
-        # The pages are mounted: /metrics answers, and browsing is off without JOBBOT_WEB_TOKEN.
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        # The pages are mounted: /metrics answers Prometheus' bearer token, and browsing is off
+        # without JOBBOT_WEB_TOKEN.
+        scrape = urllib.request.Request(f"http://127.0.0.1:{port}/metrics",
+                                        headers={"Authorization": "Bearer scrape-me"})
+        with urllib.request.urlopen(scrape, timeout=5) as response:
             assert b"jobbot_runs_finished_total" in response.read()
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/jobs", timeout=5)

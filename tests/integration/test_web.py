@@ -262,21 +262,58 @@ async def test_page_actions_refuse_cross_site_posts_and_people_without_identity(
     await asyncio.wait_for(service.wait(run_id), 30)
 
 
-async def test_metrics_count_runs_by_job_and_state(client: TestClient,
+METRICS_TOKEN = "scrape-token-7a1f"
+
+
+@pytest.fixture
+async def scraped(service: JobService, links: Links) -> AsyncIterator[TestClient]:
+    app = make_app(service, links, metrics_token=METRICS_TOKEN)
+    async with TestClient(TestServer(app)) as client:
+        yield client
+    await service.shutdown()
+
+
+async def test_metrics_count_runs_by_job_and_state(scraped: TestClient,
                                                     service: JobService) -> None:
     def finished() -> float:
         return _sample(metrics_text, 'jobbot_runs_finished_total{app="demo",job="colours",'
                                      'state="succeeded"}')
 
-    metrics_text = await (await client.get("/metrics")).text()
+    bearer = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+    metrics_text = await (await scraped.get("/metrics", headers=bearer)).text()
     before = finished()
     await finished_run(service, "colours")
-    response = await client.get("/metrics")
+    response = await scraped.get("/metrics", headers=bearer)
     metrics_text = await response.text()
     assert response.headers["Content-Type"].startswith("text/plain; version=")
     assert finished() == before + 1
     assert "jobbot_run_duration_seconds_bucket" in metrics_text
     assert "jobbot_scheduler_lag_seconds" in metrics_text
+
+
+async def test_metrics_need_the_bearer_token(scraped: TestClient) -> None:
+    missing = await scraped.get("/metrics")
+    assert missing.status == 401
+    assert missing.headers["WWW-Authenticate"] == 'Bearer realm="jobbot metrics"'
+    for header in (f"Bearer {METRICS_TOKEN}x", f"Basic {METRICS_TOKEN}", "Bearer ",
+                   f"Bearer {METRICS_TOKEN[:-1]}"):
+        wrong = await scraped.get("/metrics", headers={"Authorization": header})
+        assert wrong.status == 401, header
+        assert "jobbot_" not in await wrong.text()
+    good = await scraped.get("/metrics", headers={"Authorization": f"bearer {METRICS_TOKEN}"})
+    assert good.status == 200
+    assert "jobbot_runs_finished_total" in await good.text()
+
+
+async def test_metrics_are_off_without_a_token_unless_opened(
+        client: TestClient, service: JobService, links: Links) -> None:
+    closed = await client.get("/metrics")
+    assert closed.status == 403
+    assert "JOBBOT_METRICS_TOKEN" in await closed.text()
+    async with TestClient(TestServer(make_app(service, links, metrics_open=True))) as open_:
+        response = await open_.get("/metrics")
+        assert response.status == 200
+        assert "jobbot_runs_finished_total" in await response.text()
 
 
 def _sample(text: str, name: str) -> float:

@@ -6,6 +6,7 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -31,10 +32,11 @@ print("done", flush=True)
 """
 
 
-def make_app(service: JobService, links: Links, *, web_token: str | None = WEB_TOKEN
-             ) -> web.Application:
+def make_app(service: JobService, links: Links, *, web_token: str | None = WEB_TOKEN,
+             **settings: Any) -> web.Application:
+    """The pages as jobbot mounts them; `settings` are further WebSettings fields."""
     app = web.Application()
-    routes.setup(app, service, links, routes.WebSettings(web_token=web_token))
+    routes.setup(app, service, links, routes.WebSettings(web_token=web_token, **settings))
     return app
 
 
@@ -46,11 +48,11 @@ def free_port() -> int:
 
 
 @asynccontextmanager
-async def serving(app: web.Application) -> AsyncIterator[str]:
-    """The app on a real port; yields its base URL."""
+async def serving(app: web.Application, port: int | None = None) -> AsyncIterator[str]:
+    """The app on a real port (`port`, else a free one); yields its base URL."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    port = free_port()
+    port = port or free_port()
     site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
     try:
