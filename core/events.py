@@ -36,9 +36,15 @@ class Changes:
         self._event.set()
         self._event = asyncio.Event()
 
-    async def wait(self, seconds: float) -> None:
-        """Until the next change, or `seconds` at most (changes in other processes are unseen)."""
-        event = self._event
+    def snapshot(self) -> asyncio.Event:
+        """The event the next change sets. Taken before reading the store and passed to
+        `wait(since=)`, a change made while the read ran is not missed."""
+        return self._event
+
+    async def wait(self, seconds: float, *, since: asyncio.Event | None = None) -> None:
+        """Until the next change (after `since`, if given), or `seconds` at most (changes in
+        other processes are unseen)."""
+        event = since or self._event
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), seconds)
 

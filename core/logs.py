@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
@@ -19,10 +19,12 @@ _CHUNK = 1024 * 1024
 class LogWriter:
     """Appends masked lines to one attempt's log file and wakes followers."""
 
-    def __init__(self, path: Path, masker: Masker, wake: Callable[[], None]) -> None:
+    def __init__(self, path: Path, masker: Masker, wake: Callable[[], None],
+                 closed: Callable[[], None] | None = None) -> None:
         self.path = path
         self._masker = masker
         self._wake = wake
+        self._closed = closed
         self._partial = b""
         path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(path, "ab")  # noqa: SIM115  (closed in close())
@@ -42,7 +44,9 @@ class LogWriter:
         self._emit([f"[jobbot] {text}".encode()])
 
     def _emit(self, lines: list[bytes]) -> None:
-        text = "".join(self._masker.mask(raw.decode("utf-8", "replace")) + "\n" for raw in lines)
+        # Decoded and masked as one text, not line by line: a busy job writes thousands of
+        # lines per read (and a secret spanning lines is masked too).
+        text = self._masker.mask(b"\n".join(lines).decode("utf-8", "replace")) + "\n"
         self._file.write(text.encode())
         self._file.flush()
         self._wake()
@@ -52,6 +56,17 @@ class LogWriter:
             self._emit([self._partial])
             self._partial = b""
         self._file.close()
+        if self._closed is not None:
+            self._closed()
+
+
+@dataclass(eq=False)
+class _Follower:
+    """One reader of an attempt's file: woken by each write, told when its writer closed."""
+
+    attempt: int
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+    closed: bool = False
 
 
 class LogStore:
@@ -60,17 +75,25 @@ class LogStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         # One event per follower, so one follower's clear() never swallows another's wake-up.
-        self._followers: dict[str, set[asyncio.Event]] = {}
+        self._followers: dict[str, set[_Follower]] = {}
 
     def path(self, run_id: str, attempt: int) -> Path:
         return self.root / run_id / f"{attempt}.log"
 
     def writer(self, run_id: str, attempt: int, masker: Masker) -> LogWriter:
-        return LogWriter(self.path(run_id, attempt), masker, lambda: self.wake(run_id))
+        return LogWriter(self.path(run_id, attempt), masker, lambda: self.wake(run_id),
+                         lambda: self._writer_closed(run_id, attempt))
 
     def wake(self, run_id: str) -> None:
-        for event in self._followers.get(run_id, ()):
-            event.set()
+        for follower in self._followers.get(run_id, ()):
+            follower.event.set()
+
+    def _writer_closed(self, run_id: str, attempt: int) -> None:
+        """This process wrote the attempt's last line: its followers need not ask the store."""
+        for follower in self._followers.get(run_id, ()):
+            if follower.attempt == attempt:
+                follower.closed = True
+                follower.event.set()
 
     def attempts(self, run_id: str) -> list[int]:
         folder = self.root / run_id
@@ -87,6 +110,18 @@ class LogStore:
             for line in handle:
                 yield line.rstrip("\n")
 
+    def line_count(self, run_id: str, attempt: int) -> int:
+        """Complete lines in the attempt's file so far, counted as `read_lines` and `follow`
+        split them (text mode: a lone carriage return ends a line too)."""
+        path = self.path(run_id, attempt)
+        if not path.exists():
+            return 0
+        count = 0
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            while chunk := handle.read(_CHUNK):
+                count += chunk.count("\n")
+        return count
+
     def tail(self, run_id: str, attempt: int, count: int) -> list[str]:
         from collections import deque
 
@@ -97,17 +132,30 @@ class LogStore:
         poll: float = 0.5,
     ) -> AsyncIterator[str]:
         """Yield lines as they are written until `finished()` and the file is drained."""
+        async for lines in self.follow_batches(run_id, attempt, finished, poll=poll):
+            for line in lines:
+                yield line
+
+    async def follow_batches(
+        self, run_id: str, attempt: int, finished: Callable[[], Awaitable[bool]],
+        *, poll: float = 0.5, idle: float = 0.1,
+    ) -> AsyncIterator[list[str]]:
+        """The lines of each read (up to a megabyte) as they are written, until the writer has
+        closed (or, from another process, `finished()`) and the file is drained.
+
+        A read per wake-up, not a line per step: live pages follow 100,000-line logs."""
         path = self.path(run_id, attempt)
-        event = asyncio.Event()
-        self._followers.setdefault(run_id, set()).add(event)
+        follower = _Follower(attempt)
+        self._followers.setdefault(run_id, set()).add(follower)
         handle: IO[str] | None = None
         partial = ""
         try:
             done = False
             while True:
                 # Cleared before draining: a line written meanwhile sets it again, so the wait
-                # below returns at once instead of after `poll`.
-                event.clear()
+                # below returns at once. `closed` is read first: all it covers is in the file.
+                follower.event.clear()
+                finishing = done or follower.closed
                 read_any = False
                 if handle is None and path.exists():
                     # A local file read is microseconds; not worth a thread per chunk.
@@ -116,28 +164,37 @@ class LogStore:
                     read_any = True
                     lines = (partial + chunk).split("\n")
                     partial = lines.pop()
-                    for line in lines:
-                        yield line
-                if done:
+                    if lines:
+                        yield lines
+                if finishing:
                     if partial:
-                        yield partial
+                        yield [partial]
                     return
-                if read_any:
-                    continue  # still being written: read on before asking the store
-                # Asked once the file is drained, then drained once more (the `done` branch),
-                # so no line written before the end is lost; a busy log costs no queries.
+                if read_any or await _woken(follower.event, idle):
+                    continue  # still being written: no need to ask the store
+                # Quiet for `idle`: ask the store (the writer may be another process), then
+                # drain once more (the `finishing` branch), so no line before the end is lost.
                 done = await finished()
-                if done:
-                    continue
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(event.wait(), timeout=poll)
+                if not done:
+                    await _woken(follower.event, poll)
         finally:
             if handle is not None:
                 handle.close()
             followers = self._followers.get(run_id, set())
-            followers.discard(event)
+            followers.discard(follower)
             if not followers:
                 self._followers.pop(run_id, None)
 
     def delete(self, run_id: str) -> None:
         shutil.rmtree(self.root / run_id, ignore_errors=True)
+
+
+async def _woken(event: asyncio.Event, within: float) -> bool:
+    """Wait up to `within` seconds for `event`; True if it was set."""
+    if event.is_set():
+        return True
+    try:
+        await asyncio.wait_for(event.wait(), within)
+    except TimeoutError:
+        return False
+    return True

@@ -29,6 +29,8 @@ P = ParamSpec("P")
 T = TypeVar("T")
 _RUN_ID = re.compile(r"^[0-9a-f]{16}$")
 _RUN_NUMBER = re.compile(r"^(?:(?P<app>[a-z0-9-]+)/)?(?P<job>[a-z0-9-]+)#(?P<number>\d+)$")
+# Lines per step when reading a finished attempt in batches.
+_READ_BATCH = 5000
 
 
 @dataclass(frozen=True)
@@ -330,33 +332,50 @@ class JobService:
     async def wait(self, run_id: str, poll: float = 0.5) -> Run:
         """Until the run is final (seen through the store, so runs of other processes work)."""
         while True:
+            changed = self.changes.snapshot()  # before the read: no change slips past
             run = await self.get_run(run_id)
             if run.run_state.is_final:
                 return run
-            await self.changes.wait(poll)
+            await self.changes.wait(poll, since=changed)
 
     async def logs(self, run_ref: str, *, attempt: int | None = None,
                    follow: bool = False) -> AsyncIterator[tuple[int, str]]:
         """(attempt, line) pairs, attempt by attempt; with `follow`, until the run ends."""
+        async for index, lines in self.log_batches(run_ref, attempt=attempt, follow=follow):
+            for line in lines:
+                yield index, line
+
+    async def log_batches(self, run_ref: str, *, attempt: int | None = None,
+                          follow: bool = False) -> AsyncIterator[tuple[int, list[str]]]:
+        """(attempt, lines) as they are read, attempt by attempt; with `follow`, until the run
+        ends. For readers of long logs: a step per read, not per line."""
         run = await self.get_run(run_ref)
         index = attempt or 1
         while True:
+            # Taken before the query: an attempt that starts while it runs still wakes us.
+            changed = self.changes.snapshot()
             known = {a.index: a for a in await self._db(self.store.attempts, run.id)}
             if index in known:
                 if follow and known[index].finished_at is None:
                     finished = self._attempt_finished_check(run.id, index)
-                    async for line in self.log_store.follow(run.id, index, finished):
-                        yield index, line
+                    async for lines in self.log_store.follow_batches(run.id, index, finished):
+                        yield index, lines
                 else:
+                    batch: list[str] = []
                     for line in self.log_store.read_lines(run.id, index):
-                        yield index, line
+                        batch.append(line)
+                        if len(batch) >= _READ_BATCH:
+                            yield index, batch
+                            batch = []
+                    if batch:
+                        yield index, batch
                 if attempt is not None:
                     return
                 index += 1
                 continue
             if not follow or (await self.get_run(run.id)).run_state.is_final:
                 return
-            await self.changes.wait(0.5)
+            await self.changes.wait(0.5, since=changed)
 
     def _attempt_finished_check(self, run_id: str, index: int) -> Callable[[], Awaitable[bool]]:
         async def finished() -> bool:

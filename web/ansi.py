@@ -132,6 +132,13 @@ def to_html(line: str) -> str:
     return "".join(out)
 
 
+def lines_html(lines: list[str]) -> list[str]:
+    """Many lines as safe HTML: one search over them all when none needs work (the usual case)."""
+    if _NEEDS_WORK.search("\n".join(lines)) is None:
+        return lines
+    return [to_html(line) for line in lines]
+
+
 def strip(line: str) -> str:
     """The line's text without escape sequences (for search and plain display)."""
     return _CONTROL.sub("", _CSI.sub("", line))

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -17,7 +17,7 @@ from core.service import RunDetail
 from web import actions, present
 from web.ansi import to_html
 from web.context import HEADERS, HTML, WEB, WebContext
-from web.live import Batch, Lines, Row, State, lines_event
+from web.live import Lines, Row, State, lines_event
 from web.logview import html_batches
 
 logger = logging.getLogger(__name__)
@@ -176,7 +176,10 @@ def _state_data(run: Run) -> str:
 
 
 async def _events(ctx: WebContext, request: web.Request, run: Run) -> web.StreamResponse:
-    """Log lines ([attempt, number, text as safe HTML]) and state changes, until the end."""
+    """Log lines ([attempt, number, text as safe HTML]) and state changes, until the end.
+
+    A viewer that falls too far behind is cut off (without the `end` event): EventSource
+    reconnects by itself with Last-Event-ID and catches up from the files."""
     response = web.StreamResponse(headers={
         "Content-Type": "text/event-stream", "Cache-Control": "no-store",
         "X-Accel-Buffering": "no",
@@ -185,26 +188,29 @@ async def _events(ctx: WebContext, request: web.Request, run: Run) -> web.Stream
     start, seen = _position(request)
     logger.info("live log opened", extra={"run_id": run.id})
     try:
-        await response.write(_state_event(run))
+        # `retry`: reconnect after a second (not the browsers' default three) when cut off.
+        await response.write(b"retry: 1000\n\n" + _state_event(run))
         # Subscribed before catching up from the files, so no line falls between the two.
-        async with ctx.live.subscribe(run.id) as queue:
+        async with ctx.live.subscribe(run.id) as viewer:
+            viewer.on_drop = _cut_off(request, run.id)
             sent = await _catch_up(ctx, response, run.id, start, seen)
             ended = False
-            while not ended:
-                batches: list[Batch] = []
-                with contextlib.suppress(TimeoutError):
-                    batches.append(await asyncio.wait_for(queue.get(), _KEEPALIVE))
-                while not queue.empty():
-                    batches.append(queue.get_nowait())
+            while not ended and not viewer.dropped:
+                batches = await viewer.take(_KEEPALIVE)
+                if not batches and not viewer.dropped:
+                    await response.write(b": keepalive\n\n")
+                out: list[bytes] = []
                 for batch in batches:
                     if batch is None:
                         ended = True
                     elif isinstance(batch, State):
-                        await response.write(_state_event(batch.run))
+                        out.append(_state_event(batch.run))
                     else:
-                        await _send_lines(response, batch, start, sent)
-                if not batches:
-                    await response.write(b": keepalive\n\n")
+                        out += _new_lines(batch, start, sent)
+                if out:
+                    await response.write(b"".join(out))  # one write for all that waited
+        if not ended:
+            return response
         # The log has ended: the run is final (or about to be; wait() reads the store).
         try:
             final = await asyncio.wait_for(ctx.service.wait(run.id), 30)
@@ -213,21 +219,33 @@ async def _events(ctx: WebContext, request: web.Request, run: Run) -> web.Stream
         await response.write(_state_event(final))
         await response.write(b"event: end\ndata: {}\n\n")
     except ConnectionResetError:
-        logger.info("live log closed by the client", extra={"run_id": run.id})
+        logger.info("live log closed", extra={"run_id": run.id})
     return response
 
 
-async def _send_lines(response: web.StreamResponse, batch: Lines, start: int,
-                      sent: dict[int, int]) -> None:
+def _cut_off(request: web.Request, run_id: str) -> Callable[[], None]:
+    def drop() -> None:
+        logger.info("live log viewer fell behind: cut off, it resumes from its last line",
+                    extra={"run_id": run_id})
+        # Also ends a write stuck on a viewer that stopped reading; what it has not received
+        # whole, it asks for again.
+        if request.transport is not None:
+            request.transport.abort()
+
+    return drop
+
+
+def _new_lines(batch: Lines, start: int, sent: dict[int, int]) -> list[bytes]:
+    """The batch's event, unless the catch-up from the files sent (some of) its lines."""
     first, last = batch.rows[0], batch.rows[-1]
     if first[0] >= start and first[1] > sent.get(first[0], 0):
-        await response.write(batch.event)  # the usual case: encoded once for every viewer
-    else:  # overlaps what the catch-up sent
-        rows = [r for r in batch.rows if r[0] >= start and r[1] > sent.get(r[0], 0)]
-        if not rows:
-            return
-        await response.write(lines_event(rows))
+        sent[last[0]] = last[1]
+        return [batch.event]  # the usual case: encoded once for every viewer
+    rows = [r for r in batch.rows if r[0] >= start and r[1] > sent.get(r[0], 0)]
+    if not rows:
+        return []
     sent[last[0]] = last[1]
+    return [lines_event(rows)]
 
 
 def _state_event(run: Run) -> bytes:
