@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -19,6 +20,7 @@ from core.service import JobService
 from core.store import Store
 from tests.support.apps import python_job, service_for
 from tests.support.pages import GATED, KEY, WEB_TOKEN, make_app
+from web.context import WEB
 
 ADA = Actor.cli("ada")
 SECRET = "s3cr3t-value-4242"
@@ -321,3 +323,43 @@ def _sample(text: str, name: str) -> float:
         if line.startswith(name + " "):
             return float(line.split()[-1])
     return 0.0
+
+
+async def test_a_viewer_that_falls_behind_is_cut_off_and_resumes_from_its_last_line(
+        client: TestClient, service: JobService, links: Links, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    # A limit of one byte: every live batch is more than this viewer may have waiting, so it is
+    # cut off each time and must resume; the catch-up from the files moves it on meanwhile.
+    client.app[WEB].live.viewer_limit = 1
+    caplog.set_level("INFO", logger="web")
+    run_id = await started_run(service, "gated")
+    url = f"/runs/{run_id}/logs?t={links.token(run_id)}&from=1:0"
+    numbers: list[int] = []
+    last_id = ""
+    connections = 0
+    ended = False
+    while not ended:
+        connections += 1
+        assert connections < 200, numbers[-5:]
+        headers = {"Accept": "text/event-stream"}
+        if last_id:
+            headers["Last-Event-ID"] = last_id
+        response = await client.get(url, headers=headers)
+        try:
+            async for event, ident, data in read_events(response):
+                if event == "lines":
+                    numbers += [n for _, n, _ in json.loads(data)]
+                    last_id = ident
+                    if connections >= 2:
+                        (tmp_path / "gate").touch()
+                elif event == "end":
+                    ended = True
+        except aiohttp.ClientPayloadError:
+            pass  # cut off mid-stream: what it did not receive whole, it asks for again
+        response.close()
+    assert connections >= 2
+    assert numbers == list(range(1, numbers[-1] + 1))  # nothing lost, nothing twice
+    lines = [line async for _, line in service.logs(run_id)]
+    assert len(lines) == numbers[-1]
+    assert any("fell behind" in r.getMessage() for r in caplog.records)
+    assert client.app[WEB].live._feeds == {}  # nothing left behind for the cut-off viewers
