@@ -22,7 +22,16 @@ from core.policy import Actor
 from jobbot.server import OUTBOX, make_app
 from jobbot.settings import Settings
 from jobbot.wiring import Runtime, build_runtime
-from tests.fakes.slack import APP_TOKEN, BOT_TOKEN, SIGNING_SECRET, FakeSlack, Message, SlackSender
+from tests.fakes.slack import (
+    APP_TOKEN,
+    BOT_TOKEN,
+    CLIENT_ID,
+    CLIENT_SECRET,
+    SIGNING_SECRET,
+    FakeSlack,
+    Message,
+    SlackSender,
+)
 from tests.support.apps import python_job, write_app
 
 SECRET_VALUE = "hunter2-very-secret-value"
@@ -536,3 +545,24 @@ async def test_a_slack_outage_delays_notifications_without_dropping_them(bot: Bo
     await bot.fake.wait_for(lambda: bot.fake.replies(parent))
     assert len(bot.fake.parents()) == 1
     assert len(bot.fake.replies(parent)) == 1
+
+
+async def test_the_server_offers_sign_in_with_slack_for_the_bots_workspace(
+        tmp_path: Path, fake: FakeSlack) -> None:
+    bot, stop = await start_bot(tmp_path, fake, SLACK_SIGNING_SECRET=SIGNING_SECRET,
+                                SLACK_CLIENT_ID=CLIENT_ID, SLACK_CLIENT_SECRET=CLIENT_SECRET)
+    base = bot.url.removesuffix("/slack/events")
+    try:
+        async with aiohttp.ClientSession() as session, session.get(
+                f"{base}/auth/slack", allow_redirects=False) as response:
+            assert response.status == 303
+            location = urllib.parse.urlsplit(response.headers["Location"])
+        query = urllib.parse.parse_qs(location.query)
+        assert f"{location.scheme}://{location.netloc}{location.path}" == (
+            f"{fake.url}/openid/connect/authorize")
+        assert query["client_id"] == [CLIENT_ID]
+        assert query["team"] == ["T0FAKE"]  # the bot's workspace, from auth.test
+        assert query["redirect_uri"] == ["http://jobbot.test/auth/slack/callback"]
+        assert CLIENT_SECRET not in response.headers["Location"]
+    finally:
+        await stop()
