@@ -21,8 +21,10 @@ CALLBACK_PATH = "/auth/slack/callback"
 
 
 def safe_next(value: str | None) -> str:
-    """Where to go after signing in: a path on this site only (never `//evil` or a URL)."""
-    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
+    """Where to go after signing in: a path on this site only (never `//evil` or a URL; no
+    whitespace or control characters either, which browsers drop: `/\t/evil` is `//evil`)."""
+    if (not value or not value.startswith("/") or value.startswith("//") or "\\" in value
+            or any(c.isspace() or not c.isprintable() for c in value)):
         return "/jobs"
     return value
 

@@ -57,6 +57,7 @@ def test_viewer_needs_every_field() -> None:
 @pytest.mark.parametrize(("given", "goes"), [
     ("/runs/abc?t=x", "/runs/abc?t=x"), (None, "/jobs"), ("https://evil.example/", "/jobs"),
     ("//evil.example/x", "/jobs"), ("/\\evil.example", "/jobs"), ("jobs", "/jobs"),
+    ("/\t/evil.example", "/jobs"), ("/\n/evil.example", "/jobs"), ("/ /x", "/jobs"),
 ])
 def test_after_signing_in_only_paths_on_this_site(given: str | None, goes: str) -> None:
     assert safe_next(given) == goes
