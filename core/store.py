@@ -726,6 +726,11 @@ class Store:
                                      .where(col(Delivery.outcome) == RECEIVED)
                                      .order_by(col(Delivery.received_at), col(Delivery.id))))
 
+    def unhandled_delivery_count(self) -> int:
+        with self._read() as session:
+            return int(session.execute(select(func.count()).select_from(DELIVERIES)
+                                       .where(DELIVERIES.c.outcome == RECEIVED)).scalar_one())
+
     def finish_deliveries(self, outcomes: Sequence[tuple[str, str]]) -> None:
         """Record what each delivery did, and drop its payload (it is not needed any more)."""
         if not outcomes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections import OrderedDict
@@ -11,7 +12,7 @@ from urllib.parse import parse_qs
 
 from aiohttp import web
 
-from core.builds import Builder, BuildRequest
+from core.builds import Builder, BuildRequest, resume_builds
 from core.builds_local import LocalBuilder
 from core.events import Outbox
 from core.links import Links
@@ -48,6 +49,7 @@ class GitHubApp:
         self.queue = WorkQueue(self.journal.finish, workers=workers)
         self.checks = CheckRunReporter(self.ctx)
         self._recent: OrderedDict[str, None] = OrderedDict()
+        self._resumed: list[asyncio.Task[None]] = []
 
     async def fetch_tarball(self, request: BuildRequest) -> bytes:
         """For LocalBuilder: the repository's tarball at the sha, with the installation token."""
@@ -112,6 +114,7 @@ class GitHubApp:
 
     async def _start(self, app: web.Application) -> None:
         await self.ctx.load_state()
+        self._resumed = await resume_builds(self.ctx.service, self.ctx.builder)
         for row in await self.journal.orphans():
             # Answered by a process that stopped before handling it: handle it now.
             payload = json.loads(row.payload or "{}")
@@ -123,6 +126,9 @@ class GitHubApp:
         self.queue.start()
 
     async def _stop(self, app: web.Application) -> None:
+        for task in self._resumed:
+            task.cancel()
+        await asyncio.gather(*self._resumed, return_exceptions=True)
         await self.queue.stop()
         await self.clients.aclose()
 
