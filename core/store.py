@@ -188,6 +188,9 @@ class Store:
         self._write_engine = self.engine.execution_options(jobbot_write=True)
         self._runs = RunInserter(self.dialect)
         self._batch = _BatchStatements(self.dialect)
+        self._finish_delivery = (
+            update(DELIVERIES).where(DELIVERIES.c.id == bindparam("delivery_id"))
+            .values(outcome=bindparam("text"), payload=None))
 
     # -- schema ---------------------------------------------------------------------------
 
@@ -693,21 +696,41 @@ class Store:
 
     # -- webhook deliveries, served repositories, fork approvals (the GitHub App) --------
 
-    def record_deliveries(self, deliveries: Sequence[NewDelivery]) -> set[str]:
-        """Record many deliveries in one transaction (the webhook's group commit); returns the
-        ids that were new. A push moves its branch's head only when its delivery is new."""
-        if not deliveries:
+    def record_deliveries(self, deliveries: Sequence[NewDelivery],
+                          finished: Sequence[tuple[str, str]] = ()) -> set[str]:
+        """Record many deliveries, and the outcomes of handled ones (dropping their payloads),
+        in one transaction (the webhook's group commit); returns the ids that were new. A push
+        moves its branch's head only when its delivery is new."""
+        if not deliveries and not finished:
             return set()
         now = utcnow()
-        insert = (upsert_for(self.dialect)(DELIVERIES)
-                  .on_conflict_do_nothing(index_elements=["id"]).returning(DELIVERIES.c.id))
         with self._write() as session:
             conn = session.connection()
-            rows = [{"id": d.id, "event": d.event[:64], "action": d.action[:64] if d.action
-                     else None, "received_at": now, "outcome": RECEIVED, "payload": d.payload,
-                     "owner": d.owner}
-                    for d in deliveries]
-            new = set(conn.execute(insert, rows).scalars())
+            if finished:
+                conn.execute(self._finish_delivery, [
+                    {"delivery_id": delivery_id, "text": outcome[:2000]}
+                    for delivery_id, outcome in finished])
+            rows = {d.id: {"id": d.id, "event": d.event[:64],
+                           "action": d.action[:64] if d.action else None, "received_at": now,
+                           "outcome": RECEIVED, "payload": d.payload, "owner": d.owner}
+                    for d in reversed(deliveries)}  # the first of a repeated id is kept
+            new: set[str] = set()
+            if not rows:
+                pass
+            elif self.dialect == "postgresql":
+                # Two replicas may record the same id at once: the conflict clause settles it.
+                new = set(conn.execute(
+                    upsert_for(self.dialect)(DELIVERIES).on_conflict_do_nothing(
+                        index_elements=["id"]).returning(DELIVERIES.c.id),
+                    list(rows.values())).scalars())
+            else:
+                # BEGIN IMMEDIATE holds the only write lock: look up the known ids, then one
+                # plain insert (2-3x cheaper than INSERT ... ON CONFLICT ... RETURNING here).
+                known = set(conn.execute(select(DELIVERIES.c.id).where(
+                    DELIVERIES.c.id.in_(list(rows)))).scalars())
+                new = set(rows) - known
+                if new:
+                    conn.execute(DELIVERIES.insert(), [rows[i] for i in new])
             heads = {(d.head[0], d.head[1]): d.head[2] for d in deliveries
                      if d.head is not None and d.id in new}  # the last push of a branch wins
             if heads:
@@ -730,17 +753,6 @@ class Store:
         with self._read() as session:
             return int(session.execute(select(func.count()).select_from(DELIVERIES)
                                        .where(DELIVERIES.c.outcome == RECEIVED)).scalar_one())
-
-    def finish_deliveries(self, outcomes: Sequence[tuple[str, str]]) -> None:
-        """Record what each delivery did, and drop its payload (it is not needed any more)."""
-        if not outcomes:
-            return
-        statement = (update(DELIVERIES).where(DELIVERIES.c.id == bindparam("delivery_id"))
-                     .values(outcome=bindparam("text"), payload=None))
-        with self._write() as session:
-            session.connection().execute(statement, [
-                {"delivery_id": delivery_id, "text": outcome[:2000]}
-                for delivery_id, outcome in outcomes])
 
     def delivery(self, delivery_id: str) -> Delivery | None:
         with self._read() as session:

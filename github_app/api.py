@@ -24,8 +24,9 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 # Transient server-side statuses worth retrying (as Airflow's generic_api_retry).
 _RETRYABLE = {409, 500, 502, 503, 504}
-# Connections kept open to GitHub (the work queue has 8 workers by default).
-POOL_CONNECTIONS = 20
+# Connections kept open to GitHub: about one per worker of the work queue (8 by default).
+# httpcore checks every pooled connection on each request, so a larger pool costs CPU.
+POOL_CONNECTIONS = 10
 
 
 class GitHubApiError(JobbotError):
@@ -102,7 +103,9 @@ class GitHubClients:
     """One App client (JWT) and one client per installation; githubkit caches each token
     until a minute before it expires, so a client is reused for as long as the process lives."""
 
-    def __init__(self, app_id: str, private_key: str, api_url: str | None = None) -> None:
+    def __init__(self, app_id: str, private_key: str, api_url: str | None = None, *,
+                 before_call: Callable[[], Awaitable[None]] | None = None) -> None:
+        self._before_call = before_call
         self._auth = AppAuthStrategy(app_id, private_key)
         self._pool = _SharedPool()
         # Our own token cache: tokens of one App configuration are never shared with another
@@ -123,7 +126,7 @@ class GitHubClients:
         if api is None:
             auth = AppInstallationAuthStrategy(self._auth.app_id, self._auth.private_key,
                                                installation_id)
-            api = InstallationApi(GitHub(auth, **self._options))
+            api = InstallationApi(GitHub(auth, **self._options), self._before_call)
             self._installations[installation_id] = api
         return api
 
@@ -135,11 +138,16 @@ class GitHubClients:
 class InstallationApi:
     """What jobbot asks of GitHub on behalf of one installation."""
 
-    def __init__(self, github: GitHub[Any]) -> None:
+    def __init__(self, github: GitHub[Any],
+                 before_call: Callable[[], Awaitable[None]] | None = None) -> None:
         self.github = github
+        # E.g. AnswersFirst.wait_turn: API calls give way to webhook answers.
+        self._before_call = before_call
 
     async def _call(self, kind: str, what: str, call: Callable[[], Awaitable[T]]) -> T:
         """`kind` labels the metrics (a fixed name per method); `what` is for messages."""
+        if self._before_call is not None:
+            await self._before_call()
         async with _errors(what, kind):
             return await call()
         raise AssertionError("unreachable")  # pragma: no cover  (mypy: the context re-raises)

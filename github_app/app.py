@@ -24,7 +24,7 @@ from github_app.config import GitHubConfig
 from github_app.context import Context
 from github_app.handlers import checks, comments, installation, pulls, push
 from github_app.journal import DeliveryJournal
-from github_app.queue import WorkQueue
+from github_app.queue import AnswersFirst, WorkQueue
 from github_app.routing import Delivery, Router
 from github_app.signature import verify
 
@@ -42,11 +42,13 @@ class GitHubApp:
                  builder: Builder | None = None, workers: int = 8,
                  router: Router = ROUTER) -> None:
         self.config = config
-        self.clients = GitHubClients(config.app_id, config.private_key, config.api_url)
+        self.priority = AnswersFirst()
+        self.clients = GitHubClients(config.app_id, config.private_key, config.api_url,
+                                     before_call=self.priority.wait_turn)
         self.ctx = Context(service, links, self.clients, builder)
         self.router = router
         self.journal = DeliveryJournal(service.store)
-        self.queue = WorkQueue(self.journal.finish, workers=workers)
+        self.queue = WorkQueue(self.journal.finish, workers=workers, priority=self.priority)
         self.checks = CheckRunReporter(self.ctx)
         self._recent: OrderedDict[str, None] = OrderedDict()
         self._resumed: list[asyncio.Task[None]] = []
@@ -60,6 +62,10 @@ class GitHubApp:
         raise GitHubApiError(f"jobbot is not installed on {request.repository}")
 
     async def webhook(self, request: web.Request) -> web.Response:
+        with self.priority.answering():
+            return await self._answer_delivery(request)
+
+    async def _answer_delivery(self, request: web.Request) -> web.Response:
         body = await request.read()
         if not verify(self.config.webhook_secret, body,
                       request.headers.get("X-Hub-Signature-256")):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Generic, TypeVar
 
@@ -25,8 +27,10 @@ class GroupCommit(Generic[Item, Result]):
     together in the next one, so concurrent requests share one transaction (one commit)."""
 
     def __init__(self, write: Callable[[list[Item]], Sequence[Result]]) -> None:
-        # `write` runs in a worker thread and gives one result per item, in order.
+        # `write` runs in a thread of its own (not the shared default pool, where the work
+        # queue's database calls would make answers wait) and gives one result per item.
         self._write = write
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="group-commit")
         self._pending: list[tuple[Item, asyncio.Future[Result]]] = []
         self._writer: asyncio.Task[None] | None = None
 
@@ -41,7 +45,8 @@ class GroupCommit(Generic[Item, Result]):
         while self._pending:
             batch, self._pending = self._pending, []
             try:
-                results = await asyncio.to_thread(self._write, [item for item, _ in batch])
+                results = await asyncio.get_running_loop().run_in_executor(
+                    self._thread, self._write, [item for item, _ in batch])
             except Exception as exc:  # noqa: BLE001  (each waiter gets it, and answers 503)
                 for _, future in batch:
                     if not future.done():
@@ -52,29 +57,36 @@ class GroupCommit(Generic[Item, Result]):
                     future.set_result(result)
 
 
+@dataclass(frozen=True)
+class Finished:
+    """What a delivery did, once handled."""
+
+    delivery_id: str
+    outcome: str
+
+
 class DeliveryJournal:
-    """Records deliveries (True: new, False: a redelivery) and their outcomes, batched."""
+    """Records deliveries (True: new, False: a redelivery) and their outcomes. Both go through
+    one group commit, so they share transactions and never wait on each other's write lock
+    (SQLite's busy handler sleeps up to 100 ms at a time)."""
 
     def __init__(self, store: Store, owner: ProcessId | None = None) -> None:
         self._store = store
         self.owner = owner or ProcessId.current()
-        self._records: GroupCommit[NewDelivery, bool] = GroupCommit(self._record_many)
-        self._outcomes: GroupCommit[tuple[str, str], None] = GroupCommit(self._finish_many)
+        self._writes: GroupCommit[NewDelivery | Finished, bool] = GroupCommit(self._write)
 
     async def record(self, delivery: NewDelivery) -> bool:
         """Once it returns, the delivery is committed: a restart will not lose it."""
-        return await self._records.submit(delivery)
+        return await self._writes.submit(delivery)
 
     async def finish(self, delivery_id: str, outcome: str) -> None:
-        await self._outcomes.submit((delivery_id, outcome))
+        await self._writes.submit(Finished(delivery_id, outcome))
 
-    def _record_many(self, deliveries: list[NewDelivery]) -> list[bool]:
-        new = self._store.record_deliveries(deliveries)
-        return [d.id in new for d in deliveries]
-
-    def _finish_many(self, outcomes: list[tuple[str, str]]) -> list[None]:
-        self._store.finish_deliveries(outcomes)
-        return [None] * len(outcomes)
+    def _write(self, items: list[NewDelivery | Finished]) -> list[bool]:
+        records = [i for i in items if isinstance(i, NewDelivery)]
+        finished = [(i.delivery_id, i.outcome) for i in items if isinstance(i, Finished)]
+        new = self._store.record_deliveries(records, finished)
+        return [isinstance(i, NewDelivery) and i.id in new for i in items]
 
     async def orphans(self) -> list[Delivery]:
         """Deliveries answered by a process that died before handling them."""

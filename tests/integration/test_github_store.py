@@ -10,7 +10,7 @@ def test_a_delivery_is_recorded_once_and_kept_until_handled(store: Store) -> Non
     assert store.record_deliveries([first, NewDelivery("d2", "ping", None, "{}")]) == {"d1", "d2"}
     assert store.record_deliveries([first, NewDelivery("d3", "ping", None, "{}")]) == {"d3"}
     assert [d.id for d in store.unhandled_deliveries()] == ["d1", "d2", "d3"]
-    store.finish_deliveries([("d1", "started deploy #1"), ("d3", "pong")])
+    assert store.record_deliveries([], [("d1", "started deploy #1"), ("d3", "pong")]) == set()
     assert [(d.id, d.payload) for d in store.unhandled_deliveries()] == [("d2", "{}")]
     row = store.delivery("d1")
     assert row is not None
