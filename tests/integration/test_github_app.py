@@ -225,7 +225,10 @@ async def test_cancel_stops_the_pull_requests_runs(gh: support.Harness) -> None:
 
 async def test_jobs_lists_jobs_with_their_last_state(gh: support.Harness) -> None:
     await comment(gh, "/run check")
+    lookups = len(gh.fake.calls_to("GET", rf"/repos/{REPO}/(pulls|collaborators)/.+"))
     payload = await comment(gh, "/jobs")
+    # A read-only listing: neither the PR nor the commenter's permission is looked up.
+    assert len(gh.fake.calls_to("GET", rf"/repos/{REPO}/(pulls|collaborators)/.+")) == lookups
     body = pr_comment(gh)
     assert "| `check` |" in body
     assert "check #1: succeeded" in body
