@@ -122,8 +122,11 @@ class GitHubApp:
         await self.ctx.load_state()
         self._resumed = await resume_builds(self.ctx.service, self.ctx.builder)
         for row in await self.journal.orphans():
+            if row.payload is None:  # recorded by a jobbot that did not keep payloads
+                await self.journal.finish(row.id, "not handled: jobbot stopped before it was")
+                continue
             # Answered by a process that stopped before handling it: handle it now.
-            payload = orjson.loads(row.payload or "{}")
+            payload = orjson.loads(row.payload)
             delivery = Delivery(row.id, row.event, row.action, payload)
             logger.info("delivery %s (%s) answered before a restart: handling it now", row.id,
                         row.event, extra={"delivery_id": row.id})

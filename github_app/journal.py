@@ -86,7 +86,15 @@ class DeliveryJournal:
         records = [i for i in items if isinstance(i, NewDelivery)]
         finished = [(i.delivery_id, i.outcome) for i in items if isinstance(i, Finished)]
         new = self._store.record_deliveries(records, finished)
-        return [isinstance(i, NewDelivery) and i.id in new for i in items]
+        results = []
+        for item in items:
+            # The same id twice in one batch (a redelivery racing the first): the first is new.
+            fresh = isinstance(item, NewDelivery) and item.id in new
+            if fresh:
+                assert isinstance(item, NewDelivery)
+                new.discard(item.id)
+            results.append(fresh)
+        return results
 
     async def orphans(self) -> list[Delivery]:
         """Deliveries answered by a process that died before handling them."""

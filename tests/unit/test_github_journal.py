@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
-from github_app.journal import GroupCommit
+from core.store import NewDelivery, Store
+from github_app.journal import DeliveryJournal, GroupCommit
 from github_app.queue import AnswersFirst
 
 
@@ -55,3 +57,15 @@ async def test_work_is_never_held_longer_than_max_wait() -> None:
         turn = asyncio.create_task(priority.wait_turn())
         await asyncio.sleep(0)
         assert turn.done()  # under sustained load work still moves
+
+
+def test_a_repeated_id_in_one_batch_is_new_once(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'jobbot.db'}")
+    store.migrate()
+    journal = DeliveryJournal(store)
+    first = NewDelivery("d1", "ping", None, "{}")
+    try:
+        assert journal._write([first, NewDelivery("d2", "ping", None, "{}"), first]) == [
+            True, True, False]
+    finally:
+        store.close()
