@@ -8,11 +8,18 @@ of the repository's tarball at that sha, where `image_from_build` jobs then run)
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import dataclass
 from typing import Protocol
 
-from core.models import RunState
+from core.errors import NotFound
+from core.models import Run, RunState
+from core.procs import ProcessId
+from core.service import JobService
 from core.spec import AppSpec, BuildSpec
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -53,3 +60,49 @@ class Builder(Protocol):
     name: str
 
     async def build(self, request: BuildRequest) -> BuildOutcome: ...
+
+
+async def resume_builds(service: JobService, builder: Builder | None) -> list[asyncio.Task[None]]:
+    """Builds left queued or running by a jobbot process that stopped: build them again and
+    record the outcome, as executors reconcile their runs at start-up. Builders are idempotent
+    per sha (the Kubernetes builder adopts the build's Job, the local one reuses a finished
+    checkout), so a push handled again after the restart finds the build's outcome."""
+    tasks = []
+    for run in await asyncio.to_thread(service.store.unfinished_runs, "build"):
+        owner = ProcessId.parse(run.owner or "")
+        if owner is not None and (owner == service.owner or not owner.is_local
+                                  or owner.is_alive()):
+            continue  # this process, or one that may still drive it (another host: unknowable)
+        tasks.append(asyncio.create_task(_resume(service, builder, run),
+                                         name=f"resume-build-{run.id}"))
+    return tasks
+
+
+async def _resume(service: JobService, builder: Builder | None, run: Run) -> None:
+    extra = {"run_id": run.id}
+    repository = run.origin.get("repository")
+    try:
+        spec = service.catalog.app(run.app)
+        build = spec.build(run.job)
+    except NotFound as exc:
+        await service.finish_build(run.id, RunState.FAILED, image=None,
+                                   reason=f"jobbot restarted during the build, which is no "
+                                          f"longer defined: {exc}")
+        return
+    if builder is None or not isinstance(repository, str) or not run.sha:
+        why = "no builder is configured" if builder is None else "its repository is unknown"
+        await service.finish_build(run.id, RunState.FAILED, image=None,
+                                   reason=f"jobbot restarted during the build and {why}")
+        return
+    logger.info("build %s of %s was left %s by a stopped jobbot: building again", run.job,
+                run.sha[:7], run.state, extra=extra)
+    if run.state == RunState.QUEUED.value:
+        await service.run_started(run.id, external_id=builder.name)
+    try:
+        outcome = await builder.build(BuildRequest(spec, build, run.sha, run.ref, repository,
+                                                   actor=run.actor))
+    except Exception as exc:
+        logger.exception("resuming build %s failed", run.id, extra=extra)
+        outcome = BuildOutcome(RunState.FAILED, None, f"resuming after a restart failed: {exc}")
+    await service.finish_build(run.id, outcome.state, image=outcome.image,
+                               reason=outcome.reason)

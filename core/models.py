@@ -15,6 +15,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Text,
     TypeDecorator,
     UniqueConstraint,
 )
@@ -247,6 +248,10 @@ class Delivery(SQLModel, table=True):
     action: str | None = Field(default=None, max_length=64)
     received_at: datetime = _ts(nullable=False)
     outcome: str = Field(default="received", max_length=2000)
+    # The JSON body, kept until the delivery is handled, so work answered 202 survives a restart.
+    payload: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # The process that answered it (host:pid:start); another replays it only if that one died.
+    owner: str | None = Field(default=None, max_length=200)
 
 
 class ServedRepository(SQLModel, table=True):
@@ -269,3 +274,36 @@ class ForkApproval(SQLModel, table=True):
     pull_request: int
     approved_by: str = Field(max_length=200)
     approved_at: datetime = _ts(nullable=False)
+
+
+class RepositoryApp(SQLModel, table=True):
+    """The app a repository defines: its app.yaml as last read from a push to a build branch."""
+
+    __tablename__ = "github_repository_apps"
+
+    repository: str = Field(sa_column=Column(String(255), primary_key=True))
+    app: str = Field(sa_column=Column(String(63), nullable=False, unique=True))
+    sha: str = Field(max_length=64)
+    app_yaml: str = Field(sa_column=Column(Text, nullable=False))
+    updated_at: datetime = _ts(nullable=False)
+
+
+class BranchHead(SQLModel, table=True):
+    """The newest push received per branch: work of older pushes to it is superseded."""
+
+    __tablename__ = "github_branch_heads"
+
+    repository: str = Field(sa_column=Column(String(255), primary_key=True))
+    branch: str = Field(sa_column=Column(String(255), primary_key=True))
+    sha: str = Field(max_length=64)
+    updated_at: datetime = _ts(nullable=False)
+
+
+class PullRequestComment(SQLModel, table=True):
+    """jobbot's one comment per pull request (the runs table it keeps up to date)."""
+
+    __tablename__ = "github_pull_request_comments"
+
+    repository: str = Field(sa_column=Column(String(255), primary_key=True))
+    pull_request: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
+    comment_id: int = Field(sa_column=Column(BigInteger, nullable=False))

@@ -200,7 +200,7 @@ class JobService:
         self.catalog.app(app).build(build)
         new = NewRun(app=app, job=build, source=actor.source.value, actor=actor.id, ref=ref,
                      sha=sha, origin=origin or {}, idempotency_key=idempotency_key,
-                     executor="build")
+                     executor="build", owner=str(self.owner))
         audit = AuditRecord(actor=actor.id, source=actor.source.value, action="build",
                             target=f"{app}/{build}", result="started")
         outcome = await self._db(self.store.create_run, new, audit)

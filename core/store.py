@@ -15,6 +15,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     Table,
+    bindparam,
     case,
     create_engine,
     delete,
@@ -31,9 +32,12 @@ from sqlmodel import select as orm_select
 from core.models import (
     Attempt,
     AuditEntry,
+    BranchHead,
     Delivery,
     ForkApproval,
     JobState,
+    PullRequestComment,
+    RepositoryApp,
     Run,
     RunEvent,
     RunState,
@@ -82,6 +86,19 @@ class NewRun:
 
 
 @dataclass(frozen=True)
+class NewDelivery:
+    """A verified webhook delivery to record before it is answered."""
+
+    id: str
+    event: str
+    action: str | None
+    payload: str
+    owner: str | None = None
+    # (repository, branch, sha) when it is a push to a branch.
+    head: tuple[str, str, str] | None = None
+
+
+@dataclass(frozen=True)
 class AuditRecord:
     """An audit-log line written in the same transaction as the change it describes."""
 
@@ -103,6 +120,10 @@ class Created:
 
 
 SCHEDULE_STATE: Table = ScheduleState.__table__  # type: ignore[attr-defined]
+DELIVERIES: Table = Delivery.__table__  # type: ignore[attr-defined]
+BRANCH_HEADS: Table = BranchHead.__table__  # type: ignore[attr-defined]
+# The outcome of a delivery recorded but not handled yet.
+RECEIVED = "received"
 ATTEMPTS: Table = Attempt.__table__  # type: ignore[attr-defined]
 # Finished states counted against `history.failed` (skipped slots have their own bound).
 FAILED_STATES = (RunState.FAILED.value, RunState.TIMED_OUT.value, RunState.CANCELLED.value)
@@ -167,6 +188,9 @@ class Store:
         self._write_engine = self.engine.execution_options(jobbot_write=True)
         self._runs = RunInserter(self.dialect)
         self._batch = _BatchStatements(self.dialect)
+        self._finish_delivery = (
+            update(DELIVERIES).where(DELIVERIES.c.id == bindparam("delivery_id"))
+            .values(outcome=bindparam("text"), payload=None))
 
     # -- schema ---------------------------------------------------------------------------
 
@@ -672,19 +696,63 @@ class Store:
 
     # -- webhook deliveries, served repositories, fork approvals (the GitHub App) --------
 
-    def record_delivery(self, delivery_id: str, event: str, action: str | None) -> bool:
-        """Remember a delivery; False if this id was seen before (a redelivery)."""
+    def record_deliveries(self, deliveries: Sequence[NewDelivery],
+                          finished: Sequence[tuple[str, str]] = ()) -> set[str]:
+        """Record many deliveries, and the outcomes of handled ones (dropping their payloads),
+        in one transaction (the webhook's group commit); returns the ids that were new. A push
+        moves its branch's head only when its delivery is new."""
+        if not deliveries and not finished:
+            return set()
+        now = utcnow()
         with self._write() as session:
-            if session.get(Delivery, delivery_id) is not None:
-                return False
-            session.add(Delivery(id=delivery_id, event=event[:64],
-                                 action=action[:64] if action else None, received_at=utcnow()))
-            return True
+            conn = session.connection()
+            if finished:
+                conn.execute(self._finish_delivery, [
+                    {"delivery_id": delivery_id, "text": outcome[:2000]}
+                    for delivery_id, outcome in finished])
+            rows = {d.id: {"id": d.id, "event": d.event[:64],
+                           "action": d.action[:64] if d.action else None, "received_at": now,
+                           "outcome": RECEIVED, "payload": d.payload, "owner": d.owner}
+                    for d in reversed(deliveries)}  # the first of a repeated id is kept
+            new: set[str] = set()
+            if not rows:
+                pass
+            elif self.dialect == "postgresql":
+                # Two replicas may record the same id at once: the conflict clause settles it.
+                new = set(conn.execute(
+                    upsert_for(self.dialect)(DELIVERIES).on_conflict_do_nothing(
+                        index_elements=["id"]).returning(DELIVERIES.c.id),
+                    list(rows.values())).scalars())
+            else:
+                # BEGIN IMMEDIATE holds the only write lock: look up the known ids, then one
+                # plain insert (2-3x cheaper than INSERT ... ON CONFLICT ... RETURNING here).
+                known = set(conn.execute(select(DELIVERIES.c.id).where(
+                    DELIVERIES.c.id.in_(list(rows)))).scalars())
+                new = set(rows) - known
+                if new:
+                    conn.execute(DELIVERIES.insert(), [rows[i] for i in new])
+            heads = {(d.head[0], d.head[1]): d.head[2] for d in deliveries
+                     if d.head is not None and d.id in new}  # the last push of a branch wins
+            if heads:
+                head = upsert_for(self.dialect)(BRANCH_HEADS)
+                conn.execute(head.on_conflict_do_update(
+                    index_elements=["repository", "branch"],
+                    set_={"sha": head.excluded.sha, "updated_at": head.excluded.updated_at}),
+                    [{"repository": repository, "branch": branch, "sha": sha, "updated_at": now}
+                     for (repository, branch), sha in heads.items()])
+            return new
 
-    def set_delivery_outcome(self, delivery_id: str, outcome: str) -> None:
-        with self._write() as session:
-            session.execute(update(Delivery).where(col(Delivery.id) == delivery_id)
-                            .values(outcome=outcome[:2000]))
+    def unhandled_deliveries(self) -> list[Delivery]:
+        """Deliveries answered but not handled yet (the process stopped), oldest first."""
+        with self._read() as session:
+            return list(session.exec(orm_select(Delivery)
+                                     .where(col(Delivery.outcome) == RECEIVED)
+                                     .order_by(col(Delivery.received_at), col(Delivery.id))))
+
+    def unhandled_delivery_count(self) -> int:
+        with self._read() as session:
+            return int(session.execute(select(func.count()).select_from(DELIVERIES)
+                                       .where(DELIVERIES.c.outcome == RECEIVED)).scalar_one())
 
     def delivery(self, delivery_id: str) -> Delivery | None:
         with self._read() as session:
@@ -716,6 +784,48 @@ class Store:
         with self._read() as session:
             return list(session.exec(orm_select(ServedRepository)
                                      .order_by(col(ServedRepository.full_name))))
+
+    def branch_head(self, repository: str, branch: str) -> str | None:
+        """The sha of the newest push received for the branch."""
+        with self._read() as session:
+            row = session.get(BranchHead, (repository, branch))
+            return row.sha if row is not None else None
+
+    def repository_apps(self) -> list[RepositoryApp]:
+        with self._read() as session:
+            return list(session.exec(orm_select(RepositoryApp)
+                                     .order_by(col(RepositoryApp.repository))))
+
+    def save_repository_app(self, repository: str, app: str, sha: str, app_yaml: str) -> str | None:
+        """Remember the app `repository` defines; if another repository already defines an app
+        of that name, nothing changes and that repository is returned."""
+        with self._write() as session:
+            other = session.exec(orm_select(RepositoryApp).where(
+                col(RepositoryApp.app) == app,
+                col(RepositoryApp.repository) != repository)).first()
+            if other is not None:
+                return other.repository
+            row = session.get(RepositoryApp, repository)
+            if row is None:
+                session.add(RepositoryApp(repository=repository, app=app, sha=sha,
+                                          app_yaml=app_yaml, updated_at=utcnow()))
+            else:
+                row.app, row.sha, row.app_yaml, row.updated_at = app, sha, app_yaml, utcnow()
+            return None
+
+    def pull_request_comment(self, repository: str, number: int) -> int | None:
+        with self._read() as session:
+            row = session.get(PullRequestComment, (repository, number))
+            return row.comment_id if row is not None else None
+
+    def save_pull_request_comment(self, repository: str, number: int, comment_id: int) -> None:
+        with self._write() as session:
+            row = session.get(PullRequestComment, (repository, number))
+            if row is None:
+                session.add(PullRequestComment(repository=repository, pull_request=number,
+                                               comment_id=comment_id))
+            else:
+                row.comment_id = comment_id
 
     def approve_sha(self, repository: str, sha: str, pull_request: int, by: str) -> None:
         with self._write() as session:

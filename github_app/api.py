@@ -24,6 +24,9 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 # Transient server-side statuses worth retrying (as Airflow's generic_api_retry).
 _RETRYABLE = {409, 500, 502, 503, 504}
+# Connections kept open to GitHub: about one per worker of the work queue (8 by default).
+# httpcore checks every pooled connection on each request, so a larger pool costs CPU.
+POOL_CONNECTIONS = 10
 
 
 class GitHubApiError(JobbotError):
@@ -74,19 +77,44 @@ def _message(response: Response[Any]) -> str:
     return str(body.get("message", ""))[:200] if isinstance(body, dict) else ""
 
 
+class _SharedPool(httpx.AsyncBaseTransport):
+    """One connection pool for every GitHub call. githubkit makes an httpx client per call and
+    closes it after; with its own transport each call would open (and TLS-handshake) a new
+    connection, so the clients get this one, whose pool outlives them."""
+
+    def __init__(self) -> None:
+        # One TLS context: loading the CA bundle costs ~60 ms of CPU each time.
+        self._pool = httpx.AsyncHTTPTransport(
+            verify=ssl.create_default_context(cafile=certifi.where()),
+            limits=httpx.Limits(max_connections=POOL_CONNECTIONS,
+                                max_keepalive_connections=POOL_CONNECTIONS))
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self._pool.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        """Called by each per-call client: the pool stays open (GitHubClients.aclose ends it)."""
+
+    async def close_pool(self) -> None:
+        await self._pool.aclose()
+
+
 class GitHubClients:
     """One App client (JWT) and one client per installation; githubkit caches each token
     until a minute before it expires, so a client is reused for as long as the process lives."""
 
-    def __init__(self, app_id: str, private_key: str, api_url: str | None = None) -> None:
+    def __init__(self, app_id: str, private_key: str, api_url: str | None = None, *,
+                 before_call: Callable[[], Awaitable[None]] | None = None) -> None:
+        self._before_call = before_call
         self._auth = AppAuthStrategy(app_id, private_key)
+        self._pool = _SharedPool()
         # Our own token cache: tokens of one App configuration are never shared with another
-        # (githubkit's default cache is process-wide).
-        # One TLS context for every request: githubkit opens an httpx client per call, and
-        # loading the CA bundle each time cost ~60 ms of CPU per API call.
+        # (githubkit's default cache is process-wide). No HTTP cache: githubkit's (hishel on an
+        # in-memory SQLite, reached through a thread per step) never evicts and made each call
+        # cost 100-250 ms of mostly waiting, growing with the number of calls made.
         options: dict[str, Any] = {"auto_retry": False, "timeout": 30.0,
-                                   "cache_strategy": MemCacheStrategy(),
-                                   "ssl_verify": ssl.create_default_context(cafile=certifi.where())}
+                                   "cache_strategy": MemCacheStrategy(), "http_cache": False,
+                                   "async_transport": self._pool}
         if api_url:
             options["base_url"] = api_url
         self._app = GitHub(self._auth, **options)
@@ -98,19 +126,28 @@ class GitHubClients:
         if api is None:
             auth = AppInstallationAuthStrategy(self._auth.app_id, self._auth.private_key,
                                                installation_id)
-            api = InstallationApi(GitHub(auth, **self._options))
+            api = InstallationApi(GitHub(auth, **self._options), self._before_call)
             self._installations[installation_id] = api
         return api
+
+    async def aclose(self) -> None:
+        """Close the pooled connections (at shutdown)."""
+        await self._pool.close_pool()
 
 
 class InstallationApi:
     """What jobbot asks of GitHub on behalf of one installation."""
 
-    def __init__(self, github: GitHub[Any]) -> None:
+    def __init__(self, github: GitHub[Any],
+                 before_call: Callable[[], Awaitable[None]] | None = None) -> None:
         self.github = github
+        # E.g. AnswersFirst.wait_turn: API calls give way to webhook answers.
+        self._before_call = before_call
 
     async def _call(self, kind: str, what: str, call: Callable[[], Awaitable[T]]) -> T:
         """`kind` labels the metrics (a fixed name per method); `what` is for messages."""
+        if self._before_call is not None:
+            await self._before_call()
         async with _errors(what, kind):
             return await call()
         raise AssertionError("unreachable")  # pragma: no cover  (mypy: the context re-raises)

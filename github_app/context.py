@@ -12,14 +12,14 @@ from typing import Any, ParamSpec, TypeVar
 
 from core.builds import Builder, BuildOutcome, BuildRequest
 from core.catalog import JobRef
-from core.errors import NotFound
+from core.errors import ConfigError, NotFound
 from core.links import Links
 from core.models import Run, RunState, Source
 from core.policy import Actor
 from core.service import JobService, TriggerResult
-from core.spec import AppSpec
+from core.spec import AppSpec, parse_app
 from github_app import render
-from github_app.api import GitHubClients, InstallationApi
+from github_app.api import GitHubApiError, GitHubClients, InstallationApi
 from github_app.routing import Delivery
 
 logger = logging.getLogger(__name__)
@@ -69,17 +69,40 @@ class Context:
     links: Links
     clients: GitHubClients
     builder: Builder | None = None
-    # Which app each repository's app.yaml defines (learnt from pushes to its build branches).
+    # Which app each repository's app.yaml defines (learnt from pushes to its build branches;
+    # kept in the store, and loaded again at start-up by load_state).
     repo_apps: dict[str, str] = field(default_factory=dict)
-    # The newest push seen per (repository, branch): older pushes' queued work is superseded.
-    latest_push: dict[tuple[str, str], str] = field(default_factory=dict)
     _comment_locks: dict[tuple[str, int], asyncio.Lock] = field(default_factory=dict)
+    # jobbot's comment per pull request, as cached from the store.
     _comment_ids: dict[tuple[str, int], int] = field(default_factory=dict)
     # The latest answers to commands, shown under the runs table (kept in memory only).
     _notes: dict[tuple[str, int], deque[str]] = field(default_factory=dict)
 
     async def db(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         return await asyncio.to_thread(fn, *args, **kwargs)
+
+    async def load_state(self) -> None:
+        """The repositories' apps, as stored, back into the catalog."""
+        store = self.service.store
+        for row in await self.db(store.repository_apps):
+            try:
+                app = parse_app(row.app_yaml, f"{row.repository}@{row.sha[:7]}:app.yaml")
+            except ConfigError as exc:  # valid when stored; a newer jobbot may be stricter
+                logger.warning("the stored app.yaml of %s is no longer valid: %s",
+                               row.repository, exc)
+                continue
+            self.service.catalog.replace(app)
+            self.repo_apps[row.repository] = app.app
+
+    async def define_app(self, repository: str, app: AppSpec, sha: str, text: str) -> str | None:
+        """Serve the app `repository` defines (its app.yaml at `sha`), remembered across
+        restarts; if another repository defines an app of that name, that repository."""
+        claimed_by = await self.db(self.service.store.save_repository_app, repository, app.app,
+                                   sha, text)
+        if claimed_by is None:
+            self.service.catalog.replace(app)
+            self.repo_apps[repository] = app.app
+        return claimed_by
 
     def api(self, delivery: Delivery) -> InstallationApi:
         return self.clients.installation(delivery.installation_id)
@@ -153,6 +176,10 @@ class Context:
             body = render.runs_comment(runs, self.links.run_url, list(kept))
             comment_id = self._comment_ids.get(key)
             if comment_id is None:
+                comment_id = await self.db(self.service.store.pull_request_comment,
+                                           repository, number)
+            if comment_id is None:
+                # Made before jobbot kept it (or the store was reset): find it by its marker.
                 for comment in await api.comments(repository, number):
                     if render.RUNS_MARKER in str(comment.get("body") or ""):
                         comment_id = int(comment["id"])
@@ -160,8 +187,17 @@ class Context:
             if comment_id is None:
                 comment_id = await api.create_comment(repository, number, body)
             else:
-                await api.update_comment(repository, comment_id, body)
-            self._comment_ids[key] = comment_id
+                try:
+                    await api.update_comment(repository, comment_id, body)
+                except GitHubApiError as exc:
+                    if exc.status != 404:
+                        raise
+                    # Someone deleted it: start a new one.
+                    comment_id = await api.create_comment(repository, number, body)
+            if self._comment_ids.get(key) != comment_id:
+                await self.db(self.service.store.save_pull_request_comment, repository, number,
+                              comment_id)
+                self._comment_ids[key] = comment_id
 
     async def help_once(self, api: InstallationApi, repository: str, number: int,
                         unknown: str) -> bool:

@@ -98,3 +98,10 @@ def config_error_output(errors: Sequence[str]) -> dict[str, Any]:
     listing = "\n".join(f"- `{cell(line)}`" for line in errors)
     return {"title": "app.yaml is invalid: nothing runs",
             "summary": f"{len(errors)} problem(s) in app.yaml:\n\n{listing}"[:60_000]}
+
+
+def app_claimed_output(app: str, claimed_by: str) -> dict[str, Any]:
+    return {"title": f"app {app} belongs to another repository: nothing runs",
+            "summary": (f"This app.yaml defines the app `{cell(app)}`, which jobbot already "
+                        f"serves from `{cell(claimed_by)}`. App names are unique per jobbot: "
+                        f"rename the app here (`app:`), or remove it from {cell(claimed_by)}.")}

@@ -54,13 +54,14 @@ async def _execute(delivery: Delivery, ctx: Context, api: InstallationApi,
                    command: commands.Command, repository: str, number: int) -> str:
     if command.problem:
         raise BadInput(command.problem)
+    if command.name == "jobs":
+        # Read-only and not about the head: neither the permission nor the PR is asked for.
+        return await _jobs(ctx, repository)
     login = delivery.sender
     actor = await ctx.actor(api, repository, login)
     pr = PullRequest.from_api(repository, await api.pull(repository, number))
     origin = pr.origin(delivery.installation_id, delivery.id)
     key = f"github:{delivery.id}"
-    if command.name == "jobs":
-        return await _jobs(ctx, repository)
     if command.name == "ok-to-test":
         return await _ok_to_test(delivery, ctx, actor, pr)
     if command.name == "cancel":

@@ -30,12 +30,14 @@ def pushed_branch(delivery: Delivery) -> tuple[str, str] | None:
     return ref.removeprefix("refs/heads/"), sha
 
 
-def note_push(delivery: Delivery, ctx: Context) -> None:
-    """Called as the delivery is answered, so later work of older pushes sees it is stale."""
+def branch_head(delivery: Delivery) -> tuple[str, str, str] | None:
+    """(repository, branch, sha) of a push to a branch: recorded as the delivery is answered,
+    so work of older pushes to the branch, queued or under way, sees it is stale."""
     pushed = pushed_branch(delivery)
     repository = delivery.get("repository", "full_name")
     if pushed and isinstance(repository, str):
-        ctx.latest_push[(repository, pushed[0])] = pushed[1]
+        return repository, pushed[0], pushed[1]
+    return None
 
 
 @router.register("push")
@@ -60,8 +62,12 @@ async def on_push(delivery: Delivery, ctx: Context) -> str:
     builds = [b for b in app.builds if branch in b.branches]
     if branch != delivery.get("repository", "default_branch") and not builds:
         return f"ignored: {branch} is not a build branch"
-    ctx.service.catalog.replace(app)
-    ctx.repo_apps[repository] = app.app
+    claimed_by = await ctx.define_app(repository, app, sha, text)
+    if claimed_by is not None:
+        await api.create_check_run(repository, {
+            "name": f"jobbot: {APP_FILE}", "head_sha": sha, "status": "completed",
+            "conclusion": "failure", "output": render.app_claimed_output(app.app, claimed_by)})
+        return f"refused: app {app.app} is defined by {claimed_by}"
     await _supersede(ctx, repository, branch, sha)
     if not builds:
         return f"registered app {app.app}; no build for {branch}"
@@ -75,20 +81,23 @@ async def on_push(delivery: Delivery, ctx: Context) -> str:
     return "; ".join(done)
 
 
-def _stale(ctx: Context, repository: str, branch: str, sha: str) -> bool:
-    return ctx.latest_push.get((repository, branch), sha) != sha
+async def _stale(ctx: Context, repository: str, branch: str, sha: str) -> bool:
+    # The head is stored with each push's delivery, before it is answered (so it holds for
+    # every replica and across restarts).
+    head = await ctx.db(ctx.service.store.branch_head, repository, branch)
+    return head is not None and head != sha
 
 
 async def _build_and_deploy(ctx: Context, delivery: Delivery, app: AppSpec, build: str,
                             branch: str, sha: str, actor: Actor, origin: dict[str, Any]) -> str:
     repository = delivery.repository
-    if _stale(ctx, repository, branch, sha):
+    if await _stale(ctx, repository, branch, sha):
         return f"{build}: superseded by a newer push to {branch}"
     outcome = await ctx.build(app, build, repository, sha, f"refs/heads/{branch}", actor,
                               f"github:{delivery.id}:{build}", origin)
     if outcome.state is not RunState.SUCCEEDED:
         return f"{build}: {outcome.state.value}"
-    if _stale(ctx, repository, branch, sha):
+    if await _stale(ctx, repository, branch, sha):
         return f"{build}: built, but superseded before deploying"
     started = []
     for job in app.jobs:

@@ -12,7 +12,7 @@ import pytest
 
 from core.models import RunState
 from core.spec import load_app
-from core.store import Store
+from core.store import NewRun, Store
 from github_app.render import HELP_MARKER, RUNS_MARKER
 from tests.fakes import github_payloads as p
 from tests.support import github as support
@@ -41,6 +41,11 @@ def server_app(tmp_path: Path) -> Any:
     secrets.mkdir(parents=True)
     (secrets / "db.env").write_text("DB_PASSWORD=hunter2hunter2\n")
     return app
+
+
+def server_app_again(tmp_path: Path) -> Any:
+    """The server's app.yaml as a restarted process reads it (already written)."""
+    return load_app(tmp_path / "server" / "app.yaml")
 
 
 @pytest.fixture
@@ -220,7 +225,10 @@ async def test_cancel_stops_the_pull_requests_runs(gh: support.Harness) -> None:
 
 async def test_jobs_lists_jobs_with_their_last_state(gh: support.Harness) -> None:
     await comment(gh, "/run check")
+    lookups = len(gh.fake.calls_to("GET", rf"/repos/{REPO}/(pulls|collaborators)/.+"))
     payload = await comment(gh, "/jobs")
+    # A read-only listing: neither the PR nor the commenter's permission is looked up.
+    assert len(gh.fake.calls_to("GET", rf"/repos/{REPO}/(pulls|collaborators)/.+")) == lookups
     body = pr_comment(gh)
     assert "| `check` |" in body
     assert "check #1: succeeded" in body
@@ -518,3 +526,121 @@ async def test_a_failed_build_runs_no_jobs(gh: support.Harness) -> None:
     assert (build.job, build.state) == ("site", RunState.FAILED.value)
     assert "could not download the tarball" in (build.reason or "")
     assert gh.fake.checks_for("jobbot: site")[0]["conclusion"] == "failure"
+
+
+# -- restarts: what jobbot knows is in the store, not only in memory ------------------------
+
+
+async def test_a_delivery_answered_right_before_a_crash_is_handled_after_the_restart(
+        gh: support.Harness, tmp_path: Path) -> None:
+    await gh.github.queue.stop()  # the process dies after answering, before any work
+    gh.github.journal.owner = support.dead_process()
+    payload = p.issue_comment(REPO, PR, "/run check")
+    response = await gh.deliver("issue_comment", payload, delivery_id="d-crash")
+    assert response.status == 202
+    assert await runs(gh) == []
+    await support.restart(gh, tmp_path, server_app_again(tmp_path))
+    await gh.settle()
+    [run] = await runs(gh)
+    assert (run.job, run.state) == ("check", "succeeded")
+    assert reactions(gh, payload) == ["eyes", "rocket"]
+    again = await gh.deliver("issue_comment", payload, delivery_id="d-crash")
+    await gh.settle()
+    assert (again.status, (await again.json())["status"]) == (200, "duplicate")
+    assert len(await runs(gh)) == 1
+
+
+async def test_a_delivery_being_answered_by_a_live_process_is_not_taken_over(
+        gh: support.Harness, tmp_path: Path) -> None:
+    await gh.github.queue.stop()
+    response = await gh.deliver("issue_comment", p.issue_comment(REPO, PR, "/run check"),
+                                delivery_id="d-live")
+    assert response.status == 202
+    assert await gh.github.journal.orphans() == []  # its owner (this process) still runs
+
+
+async def test_the_repository_app_is_known_after_a_restart(gh: support.Harness,
+                                                           tmp_path: Path) -> None:
+    await installed(gh)
+    gh.fake.add_tree(REPO, HEAD, {"app.yaml": repo_app_yaml(), "VERSION": "1"})
+    await gh.deliver("push", p.push(REPO, "main", HEAD))
+    await gh.settle()
+    await support.restart(gh, tmp_path, server_app_again(tmp_path))
+    # The server's own app.yaml defines no builds; the repository's app is served again.
+    assert gh.service.catalog.app("shop").job("deploy").image_from_build == "site"
+    await gh.deliver("issue_comment", p.issue_comment(REPO, PR, "/jobs"))
+    await gh.settle()
+    body = pr_comment(gh)
+    assert "deploy" in body
+    assert "echo" not in body  # a job of the server's file, replaced by the repository's
+
+
+async def test_a_newer_push_supersedes_an_older_one_across_a_restart(
+        gh: support.Harness, tmp_path: Path) -> None:
+    await installed(gh)
+    gh.fake.add_tree(REPO, HEAD, {"app.yaml": repo_app_yaml(), "VERSION": "1"})
+    gh.fake.add_tree(REPO, NEW_HEAD, {"app.yaml": repo_app_yaml(), "VERSION": "2"})
+    await gh.github.queue.stop()
+    gh.github.journal.owner = support.dead_process()
+    await gh.deliver("push", p.push(REPO, "main", HEAD), delivery_id="old")
+    await gh.deliver("push", p.push(REPO, "main", NEW_HEAD, before=HEAD), delivery_id="new")
+    await support.restart(gh, tmp_path, server_app_again(tmp_path), workers=1)
+    await gh.settle()
+    assert {r.sha for r in await runs(gh)} == {NEW_HEAD}
+    old = gh.store.delivery("old")
+    assert old is not None
+    assert "superseded" in old.outcome
+
+
+async def test_the_pull_request_comment_is_updated_not_searched_after_a_restart(
+        gh: support.Harness, tmp_path: Path) -> None:
+    await comment(gh, "/run echo")
+    listed = len(gh.fake.calls_to("GET", rf"/repos/{REPO}/issues/{PR}/comments"))
+    await support.restart(gh, tmp_path, server_app_again(tmp_path))
+    await comment(gh, "/run check")
+    assert "check" in pr_comment(gh)  # still exactly one jobbot comment
+    assert len(gh.fake.calls_to("GET", rf"/repos/{REPO}/issues/{PR}/comments")) == listed
+
+
+async def test_a_build_left_running_by_a_crash_is_built_again_at_start_up(
+        gh: support.Harness, tmp_path: Path) -> None:
+    await installed(gh)
+    gh.fake.add_tree(REPO, HEAD, {"app.yaml": repo_app_yaml(), "VERSION": "1"})
+    gh.store.save_repository_app(REPO, "shop", HEAD, repo_app_yaml())
+    origin = {"repository": REPO, "installation_id": 77, "branch": "main"}
+    build = gh.store.create_run(NewRun(
+        app="shop", job="site", source="github", actor="github:alice", sha=HEAD,
+        ref="refs/heads/main", origin=origin, executor="build",
+        owner=str(support.dead_process()))).run
+    gh.store.transition(build.id, RunState.RUNNING)
+    gone = gh.store.create_run(NewRun(
+        app="shop", job="old-site", source="github", actor="github:alice", sha=HEAD,
+        origin=origin, executor="build", owner=str(support.dead_process()))).run
+    await support.restart(gh, tmp_path, server_app_again(tmp_path))
+    await gh.settle()
+    rebuilt, dropped = gh.store.get_run(build.id), gh.store.get_run(gone.id)
+    assert rebuilt is not None
+    assert dropped is not None
+    assert (rebuilt.state, rebuilt.image) == ("succeeded",
+                                              str(tmp_path / "workspaces" / "shop" / HEAD))
+    assert dropped.state == "failed"
+    assert "no longer defined" in (dropped.reason or "")
+
+
+async def test_a_second_repository_cannot_take_an_apps_name(gh: support.Harness) -> None:
+    await gh.deliver("installation", p.installation_event("created", 77, [REPO, "acme/copy"]))
+    await gh.settle()
+    gh.fake.add_tree(REPO, HEAD, {"app.yaml": repo_app_yaml(), "VERSION": "1"})
+    gh.fake.add_tree("acme/copy", NEW_HEAD, {"app.yaml": repo_app_yaml("print('copy')"),
+                                             "VERSION": "2"})
+    await gh.deliver("push", p.push(REPO, "main", HEAD))
+    await gh.settle()
+    await gh.deliver("push", p.push("acme/copy", "main", NEW_HEAD), delivery_id="d-copy")
+    await gh.settle()
+    [refused] = [c for c in gh.fake.checks_for("jobbot: app.yaml")]
+    assert (refused["head_sha"], refused["conclusion"]) == (NEW_HEAD, "failure")
+    assert "acme/shop" in refused["output"]["summary"]
+    assert {r.sha for r in await runs(gh)} == {HEAD}
+    row = gh.store.delivery("d-copy")
+    assert row is not None
+    assert row.outcome == "refused: app shop is defined by acme/shop"

@@ -2,16 +2,51 @@
 
 from __future__ import annotations
 
-from core.store import NewRun, Store
+from core.store import NewDelivery, NewRun, Store
 
 
-def test_a_delivery_is_recorded_once(store: Store) -> None:
-    assert store.record_delivery("d1", "push", None)
-    assert not store.record_delivery("d1", "push", None)
-    store.set_delivery_outcome("d1", "started deploy #1")
+def test_a_delivery_is_recorded_once_and_kept_until_handled(store: Store) -> None:
+    first = NewDelivery("d1", "push", None, '{"ref": "refs/heads/main"}', owner="h:1:2")
+    assert store.record_deliveries([first, NewDelivery("d2", "ping", None, "{}")]) == {"d1", "d2"}
+    assert store.record_deliveries([first, NewDelivery("d3", "ping", None, "{}")]) == {"d3"}
+    assert [d.id for d in store.unhandled_deliveries()] == ["d1", "d2", "d3"]
+    assert store.record_deliveries([], [("d1", "started deploy #1"), ("d3", "pong")]) == set()
+    assert [(d.id, d.payload) for d in store.unhandled_deliveries()] == [("d2", "{}")]
     row = store.delivery("d1")
     assert row is not None
-    assert (row.event, row.action, row.outcome) == ("push", None, "started deploy #1")
+    assert (row.event, row.action, row.outcome, row.owner, row.payload) == (
+        "push", None, "started deploy #1", "h:1:2", None)
+
+
+def test_only_a_new_push_moves_its_branch_head(store: Store) -> None:
+    def push(delivery_id: str, sha: str) -> NewDelivery:
+        return NewDelivery(delivery_id, "push", None, "{}", head=("acme/a", "main", sha))
+
+    assert store.branch_head("acme/a", "main") is None
+    store.record_deliveries([push("p1", "1" * 40), push("p2", "2" * 40)])
+    assert store.branch_head("acme/a", "main") == "2" * 40
+    store.record_deliveries([push("p1", "1" * 40)])  # a redelivery of the older push
+    assert store.branch_head("acme/a", "main") == "2" * 40
+    store.record_deliveries([push("p3", "3" * 40)])
+    assert store.branch_head("acme/a", "main") == "3" * 40
+    assert store.branch_head("acme/a", "dev") is None
+
+
+def test_an_app_name_belongs_to_one_repository(store: Store) -> None:
+    assert store.save_repository_app("acme/a", "shop", "1" * 40, "app: shop") is None
+    assert store.save_repository_app("acme/b", "shop", "2" * 40, "app: shop") == "acme/a"
+    assert store.save_repository_app("acme/a", "shop", "3" * 40, "app: shop\n") is None
+    [row] = store.repository_apps()
+    assert (row.repository, row.app, row.sha, row.app_yaml) == ("acme/a", "shop", "3" * 40,
+                                                                "app: shop\n")
+
+
+def test_the_pull_request_comment_is_kept(store: Store) -> None:
+    assert store.pull_request_comment("acme/a", 7) is None
+    store.save_pull_request_comment("acme/a", 7, 5001)
+    store.save_pull_request_comment("acme/a", 7, 5002)
+    assert store.pull_request_comment("acme/a", 7) == 5002
+    assert store.pull_request_comment("acme/a", 8) is None
 
 
 def test_served_repositories_follow_installations(store: Store) -> None:

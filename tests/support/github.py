@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 import uuid
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from core.events import Outbox
 from core.links import Links
+from core.procs import ProcessId
 from core.service import JobService
 from core.spec import AppSpec
 from core.store import Store
@@ -67,11 +69,18 @@ class Harness:
 async def start(tmp_path: Path, app: AppSpec, store: Store, *,
                 workers: int = 4) -> tuple[Harness, list[Any]]:
     """Fake GitHub + jobbot with the App; returns the harness and what to close."""
-    private, public = _KEYS
+    _, public = _KEYS
     fake = FakeGitHub(APP_ID, public)
     fake_server = TestServer(fake.app(), host="127.0.0.1")
     await fake_server.start_server()
     fake.url = str(fake_server.make_url("")).rstrip("/")
+    harness = await _start_jobbot(tmp_path, app, store, fake, workers)
+    return harness, [fake_server]
+
+
+async def _start_jobbot(tmp_path: Path, app: AppSpec, store: Store, fake: FakeGitHub,
+                        workers: int) -> Harness:
+    private, _ = _KEYS
     service = make_service(app, store, tmp_path / "data")
     links = Links("http://jobbot.test", b"k" * 32)
     jobbot = web.Application()
@@ -82,14 +91,32 @@ async def start(tmp_path: Path, app: AppSpec, store: Store, *,
     client: TestClient[Any, Any] = TestClient(TestServer(jobbot, host="127.0.0.1"))
     await client.start_server()
     task = asyncio.create_task(outbox.run())
-    harness = Harness(fake, client, github, service, store, task)
-    return harness, [fake_server]
+    return Harness(fake, client, github, service, store, task)
 
 
-async def stop(harness: Harness, closers: list[Any]) -> None:
+async def restart(harness: Harness, tmp_path: Path, app: AppSpec, *, workers: int = 4) -> None:
+    """Stop jobbot (not the fake GitHub) and start a new one on the same database, as a
+    restarted process would: nothing is carried over in memory. The harness then drives
+    the new one."""
+    await _stop_jobbot(harness)
+    new = await _start_jobbot(tmp_path, app, harness.store, harness.fake, workers)
+    harness.client, harness.github, harness.service, harness.outbox = (
+        new.client, new.github, new.service, new.outbox)
+
+
+def dead_process() -> ProcessId:
+    """A process of this host that is not running (what a crashed jobbot leaves behind)."""
+    return ProcessId(socket.gethostname(), 2**22 + 1, 1)
+
+
+async def _stop_jobbot(harness: Harness) -> None:
     harness.outbox.cancel()
     await asyncio.gather(harness.outbox, return_exceptions=True)
     await harness.service.shutdown()
     await harness.client.close()
+
+
+async def stop(harness: Harness, closers: list[Any]) -> None:
+    await _stop_jobbot(harness)
     for closer in closers:
         await closer.close()
