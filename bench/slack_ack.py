@@ -161,6 +161,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--commands", type=int, default=1000)
     parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--profile", metavar="FILE",
+                        help="run `jobbot serve` under cProfile and write its stats to FILE")
     parser.add_argument("--role", choices=["fake-slack", "bare"], help=argparse.SUPPRESS)
     parser.add_argument("--arg", action="append", default=[], help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -170,10 +172,10 @@ def main() -> None:
     if args.role == "bare":
         asyncio.run(serve_bare_bolt(int(args.arg[0]), args.arg[1]))
         return
-    run(args.commands, args.clients)
+    run(args.commands, args.clients, args.profile)
 
 
-def run(commands: int, clients: int) -> None:
+def run(commands: int, clients: int, profile: str | None = None) -> None:
     procs: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory(prefix="jobbot-bench-") as tmp:
         work = Path(tmp)
@@ -190,7 +192,8 @@ def run(commands: int, clients: int) -> None:
                    "JOBBOT_DATA_DIR": str(work / ".jobbot"), "JOBBOT_PORT": str(jobbot_port),
                    "JOBBOT_SECRET_KEY": "b" * 32, "SLACK_BOT_TOKEN": BOT_TOKEN,
                    "SLACK_SIGNING_SECRET": SIGNING_SECRET, "SLACK_API_URL": f"{fake_url}/api/"}
-            jobbot = subprocess.Popen([sys.executable, "-m", "jobbot", "serve"], env=env,
+            profiler = ["-m", "cProfile", "-o", str(Path(profile).resolve())] if profile else []
+            jobbot = subprocess.Popen([sys.executable, *profiler, "-m", "jobbot", "serve"], env=env,
                                       cwd=work, stderr=subprocess.DEVNULL)
             procs.append(jobbot)
             bare = subprocess.Popen([sys.executable, "-m", "bench.slack_ack", "--role", "bare",
