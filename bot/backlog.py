@@ -2,9 +2,9 @@
 
 `accept` records a command or click (one transaction for every request waiting at that
 moment), so what Slack was told "received" survives a restart and a Slack retry of the same
-request is recognised. Workers run the work in order but give way to requests still waiting
-for their ack (each item waits at most `max_defer` seconds for a quiet moment): under a burst
-the acks go first and the runs are started right after. `replay` hands work left unfinished by
+request is recognised. Workers run the work in order but give way to requests waiting for
+their ack (each item waits at most `max_defer` seconds for a quiet moment): under a burst the
+acks go first and the runs are started right after. `replay` hands work left unfinished by
 a stopped process to the workers again; every piece of work is idempotent (run keys derived
 from the request, confirmations answered once per key).
 """
@@ -24,7 +24,9 @@ from core.store import Store
 logger = logging.getLogger(__name__)
 Handler = Callable[[str, dict[str, Any]], Awaitable[None]]
 DEFAULT_WORKERS = 2
-MAX_DEFER = 1.0
+MAX_DEFER = 0.25
+# How long without a request to ack counts as a quiet moment.
+QUIET = 0.01
 # Work younger than this may still be in the hands of another replica when this one starts.
 REPLAY_AFTER = timedelta(seconds=60)
 KEEP_DONE = timedelta(days=1)
@@ -44,8 +46,7 @@ class Backlog:
         self._waiting: list[tuple[tuple[str, str, dict[str, Any]], asyncio.Future[bool]]] = []
         self._writer: asyncio.Task[None] | None = None
         self._acks_due = 0
-        self._quiet = asyncio.Event()
-        self._quiet.set()
+        self._last_ack = 0.0
 
     # -- the ack path ---------------------------------------------------------------------
 
@@ -53,13 +54,11 @@ class Backlog:
     def ack_due(self) -> Any:
         """Around the handling of one request that Slack waits on: workers give way meanwhile."""
         self._acks_due += 1
-        self._quiet.clear()
         try:
             yield
         finally:
             self._acks_due -= 1
-            if not self._acks_due:
-                self._quiet.set()
+            self._last_ack = asyncio.get_running_loop().time()
 
     async def accept(self, key: str, kind: str, body: dict[str, Any]) -> bool:
         """Record the work durably and queue it; False (and nothing queued) for a known key."""
@@ -123,13 +122,27 @@ class Backlog:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._workers, self._writer = [], None
 
+    async def _give_way(self) -> None:
+        """Wait for a moment without acks to send, at most `max_defer` seconds.
+
+        Under a burst of commands the acks (due within 3 s) go first and each worker still
+        does a piece of work every `max_defer` seconds; the answers through response_url
+        (good for 30 minutes) and the runs follow as soon as the burst is over.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._max_defer
+        while True:
+            now = loop.time()
+            if now >= deadline or not (self._acks_due or now - self._last_ack < QUIET):
+                return
+            # A timer rather than an event: the quiet moment is an absence of requests.
+            await asyncio.sleep(QUIET)
+
     async def _work(self) -> None:
         while True:
             key, kind, body = await self._queue.get()
             try:
-                if not self._quiet.is_set():
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._quiet.wait(), self._max_defer)
+                await self._give_way()
                 await self.handlers[kind](key, body)
                 await asyncio.to_thread(self._store.finish_slack_work, key)
             except Exception:

@@ -106,6 +106,7 @@ class Created:
 
 SCHEDULE_STATE: Table = ScheduleState.__table__  # type: ignore[attr-defined]
 ATTEMPTS: Table = Attempt.__table__  # type: ignore[attr-defined]
+SLACK_WORK: Table = SlackWork.__table__  # type: ignore[attr-defined]
 # Finished states counted against `history.failed` (skipped slots have their own bound).
 FAILED_STATES = (RunState.FAILED.value, RunState.TIMED_OUT.value, RunState.CANCELLED.value)
 # SQLite allows 32,766 bound parameters per statement; stay well below with batches.
@@ -122,6 +123,8 @@ class _BatchStatements:
             .returning(RUNS.c.id)
         )
         self.first_job_state_many = upsert(JOB_STATE).on_conflict_do_nothing()
+        self.insert_slack_work = (upsert(SLACK_WORK).on_conflict_do_nothing(index_elements=["key"])
+                                  .returning(SLACK_WORK.c.key))
         state = upsert(SCHEDULE_STATE)
         self.save_schedule = state.on_conflict_do_update(
             index_elements=["app", "job"],
@@ -586,18 +589,20 @@ class Store:
 
     def add_slack_work(self, items: Sequence[tuple[str, str, dict[str, Any]]]) -> list[bool]:
         """Record (key, kind, body) items in one transaction; False for a key seen before."""
-        with self._write() as session:
-            keys = [key for key, _, _ in items]
-            known = set(session.exec(orm_select(SlackWork.key)
-                                     .where(col(SlackWork.key).in_(keys))).all())
-            fresh: list[bool] = []
-            now = utcnow()
-            for key, kind, body in items:
-                fresh.append(key not in known)
-                if key not in known:
-                    known.add(key)
-                    session.add(SlackWork(key=key, kind=kind, body=body, received_at=now))
-            return fresh
+        now = utcnow()
+        rows = [{"key": key, "kind": kind, "body": body, "received_at": now, "done_at": None}
+                for key, kind, body in items]
+        inserted: set[str] = set()
+        with self._write_engine.connect() as conn, conn.begin():
+            for start in range(0, len(rows), _CHUNK):
+                chunk = {row["key"]: row for row in rows[start:start + _CHUNK]}  # one per key
+                inserted.update(conn.execute(self._batch.insert_slack_work,
+                                             list(chunk.values())).scalars().all())
+        fresh: list[bool] = []
+        for key, _, _ in items:
+            fresh.append(key in inserted)
+            inserted.discard(key)  # the same key twice in one batch: the second is a retry
+        return fresh
 
     def finish_slack_work(self, key: str) -> None:
         with self._write() as session:

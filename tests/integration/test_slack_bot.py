@@ -52,6 +52,7 @@ JOBS: list[dict[str, Any]] = [
     python_job("quiet", "print('fine')", notify={"on": ["failure"]}),
     python_job("quiet-broken", "import sys; sys.exit(2)", notify={"on": ["failure"]}),
     python_job("nowhere", "print('x')", notify={"slack_channel": "#missing"}),
+    python_job("secretive", "print('x')", notify={"slack_channel": "#private"}),
     python_job("sched", "print('x')", schedule="0 3 * * *"),
 ]
 
@@ -417,6 +418,49 @@ async def test_slack_errors_are_logged_and_do_not_stop_other_notifications(
     await bot.fake.wait_for(lambda: bot.fake.replies(parent))
     assert any("channel_not_found" in r.getMessage() and getattr(r, "run_id", None) == bad
                for r in caplog.records)
+
+
+async def test_a_public_channel_the_bot_is_not_in_is_joined(bot: Bot) -> None:
+    bot.fake.not_in.add("C0DEPLOYS")
+    run_id = bot.run_id_from(await bot.ask("run announced"))
+    await bot.wait_final(run_id)
+    parent = await bot.fake.wait_for(lambda: parent_of(bot.fake, "demo/announced #1"))
+    await bot.fake.wait_for(lambda: "succeeded" in parent.text and bot.fake.replies(parent))
+    assert parent.channel == "C0DEPLOYS"
+    joined = bot.fake.calls_of("conversations.join")
+    assert [c.params["channel"] for c in joined] == ["C0DEPLOYS"]  # joined once, by id
+
+
+async def test_an_unreachable_channel_moves_the_thread_to_a_dm(
+        bot: Bot, caplog: pytest.LogCaptureFixture) -> None:
+    bot.fake.channels["#private"] = "C0PRIVATE"
+    bot.fake.channel_ids.add("C0PRIVATE")
+    bot.fake.private.add("C0PRIVATE")
+    bot.fake.not_in.add("C0PRIVATE")
+    run_id = bot.run_id_from(await bot.ask("run secretive"))
+    await bot.wait_final(run_id)
+    parent = await bot.fake.wait_for(lambda: parent_of(bot.fake, "demo/secretive #1"))
+    await bot.fake.wait_for(lambda: "succeeded" in parent.text and bot.fake.replies(parent))
+    assert parent.channel == "D0ALICE"  # the app's DM with the person who ran it
+    assert "I cannot post in #private" in parent.blocks[0]["elements"][0]["text"]
+    assert "(not_in_channel)" in parent.history[0]
+    assert len(bot.fake.parents()) == 1  # later events edit the DM; nothing is posted twice
+    assert any("following the run in a DM" in r.getMessage()
+               and getattr(r, "run_id", None) == run_id for r in caplog.records)
+    # Other runs' notifications are not held up.
+    good = bot.run_id_from(await bot.ask("run hello"))
+    await bot.wait_final(good)
+    await bot.fake.wait_for(lambda: parent_of(bot.fake, "demo/hello #1"))
+
+
+async def test_a_scheduled_run_in_an_unknown_channel_is_logged(
+        bot: Bot, caplog: pytest.LogCaptureFixture) -> None:
+    result = await bot.runtime.service.trigger("nowhere", Actor.scheduler())
+    await bot.wait_final(result.run.id)
+    await bot.fake.wait_for(lambda: any(
+        "no one to tell" in r.getMessage() and getattr(r, "run_id", None) == result.run.id
+        for r in caplog.records))
+    assert bot.fake.parents() == []
 
 
 async def test_rate_limits_delay_notifications_without_dropping_them(bot: Bot) -> None:
