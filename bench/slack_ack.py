@@ -138,7 +138,7 @@ def wait_healthy(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) 
 
 
 def wait_drained(work: Path, runs: int, timeout: float = 600) -> None:
-    """Until jobbot has recorded `runs` runs and none is queued or running."""
+    """Until jobbot has recorded `runs` runs, none is queued or running, and all is notified."""
     from core.models import RunState
     from core.store import Store
 
@@ -148,7 +148,9 @@ def wait_drained(work: Path, runs: int, timeout: float = 600) -> None:
         while time.monotonic() < deadline:
             known = store.list_runs(app="bench", job="hello", limit=1)
             unfinished = store.list_runs(states=(RunState.QUEUED, RunState.RUNNING), limit=1)
-            if known and known[0].number >= runs and not unfinished:
+            # ... and the Slack notifications of every run event have been sent.
+            notified = (store.cursor("slack") or 0) >= store.last_event_id()
+            if known and known[0].number >= runs and not unfinished and notified:
                 return
             time.sleep(0.2)
         raise RuntimeError(f"jobbot did not finish {runs} runs within {timeout}s")

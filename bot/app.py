@@ -80,7 +80,7 @@ def build(config: SlackConfig, service: JobService, links: Links) -> SlackBot:
     backlog = Backlog(service.store)
     respond = Responder()
     register_listeners(bolt, router, backlog, respond)
-    notifier = Notifier(client, service, links)
+    notifier = Notifier(client, service, links, give_way=backlog.give_way)
     return SlackBot(bolt, client, router, notifier, backlog, respond)
 
 

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
@@ -45,6 +46,7 @@ class Backlog:
         self._workers: list[asyncio.Task[None]] = []
         self._waiting: list[tuple[tuple[str, str, dict[str, Any]], asyncio.Future[bool]]] = []
         self._writer: asyncio.Task[None] | None = None
+        self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="slack-ack-writer")
         self._acks_due = 0
         self._last_ack = 0.0
 
@@ -79,8 +81,9 @@ class Backlog:
         while self._waiting:
             batch, self._waiting = self._waiting, []
             try:
-                fresh = await asyncio.to_thread(self._store.add_slack_work,
-                                                [item for item, _ in batch])
+                # Its own thread: never queued behind the service's calls in the shared pool.
+                fresh = await asyncio.get_running_loop().run_in_executor(
+                    self._writer_thread, self._store.add_slack_work, [item for item, _ in batch])
             except Exception as exc:  # noqa: BLE001  (each waiting request gets the error)
                 for _, future in batch:
                     if not future.done():
@@ -121,8 +124,9 @@ class Backlog:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._workers, self._writer = [], None
+        self._writer_thread.shutdown(wait=False)
 
-    async def _give_way(self) -> None:
+    async def give_way(self) -> None:
         """Wait for a moment without acks to send, at most `max_defer` seconds.
 
         Under a burst of commands the acks (due within 3 s) go first and each worker still
@@ -142,7 +146,7 @@ class Backlog:
         while True:
             key, kind, body = await self._queue.get()
             try:
-                await self._give_way()
+                await self.give_way()
                 await self.handlers[kind](key, body)
                 await asyncio.to_thread(self._store.finish_slack_work, key)
             except Exception:
