@@ -31,13 +31,16 @@ QUIET = 0.01
 # Work younger than this may still be in the hands of another replica when this one starts.
 REPLAY_AFTER = timedelta(seconds=60)
 KEEP_DONE = timedelta(days=1)
+# Seconds before each new try of work that failed (then it waits for the next start).
+RETRY_DELAYS = (2.0, 10.0, 60.0)
 
 
 class Backlog:
     """Durable queue of (key, kind, body); `handlers[kind](key, body)` does the work."""
 
     def __init__(self, store: Store, handlers: dict[str, Handler] | None = None, *,
-                 workers: int = DEFAULT_WORKERS, max_defer: float = MAX_DEFER) -> None:
+                 workers: int = DEFAULT_WORKERS, max_defer: float = MAX_DEFER,
+                 retry_delays: tuple[float, ...] = RETRY_DELAYS) -> None:
         self._store = store
         self.handlers: dict[str, Handler] = dict(handlers or {})
         self._size = workers
@@ -49,6 +52,9 @@ class Backlog:
         self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="slack-ack-writer")
         self._acks_due = 0
         self._last_ack = 0.0
+        self._retry_delays = retry_delays
+        self._failures: dict[str, int] = {}
+        self._retries: list[asyncio.TimerHandle] = []
 
     # -- the ack path ---------------------------------------------------------------------
 
@@ -119,6 +125,9 @@ class Backlog:
         await self._queue.join()
 
     async def close(self) -> None:
+        for handle in self._retries:
+            handle.cancel()
+        self._retries = []
         tasks = [*self._workers, *([self._writer] if self._writer else [])]
         for task in tasks:
             task.cancel()
@@ -149,9 +158,31 @@ class Backlog:
                 await self.give_way()
                 await self.handlers[kind](key, body)
                 await asyncio.to_thread(self._store.finish_slack_work, key)
+                self._failures.pop(key, None)
             except Exception:
-                # One failed request must not stop the workers that answer everyone else; it
-                # stays unfinished in the database and is tried again after a restart.
-                logger.exception("Slack %s %s failed after its ack", kind, key)
+                # One failed request must not stop the workers that answer everyone else.
+                delay = self._retry_later(key, kind, body)
+                if delay is None:
+                    logger.exception("Slack %s %s failed after its ack, again; left for the "
+                                     "next start", kind, key)
+                else:
+                    logger.exception("Slack %s %s failed after its ack; trying again in %.0f s",
+                                     kind, key, delay)
             finally:
                 self._queue.task_done()
+
+    def _retry_later(self, key: str, kind: str, body: dict[str, Any]) -> float | None:
+        """Queue failed work again in a while (the database or Slack may be back); after a few
+        tries None: it stays unfinished in the database and the next start tries it again."""
+        failures = self._failures.get(key, 0) + 1
+        if failures > len(self._retry_delays):
+            self._failures.pop(key, None)
+            return None
+        self._failures[key] = failures
+        delay = self._retry_delays[failures - 1]
+
+        def again() -> None:
+            self._queue.put_nowait((key, kind, body))
+
+        self._retries.append(asyncio.get_running_loop().call_later(delay, again))
+        return delay

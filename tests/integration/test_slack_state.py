@@ -145,3 +145,24 @@ async def test_an_acknowledged_command_is_done_after_a_restart(
         assert len(fake.responses[trigger]) == 1
     finally:
         await stop()
+
+
+async def test_failed_work_is_tried_again_then_left_for_the_next_start(store: Store) -> None:
+    tries: list[str] = []
+
+    async def flaky(key: str, body: dict[str, Any]) -> None:
+        tries.append(key)
+        if key == "broken" or len(tries) == 1:
+            raise RuntimeError("database went away")
+
+    backlog = Backlog(store, {"command": flaky}, retry_delays=(0.0, 0.0))
+    await backlog.accept("recovers", "command", {})
+    await backlog.accept("broken", "command", {})
+    for _ in range(100):  # the retries are timers: let them fire and their work finish
+        await asyncio.sleep(0)
+        await backlog.join()
+    assert tries.count("recovers") == 2  # failed once, then done
+    assert tries.count("broken") == 3  # the first try and two more
+    await backlog.close()
+    left = [row.key for row in store.unfinished_slack_work(datetime.now(UTC))]
+    assert left == ["broken"]
