@@ -1,47 +1,188 @@
-"""Slow work after the ack, done by a few workers: a burst of commands cannot starve the acks."""
+"""Slack work after the ack: written to the database before the ack, done by a few workers after.
+
+`accept` records a command or click (one transaction for every request waiting at that
+moment), so what Slack was told "received" survives a restart and a Slack retry of the same
+request is recognised. Workers run the work in order but give way to requests waiting for
+their ack (each item waits at most `max_defer` seconds for a quiet moment): under a burst the
+acks go first and the runs are started right after. `replay` hands work left unfinished by
+a stopped process to the workers again; every piece of work is idempotent (run keys derived
+from the request, confirmations answered once per key).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import Any
+
+from core.models import utcnow
+from core.store import Store
 
 logger = logging.getLogger(__name__)
-Work = Callable[[], Awaitable[None]]
+Handler = Callable[[str, dict[str, Any]], Awaitable[None]]
 DEFAULT_WORKERS = 2
+MAX_DEFER = 0.25
+# How long without a request to ack counts as a quiet moment.
+QUIET = 0.01
+# Work younger than this may still be in the hands of another replica when this one starts.
+REPLAY_AFTER = timedelta(seconds=60)
+KEEP_DONE = timedelta(days=1)
+# Seconds before each new try of work that failed (then it waits for the next start).
+RETRY_DELAYS = (2.0, 10.0, 60.0)
 
 
 class Backlog:
-    """A queue of jobs (closures) run in order by `workers` tasks, started on first use."""
+    """Durable queue of (key, kind, body); `handlers[kind](key, body)` does the work."""
 
-    def __init__(self, workers: int = DEFAULT_WORKERS) -> None:
+    def __init__(self, store: Store, handlers: dict[str, Handler] | None = None, *,
+                 workers: int = DEFAULT_WORKERS, max_defer: float = MAX_DEFER,
+                 retry_delays: tuple[float, ...] = RETRY_DELAYS) -> None:
+        self._store = store
+        self.handlers: dict[str, Handler] = dict(handlers or {})
         self._size = workers
-        self._queue: asyncio.Queue[tuple[str, Work]] = asyncio.Queue()
+        self._max_defer = max_defer
+        self._queue: asyncio.Queue[tuple[str, str, dict[str, Any]]] = asyncio.Queue()
         self._workers: list[asyncio.Task[None]] = []
+        self._waiting: list[tuple[tuple[str, str, dict[str, Any]], asyncio.Future[bool]]] = []
+        self._writer: asyncio.Task[None] | None = None
+        self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="slack-ack-writer")
+        self._acks_due = 0
+        self._last_ack = 0.0
+        self._retry_delays = retry_delays
+        self._failures: dict[str, int] = {}
+        self._retries: list[asyncio.TimerHandle] = []
 
-    def submit(self, name: str, work: Work) -> None:
+    # -- the ack path ---------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def ack_due(self) -> Any:
+        """Around the handling of one request that Slack waits on: workers give way meanwhile."""
+        self._acks_due += 1
+        try:
+            yield
+        finally:
+            self._acks_due -= 1
+            self._last_ack = asyncio.get_running_loop().time()
+
+    async def accept(self, key: str, kind: str, body: dict[str, Any]) -> bool:
+        """Record the work durably and queue it; False (and nothing queued) for a known key."""
+        if kind not in self.handlers:
+            raise ValueError(f"no handler for Slack work of kind {kind!r}")
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiting.append(((key, kind, body), future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write(), name="slack-backlog-writer")
+        fresh = await future
+        if fresh:
+            self._start()
+            self._queue.put_nowait((key, kind, body))
+        return fresh
+
+    async def _write(self) -> None:
+        # Group commit: requests that arrive while one transaction runs share the next one.
+        while self._waiting:
+            batch, self._waiting = self._waiting, []
+            try:
+                # Its own thread: never queued behind the service's calls in the shared pool.
+                fresh = await asyncio.get_running_loop().run_in_executor(
+                    self._writer_thread, self._store.add_slack_work, [item for item, _ in batch])
+            except Exception as exc:  # noqa: BLE001  (each waiting request gets the error)
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, future), is_new in zip(batch, fresh, strict=True):
+                if not future.done():
+                    future.set_result(is_new)
+
+    # -- after the ack --------------------------------------------------------------------
+
+    async def replay(self, older_than: timedelta = REPLAY_AFTER) -> int:
+        """Queue the work a stopped process acknowledged and did not finish."""
+        # Work older than a day is given up (a request that fails every time must not be tried
+        # at every start for ever); the audit log and the process log say what it was.
+        pruned = await asyncio.to_thread(self._store.prune_slack_work, utcnow() - KEEP_DONE)
+        if pruned:
+            logger.info("forgot %d Slack requests received more than a day ago", pruned)
+        rows = await asyncio.to_thread(self._store.unfinished_slack_work, utcnow() - older_than)
+        for row in rows:
+            logger.info("replaying Slack %s %s acknowledged before a restart", row.kind, row.key)
+            self._start()
+            self._queue.put_nowait((row.key, row.kind, row.body))
+        return len(rows)
+
+    def _start(self) -> None:
         if not self._workers:
             self._workers = [asyncio.create_task(self._work(), name=f"slack-backlog-{i}")
                              for i in range(self._size)]
-        self._queue.put_nowait((name, work))
 
     async def join(self) -> None:
-        """Until everything submitted so far is done."""
+        """Until everything queued so far is done."""
         await self._queue.join()
 
     async def close(self) -> None:
-        for task in self._workers:
+        for handle in self._retries:
+            handle.cancel()
+        self._retries = []
+        tasks = [*self._workers, *([self._writer] if self._writer else [])]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
-        self._workers = []
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._workers, self._writer = [], None
+        self._writer_thread.shutdown(wait=False)
+
+    async def give_way(self) -> None:
+        """Wait for a moment without acks to send, at most `max_defer` seconds.
+
+        Under a burst of commands the acks (due within 3 s) go first and each worker still
+        does a piece of work every `max_defer` seconds; the answers through response_url
+        (good for 30 minutes) and the runs follow as soon as the burst is over.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._max_defer
+        while True:
+            now = loop.time()
+            if now >= deadline or not (self._acks_due or now - self._last_ack < QUIET):
+                return
+            # A timer rather than an event: the quiet moment is an absence of requests.
+            await asyncio.sleep(QUIET)
 
     async def _work(self) -> None:
         while True:
-            name, work = await self._queue.get()
+            key, kind, body = await self._queue.get()
             try:
-                await work()
+                await self.give_way()
+                await self.handlers[kind](key, body)
+                await asyncio.to_thread(self._store.finish_slack_work, key)
+                self._failures.pop(key, None)
             except Exception:
-                # One failed command must not stop the workers that answer everyone else.
-                logger.exception("slow part of %s failed", name)
+                # One failed request must not stop the workers that answer everyone else.
+                delay = self._retry_later(key, kind, body)
+                if delay is None:
+                    logger.exception("Slack %s %s failed after its ack, again; left for the "
+                                     "next start", kind, key)
+                else:
+                    logger.exception("Slack %s %s failed after its ack; trying again in %.0f s",
+                                     kind, key, delay)
             finally:
                 self._queue.task_done()
+
+    def _retry_later(self, key: str, kind: str, body: dict[str, Any]) -> float | None:
+        """Queue failed work again in a while (the database or Slack may be back); after a few
+        tries None: it stays unfinished in the database and the next start tries it again."""
+        failures = self._failures.get(key, 0) + 1
+        if failures > len(self._retry_delays):
+            self._failures.pop(key, None)
+            return None
+        self._failures[key] = failures
+        delay = self._retry_delays[failures - 1]
+
+        def again() -> None:
+            self._queue.put_nowait((key, kind, body))
+
+        self._retries.append(asyncio.get_running_loop().call_later(delay, again))
+        return delay

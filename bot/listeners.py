@@ -1,18 +1,20 @@
-"""Bolt listeners: ack at once, then the slow part (in the backlog) through the router."""
+"""Bolt listeners: record the request, ack, then the slow part (in the backlog) via the router."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
+from slack_bolt.async_app import AsyncAck, AsyncApp
 
 from bot import render
 from bot.backlog import Backlog
 from bot.commands import parse
-from bot.render import Reply
+from bot.responder import Responder
 from bot.router import Request, Router
 from core.errors import BadInput, JobbotError
 from core.models import Source
@@ -21,6 +23,7 @@ from core.policy import Actor
 logger = logging.getLogger(__name__)
 # Any slash command routed to this app is `/job` (workspaces may name it /jobbot, /deploy, ...).
 ANY_COMMAND = re.compile(r"^/.+")
+Work = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 
 def slack_actor(user_id: str, user_name: str | None, channel: str | None) -> Actor:
@@ -28,82 +31,97 @@ def slack_actor(user_id: str, user_name: str | None, channel: str | None) -> Act
                  slack_user=user_id, slack_channel=channel)
 
 
-def register_listeners(app: AsyncApp, router: Router, backlog: Backlog) -> None:
+def command_key(body: dict[str, Any]) -> str:
+    """The key of a slash command: a Slack retry of the same request carries the same trigger_id."""
+    if body.get("trigger_id"):
+        return f"slack:command:{body['trigger_id']}"
+    return "slack:command:" + hashlib.sha256(
+        json.dumps(body, sort_keys=True).encode()).hexdigest()[:40]
+
+
+def action_key(body: dict[str, Any]) -> str:
+    """The key of a button click (a retried delivery of the same click has the same one)."""
+    return f"slack:action:{body.get('trigger_id') or _action_ts(body)}"
+
+
+def register_listeners(app: AsyncApp, router: Router, backlog: Backlog,
+                       respond: Responder) -> None:
     """Wire the slash command and the buttons of run threads and confirmations to `router`.
 
-    Every listener acks first; what touches the database or Slack goes to `backlog`.
+    Every listener records its request in the backlog (durably, before the ack) and acks;
+    what touches runs or Slack happens in the backlog's workers.
     """
 
-    async def on_command(body: dict[str, Any], ack: AsyncAck, respond: AsyncRespond) -> None:
+    async def on_command(body: dict[str, Any], ack: AsyncAck) -> None:
         # Only the cheap, pure part runs before the ack: a typo is answered right away.
         try:
             parse(str(body.get("text", "")))
         except BadInput as exc:
+            await backlog.accept(command_key(body), "typo", body)  # still audited
             await ack(text=render.error(str(exc)).text)
-            backlog.submit("/job", lambda: run_command(body, None))  # still audited
             return
+        await backlog.accept(command_key(body), "command", body)
         await ack()
-        backlog.submit("/job", lambda: run_command(body, respond))
 
-    async def run_command(body: dict[str, Any], respond: AsyncRespond | None) -> None:
+    async def run_command(key: str, body: dict[str, Any], *, answer: bool = True) -> None:
         channel = body.get("channel_id")
         actor = slack_actor(str(body["user_id"]), body.get("user_name"), channel)
         origin = {"slack_channel": channel, "slack_user": actor.slack_user}
-        # A retry of the same request carries the same trigger_id: it never starts a second run.
-        key = f"slack:command:{body['trigger_id']}" if body.get("trigger_id") else None
-        answer = await router.handle(Request(str(body.get("text", "")), actor, key, origin))
-        if respond is not None:
-            await _respond(respond, answer)
+        # The run's idempotency key is the request's: a retry never starts a second run.
+        reply = await router.handle(Request(str(body.get("text", "")), actor, key, origin))
+        if answer:
+            await respond(body.get("response_url"), reply, user=actor.slack_user)
 
-    def on_click(name: str, work: Callable[[dict[str, Any], AsyncRespond], Awaitable[None]]
-                 ) -> Callable[..., Awaitable[None]]:
-        async def listener(body: dict[str, Any], ack: AsyncAck, respond: AsyncRespond) -> None:
+    async def typo(key: str, body: dict[str, Any]) -> None:
+        await run_command(key, body, answer=False)
+
+    def on_click(kind: str) -> Callable[..., Awaitable[None]]:
+        async def listener(body: dict[str, Any], ack: AsyncAck) -> None:
+            await backlog.accept(action_key(body), kind, body)
             await ack()
-            backlog.submit(name, lambda: work(body, respond))
 
         return listener
 
     async def ack_only(ack: AsyncAck) -> None:
         await ack()
 
-    async def cancel_clicked(body: dict[str, Any], respond: AsyncRespond) -> None:
+    async def cancel_clicked(key: str, body: dict[str, Any]) -> None:
         actor, run_id = _clicker(body), _value(body)
-        await _respond(respond, await router.handle(Request(f"cancel {run_id}", actor,
-                                                            origin=_origin(actor))))
+        reply = await router.handle(Request(f"cancel {run_id}", actor, origin=_origin(actor)))
+        await respond(body.get("response_url"), reply, user=actor.slack_user)
 
-    async def rerun_clicked(body: dict[str, Any], respond: AsyncRespond) -> None:
+    async def rerun_clicked(key: str, body: dict[str, Any]) -> None:
         actor = _clicker(body)
-        # A retried delivery of the same click carries the same trigger_id.
-        key = f"slack:action:{body.get('trigger_id') or _action_ts(body)}"
-        await _respond(respond, await router.rerun(_value(body), actor, key, _origin(actor)))
+        reply = await router.rerun(_value(body), actor, key, _origin(actor))
+        await respond(body.get("response_url"), reply, user=actor.slack_user)
 
-    async def confirm_clicked(body: dict[str, Any], respond: AsyncRespond) -> None:
-        actor, pending_id = _clicker(body), _value(body)
-        key = f"slack:confirm:{pending_id}"
-        try:
-            answer = await router.confirm(pending_id, actor.slack_user or "", key)
-        except JobbotError as exc:
-            await _respond(respond, render.error(str(exc)))
-            return
-        await _respond(respond, answer, replace=True)
-
-    async def decline_clicked(body: dict[str, Any], respond: AsyncRespond) -> None:
+    async def confirm_clicked(key: str, body: dict[str, Any]) -> None:
         actor, pending_id = _clicker(body), _value(body)
         try:
-            pending = router.confirmations.take(pending_id, actor.slack_user or "")
+            reply = await router.confirm(pending_id, actor.slack_user or "", key)
         except JobbotError as exc:
-            await _respond(respond, render.error(str(exc)))
+            await respond(body.get("response_url"), render.error(str(exc)))
             return
-        await router.service.audit(actor, "confirm", f"/job {pending.command.describe()}"[:255],
-                                   "declined")
-        text = f"not run: {pending.command.describe()}"
-        await _respond(respond, render.reply(text, [render.section(text)]), replace=True)
+        await respond(body.get("response_url"), reply, replace=True)
 
+    async def decline_clicked(key: str, body: dict[str, Any]) -> None:
+        actor, pending_id = _clicker(body), _value(body)
+        try:
+            reply = await router.decline(pending_id, actor, key)
+        except JobbotError as exc:
+            await respond(body.get("response_url"), render.error(str(exc)))
+            return
+        await respond(body.get("response_url"), reply, replace=True)
+
+    work: dict[str, Work] = {"command": run_command, "typo": typo, "cancel": cancel_clicked,
+                             "rerun": rerun_clicked, "confirm": confirm_clicked,
+                             "decline": decline_clicked}
+    backlog.handlers.update(work)
     app.command(ANY_COMMAND)(on_command)
-    app.action(render.CANCEL_ACTION)(on_click("cancel button", cancel_clicked))
-    app.action(render.RERUN_ACTION)(on_click("rerun button", rerun_clicked))
-    app.action(render.CONFIRM_ACTION)(on_click("confirm button", confirm_clicked))
-    app.action(render.DECLINE_ACTION)(on_click("decline button", decline_clicked))
+    app.action(render.CANCEL_ACTION)(on_click("cancel"))
+    app.action(render.RERUN_ACTION)(on_click("rerun"))
+    app.action(render.CONFIRM_ACTION)(on_click("confirm"))
+    app.action(render.DECLINE_ACTION)(on_click("decline"))
     # The View logs button is a link; Slack still tells the app it was clicked.
     app.action("jobbot_view_logs")(ack_only)
 
@@ -127,12 +145,3 @@ def _value(body: dict[str, Any]) -> str:
 def _action_ts(body: dict[str, Any]) -> str:
     actions = body.get("actions") or [{}]
     return str(actions[0].get("action_ts", ""))
-
-
-async def _respond(respond: AsyncRespond, answer: Reply, *, replace: bool = False) -> None:
-    try:
-        await respond(text=answer.text, blocks=answer.blocks or None, response_type="ephemeral",
-                      replace_original=replace)
-    except Exception:
-        # The response_url may have expired or Slack may be down: the command itself is done.
-        logger.exception("could not answer through response_url")

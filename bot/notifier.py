@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from bot import render
 from bot.router import last_lines, masker_for
@@ -20,6 +22,9 @@ from core.spec import NOTIFY_EVENTS, JobSpec
 logger = logging.getLogger(__name__)
 SUBSCRIBER = "slack"
 TAIL_LINES = 25
+# Post errors that mean "not in that channel": worth a join, or a DM to whoever started the run.
+UNREACHABLE = frozenset({"not_in_channel", "channel_not_found", "is_archived"})
+MAX_LIST_PAGES = 20
 
 
 def category(event: RunEvent) -> str | None:
@@ -39,12 +44,17 @@ def category(event: RunEvent) -> str | None:
 class Notifier:
     """The outbox subscriber `slack`: idempotent per event, so a redelivery repeats nothing."""
 
-    def __init__(self, client: AsyncWebClient, service: JobService, links: Links) -> None:
+    def __init__(self, client: AsyncWebClient, service: JobService, links: Links, *,
+                 give_way: Callable[[], Awaitable[None]] | None = None) -> None:
         self._client = client
         self._service = service
         self._links = links
+        # Notifications are after-ack work too: they wait for a moment without acks to send.
+        self._give_way = give_way
 
     async def __call__(self, event: RunEvent) -> None:
+        if self._give_way is not None:
+            await self._give_way()
         try:
             run = await self._service.get_run(event.run_id)
         except NotFound:
@@ -81,18 +91,77 @@ class Notifier:
                       context: dict[str, Any]) -> SlackMessage:
         """Post the parent message once, or edit it to the run's current state."""
         text, blocks = render.run_parent(run, self._links)
+        if record is not None and record.channel.startswith("D") and not channel.startswith("D"):
+            text, blocks = _in_dm(channel, None, text, blocks)  # the thread moved to a DM
         if record is not None:
             await call("chat.update", self._client.chat_update(
                 channel=record.channel, ts=record.ts, text=text, blocks=blocks), **context)
             return record
-        response = await call("chat.postMessage", self._client.chat_postMessage(
-            channel=channel, text=text, blocks=blocks, unfurl_links=False), **context)
+        try:
+            response = await call("chat.postMessage", self._client.chat_postMessage(
+                channel=channel, text=text, blocks=blocks, unfurl_links=False), **context)
+        except PermanentSlackError as exc:
+            if exc.error not in UNREACHABLE:
+                raise
+            response = await self._elsewhere(run, channel, exc.error, text, blocks, context)
         posted = SlackMessage(run_id=run.id, channel=str(response["channel"]),
                               ts=str(response["ts"]), last_event_id=0, updated_at=run.created_at)
         # Saved before any reply, so a retry edits this message instead of posting another.
         await asyncio.to_thread(self._service.store.save_slack_message, run.id, posted.channel,
                                 posted.ts, 0)
         return posted
+
+    async def _elsewhere(self, run: Run, channel: str, error: str, text: str,
+                         blocks: list[dict[str, Any]], context: dict[str, Any]
+                         ) -> AsyncSlackResponse:
+        """The bot cannot post in `channel`: join it if it is public and try once more; else
+        keep the run's thread in a DM with whoever started it (PermanentSlackError if nobody)."""
+        if error == "not_in_channel":
+            channel_id = await self._channel_id(channel, context)
+            if channel_id and await self._join(channel_id, context):
+                try:
+                    return await call("chat.postMessage", self._client.chat_postMessage(
+                        channel=channel_id, text=text, blocks=blocks, unfurl_links=False),
+                        **context)
+                except PermanentSlackError as exc:
+                    error = exc.error
+        user = run.origin.get("slack_user")
+        if not user:
+            logger.warning("run %s: no Slack thread, %s is unusable (%s) and no one to tell",
+                           run.id, channel, error, extra=context)
+            raise PermanentSlackError("chat.postMessage", error)
+        logger.warning("run %s: %s is unusable (%s); following the run in a DM with %s",
+                       run.id, channel, error, user, extra={**context, "error": error})
+        text, blocks = _in_dm(channel, error, text, blocks)
+        return await call("chat.postMessage", self._client.chat_postMessage(
+            channel=user, text=text, blocks=blocks, unfurl_links=False),
+            **{**context, "channel": user})
+
+    async def _channel_id(self, channel: str, context: dict[str, Any]) -> str | None:
+        """A channel's id (conversations.join takes no names): public channels are listed."""
+        if not channel.startswith("#"):
+            return channel
+        name, cursor = channel[1:], ""
+        for _ in range(MAX_LIST_PAGES):
+            page = await call("conversations.list", self._client.conversations_list(
+                types="public_channel", exclude_archived=True, limit=200, cursor=cursor or None),
+                **context)
+            for found in page.get("channels") or ():
+                if found.get("name") == name:
+                    return str(found["id"])
+            cursor = str((page.get("response_metadata") or {}).get("next_cursor") or "")
+            if not cursor:
+                break
+        return None
+
+    async def _join(self, channel_id: str, context: dict[str, Any]) -> bool:
+        try:
+            await call("conversations.join", self._client.conversations_join(channel=channel_id),
+                       **context)
+        except PermanentSlackError:
+            return False  # a private channel (the bot must be invited) or an archived one
+        logger.info("joined channel %s to post run notifications", channel_id, extra=context)
+        return True
 
     async def _reply(self, run: Run, event: RunEvent, record: SlackMessage, kind: str,
                      context: dict[str, Any]) -> None:
@@ -111,3 +180,14 @@ class Notifier:
         await call("chat.postMessage", self._client.chat_postMessage(
             channel=record.channel, thread_ts=record.ts, text=text, blocks=blocks,
             unfurl_links=False), **context)
+
+
+def _in_dm(channel: str, error: str | None, text: str, blocks: list[dict[str, Any]]
+           ) -> tuple[str, list[dict[str, Any]]]:
+    """A run's parent message as shown in a DM, saying why it is not in `channel`."""
+    where = channel if channel.startswith("#") else f"<#{channel}>"
+    why = f" ({error})" if error else ""
+    note = (f":warning: I cannot post in {where}{why}, so this run's updates come here. "
+            "Invite me there (`/invite @jobbot`) for the next runs.")
+    return f"{note}\n{text}", [render.context(note), *blocks][:render.MAX_BLOCKS]
+

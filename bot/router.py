@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import secrets
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from bot import render
@@ -16,9 +17,11 @@ from bot.render import Reply
 from core.errors import BadInput, Conflict, JobbotError, PermissionDenied
 from core.links import Links
 from core.masking import Masker, is_sensitive_key
+from core.models import SlackConfirmation, Source, utcnow
 from core.policy import Action, Actor, decide, needs_confirmation
 from core.service import JobService
 from core.spec import JobSpec
+from core.store import Store
 
 logger = logging.getLogger(__name__)
 CONFIRM_TTL = 5 * 60.0
@@ -49,40 +52,66 @@ class Pending:
     command: Command
     actor: Actor
     origin: dict[str, Any]
-    expires: float
+    expires: datetime
 
 
 class Confirmations:
-    """Runs of `confirm: true` jobs waiting for a yes; in memory, expiring after a few minutes."""
+    """Runs of `confirm: true` jobs waiting for a yes, kept in the database (any replica, and a
+    restarted one, can honour the click) and expiring after a few minutes."""
 
-    def __init__(self, ttl: float = CONFIRM_TTL, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, store: Store, ttl: float = CONFIRM_TTL,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        self.store = store
         self.ttl = ttl
         self._clock = clock
-        self._pending: dict[str, Pending] = {}
 
-    def add(self, command: Command, actor: Actor, origin: dict[str, Any]) -> Pending:
-        self._expire()
-        pending = Pending(secrets.token_urlsafe(12), actor.slack_user or actor.id, command,
-                          actor, origin, self._clock() + self.ttl)
-        self._pending[pending.id] = pending
+    async def add(self, command: Command, actor: Actor, origin: dict[str, Any]) -> Pending:
+        requester = actor.slack_user or actor.id
+        pending = Pending(secrets.token_urlsafe(12), requester, command, actor, origin,
+                          self._clock() + timedelta(seconds=self.ttl))
+        row = SlackConfirmation(
+            id=pending.id, requester=requester[:64],
+            command={"job": command.job, "overrides": command.overrides, "ref": command.ref},
+            actor=_actor_fields(actor), origin=origin, expires_at=pending.expires)
+        await asyncio.to_thread(self.store.add_confirmation, row)
         return pending
 
-    def take(self, pending_id: str, user: str) -> Pending:
-        """The pending run, removed; only its requester may take it, and only in time."""
-        self._expire()
-        pending = self._pending.get(pending_id)
-        if pending is None:
+    async def take(self, pending_id: str, user: str, *, answer: str = "confirmed",
+                   key: str | None = None) -> Pending:
+        """The pending run, answered; only its requester may answer it, once, and in time.
+
+        The same `key` (the click's, replayed after a restart) gets the same pending run again.
+        """
+        key = key or secrets.token_hex(8)
+        row = await asyncio.to_thread(self.store.answer_confirmation, pending_id[:32], user,
+                                      answer, key, self._clock())
+        if row is None:
             raise Conflict("this confirmation has expired or was answered already; "
                            "send the command again")
-        if pending.requester != user:
-            raise PermissionDenied(f"only <@{pending.requester}>, who asked, can confirm this")
-        del self._pending[pending_id]
-        return pending
+        if row.requester != user:
+            raise PermissionDenied(f"only <@{row.requester}>, who asked, can confirm this")
+        if row.answer != answer or row.answer_key != key:
+            raise Conflict("this confirmation has expired or was answered already; "
+                           "send the command again")
+        command = Command("run", job=row.command.get("job"),
+                          overrides=dict(row.command.get("overrides") or {}),
+                          ref=row.command.get("ref"))
+        return Pending(row.id, row.requester, command, _actor_from(row.actor), dict(row.origin),
+                       row.expires_at)
 
-    def _expire(self) -> None:
-        now = self._clock()
-        for key in [k for k, p in self._pending.items() if p.expires <= now]:
-            del self._pending[key]
+
+def _actor_fields(actor: Actor) -> dict[str, Any]:
+    fields = dataclasses.asdict(actor)
+    fields["source"] = actor.source.value
+    fields["slack_usergroups"] = sorted(actor.slack_usergroups)
+    return fields
+
+
+def _actor_from(fields: dict[str, Any]) -> Actor:
+    values = dict(fields)
+    values["source"] = Source(values["source"])
+    values["slack_usergroups"] = frozenset(values.get("slack_usergroups") or ())
+    return Actor(**values)
 
 
 class Router:
@@ -94,7 +123,7 @@ class Router:
         self.service = service
         self.links = links
         self.groups = groups
-        self.confirmations = confirmations or Confirmations()
+        self.confirmations = confirmations or Confirmations(service.store)
 
     async def handle(self, request: Request) -> Reply:
         described = request.text.strip()[:200]
@@ -118,7 +147,7 @@ class Router:
 
     async def confirm(self, pending_id: str, user: str, idempotency_key: str) -> Reply:
         """The requester pressed Run on a confirmation."""
-        pending = self.confirmations.take(pending_id, user)
+        pending = await self.confirmations.take(pending_id, user, key=idempotency_key)
         actor = pending.actor
         try:
             answer = await self._trigger(pending.command, actor, idempotency_key, pending.origin)
@@ -130,6 +159,15 @@ class Router:
         await self.service.audit(actor, "confirm", f"/job {pending.command.describe()}"[:255],
                                  result)
         return answer
+
+    async def decline(self, pending_id: str, actor: Actor, key: str) -> Reply:
+        """The requester pressed Cancel on a confirmation: nothing runs."""
+        pending = await self.confirmations.take(pending_id, actor.slack_user or "",
+                                                answer="declined", key=key)
+        await self.service.audit(actor, "confirm", f"/job {pending.command.describe()}"[:255],
+                                 "declined")
+        text = f"not run: {pending.command.describe()}"
+        return render.reply(text, [render.section(text)])
 
     async def rerun(self, run_id: str, actor: Actor, idempotency_key: str,
                     origin: dict[str, Any]) -> Reply:
@@ -186,7 +224,7 @@ class Router:
             decision = decide(target.job, Action.RUN, actor)
             if not decision.allowed:
                 raise PermissionDenied(decision.reason)
-            pending = self.confirmations.add(command, actor, request.origin)
+            pending = await self.confirmations.add(command, actor, request.origin)
             return render.confirmation(target.key, command.describe(), pending.id,
                                        max(1, round(self.confirmations.ttl / 60)))
         return await self._trigger(command, actor, request.idempotency_key, request.origin)

@@ -222,6 +222,36 @@ class SlackMessage(SQLModel, table=True):
     updated_at: datetime = _ts(nullable=False)
 
 
+class SlackWork(SQLModel, table=True):
+    """A Slack command or click, written before its ack and done after it (replayed on restart)."""
+
+    __tablename__ = "slack_work"
+
+    # Derived from the original request (its trigger_id), so a Slack retry finds its row.
+    key: str = Field(sa_column=Column(String(200), primary_key=True))
+    kind: str = Field(max_length=32)
+    body: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    received_at: datetime = _ts(nullable=False)
+    done_at: datetime | None = _ts(nullable=True, index=True)
+
+
+class SlackConfirmation(SQLModel, table=True):
+    """A run of a `confirm: true` job waiting for its requester's Run or Cancel click."""
+
+    __tablename__ = "slack_confirmations"
+
+    id: str = Field(sa_column=Column(String(32), primary_key=True))
+    requester: str = Field(max_length=64)
+    # The command (job, overrides, ref), the actor and the origin, as plain JSON.
+    command: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    actor: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    origin: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    expires_at: datetime = _ts(nullable=False, index=True)
+    # "confirmed" or "declined" once answered, and the key of the Slack work that answered.
+    answer: str | None = Field(default=None, max_length=16)
+    answer_key: str | None = Field(default=None, max_length=200)
+
+
 class ScheduleState(SQLModel, table=True):
     """Per scheduled job: which schedule was last seen and the last slot the scheduler handled.
 

@@ -7,7 +7,7 @@ import fcntl
 import secrets
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,9 @@ from core.models import (
     RunState,
     ScheduleState,
     ServedRepository,
+    SlackConfirmation,
     SlackMessage,
+    SlackWork,
     SubscriberCursor,
     utcnow,
 )
@@ -125,6 +127,7 @@ BRANCH_HEADS: Table = BranchHead.__table__  # type: ignore[attr-defined]
 # The outcome of a delivery recorded but not handled yet.
 RECEIVED = "received"
 ATTEMPTS: Table = Attempt.__table__  # type: ignore[attr-defined]
+SLACK_WORK: Table = SlackWork.__table__  # type: ignore[attr-defined]
 # Finished states counted against `history.failed` (skipped slots have their own bound).
 FAILED_STATES = (RunState.FAILED.value, RunState.TIMED_OUT.value, RunState.CANCELLED.value)
 # SQLite allows 32,766 bound parameters per statement; stay well below with batches.
@@ -141,6 +144,8 @@ class _BatchStatements:
             .returning(RUNS.c.id)
         )
         self.first_job_state_many = upsert(JOB_STATE).on_conflict_do_nothing()
+        self.insert_slack_work = (upsert(SLACK_WORK).on_conflict_do_nothing(index_elements=["key"])
+                                  .returning(SLACK_WORK.c.key))
         state = upsert(SCHEDULE_STATE)
         self.save_schedule = state.on_conflict_do_update(
             index_elements=["app", "job"],
@@ -603,6 +608,71 @@ class Store:
             else:
                 row.channel, row.ts, row.updated_at = channel, ts, utcnow()
                 row.last_event_id = max(row.last_event_id, last_event_id)
+
+    # -- Slack work and confirmations -----------------------------------------------------
+
+    def add_slack_work(self, items: Sequence[tuple[str, str, dict[str, Any]]]) -> list[bool]:
+        """Record (key, kind, body) items in one transaction; False for a key seen before."""
+        now = utcnow()
+        rows = [{"key": key, "kind": kind, "body": body, "received_at": now, "done_at": None}
+                for key, kind, body in items]
+        inserted: set[str] = set()
+        with self._write_engine.connect() as conn, conn.begin():
+            for start in range(0, len(rows), _CHUNK):
+                chunk = {row["key"]: row for row in rows[start:start + _CHUNK]}  # one per key
+                inserted.update(conn.execute(self._batch.insert_slack_work,
+                                             list(chunk.values())).scalars().all())
+        fresh: list[bool] = []
+        for key, _, _ in items:
+            fresh.append(key in inserted)
+            inserted.discard(key)  # the same key twice in one batch: the second is a retry
+        return fresh
+
+    def finish_slack_work(self, key: str) -> None:
+        with self._write() as session:
+            session.execute(update(SlackWork).where(col(SlackWork.key) == key)
+                            .values(done_at=utcnow()))
+
+    def unfinished_slack_work(self, received_before: datetime,
+                              limit: int = 1000) -> list[SlackWork]:
+        """Work received before `received_before` and never finished, oldest first."""
+        query = (orm_select(SlackWork).where(col(SlackWork.done_at).is_(None))
+                 .where(col(SlackWork.received_at) < received_before)
+                 .order_by(col(SlackWork.received_at)).limit(limit))
+        with self._read() as session:
+            return list(session.exec(query))
+
+    def prune_slack_work(self, received_before: datetime) -> int:
+        """Forget work received before then, done or not (kept so late Slack retries find it)."""
+        with self._write() as session:
+            result = session.execute(delete(SlackWork)
+                                     .where(col(SlackWork.received_at) < received_before))
+            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    def add_confirmation(self, row: SlackConfirmation) -> None:
+        """Save a pending confirmation; ones expired a day ago are forgotten on the way."""
+        with self._write() as session:
+            session.execute(delete(SlackConfirmation).where(
+                col(SlackConfirmation.expires_at) < utcnow() - timedelta(days=1)))
+            session.add(row)
+
+    def confirmation(self, confirmation_id: str) -> SlackConfirmation | None:
+        with self._read() as session:
+            return session.get(SlackConfirmation, confirmation_id)
+
+    def answer_confirmation(self, confirmation_id: str, requester: str, answer: str,
+                            answer_key: str, now: datetime) -> SlackConfirmation | None:
+        """Record the requester's answer if the confirmation is open; the row as it now is.
+
+        The caller compares `answer_key` with the row's to tell its own answer (also when
+        replayed after a restart) from an earlier one.
+        """
+        with self._write() as session:
+            row = session.get(SlackConfirmation, confirmation_id)
+            if (row is not None and row.answer is None and row.requester == requester
+                    and row.expires_at > now):
+                row.answer, row.answer_key = answer, answer_key
+            return row
 
     # -- jobs -----------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 
@@ -133,6 +134,10 @@ async def serve(runtime: Runtime) -> int:
         logger.info("Slack is not configured (%s): running without the bot", slack_off)
     if github_config(runtime) is None:
         logger.info("GitHub is not configured (no GITHUB_APP_ID): running without the GitHub App")
+    # Everything loaded so far (modules, models, the app) lives as long as the process: keep it
+    # out of the collector's full passes, which otherwise stop the event loop for 100-300 ms
+    # under load (measured with bench.slack_ack: they were the slowest 1% of Slack acks).
+    gc.freeze()
     stop = asyncio.Event()
     received: list[str] = []
 

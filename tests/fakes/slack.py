@@ -74,8 +74,9 @@ class _Failure:
 
 
 class FakeSlack:
-    """Answers chat.postMessage, chat.update, chat.postEphemeral, views.open, auth.test,
-    usergroups.users.list, openid.connect.token and response_url posts, and Sign in with
+    """Answers chat.postMessage (to channels and, by user id, to the app's DM), chat.update,
+    chat.postEphemeral, views.open, auth.test, usergroups.users.list, conversations.list,
+    conversations.join, openid.connect.token and response_url posts, and Sign in with
     Slack's authorize page; records every call."""
 
     def __init__(self) -> None:
@@ -86,6 +87,10 @@ class FakeSlack:
         self.channels: dict[str, str] = {"#deploys": "C0DEPLOYS", "#general": "C0GENERAL"}
         self.channel_ids: set[str] = {"C0DEPLOYS", "C0GENERAL", "C0COMMAND", "C0OTHER"}
         self.not_in: set[str] = set()
+        # Private channels cannot be joined by the app (it must be invited).
+        self.private: set[str] = set()
+        # DMs between the app and a person, opened by posting to the person's user id.
+        self.dms: set[str] = set()
         # Messages refused for breaking Slack's limits: (method, error).
         self.refused: list[tuple[str, str]] = []
         self.usergroups: dict[str, list[str]] = {}
@@ -184,6 +189,7 @@ class FakeSlack:
             "views.open": self._views_open, "usergroups.users.list": self._usergroup_users,
             "apps.connections.open": self._connections_open,
             "openid.connect.token": self._openid_token,
+            "conversations.join": self._join, "conversations.list": self._list_channels,
         }.get(method)
         if handler is None:
             return _error("unknown_method")
@@ -195,8 +201,53 @@ class FakeSlack:
                                   "bot_id": "B0BOT", "is_enterprise_install": False})
 
     def _channel(self, given: str) -> str | None:
+        if given.startswith("U") and given[1:].isalnum():
+            self.dms.add("D" + given[1:])
+            return "D" + given[1:]  # a user id: Slack posts in the app's DM with them
+        if given in self.dms:
+            return given
         channel = self.channels.get(given, given)
         return channel if channel in self.channel_ids else None
+
+    def _name_of(self, channel: str) -> str:
+        names = {v: k.lstrip("#") for k, v in self.channels.items()}
+        return names.get(channel, channel.lower())
+
+    def _conversation(self, channel: str) -> dict[str, Any]:
+        private = channel in self.private
+        return {"id": channel, "name": self._name_of(channel), "is_channel": not private,
+                "is_group": private, "is_im": False, "is_private": private,
+                "is_archived": False, "is_general": channel == "C0GENERAL",
+                "is_member": channel not in self.not_in, "created": 1700000000,
+                "creator": "U0ADMIN", "num_members": 3}
+
+    def _join(self, params: dict[str, Any]) -> web.Response:
+        channel = str(params.get("channel", ""))
+        if channel not in self.channel_ids:  # conversations.join takes an id, never a name
+            return _error("channel_not_found")
+        if channel in self.private:
+            return _error("method_not_supported_for_channel_type")
+        body: dict[str, Any] = {"ok": True, "channel": self._conversation(channel)}
+        if channel not in self.not_in:
+            body["warning"] = "already_in_channel"
+            body["response_metadata"] = {"warnings": ["already_in_channel"]}
+        self.not_in.discard(channel)
+        body["channel"]["is_member"] = True
+        return web.json_response(body)
+
+    def _list_channels(self, params: dict[str, Any]) -> web.Response:
+        # Public channels only unless asked for more; one small page at a time, with a cursor.
+        types = str(params.get("types") or "public_channel").split(",")
+        ids = sorted(c for c in self.channel_ids
+                     if ("private_channel" in types) == (c in self.private)
+                     or ("public_channel" in types and c not in self.private))
+        start = int(params.get("cursor") or 0)
+        limit = int(params.get("limit") or 100)
+        page = ids[start:start + limit]
+        cursor = str(start + limit) if start + limit < len(ids) else ""
+        return web.json_response({"ok": True,
+                                  "channels": [self._conversation(c) for c in page],
+                                  "response_metadata": {"next_cursor": cursor}})
 
     def _check_message(self, params: dict[str, Any]) -> str | None:
         text = str(params.get("text") or "")
@@ -432,12 +483,15 @@ class SlackSender:
 
 
 async def _params(request: web.Request) -> dict[str, Any]:
+    # Slack reads arguments from the query string as well as the body (slack_sdk sends some
+    # methods, e.g. conversations.join, as a POST with the arguments in the query).
+    query = dict(request.query)
     if request.method == "GET":
-        return dict(request.query)
+        return query
     if request.content_type == "application/json":
-        return dict(await request.json())
+        return {**query, **dict(await request.json())}
     form = await request.post()
-    return {k: v for k, v in form.items() if isinstance(v, str)}
+    return {**query, **{k: v for k, v in form.items() if isinstance(v, str)}}
 
 
 def _blocks(raw: Any) -> list[dict[str, Any]]:

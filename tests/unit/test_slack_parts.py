@@ -11,12 +11,10 @@ from bot import render
 from bot.app import SlackConfig
 from bot.commands import Command, parse
 from bot.notifier import category
-from bot.router import Confirmations
 from bot.slackapi import retry_after
-from core.errors import BadInput, Conflict, NotFound, PermissionDenied
+from core.errors import BadInput, NotFound
 from core.links import Links
-from core.models import Attempt, Run, RunEvent, Source
-from core.policy import Actor
+from core.models import Attempt, Run, RunEvent
 from core.service import JobSummary
 
 LINKS = Links("http://jobbot.test", b"k" * 32)
@@ -169,22 +167,6 @@ def test_who_started_a_run() -> None:
 
 
 # -- confirmations --------------------------------------------------------------------------
-
-
-def test_only_the_requester_confirms_and_only_in_time() -> None:
-    now = [100.0]
-    confirmations = Confirmations(ttl=300, clock=lambda: now[0])
-    actor = Actor(id="slack:U1", source=Source.SLACK, slack_user="U1")
-    pending = confirmations.add(Command("run", job="risky"), actor, {})
-    with pytest.raises(PermissionDenied):
-        confirmations.take(pending.id, "U2")
-    assert confirmations.take(pending.id, "U1").command.job == "risky"
-    with pytest.raises(Conflict):
-        confirmations.take(pending.id, "U1")
-    late = confirmations.add(Command("run", job="risky"), actor, {})
-    now[0] += 301
-    with pytest.raises(Conflict):
-        confirmations.take(late.id, "U1")
 
 
 # -- small parts ----------------------------------------------------------------------------

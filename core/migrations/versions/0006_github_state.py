@@ -2,7 +2,7 @@
 repository's app, the newest push per branch, and jobbot's comment per pull request
 
 Revision ID: 0006_github_state
-Revises: 0004_github
+Revises: 0005_slack_state
 Create Date: 2026-11-22
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0006_github_state'
-down_revision = '0004_github'
+down_revision = '0005_slack_state'
 branch_labels = None
 depends_on = None
 
