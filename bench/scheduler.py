@@ -103,7 +103,9 @@ class MemoryStore(Store):
         super().__init__(f"sqlite:///{path}")  # never written to
         self.recorded = 0
 
-    def create_runs(self, news: Sequence[NewRun], audit: bool = True) -> list[Created]:
+    def create_runs(self, news: Sequence[NewRun], audit: bool = True,
+                    schedule_states: Sequence[tuple[str, str, str, datetime]] = ()
+                    ) -> list[Created]:
         self.recorded += len(news)
         return [Created(Run.model_construct(id=new_run_id(), app=n.app, job=n.job, number=1,
                             state=n.state.value, source=n.source, actor=n.actor,
