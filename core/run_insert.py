@@ -234,6 +234,7 @@ class SlotBatch:
                 base[(app, job)] = int(found[0]) - count
             stamp = sqlite_timestamp(now)
             encoded = _JsonMemo()
+            stamps: dict[datetime | None, str | None] = {}  # a tick's slots share few times
             numbered: list[tuple[str, int]] = []
             values = []
             for r in rows:
@@ -244,7 +245,9 @@ class SlotBatch:
                 values.append((
                     r["id"], r["app"], r["job"], base[key], r["state"], r["source"], r["actor"],
                     r["ref"], r["sha"], r["image"], encoded(r["overrides"]), encoded(r["origin"]),
-                    r["idempotency_key"], sqlite_timestamp(r["scheduled_for"]), r["rerun_of"],
+                    r["idempotency_key"], stamps.get(r["scheduled_for"])
+                    or stamps.setdefault(r["scheduled_for"], sqlite_timestamp(r["scheduled_for"])),
+                    r["rerun_of"],
                     r["executor"], r["owner"], stamp, r["reason"], stamp if final else None))
             cursor.executemany(_SQLITE_RUN, values)
             if cursor.rowcount != len(values):
@@ -274,6 +277,8 @@ class _JsonMemo:
         self._done: dict[int, tuple[Any, str]] = {}
 
     def __call__(self, value: dict[str, Any]) -> str:
+        if not value:
+            return "{}"
         found = self._done.get(id(value))
         if found is None:
             # The object is kept with its text so its id cannot be reused within the batch.

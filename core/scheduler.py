@@ -77,13 +77,12 @@ class _Planned:
     fingerprint: str
     last: datetime  # the last slot handled (or the moment the schedule was first seen)
     next: datetime
-    # The same for every slot of the job: built once, not per slot.
+    # The same for every slot of the job: built once, not per slot (and the origin shared
+    # by the jobs with the same schedule, so a batch encodes it once).
     origin: dict[str, Any] = field(default_factory=dict)
     key_prefix: str = ""
 
     def __post_init__(self) -> None:
-        self.origin = {"schedule": list(self.schedule.expressions),
-                       "timezone": self.schedule.timezone}
         self.key_prefix = _key_prefix(*self.key)
 
     def slot_key(self, at: datetime) -> str:
@@ -99,6 +98,16 @@ class SeriesCache:
 
     def __init__(self) -> None:
         self._series: dict[tuple[str, str, str | None], CronSeries] = {}
+        self._origins: dict[tuple[tuple[str, ...], str], dict[str, Any]] = {}
+
+    def origin(self, job: JobSpec) -> dict[str, Any]:
+        """What a scheduled run's `origin` says; one (never changed) dict per schedule."""
+        key = (job.schedule, job.timezone)
+        found = self._origins.get(key)
+        if found is None:
+            found = self._origins[key] = {"schedule": list(job.schedule),
+                                          "timezone": job.timezone}
+        return found
 
     def schedule(self, job: JobSpec) -> Schedule:
         series = []
@@ -159,6 +168,17 @@ class Scheduler:
             del self._planned[key]
             del self._specs[key]
         states = await asyncio.to_thread(self.store.schedule_states)
+        # A job that is gone (removed from app.yaml, or no longer scheduled) loses its
+        # place: if it comes back, its next slot is computed from then, instead of catching
+        # up on (or recording as missed) the slots of the time it did not exist. Done at
+        # start-up too, for jobs removed while no scheduler was running.
+        gone = [key for key in states if key not in current]
+        if gone:
+            await asyncio.to_thread(self.store.delete_schedule_states, gone)
+            for key in gone:
+                del states[key]
+            logger.info("schedule state of %d removed jobs forgotten: %s", len(gone),
+                        ", ".join(f"{app}/{job}" for app, job in gone[:10]))
         fresh: list[tuple[str, str, str, datetime]] = []
         for key in changed:
             ref = current[key]
@@ -178,7 +198,8 @@ class Scheduler:
                 fresh.append((*key, digest, now))
                 if state is not None:
                     logger.info("schedule of %s/%s changed: next slot computed from now", *key)
-            planned = _Planned(key, ref, schedule, digest, last, schedule.next_after(last))
+            planned = _Planned(key, ref, schedule, digest, last, schedule.next_after(last),
+                               self._series.origin(ref.job))
             self._planned[key] = planned
             self._specs[key] = ref.job
             self._push(planned)

@@ -114,6 +114,7 @@ class Created:
 
 SCHEDULE_STATE: Table = ScheduleState.__table__  # type: ignore[attr-defined]
 ATTEMPTS: Table = Attempt.__table__  # type: ignore[attr-defined]
+CURSORS: Table = SubscriberCursor.__table__  # type: ignore[attr-defined]
 # Finished states counted against `history.failed` (skipped slots have their own bound).
 FAILED_STATES = (RunState.FAILED.value, RunState.TIMED_OUT.value, RunState.CANCELLED.value)
 # SQLite allows 32,766 bound parameters per statement; stay well below with batches.
@@ -592,9 +593,18 @@ class Store:
             for start in range(0, len(rows), _CHUNK):
                 conn.execute(self._batch.save_schedule, rows[start:start + _CHUNK])
 
+    def delete_schedule_states(self, jobs: Sequence[tuple[str, str]]) -> None:
+        """Forget the schedule state of (app, job) pairs that no longer exist."""
+        with self._write_engine.connect() as conn, conn.begin():
+            for start in range(0, len(jobs), _CHUNK):
+                chunk = list(jobs[start:start + _CHUNK])
+                conn.execute(delete(SCHEDULE_STATE).where(
+                    tuple_(SCHEDULE_STATE.c.app, SCHEDULE_STATE.c.job).in_(chunk)))
+
     def prune_history(self, limits: dict[tuple[str, str], tuple[int, int, int]]) -> list[str]:
         """Delete finished runs beyond (succeeded, failed, skipped) kept per job, with their
-        attempts and events; returns the deleted run ids (so their logs can go too)."""
+        attempts and events, once every outbox subscriber's cursor has passed their events;
+        returns the deleted run ids (so their logs can go too)."""
         if not limits:
             return []
         bucket = case((RUNS.c.state == RunState.SUCCEEDED.value, 0),
@@ -614,6 +624,18 @@ class Store:
                 limit = limits.get((app, job))
                 if limit is not None and rank > limit[which]:
                     doomed.append(run_id)
+            # A run whose events some subscriber (Slack notifier, GitHub check runs) has not
+            # delivered yet stays until every cursor has passed them: deleting it would make
+            # the lagging subscriber skip (or fail on) its events.
+            slowest = conn.execute(select(func.min(CURSORS.c.last_event_id))).scalar()
+            if slowest is not None and doomed:
+                pending: set[str] = set()
+                for start in range(0, len(doomed), _CHUNK):
+                    pending.update(conn.execute(
+                        select(RUN_EVENTS.c.run_id).distinct()
+                        .where(RUN_EVENTS.c.run_id.in_(doomed[start:start + _CHUNK]),
+                               RUN_EVENTS.c.id > slowest)).scalars())
+                doomed = [run_id for run_id in doomed if run_id not in pending]
         with self._write_engine.connect() as conn, conn.begin():
             for start in range(0, len(doomed), _CHUNK):
                 chunk = doomed[start:start + _CHUNK]
