@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import heapq
 import logging
 from collections.abc import Iterable
@@ -90,7 +91,7 @@ class _Planned:
 
 
 def _iso(at: datetime) -> str:
-    return at.astimezone(UTC).isoformat()
+    return (at if at.tzinfo is UTC else at.astimezone(UTC)).isoformat()
 
 
 class SeriesCache:
@@ -378,11 +379,15 @@ class Scheduler:
 
     async def run(self) -> None:
         """Tick whenever a slot falls due, until cancelled; errors are logged, never fatal."""
+        first = True
         while True:
             try:
                 await self.tick()
             except Exception:  # a database outage must not end scheduling; logged in full
                 logger.exception("scheduler round failed; trying again shortly")
+            if first:
+                first = False
+                freeze_startup_objects()
             now = self.clock.now()
             due = self.next_due()
             until = min(due, now + IDLE_WAKE) if due is not None else now + IDLE_WAKE
@@ -396,6 +401,18 @@ class Scheduler:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
+
+
+def freeze_startup_objects() -> None:
+    """Keep what start-up built (app specs, cron series, planned jobs) out of the garbage
+    collector's full collections.
+
+    With 10,000 jobs those are millions of objects, and each full collection walked them
+    all: the benchmark measured it as most of the scheduler's CPU per simulated hour. They
+    live as long as the process; objects made later are collected as before.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def fire_times(job: JobSpec, start: datetime, count: int) -> Iterable[datetime]:

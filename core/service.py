@@ -170,11 +170,14 @@ class JobService:
         if not created:
             return []
         self.changes.notify()
-        targets = {(s.job.app.app, s.job.job.name): s.job for s in slots}
-        for outcome in created:
+        if len(created) == len(slots):  # the usual case: the same order, nothing left out
+            targets = [s.job for s in slots]
+        else:
+            by_key = {s.idempotency_key: s.job for s in slots}
+            targets = [by_key[c.run.idempotency_key or ""] for c in created]
+        for outcome, target in zip(created, targets, strict=True):
             if outcome.run.state == RunState.QUEUED.value:
-                await self._launch(targets[(outcome.run.app, outcome.run.job)], outcome.run,
-                                   notify=False)
+                await self._launch(target, outcome.run, notify=False)
         self.changes.notify()
         return [c.run for c in created]
 
