@@ -752,6 +752,13 @@ def _make_engine(url: str, *, echo: bool) -> Engine:
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=30000")
+            # Each scheduler round dirties index pages all over runs (random ids, keys by
+            # job): a larger cache and mmap spare re-reading them, and checkpointing every
+            # 10,000 WAL pages instead of 1,000 copies a page rewritten by many rounds once
+            # (bench.scheduler: about 17% less CPU per simulated hour on SQLite).
+            cursor.execute("PRAGMA cache_size=-32768")
+            cursor.execute("PRAGMA mmap_size=268435456")
+            cursor.execute("PRAGMA wal_autocheckpoint=10000")
             cursor.close()
 
         @event.listens_for(engine, "begin")
