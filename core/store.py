@@ -160,6 +160,23 @@ def _audit_values(record: AuditRecord) -> dict[str, Any]:
     }
 
 
+_RUN_FIELDS = tuple(Run.model_fields)
+
+
+def detached_run(values: dict[str, Any]) -> Run:
+    """A Run from trusted values of every field, as Run.model_construct makes it (no
+    validation, no session), without its per-field bookkeeping.
+
+    The scheduler's batches build one per slot: a SQLModel table model's __init__ costs
+    ~0.5 ms and model_construct ~12 us, this ~3 us. Read these copies; never add them to a
+    session.
+    """
+    run: Run = Run.__new__(Run)  # SQLModel's __new__ sets pydantic's private attributes
+    object.__setattr__(run, "__dict__", {name: values[name] for name in _RUN_FIELDS})
+    object.__setattr__(run, "__pydantic_fields_set__", set(_RUN_FIELDS))
+    return run
+
+
 def new_run_id() -> str:
     """A stable, unguessable run id (also used in page URLs)."""
     return secrets.token_hex(8)
@@ -297,13 +314,10 @@ class Store:
                 used = self._used_keys([n.idempotency_key for n in fresh if n.idempotency_key])
                 fresh = [n for n in fresh if n.idempotency_key not in used]
                 continue
-            # The rows were just written from trusted values: build them without validation
-            # (a SQLModel table model's __init__ costs ~0.5 ms, seconds for a 10,000-slot
-            # minute). These are detached copies: read them, never add them to a session.
-            return [Created(Run.model_construct(
-                **row, number=number, created_at=now, started_at=None, external_id=None,
-                exit_code=None, cancel_requested_by=None,
-                finished_at=now if row["state"] in FINAL_STATE_VALUES else None), True, [])
+            return [Created(detached_run({
+                **row, "number": number, "created_at": now, "started_at": None,
+                "external_id": None, "exit_code": None, "cancel_requested_by": None,
+                "finished_at": now if row["state"] in FINAL_STATE_VALUES else None}), True, [])
                 for row, (_, number) in zip(rows, numbered, strict=True)]
         created = [self.create_run(n, self._slot_audit(n) if audit else None) for n in fresh]
         self.save_schedule_states(schedule_states)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from core.models import RunState
-from core.store import NewRun, Store
+from core.models import Run, RunState
+from core.store import NewRun, Store, detached_run
 
 T = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 
@@ -85,3 +85,16 @@ def test_prune_deletes_only_finished_runs(store: Store) -> None:
     store.transition(made[2].id, RunState.FAILED)
     assert store.prune_history({("demo", "a"): (0, 0, 0)}) == [made[2].id]
     assert sorted(r.state for r in store.list_runs(app="demo", job="a")) == ["queued", "running"]
+
+
+def test_a_detached_run_is_what_model_construct_makes(store: Store) -> None:
+    made = store.create_runs([slot("a", 1)])[0].run
+    stored = store.get_run(made.id)
+    assert stored is not None
+    assert made.model_dump() == stored.model_dump()
+    values = stored.model_dump()
+    built, constructed = detached_run(dict(values)), Run.model_construct(**values)
+    assert built == constructed
+    assert repr(built) == repr(constructed)
+    assert built.model_fields_set == constructed.model_fields_set
+    assert (built.label, built.run_state) == ("a #1", RunState.QUEUED)
