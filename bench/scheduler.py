@@ -5,14 +5,16 @@ and for APScheduler 3.x (memory job store, the same 10,000 CronTriggers, `H` exp
 values croniter hashes them to) measured in the same run:
 
 - a simulated day of a mix (every-minute, hourly, daily and `H` schedules in five time
-  zones): CPU seconds of this process per simulated hour (PostgreSQL's own CPU is not in it);
+  zones): CPU seconds of this process per simulated hour; PostgreSQL's own CPU is printed
+  apart (read from /proc when the bench starts its own server);
 - 10,000 slots due in the same minute: slots recorded per second, and the delay from a slot's
   time to its run being recorded (p50, p99). Goal: all within 5 s.
 
 The executor only records launches (as bench/trigger.py does): the figures are the
 scheduler's and the store's own cost.
 
-    .venv/bin/python -m bench.scheduler [--jobs 10000] [--hours 24] [--database-url URL]
+    .venv/bin/python -m bench.scheduler [--jobs 10000] [--hours 24] [--rounds 3]
+        [--database-url URL]
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -38,7 +41,7 @@ from core.cron import expand
 from core.executors.base import Launch
 from core.logs import LogStore
 from core.models import Run, ScheduleState
-from core.scheduler import Scheduler
+from core.scheduler import Scheduler, freeze_startup_objects
 from core.service import JobService
 from core.spec import AppSpec, load_app
 from core.store import Created, NewRun, Store, new_run_id
@@ -103,7 +106,9 @@ class MemoryStore(Store):
         super().__init__(f"sqlite:///{path}")  # never written to
         self.recorded = 0
 
-    def create_runs(self, news: Sequence[NewRun], audit: bool = True) -> list[Created]:
+    def create_runs(self, news: Sequence[NewRun], audit: bool = True,
+                    schedule_states: Sequence[tuple[str, str, str, datetime]] = ()
+                    ) -> list[Created]:
         self.recorded += len(news)
         return [Created(Run.model_construct(id=new_run_id(), app=n.app, job=n.job, number=1,
                             state=n.state.value, source=n.source, actor=n.actor,
@@ -131,6 +136,7 @@ async def jobbot_day(app: AppSpec, store: Store, hours: int, logs: Path) -> tupl
     clock = VirtualClock(DAY - timedelta(seconds=1))
     scheduler = Scheduler(service, clock)
     await scheduler.tick()  # first sight of 10,000 schedules: not part of the steady state
+    freeze_startup_objects()  # as Scheduler.run does after its first round
     end = DAY + timedelta(hours=hours)
     cpu = time.process_time()
     while (due := scheduler.next_due()) is not None and due < end:
@@ -146,6 +152,7 @@ async def jobbot_burst(app: AppSpec, store: Store, logs: Path) -> tuple[float, l
     clock = VirtualClock(DAY + timedelta(minutes=30))
     scheduler = Scheduler(service, clock)
     await scheduler.tick()
+    freeze_startup_objects()
     clock.set(DAY + timedelta(hours=1))  # the slot's time: the tick starts on it
     start = time.perf_counter()
     await scheduler.tick()
@@ -234,6 +241,7 @@ def apscheduler_day(app: AppSpec, hours: int) -> tuple[float, int]:
         _Virtual.now = DAY - timedelta(seconds=1)
         apscheduler_jobs(scheduler, app)
         scheduler.start()
+        freeze_startup_objects()  # the same treatment as jobbot's: a fair comparison
         executor = scheduler._lookup_executor("default")
         end = DAY + timedelta(hours=hours)
         cpu = time.process_time()
@@ -254,6 +262,7 @@ def apscheduler_burst(app: AppSpec) -> tuple[float, list[float]]:
         _Virtual.now = DAY + timedelta(minutes=30)
         apscheduler_jobs(scheduler, app)
         scheduler.start()
+        freeze_startup_objects()
         executor = scheduler._lookup_executor("default")
         _Virtual.now = DAY + timedelta(hours=1)
         start = time.perf_counter()
@@ -266,25 +275,65 @@ def apscheduler_burst(app: AppSpec) -> tuple[float, list[float]]:
 # -- report -------------------------------------------------------------------------------
 
 
-def show_burst(label: str, elapsed: float, delays: list[float]) -> None:
-    print(f"  {label:<26} {len(delays):6d} slots in {elapsed:6.2f} s = "
-          f"{len(delays) / elapsed:8.0f} slots/s   delay p50 {statistics.median(delays):6.3f} s"
-          f"   p99 {percentile(delays, 0.99):6.3f} s   max {max(delays):6.3f} s")
+class ServerCpu:
+    """CPU seconds used by a local PostgreSQL server (postmaster, its live backends, and the
+    backends that exited, counted in the postmaster's cutime/cstime), read from /proc."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.pid = int((data_dir / "postmaster.pid").read_text().split()[0])
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    @staticmethod
+    def _fields(pid: int | str) -> list[str]:
+        text = Path(f"/proc/{pid}/stat").read_text()
+        return text[text.rindex(")") + 2:].split()  # after "pid (comm) "
+
+    def seconds(self) -> float:
+        own = self._fields(self.pid)
+        total = sum(int(v) for v in own[11:15])  # utime stime cutime cstime
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = self._fields(entry.name)
+            except (FileNotFoundError, ProcessLookupError):
+                continue  # exited meanwhile: its time is in the postmaster's cutime now
+            if int(fields[1]) == self.pid:
+                total += int(fields[11]) + int(fields[12])
+        return total / self.tick
+
+
+def show_burst(label: str, elapsed: list[float], delays: list[list[float]]) -> None:
+    """Medians over the rounds of the elapsed time and of each round's delay percentiles."""
+    n = len(delays[0])
+    took = statistics.median(elapsed)
+    print(f"  {label:<26} {n:6d} slots in {took:6.2f} s = {n / took:8.0f} slots/s   "
+          f"delay p50 {statistics.median(statistics.median(d) for d in delays):6.3f} s   "
+          f"p99 {statistics.median(percentile(d, 0.99) for d in delays):6.3f} s   "
+          f"max {statistics.median(max(d) for d in delays):6.3f} s   "
+          f"(rounds: {', '.join(f'{e:.2f}' for e in elapsed)} s)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--hours", type=int, default=24, help="simulated hours of the mix")
-    parser.add_argument("--database-url", help="PostgreSQL to use (default: a throwaway one)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds, each running APScheduler and jobbot one after the other")
+    parser.add_argument("--database-url", help="PostgreSQL to use (default: a throwaway one, "
+                        "whose own CPU is then measured too)")
     args = parser.parse_args()
     cluster = None
     pg_url = args.database_url
+    server = None
     if pg_url is None:
         cluster = Cluster()
         pg_url = cluster.start()
+        server = ServerCpu(cluster.data)
     try:
-        run(args.jobs, args.hours, pg_url)
+        print(f"load average before: {Path('/proc/loadavg').read_text().strip()}")
+        run(args.jobs, args.hours, args.rounds, pg_url, server)
+        print(f"load average after: {Path('/proc/loadavg').read_text().strip()}")
     finally:
         if cluster is not None:
             cluster.stop()
@@ -304,7 +353,11 @@ def fresh_postgres(admin_url: str, name: str) -> str:
     return url.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
-def run(n: int, hours: int, pg_url: str) -> None:
+NO_DB, SQLITE, POSTGRES = "jobbot, no database", "jobbot, SQLite", "jobbot, PostgreSQL"
+BASELINE = "APScheduler 3.x (memory)"
+
+
+def run(n: int, hours: int, rounds: int, pg_url: str, server: ServerCpu | None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         (root / "mix").mkdir()
@@ -313,30 +366,63 @@ def run(n: int, hours: int, pg_url: str) -> None:
         burst_app = write_jobs(root / "burst", n, burst)
 
         def stores(tag: str) -> Iterator[tuple[str, Store]]:
-            yield "jobbot, no database", MemoryStore(root / f"{tag}-unused.db")
-            for name, url in (("jobbot, SQLite", f"sqlite:///{root / tag}.db"),
-                              ("jobbot, PostgreSQL", fresh_postgres(pg_url, f"bench_{tag}"))):
+            yield NO_DB, MemoryStore(root / f"{tag}-unused.db")
+            for name, url in ((SQLITE, f"sqlite:///{root / tag}.db"),
+                              (POSTGRES, fresh_postgres(pg_url, f"bench_{tag}"))):
                 store = Store(url)
                 store.migrate()
                 yield name, store
 
-        print(f"simulated {hours} h of {n} jobs (1% every minute, 39% hourly, 30% daily, "
-              f"30% H; {len(ZONES)} zones): CPU seconds of this process per simulated hour")
-        base_cpu, base_fired = apscheduler_day(day_app, hours)
-        print(f"  {'APScheduler 3.x (memory)':<26} {base_cpu:7.3f} s/h   {base_fired} fired")
-        for label, store in stores("day"):
-            cpu, fired = asyncio.run(jobbot_day(day_app, store, hours, root / "logs"))
-            print(f"  {label:<26} {cpu:7.3f} s/h   {fired} fired   "
-                  f"ratio to APScheduler {cpu / base_cpu:5.2f}x (goal <= 1x)")
-            store.close()
+        cpu: dict[str, list[float]] = {}
+        ratios: dict[str, list[float]] = {}
+        server_cpu: list[float] = []
+        fired: dict[str, int] = {}
+        for index in range(rounds):
+            base, fired[BASELINE] = apscheduler_day(day_app, hours)
+            cpu.setdefault(BASELINE, []).append(base)
+            for label, store in stores(f"day{index}"):
+                before = server.seconds() if server and label == POSTGRES else 0.0
+                used, fired[label] = asyncio.run(jobbot_day(day_app, store, hours, root / "logs"))
+                if server and label == POSTGRES:
+                    server_cpu.append((server.seconds() - before) / hours)
+                cpu.setdefault(label, []).append(used)
+                ratios.setdefault(label, []).append(used / base)
+                store.close()
+        print(f"simulated {hours} h of {n} jobs (1% every minute, 39% hourly, 30% daily, 30% H; "
+              f"{len(ZONES)} zones), {rounds} alternating rounds: CPU seconds of this process "
+              "per simulated hour (median; ratio = median of each round's ratio)")
+        print(f"  {BASELINE:<26} {statistics.median(cpu[BASELINE]):7.3f} s/h   "
+              f"{fired[BASELINE]} fired   (rounds: "
+              f"{', '.join(f'{c:.3f}' for c in cpu[BASELINE])})")
+        for label in (NO_DB, SQLITE, POSTGRES):
+            print(f"  {label:<26} {statistics.median(cpu[label]):7.3f} s/h   {fired[label]} fired"
+                  f"   ratio to APScheduler {statistics.median(ratios[label]):5.2f}x (goal <= 1x)"
+                  f"   (rounds: {', '.join(f'{c:.3f}' for c in cpu[label])})")
+        if server_cpu:
+            own = statistics.median(server_cpu)
+            both = statistics.median(c + s for c, s in zip(cpu[POSTGRES], server_cpu,
+                                                            strict=True))
+            print(f"  PostgreSQL server's own CPU (not in the figure above): {own:.3f} s/h; "
+                  f"jobbot + server {both:.3f} s/h = "
+                  f"{both / statistics.median(cpu[BASELINE]):.2f}x APScheduler")
+        else:
+            print("  PostgreSQL server's own CPU: not measured (--database-url given)")
+
+        elapsed: dict[str, list[float]] = {}
+        delays: dict[str, list[list[float]]] = {}
+        for index in range(rounds):
+            took, waited = apscheduler_burst(burst_app)
+            elapsed.setdefault(BASELINE, []).append(took)
+            delays.setdefault(BASELINE, []).append(waited)
+            for label, store in stores(f"burst{index}"):
+                took, waited = asyncio.run(jobbot_burst(burst_app, store, root / "logs"))
+                elapsed.setdefault(label, []).append(took)
+                delays.setdefault(label, []).append(waited)
+                store.close()
         print(f"{n} slots due in the same minute: recorded per second, delay slot time -> "
-              "run recorded (goal: all within 5 s)")
-        elapsed, delays = apscheduler_burst(burst_app)
-        show_burst("APScheduler 3.x (memory)", elapsed, delays)
-        for label, store in stores("burst"):
-            elapsed, delays = asyncio.run(jobbot_burst(burst_app, store, root / "logs"))
-            show_burst(label, elapsed, delays)
-            store.close()
+              f"run recorded (goal: all within 5 s), median of {rounds} alternating rounds")
+        for label in (BASELINE, NO_DB, SQLITE, POSTGRES):
+            show_burst(label, elapsed[label], delays[label])
 
 
 if __name__ == "__main__":

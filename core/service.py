@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
@@ -21,7 +21,7 @@ from core.models import Attempt, JobState, Run, RunState
 from core.overrides import check_override
 from core.policy import Action, Actor, decide
 from core.procs import ProcessId
-from core.run_insert import ActiveRun
+from core.run_insert import ActiveRun, ScheduleRow
 from core.store import AuditRecord, NewRun, Store
 
 logger = logging.getLogger(__name__)
@@ -151,27 +151,36 @@ class JobService:
             self.changes.notify()
         return TriggerResult(outcome.run, outcome.created)
 
-    async def record_slots(self, slots: list[Slot]) -> list[Run]:
-        """Record many cron slots in one transaction and launch the runs among them.
+    async def record_slots(self, slots: list[Slot],
+                           schedule_states: Sequence[ScheduleRow] = ()) -> list[Run]:
+        """Record many cron slots (and the jobs' schedule state) in one transaction and
+        launch the runs among them.
 
         The scheduler's batch path: slots whose key another scheduler already used are left
         out, so every slot is recorded once however many schedulers run.
         """
+        executor = self.executor.name
+        owner = str(self.owner) if executor == "local" else None
         news = [NewRun(
             app=s.job.app.app, job=s.job.job.name, source="schedule", actor="schedule",
             state=RunState.SKIPPED if s.skipped else RunState.QUEUED, reason=s.skipped,
-            image=None if s.skipped else s.job.job.image, origin=dict(s.origin),
+            image=None if s.skipped else s.job.job.image, origin=s.origin,
             scheduled_for=s.scheduled_for, idempotency_key=s.idempotency_key,
-            executor=self.executor.name,
-            owner=str(self.owner) if self.executor.name == "local" and not s.skipped else None,
+            executor=executor, owner=None if s.skipped else owner,
         ) for s in slots]
-        created = await self._db(self.store.create_runs, news)
-        targets = {(s.job.app.app, s.job.job.name): s.job for s in slots}
-        for outcome in created:
+        created = await self._db(self.store.create_runs, news, schedule_states=schedule_states)
+        if not created:
+            return []
+        self.changes.notify()
+        if len(created) == len(slots):  # the usual case: the same order, nothing left out
+            targets = [s.job for s in slots]
+        else:
+            by_key = {s.idempotency_key: s.job for s in slots}
+            targets = [by_key[c.run.idempotency_key or ""] for c in created]
+        for outcome, target in zip(created, targets, strict=True):
             if outcome.run.state == RunState.QUEUED.value:
-                await self._launch(targets[(outcome.run.app, outcome.run.job)], outcome.run)
-        if created:
-            self.changes.notify()
+                await self._launch(target, outcome.run, notify=False)
+        self.changes.notify()
         return [c.run for c in created]
 
     async def prune_history(self, limits: dict[tuple[str, str], tuple[int, int, int]]) -> int:
@@ -213,10 +222,11 @@ class JobService:
             await self._db(self.store.update_run, run_id, image=image)
         await self.run_finished(run_id, state, reason=reason)
 
-    async def _launch(self, target: JobRef, run: Run) -> None:
+    async def _launch(self, target: JobRef, run: Run, *, notify: bool = True) -> None:
         env = {**target.job.env, **run.overrides}
         sensitive = tuple(v for k, v in env.items() if is_sensitive_key(k))
-        self.changes.notify()
+        if notify:  # a batch notifies once for all its runs
+            self.changes.notify()
         try:
             await self.executor.launch(Launch(run=run, app=target.app, job=target.job, env=env,
                                               sensitive_values=sensitive))

@@ -128,6 +128,50 @@ async def test_an_edit_computes_the_next_slot_from_now(tmp_path: Path, store: St
     assert await w.at(at(13, 31)) == 0
 
 
+async def test_a_removed_job_that_comes_back_starts_from_now(
+        tmp_path: Path, store: Store, worlds: list[World]) -> None:
+    other = python_job("other", QUICK, schedule="0 0 1 1 *")
+    job = python_job("job", QUICK, schedule="0 * * * *", starting_deadline="3h")
+    w = world(worlds, tmp_path, store, [job, other])
+    await w.every(timedelta(minutes=20), at(11, 5))
+    assert [r.scheduled_for for r in w.runs("job")] == [at(11)]
+    w.edit([other])  # removed at 11:05 ...
+    await w.every(timedelta(minutes=20), at(13, 25))
+    assert ("demo", "job") not in store.schedule_states()
+    w.edit([job, other])  # ... and back at 13:25, with the same schedule
+    assert await w.at(at(13, 26)) == 0  # no catch-up for 12:00 or 13:00, nothing skipped
+    await w.every(timedelta(minutes=10), at(14, 6))
+    runs = w.runs("job")
+    assert [r.scheduled_for for r in runs] == [at(11), at(14)]
+    assert "skipped" not in {r.state for r in runs}
+
+
+async def test_a_job_removed_while_jobbot_restarts_does_not_catch_up(
+        tmp_path: Path, store: Store, worlds: list[World]) -> None:
+    other = python_job("other", QUICK, schedule="0 0 1 1 *")
+    job = python_job("job", QUICK, schedule="*/10 * * * *")
+    w = world(worlds, tmp_path, store, [job, other])
+    await w.every(timedelta(minutes=5), at(10, 25))
+    assert len(w.runs("job")) == 2  # 10:10 and 10:20
+    # Restarted at 11:00 with the job gone from app.yaml; it comes back at 14:33.
+    w.edit([other])
+    w.restart()
+    await w.every(timedelta(minutes=30), at(14, 30))
+    w.edit([job, other])
+    assert await w.at(at(14, 33)) == 0
+    assert await w.at(at(14, 40)) == 1
+    assert [r.scheduled_for for r in w.runs("job")] == [at(10, 10), at(10, 20), at(14, 40)]
+    # The other way round: a schedule edit (fingerprint change) while a restart also starts
+    # from now, and so does going back to the first schedule later.
+    w.edit([{**job, "schedule": "5 * * * *"}, other])
+    w.restart()
+    assert await w.at(at(15, 1)) == 0
+    assert await w.at(at(15, 5)) == 1
+    w.edit([job, other])
+    assert await w.at(at(15, 55)) == 0
+    assert await w.at(at(16, 0)) == 1
+
+
 async def test_after_an_outage_missed_slots_are_recorded_and_one_catches_up(
         tmp_path: Path, store: Store, worlds: list[World]) -> None:
     w = world(worlds, tmp_path, store, [

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from core.models import RunState
-from core.store import NewRun, Store
+from core.models import Run, RunState
+from core.store import NewRun, Store, detached_run
 
 T = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 
@@ -57,3 +57,44 @@ def test_prune_keeps_the_newest_of_each_kind(store: Store) -> None:
     kept = sorted((r.number, r.state) for r in store.list_runs(app="demo", job="a"))
     assert kept == [(2, "succeeded"), (3, "succeeded"), (6, "failed"), (9, "skipped")]
     assert all(store.get_run(run_id) is None for run_id in deleted)
+
+
+def test_prune_keeps_runs_whose_events_a_subscriber_has_not_delivered(store: Store) -> None:
+    made = [c.run for c in store.create_runs([slot("a", m) for m in range(4)])]
+    for run in made:
+        store.transition(run.id, RunState.SUCCEEDED)
+    last_of = {run.id: store.events_for(run.id)[-1].id or 0 for run in made}
+    # The Slack notifier is up to date; GitHub check runs lag: they have delivered the
+    # events of runs #1 and #2 but not the last event of #3.
+    store.save_cursor("slack", store.last_event_id())
+    store.save_cursor("github-checks", last_of[made[1].id])
+    limits = {("demo", "a"): (1, 1, 1)}
+    assert sorted(store.prune_history(limits)) == sorted(r.id for r in made[:2])
+    assert store.get_run(made[2].id) is not None
+    assert [e.kind for e in store.events_for(made[2].id)] == ["created", "state"]
+    # Nothing new until the lagging subscriber moves on; then #3 goes (#4 is kept anyway).
+    assert store.prune_history(limits) == []
+    store.save_cursor("github-checks", last_of[made[2].id])
+    assert store.prune_history(limits) == [made[2].id]
+    assert [r.number for r in store.list_runs(app="demo", job="a")] == [4]
+
+
+def test_prune_deletes_only_finished_runs(store: Store) -> None:
+    made = [c.run for c in store.create_runs([slot("a", m) for m in range(3)])]
+    store.transition(made[0].id, RunState.RUNNING)
+    store.transition(made[2].id, RunState.FAILED)
+    assert store.prune_history({("demo", "a"): (0, 0, 0)}) == [made[2].id]
+    assert sorted(r.state for r in store.list_runs(app="demo", job="a")) == ["queued", "running"]
+
+
+def test_a_detached_run_is_what_model_construct_makes(store: Store) -> None:
+    made = store.create_runs([slot("a", 1)])[0].run
+    stored = store.get_run(made.id)
+    assert stored is not None
+    assert made.model_dump() == stored.model_dump()
+    values = stored.model_dump()
+    built, constructed = detached_run(dict(values)), Run.model_construct(**values)
+    assert built == constructed
+    assert repr(built) == repr(constructed)
+    assert built.model_fields_set == constructed.model_fields_set
+    assert (built.label, built.run_state) == ("a #1", RunState.QUEUED)
