@@ -828,6 +828,14 @@ class Store:
             return int(session.execute(select(func.count()).select_from(DELIVERIES)
                                        .where(DELIVERIES.c.outcome == RECEIVED)).scalar_one())
 
+    def prune_deliveries(self, received_before: datetime) -> int:
+        """Forget handled deliveries received before then; unhandled ones stay to be replayed."""
+        with self._write() as session:
+            result = session.execute(delete(Delivery)
+                                     .where(col(Delivery.received_at) < received_before)
+                                     .where(col(Delivery.outcome) != RECEIVED))
+            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
     def delivery(self, delivery_id: str) -> Delivery | None:
         with self._read() as session:
             return session.get(Delivery, delivery_id)

@@ -52,6 +52,7 @@ class GitHubApp:
         self.checks = CheckRunReporter(self.ctx)
         self._recent: OrderedDict[str, None] = OrderedDict()
         self._resumed: list[asyncio.Task[None]] = []
+        self._pruning: asyncio.Task[None] | None = None
 
     async def fetch_tarball(self, request: BuildRequest) -> bytes:
         """For LocalBuilder: the repository's tarball at the sha, with the installation token."""
@@ -133,11 +134,13 @@ class GitHubApp:
             self._remember(row.id)
             self._enqueue(delivery, self.router.handlers(delivery.event, delivery.action))
         self.queue.start()
+        self._pruning = asyncio.create_task(self.journal.prune_forever())
 
     async def _stop(self, app: web.Application) -> None:
-        for task in self._resumed:
+        tasks = [*self._resumed, *([self._pruning] if self._pruning else [])]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._resumed, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self.queue.stop()
         await self.clients.aclose()
 

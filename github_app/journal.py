@@ -20,6 +20,10 @@ Result = TypeVar("Result")
 # A delivery another host answered and never handled is taken over after this long (that
 # replica is gone: a live one handles its deliveries in seconds, rate-limit retries included).
 ORPHANED_AFTER = timedelta(hours=1)
+# Handled deliveries are kept this long: GitHub lets people redeliver the last 3 days' ones,
+# and a redelivery must still find its record so it starts nothing.
+KEEP_HANDLED = timedelta(days=7)
+PRUNE_EVERY = timedelta(hours=6)
 
 
 class GroupCommit(Generic[Item, Result]):
@@ -95,6 +99,22 @@ class DeliveryJournal:
                 new.discard(item.id)
             results.append(fresh)
         return results
+
+    async def prune(self, keep: timedelta = KEEP_HANDLED) -> int:
+        """Forget handled deliveries older than `keep`; unhandled ones stay to be replayed."""
+        removed = await asyncio.to_thread(self._store.prune_deliveries, utcnow() - keep)
+        if removed:
+            logger.info("forgot %d handled deliveries older than %s", removed, keep)
+        return removed
+
+    async def prune_forever(self, every: timedelta = PRUNE_EVERY) -> None:
+        """Prune now and then every `every`, until cancelled; a failure waits for the next turn."""
+        while True:
+            try:
+                await self.prune()
+            except Exception:
+                logger.exception("pruning old deliveries failed; trying again in %s", every)
+            await asyncio.sleep(every.total_seconds())
 
     async def orphans(self) -> list[Delivery]:
         """Deliveries answered by a process that died before handling them."""

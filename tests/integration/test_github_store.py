@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+from core.models import utcnow
 from core.store import NewDelivery, NewRun, Store
 
 
@@ -16,6 +19,17 @@ def test_a_delivery_is_recorded_once_and_kept_until_handled(store: Store) -> Non
     assert row is not None
     assert (row.event, row.action, row.outcome, row.owner, row.payload) == (
         "push", None, "started deploy #1", "h:1:2", None)
+
+
+def test_pruning_forgets_old_handled_deliveries_and_keeps_unhandled_ones(store: Store) -> None:
+    store.record_deliveries([NewDelivery("done", "ping", None, "{}"),
+                             NewDelivery("waiting", "push", None, "{}")])
+    store.record_deliveries([], [("done", "pong")])
+    assert store.prune_deliveries(utcnow() - timedelta(days=7)) == 0  # both are recent
+    assert store.delivery("done") is not None
+    assert store.prune_deliveries(utcnow() + timedelta(minutes=1)) == 1
+    assert store.delivery("done") is None
+    assert [d.id for d in store.unhandled_deliveries()] == ["waiting"]
 
 
 def test_only_a_new_push_moves_its_branch_head(store: Store) -> None:

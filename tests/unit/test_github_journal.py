@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from pathlib import Path
 
 from core.store import NewDelivery, Store
@@ -69,3 +70,17 @@ def test_a_repeated_id_in_one_batch_is_new_once(tmp_path: Path) -> None:
             True, True, False]
     finally:
         store.close()
+
+
+async def test_the_journal_prunes_handled_deliveries_older_than_it_keeps(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'jobbot.db'}")
+    store.migrate()
+    journal = DeliveryJournal(store)
+    assert await journal.record(NewDelivery("old", "ping", None, "{}"))
+    assert await journal.record(NewDelivery("open", "push", None, "{}"))
+    await journal.finish("old", "pong")
+    assert await journal.prune() == 0  # kept for a week: a redelivery must still find it
+    assert not await journal.record(NewDelivery("old", "ping", None, "{}"))
+    assert await journal.prune(keep=timedelta(seconds=-60)) == 1
+    assert store.delivery("old") is None
+    assert [d.id for d in store.unhandled_deliveries()] == ["open"]
