@@ -17,23 +17,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
 import aiohttp
 from aiohttp import web
 
+from bench.servers import free_port, stop_all, wait_healthy
+from bench.trigger import percentile
 from core.store import Store
 from github_app.signature import sign, verify
 from tests.fakes import github_payloads as payloads
@@ -44,11 +42,6 @@ REPO = "acme/shop"
 PULLS = 50
 SECRET = "bench-webhook-secret"
 APP_YAML = json.dumps({"app": "shop", "jobs": [python_job("check", "print(1)")]})
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 # -- the servers run in child processes ---------------------------------------------------
@@ -126,18 +119,6 @@ async def send(url: str, items: list[tuple[str, str, bytes]], clients: int) -> l
     return latencies
 
 
-def wait_healthy(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        with contextlib.suppress(OSError), urllib.request.urlopen(
-                f"http://127.0.0.1:{port}/healthz", timeout=1):
-            return
-        time.sleep(0.1)
-    raise RuntimeError("server did not come up")
-
-
 def wait_handled(store: Store, timeout: float = 300) -> float:
     """Seconds until jobbot has handled every delivery it answered."""
     started = time.perf_counter()
@@ -155,12 +136,6 @@ def report(name: str, latencies: list[float], elapsed: float) -> tuple[float, fl
     print(f"{name:<8} {len(latencies):>6} deliveries  {rate:8.0f}/s  p50 {p50:6.1f} ms  "
           f"p99 {p99:6.1f} ms  max {max(latencies) * 1000:6.1f} ms")
     return rate, p50, p99
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def run(count: int, clients: int, rounds: int) -> None:
@@ -230,15 +205,7 @@ def run(count: int, clients: int, rounds: int) -> None:
             print(f"ratio jobbot/bare: p50 {p50 / bare_p50:.2f}x   p99 {p99 / bare_p99:.2f}x   "
                   f"throughput {rate / bare_rate:.2f}x   (goal: p99 < 100 ms and <= 1.5x)")
         finally:
-            for proc in procs:
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGTERM)
-            for proc in procs:
-                try:
-                    proc.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            stop_all(procs)
 
 
 def main() -> None:

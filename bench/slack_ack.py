@@ -24,20 +24,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import aiohttp
 
+from bench.servers import free_port, stop_all, wait_healthy
+from bench.trigger import percentile
 from core.executors.base import Launch, ReporterBinding
 from core.models import Attempt, Run, RunState
 from tests.fakes.slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack, SlackSender
@@ -49,12 +47,6 @@ jobs:
     image: busybox
     command: ["true"]
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # -- the roles run in child processes -----------------------------------------------------
@@ -171,18 +163,6 @@ async def measure(url: str, fake_url: str, commands: int, clients: int,
     return times
 
 
-def wait_healthy(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        with contextlib.suppress(OSError), urllib.request.urlopen(
-                f"http://127.0.0.1:{port}/healthz", timeout=1):
-            return
-        time.sleep(0.1)
-    raise RuntimeError("server did not come up")
-
-
 def wait_drained(data_dir: Path, runs: int, timeout: float = 600) -> None:
     """Until jobbot has recorded `runs` runs, none is queued or running, and all is notified."""
     from core.store import Store
@@ -220,13 +200,8 @@ def creation_lags(data_dir: Path, sent: dict[str, float]) -> list[float]:
         store.close()
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 def report(name: str, times: list[float]) -> tuple[float, float]:
-    p50, p99 = statistics.median(times) * 1000, pct(times, 0.99) * 1000
+    p50, p99 = statistics.median(times) * 1000, percentile(times, 0.99) * 1000
     print(f"{name:<32} n={len(times):<5} p50 {p50:7.1f} ms   p99 {p99:7.1f} ms   "
           f"max {max(times) * 1000:7.1f} ms")
     return p50, p99
@@ -325,15 +300,7 @@ def run(commands: int, clients: int, rounds: int, profile: str | None = None) ->
             print(f"ratio jobbot/bare, instant executor: p50 {i50 / b50:.2f}x   "
                   f"p99 {i99 / b99:.2f}x")
         finally:
-            for proc in procs:
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGTERM)
-            for proc in procs:
-                try:
-                    proc.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            stop_all(procs)
 
 
 if __name__ == "__main__":

@@ -15,10 +15,11 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
+from core.answers_first import AnswersFirst
+from core.group_commit import GroupCommit
 from core.models import utcnow
 from core.store import Store
 
@@ -44,60 +45,31 @@ class Backlog:
         self._store = store
         self.handlers: dict[str, Handler] = dict(handlers or {})
         self._size = workers
-        self._max_defer = max_defer
         self._queue: asyncio.Queue[tuple[str, str, dict[str, Any]]] = asyncio.Queue()
         self._workers: list[asyncio.Task[None]] = []
-        self._waiting: list[tuple[tuple[str, str, dict[str, Any]], asyncio.Future[bool]]] = []
-        self._writer: asyncio.Task[None] | None = None
-        self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="slack-ack-writer")
-        self._acks_due = 0
-        self._last_ack = 0.0
+        self._writes: GroupCommit[tuple[str, str, dict[str, Any]], bool] = GroupCommit(
+            store.add_slack_work, name="slack-ack-writer")
+        self._acks = AnswersFirst(quiet=QUIET, max_wait=max_defer)
         self._retry_delays = retry_delays
         self._failures: dict[str, int] = {}
         self._retries: list[asyncio.TimerHandle] = []
 
     # -- the ack path ---------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def ack_due(self) -> Any:
+    def ack_due(self) -> contextlib.AbstractContextManager[None]:
         """Around the handling of one request that Slack waits on: workers give way meanwhile."""
-        self._acks_due += 1
-        try:
-            yield
-        finally:
-            self._acks_due -= 1
-            self._last_ack = asyncio.get_running_loop().time()
+        return self._acks.answering()
 
     async def accept(self, key: str, kind: str, body: dict[str, Any]) -> bool:
         """Record the work durably and queue it; False (and nothing queued) for a known key."""
         if kind not in self.handlers:
             raise ValueError(f"no handler for Slack work of kind {kind!r}")
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._waiting.append(((key, kind, body), future))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write(), name="slack-backlog-writer")
-        fresh = await future
+        # Requests waiting at the same moment share one transaction (group commit).
+        fresh = await self._writes.submit((key, kind, body))
         if fresh:
             self._start()
             self._queue.put_nowait((key, kind, body))
         return fresh
-
-    async def _write(self) -> None:
-        # Group commit: requests that arrive while one transaction runs share the next one.
-        while self._waiting:
-            batch, self._waiting = self._waiting, []
-            try:
-                # Its own thread: never queued behind the service's calls in the shared pool.
-                fresh = await asyncio.get_running_loop().run_in_executor(
-                    self._writer_thread, self._store.add_slack_work, [item for item, _ in batch])
-            except Exception as exc:  # noqa: BLE001  (each waiting request gets the error)
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            for (_, future), is_new in zip(batch, fresh, strict=True):
-                if not future.done():
-                    future.set_result(is_new)
 
     # -- after the ack --------------------------------------------------------------------
 
@@ -128,12 +100,11 @@ class Backlog:
         for handle in self._retries:
             handle.cancel()
         self._retries = []
-        tasks = [*self._workers, *([self._writer] if self._writer else [])]
-        for task in tasks:
+        for task in self._workers:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._workers, self._writer = [], None
-        self._writer_thread.shutdown(wait=False)
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        self._workers = []
+        await self._writes.close()
 
     async def give_way(self) -> None:
         """Wait for a moment without acks to send, at most `max_defer` seconds.
@@ -142,14 +113,7 @@ class Backlog:
         does a piece of work every `max_defer` seconds; the answers through response_url
         (good for 30 minutes) and the runs follow as soon as the burst is over.
         """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._max_defer
-        while True:
-            now = loop.time()
-            if now >= deadline or not (self._acks_due or now - self._last_ack < QUIET):
-                return
-            # A timer rather than an event: the quiet moment is an absence of requests.
-            await asyncio.sleep(QUIET)
+        await self._acks.wait_turn()
 
     async def _work(self) -> None:
         while True:

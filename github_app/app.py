@@ -12,6 +12,7 @@ from urllib.parse import parse_qs
 import orjson
 from aiohttp import web
 
+from core.answers_first import AnswersFirst
 from core.builds import Builder, BuildRequest, resume_builds
 from core.builds_local import LocalBuilder
 from core.events import Outbox
@@ -24,7 +25,7 @@ from github_app.config import GitHubConfig
 from github_app.context import Context
 from github_app.handlers import checks, comments, installation, pulls, push
 from github_app.journal import DeliveryJournal
-from github_app.queue import AnswersFirst, WorkQueue
+from github_app.queue import WorkQueue
 from github_app.routing import Delivery, Router
 from github_app.signature import verify
 
@@ -142,6 +143,7 @@ class GitHubApp:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.queue.stop()
+        await self.journal.close()
         await self.clients.aclose()
 
 

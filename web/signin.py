@@ -34,8 +34,7 @@ async def start(request: web.Request) -> web.StreamResponse:
     ctx = request.app[WEB]
     signin = ctx.signin
     if signin is None:
-        return ctx.error(404, "Sign-in is off",
-                         "Set SLACK_CLIENT_ID and SLACK_CLIENT_SECRET to sign in with Slack.")
+        return _signin_off(ctx)
     state, nonce = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     query = {"response_type": "code", "scope": "openid profile", "client_id": signin.client_id,
              "state": state, "nonce": nonce, "redirect_uri": redirect_uri(ctx)}
@@ -55,8 +54,7 @@ async def callback(request: web.Request) -> web.StreamResponse:
     ctx = request.app[WEB]
     signin = ctx.signin
     if signin is None:
-        return ctx.error(404, "Sign-in is off",
-                         "Set SLACK_CLIENT_ID and SLACK_CLIENT_SECRET to sign in with Slack.")
+        return _signin_off(ctx)
     pending = ctx.access.logins.loads(request.cookies.get(LOGIN_COOKIE))
     state = request.query.get("state", "")
     if pending is None:
@@ -119,6 +117,11 @@ async def _viewer(ctx: WebContext, signin: SlackSignIn, claims: dict[str, Any],
         raise SignInFailed("You signed in to another Slack workspace than jobbot's.")
     name = claims.get("name")
     return Viewer(user, team, name if isinstance(name, str) and name else user)
+
+
+def _signin_off(ctx: WebContext) -> web.Response:
+    return ctx.error(404, "Sign-in is off",
+                     "Set SLACK_CLIENT_ID and SLACK_CLIENT_SECRET to sign in with Slack.")
 
 
 def _refused(ctx: WebContext, message: str, *, status: int = 403) -> web.Response:

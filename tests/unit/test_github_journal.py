@@ -6,9 +6,10 @@ import asyncio
 from datetime import timedelta
 from pathlib import Path
 
+from core.answers_first import AnswersFirst
+from core.group_commit import GroupCommit
 from core.store import NewDelivery, Store
-from github_app.journal import DeliveryJournal, GroupCommit
-from github_app.queue import AnswersFirst
+from github_app.journal import DeliveryJournal
 
 
 async def test_concurrent_submissions_share_one_write() -> None:
