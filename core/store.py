@@ -60,6 +60,7 @@ from core.run_insert import (
     SlotBatch,
     upsert_for,
 )
+from core.sqlite_writes import Insert, RawWrite, known_keys
 
 # From which states each state may be reached; a final state is never left.
 _REACHABLE_FROM: dict[RunState, tuple[RunState, ...]] = {
@@ -160,6 +161,28 @@ class _BatchStatements:
         )
 
 
+class _RawInserts:
+    """The inserts of the SQLite group commits (core/sqlite_writes.py), built once."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.delivery = Insert(DELIVERIES, ["id", "event", "action", "received_at", "outcome",
+                                            "payload", "owner"], engine)
+        self.branch_head = Insert(BRANCH_HEADS, ["repository", "branch", "sha", "updated_at"],
+                                  engine, conflict=["repository", "branch"],
+                                  update=["sha", "updated_at"])
+        self.slack_work = Insert(SLACK_WORK, ["key", "kind", "body", "received_at", "done_at"],
+                                 engine)
+
+
+def _new_heads(deliveries: Sequence[NewDelivery], new: set[str],
+               now: datetime) -> list[dict[str, Any]]:
+    """The branch heads moved by the new pushes among `deliveries` (the last push wins)."""
+    heads = {(d.head[0], d.head[1]): d.head[2] for d in deliveries
+             if d.head is not None and d.id in new}
+    return [{"repository": repository, "branch": branch, "sha": sha, "updated_at": now}
+            for (repository, branch), sha in heads.items()]
+
+
 # A batch meeting used keys is written again without them; after this many tries, one by one.
 _BATCH_TRIES = 3
 FINAL_STATE_VALUES = frozenset(s.value for s in RunState if s.is_final)
@@ -225,6 +248,9 @@ class Store:
             update(DELIVERIES).where(DELIVERIES.c.id == bindparam("delivery_id"))
             .values(outcome=bindparam("text"), payload=None))
         self._slots = SlotBatch(self.dialect)
+        # SQLite: the answer-path group commits skip SQLAlchemy's statement machinery.
+        self._raw = RawWrite(self._write_engine) if self.dialect == "sqlite" else None
+        self._raw_inserts = _RawInserts(self._write_engine)
 
     # -- schema ---------------------------------------------------------------------------
 
@@ -597,14 +623,22 @@ class Store:
     def add_slack_work(self, items: Sequence[tuple[str, str, dict[str, Any]]]) -> list[bool]:
         """Record (key, kind, body) items in one transaction; False for a key seen before."""
         now = utcnow()
-        rows = [{"key": key, "kind": kind, "body": body, "received_at": now, "done_at": None}
-                for key, kind, body in items]
+        rows: dict[str, dict[str, Any]] = {}
+        for key, kind, body in items:  # one row per key: a key repeated in a batch is a retry
+            rows.setdefault(key, {"key": key, "kind": kind, "body": body, "received_at": now,
+                                  "done_at": None})
         inserted: set[str] = set()
-        with self._write_engine.connect() as conn, conn.begin():
-            for start in range(0, len(rows), _CHUNK):
-                chunk = {row["key"]: row for row in rows[start:start + _CHUNK]}  # one per key
-                inserted.update(conn.execute(self._batch.insert_slack_work,
-                                             list(chunk.values())).scalars().all())
+        if self._raw is not None:
+            with self._raw.transaction() as cursor:
+                inserted = set(rows) - known_keys(cursor, SLACK_WORK, "key", list(rows))
+                if inserted:
+                    self._raw_inserts.slack_work.execute(cursor, (rows[k] for k in inserted))
+        else:
+            values = list(rows.values())
+            with self._write_engine.connect() as conn, conn.begin():
+                for start in range(0, len(values), _CHUNK):
+                    inserted.update(conn.execute(self._batch.insert_slack_work,
+                                                 values[start:start + _CHUNK]).scalars().all())
         fresh: list[bool] = []
         for key, _, _ in items:
             fresh.append(key in inserted)
@@ -778,43 +812,49 @@ class Store:
         if not deliveries and not finished:
             return set()
         now = utcnow()
+        rows = {d.id: {"id": d.id, "event": d.event[:64],
+                       "action": d.action[:64] if d.action else None, "received_at": now,
+                       "outcome": RECEIVED, "payload": d.payload, "owner": d.owner}
+                for d in reversed(deliveries)}  # the first of a repeated id is kept
+        outcomes = [{"delivery_id": delivery_id, "text": outcome[:2000]}
+                    for delivery_id, outcome in finished]
+        if self._raw is not None:
+            return self._record_deliveries_sqlite(self._raw, deliveries, rows, outcomes, now)
         with self._write() as session:
             conn = session.connection()
-            if finished:
-                conn.execute(self._finish_delivery, [
-                    {"delivery_id": delivery_id, "text": outcome[:2000]}
-                    for delivery_id, outcome in finished])
-            rows = {d.id: {"id": d.id, "event": d.event[:64],
-                           "action": d.action[:64] if d.action else None, "received_at": now,
-                           "outcome": RECEIVED, "payload": d.payload, "owner": d.owner}
-                    for d in reversed(deliveries)}  # the first of a repeated id is kept
-            new: set[str] = set()
-            if not rows:
-                pass
-            elif self.dialect == "postgresql":
-                # Two replicas may record the same id at once: the conflict clause settles it.
-                new = set(conn.execute(
-                    upsert_for(self.dialect)(DELIVERIES).on_conflict_do_nothing(
-                        index_elements=["id"]).returning(DELIVERIES.c.id),
-                    list(rows.values())).scalars())
-            else:
-                # BEGIN IMMEDIATE holds the only write lock: look up the known ids, then one
-                # plain insert (2-3x cheaper than INSERT ... ON CONFLICT ... RETURNING here).
-                known = set(conn.execute(select(DELIVERIES.c.id).where(
-                    DELIVERIES.c.id.in_(list(rows)))).scalars())
-                new = set(rows) - known
-                if new:
-                    conn.execute(DELIVERIES.insert(), [rows[i] for i in new])
-            heads = {(d.head[0], d.head[1]): d.head[2] for d in deliveries
-                     if d.head is not None and d.id in new}  # the last push of a branch wins
+            if outcomes:
+                conn.execute(self._finish_delivery, outcomes)
+            # Two replicas may record the same id at once: the conflict clause settles it.
+            new: set[str] = set(conn.execute(
+                upsert_for(self.dialect)(DELIVERIES).on_conflict_do_nothing(
+                    index_elements=["id"]).returning(DELIVERIES.c.id),
+                list(rows.values())).scalars()) if rows else set()
+            heads = _new_heads(deliveries, new, now)
             if heads:
                 head = upsert_for(self.dialect)(BRANCH_HEADS)
                 conn.execute(head.on_conflict_do_update(
                     index_elements=["repository", "branch"],
                     set_={"sha": head.excluded.sha, "updated_at": head.excluded.updated_at}),
-                    [{"repository": repository, "branch": branch, "sha": sha, "updated_at": now}
-                     for (repository, branch), sha in heads.items()])
+                    heads)
             return new
+
+    def _record_deliveries_sqlite(self, raw: RawWrite, deliveries: Sequence[NewDelivery],
+                                  rows: dict[str, dict[str, Any]],
+                                  outcomes: list[dict[str, Any]], now: datetime) -> set[str]:
+        with raw.transaction() as cursor:
+            if outcomes:
+                cursor.executemany(
+                    f"UPDATE {DELIVERIES.name} SET outcome = ?, payload = NULL WHERE id = ?",
+                    [(o["text"], o["delivery_id"]) for o in outcomes])
+            # BEGIN IMMEDIATE holds the only write lock: look up the known ids, then one
+            # plain insert (2-3x cheaper than INSERT ... ON CONFLICT ... RETURNING here).
+            new = set(rows) - known_keys(cursor, DELIVERIES, "id", list(rows))
+            if new:
+                self._raw_inserts.delivery.execute(cursor, (rows[i] for i in new))
+            heads = _new_heads(deliveries, new, now)
+            if heads:
+                self._raw_inserts.branch_head.execute(cursor, heads)
+        return new
 
     def unhandled_deliveries(self) -> list[Delivery]:
         """Deliveries answered but not handled yet (the process stopped), oldest first."""

@@ -1,0 +1,74 @@
+"""The raw SQLite group-commit writes store exactly what SQLAlchemy would have stored."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import insert, text
+
+from core.sqlite_writes import Insert, RawWrite, known_keys
+from core.store import SLACK_WORK, Store
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Store:
+    store = Store(f"sqlite:///{tmp_path / 'jobbot.db'}")
+    store.migrate()
+    return store
+
+
+def stored(store: Store, key: str) -> tuple[object, ...]:
+    with store.engine.connect() as conn:
+        row = conn.execute(text("SELECT key, kind, body, received_at, done_at FROM slack_work "
+                                "WHERE key = :key"), {"key": key}).one()
+    return tuple(row)
+
+
+def test_a_raw_row_is_stored_as_sqlalchemy_stores_it(sqlite_store: Store) -> None:
+    at = datetime(2026, 3, 29, 1, 30, 5, 123456, tzinfo=UTC)
+    body = {"text": "run hello", "nested": {"n": 1, "none": None}, "ü": "ß"}
+    with sqlite_store.engine.begin() as conn:
+        conn.execute(insert(SLACK_WORK), {"key": "orm", "kind": "command", "body": body,
+                                          "received_at": at, "done_at": None})
+    raw = RawWrite(sqlite_store.engine)
+    columns = ["key", "kind", "body", "received_at", "done_at"]
+    with raw.transaction() as cursor:
+        Insert(SLACK_WORK, columns, sqlite_store.engine).execute(
+            cursor, [{"key": "raw", "kind": "command", "body": body, "received_at": at,
+                      "done_at": None}])
+    assert stored(sqlite_store, "raw")[1:] == stored(sqlite_store, "orm")[1:]
+    (work,) = [w for w in sqlite_store.unfinished_slack_work(datetime(2027, 1, 1, tzinfo=UTC))
+               if w.key == "raw"]
+    assert (work.body, work.received_at, work.done_at) == (body, at, None)
+
+
+def test_a_failed_transaction_writes_nothing(sqlite_store: Store) -> None:
+    raw = RawWrite(sqlite_store.engine)
+    columns = ["key", "kind", "body", "received_at", "done_at"]
+    row = {"key": "k1", "kind": "command", "body": {}, "received_at": datetime.now(UTC),
+           "done_at": None}
+
+    def fail_half_way() -> None:
+        with raw.transaction() as cursor:
+            Insert(SLACK_WORK, columns, sqlite_store.engine).execute(cursor, [row])
+            raise RuntimeError("the batch failed half-way")
+
+    with pytest.raises(RuntimeError):
+        fail_half_way()
+    with raw.transaction() as cursor:
+        assert known_keys(cursor, SLACK_WORK, "key", ["k1"]) == set()
+        Insert(SLACK_WORK, columns, sqlite_store.engine).execute(cursor, [row])
+    with raw.transaction() as cursor:
+        # Lookups go in chunks: more keys than one statement may bind.
+        keys = [f"x{i}" for i in range(1200)] + ["k1"]
+        assert known_keys(cursor, SLACK_WORK, "key", keys) == {"k1"}
+
+
+def test_raw_writes_are_for_sqlite_only(tmp_path: Path) -> None:
+    from sqlalchemy import create_engine
+
+    engine = create_engine("postgresql+psycopg://nobody@127.0.0.1:1/none")
+    with pytest.raises(ValueError, match="SQLite"):
+        RawWrite(engine)
