@@ -178,6 +178,7 @@ def run(count: int, clients: int, rounds: int) -> None:
                 asyncio.run(send(url, deliveries(100), clients))
             wait_handled(store)
             drains: list[float] = []
+            round_p99: dict[str, list[float]] = {}
             comment_ids: list[str] = []
             for _ in range(rounds):
                 for name, url in targets.items():
@@ -187,6 +188,7 @@ def run(count: int, clients: int, rounds: int) -> None:
                     elapsed = time.perf_counter() - started
                     so_far, total = results[name]
                     results[name] = (so_far + latencies, total + elapsed)
+                    round_p99.setdefault(name, []).append(percentile(latencies, 0.99) * 1000)
                     if name == "jobbot":
                         drains.append(wait_handled(store))
                         comment_ids += [i for e, i, _ in items if e == "issue_comment"]
@@ -199,6 +201,9 @@ def run(count: int, clients: int, rounds: int) -> None:
                   f"{' '.join(load_before)} before, {' '.join(load_after)} after")
             bare_rate, bare_p50, bare_p99 = report("bare", *results["bare"])
             rate, p50, p99 = report("jobbot", *results["jobbot"])
+            for name, p99s in round_p99.items():
+                print(f"  p99 of each round, {name + ':':<7} "
+                      + "  ".join(f"{p:6.1f}" for p in p99s) + " ms")
             print(f"jobbot handled {done} of {len(comment_ids)} `/jobs` comments (and the "
                   f"pushes) {' s, '.join(f'{d:.1f}' for d in drains)} s after each round's "
                   f"last answer")

@@ -40,6 +40,8 @@ from core.executors.base import Launch, ReporterBinding
 from core.models import Attempt, Run, RunState
 from tests.fakes.slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack, SlackSender
 
+# Commands sent to each server before the measured rounds.
+WARM_UP = 200
 APP_YAML = """\
 app: bench
 jobs:
@@ -267,13 +269,17 @@ def run(commands: int, clients: int, rounds: int, profile: str | None = None) ->
             bare_url = f"http://127.0.0.1:{bare_port}/slack/events"
             local_url = f"http://127.0.0.1:{local_port}/slack/events"
             instant_url = f"http://127.0.0.1:{instant_port}/slack/events"
+            # Warm-up, unmeasured, at full concurrency: auth.test, pools, and the first burst on
+            # fresh connections (a smaller warm-up left that cold burst in the first round's
+            # figures, the slowest 1% of every server's answers).
             for url in (bare_url, local_url, instant_url):
-                asyncio.run(measure(url, fake_url, 50, 10))  # warm-up: auth.test, pools
-            wait_drained(local_dir, 50)
-            wait_drained(instant_dir, 50)
+                asyncio.run(measure(url, fake_url, WARM_UP, clients))
+            wait_drained(local_dir, WARM_UP)
+            wait_drained(instant_dir, WARM_UP)
             bare_times: list[float] = []
             local_times: list[float] = []
             instant_times: list[float] = []
+            round_p99: dict[str, list[float]] = {"bare": [], "local": [], "instant": []}
             sent: dict[str, float] = {}
             drained = 0.0
             for round_ in range(rounds):
@@ -281,10 +287,13 @@ def run(commands: int, clients: int, rounds: int, profile: str | None = None) ->
                 bare_times += asyncio.run(measure(bare_url, fake_url, size, clients))
                 local_times += asyncio.run(measure(local_url, fake_url, size, clients, sent))
                 started = time.perf_counter()
-                wait_drained(local_dir, 50 + len(local_times))
+                wait_drained(local_dir, WARM_UP + len(local_times))
                 drained += time.perf_counter() - started
                 instant_times += asyncio.run(measure(instant_url, fake_url, size, clients))
-                wait_drained(instant_dir, 50 + len(instant_times))
+                for name, times in (("bare", bare_times), ("local", local_times),
+                                    ("instant", instant_times)):
+                    round_p99[name].append(percentile(times[-size:], 0.99) * 1000)
+                wait_drained(instant_dir, WARM_UP + len(instant_times))
             lags = creation_lags(local_dir, sent)
             print(f"{commands} signed `/job run` commands, {clients} concurrent clients, "
                   f"{rounds} alternating rounds, {os.cpu_count()} CPUs, "
@@ -293,6 +302,9 @@ def run(commands: int, clients: int, rounds: int, profile: str | None = None) ->
             j50, j99 = report("jobbot serve, local executor", local_times)
             report("  ... command sent -> run created", lags)
             i50, i99 = report("jobbot serve, instant executor", instant_times)
+            for name, p99s in round_p99.items():
+                print(f"  p99 of each round, {name + ':':<8} "
+                      + "  ".join(f"{p:6.1f}" for p in p99s) + " ms")
             print(f"jobbot finished each round's runs (local executor) {drained / rounds:.1f} s "
                   "after its last answer, on average")
             print(f"ratio jobbot/bare, local executor:   p50 {j50 / b50:.2f}x   "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -34,6 +35,21 @@ logger = logging.getLogger(__name__)
 RECENT_DELIVERIES = 10_000
 ROUTER = Router.merge(comments.router, pulls.router, checks.router, push.router,
                       installation.router)
+
+
+@dataclass(frozen=True)
+class Queued:
+    """A delivery waiting for its handlers, as its JSON text: parsed again when handled.
+
+    Thousands of payloads kept as parsed objects during a burst made each of the collector's
+    full passes take 20-30 ms, stalling every answer under way (bench/github_webhook.py); the
+    text is one object the collector never scans.
+    """
+
+    id: str
+    event: str
+    action: str | None
+    text: str
 
 
 class GitHubApp:
@@ -83,9 +99,9 @@ class GitHubApp:
             return _answer(400, "the body is not a JSON object (nor a form with `payload`)")
         payload, text = parsed
         action = payload.get("action") if isinstance(payload.get("action"), str) else None
-        delivery = Delivery(delivery_id, event, action, payload)
         handlers = self.router.handlers(event, action)
-        head = push.branch_head(delivery) if event == "push" and handlers else None
+        head = (push.branch_head(Delivery(delivery_id, event, action, payload))
+                if event == "push" and handlers else None)
         try:
             # Committed before the answer, so a 2xx is never lost to a restart; concurrent
             # deliveries share one commit. The insert is also the redelivery check.
@@ -98,7 +114,7 @@ class GitHubApp:
         self._remember(delivery_id)
         if not new:
             return _answer(200, "redelivery: already handled", status_text="duplicate")
-        self._enqueue(delivery, handlers)
+        self._enqueue(Queued(delivery_id, event, action, text), handlers)
         if not handlers:
             return _answer(202, "not handled by jobbot", status_text="ignored")
         return _answer(202, "accepted", status_text="accepted")
@@ -109,12 +125,13 @@ class GitHubApp:
         while len(self._recent) > RECENT_DELIVERIES:
             self._recent.popitem(last=False)
 
-    def _enqueue(self, delivery: Delivery, handlers: list[Any]) -> None:
-        self.queue.put(delivery.id, lambda: self._handle(delivery, handlers))
+    def _enqueue(self, queued: Queued, handlers: list[Any]) -> None:
+        self.queue.put(queued.id, lambda: self._handle(queued, handlers))
 
-    async def _handle(self, delivery: Delivery, handlers: list[Any]) -> str:
+    async def _handle(self, queued: Queued, handlers: list[Any]) -> str:
         if not handlers:
-            return f"ignored: {delivery.event} {delivery.action or ''}".strip()
+            return f"ignored: {queued.event} {queued.action or ''}".strip()
+        delivery = Delivery(queued.id, queued.event, queued.action, orjson.loads(queued.text))
         outcomes = [await handler(delivery, self.ctx) for handler in handlers]
         logger.info("delivery %s (%s %s): %s", delivery.id, delivery.event, delivery.action or "",
                     "; ".join(outcomes), extra={"delivery_id": delivery.id})
@@ -128,12 +145,11 @@ class GitHubApp:
                 await self.journal.finish(row.id, "not handled: jobbot stopped before it was")
                 continue
             # Answered by a process that stopped before handling it: handle it now.
-            payload = orjson.loads(row.payload)
-            delivery = Delivery(row.id, row.event, row.action, payload)
             logger.info("delivery %s (%s) answered before a restart: handling it now", row.id,
                         row.event, extra={"delivery_id": row.id})
             self._remember(row.id)
-            self._enqueue(delivery, self.router.handlers(delivery.event, delivery.action))
+            self._enqueue(Queued(row.id, row.event, row.action, row.payload),
+                          self.router.handlers(row.event, row.action))
         self.queue.start()
         self._pruning = asyncio.create_task(self.journal.prune_forever())
 
