@@ -24,9 +24,10 @@ from core.executors.base import Launch, Reporter
 from core.logs import LogStore
 from core.models import Run, RunState, utcnow
 from core.policy import Actor
+from core.run_ids import new_run_id
 from core.service import JobService
 from core.spec import parse_app
-from core.store import Store, new_run_id
+from core.store import Store
 from tests.support.postgres import Cluster
 
 APP = parse_app("app: bench\njobs:\n  - {name: noop, image: x, command: ['true']}\n")

@@ -10,6 +10,7 @@ from core.errors import BadInput, NotFound
 from core.masking import mask_mapping
 from core.names import closest
 from core.overrides import parse_overrides
+from core.run_ids import is_run_id
 
 DEFAULT_TAIL = 30
 MAX_TAIL = 200
@@ -98,7 +99,7 @@ def parse(text: str) -> Command:
 
 
 def looks_like_run(word: str) -> bool:
-    return "#" in word or (len(word) == 16 and all(c in "0123456789abcdef" for c in word))
+    return "#" in word or is_run_id(word)
 
 
 def usage(name: str) -> str:

@@ -7,6 +7,7 @@ import functools
 import hashlib
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from croniter import croniter
@@ -123,6 +124,17 @@ class CronSeries:
         self._hash_id = hash_id.encode() if hash_id and "H" in self.expression else None
         self._iter = croniter(self.expression, datetime(2000, 1, 1), hash_id=self._hash_id)
         self._memo: dict[datetime, datetime] = {}
+
+    def identity(self) -> tuple[Any, ...] | None:
+        """What this series' times depend on, once `H` is hashed: jobs whose `H` fields hash
+        to the same values can share one series (and its memo). None when croniter keeps
+        more than the expanded fields (`L`, `W`, `#`): such a series is not shared."""
+        if self._iter.nth_weekday_of_month or getattr(self._iter, "nearest_weekday", None) or any(
+                not isinstance(value, int) and value != "*"
+                for values in self._iter.expanded for value in values):
+            return None
+        return (tuple(tuple(values) for values in self._iter.expanded), self.zone.name,
+                self.elapsed)
 
     def _walls_from(self, wall: datetime) -> Iterator[datetime]:
         """Matching wall times strictly after `wall`, as naive datetimes (pure wall arithmetic)."""

@@ -86,7 +86,6 @@ class Run(SQLModel, table=True):
     __tablename__ = "runs"
     __table_args__ = (
         UniqueConstraint("app", "job", "number", name="uq_runs_app_job_number"),
-        Index("ix_runs_app_job_created", "app", "job", "created_at"),
         Index("ix_runs_state", "state"),
     )
 
@@ -174,6 +173,7 @@ class JobState(SQLModel, table=True):
     """Per job: the last run number handed out and whether it is paused."""
 
     __tablename__ = "job_state"
+    __table_args__ = (Index("ix_job_state_paused", "paused"),)  # read every scheduler round
 
     app: str = Field(primary_key=True, max_length=63)
     job: str = Field(primary_key=True, max_length=63)

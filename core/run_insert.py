@@ -270,9 +270,15 @@ class SlotBatch:
                      "started" if r["state"] == "queued" else "skipped",
                      r["reason"][:2000] if r["reason"] else None)
                     for r, (run_id, number) in zip(rows, numbered, strict=True)])
-            cursor.executemany(_SQLITE_STATE, [
-                (app, job, digest, sqlite_timestamp(last), stamp)
+            # The jobs' rows exist after their first slot: an UPDATE costs less than an
+            # upsert (which first tries the INSERT); the upsert writes whatever was missing.
+            cursor.executemany(_SQLITE_STATE_UPDATE, [
+                (digest, sqlite_timestamp(last), stamp, app, job)
                 for app, job, digest, last in states])
+            if cursor.rowcount != len(states):
+                cursor.executemany(_SQLITE_STATE, [
+                    (app, job, digest, sqlite_timestamp(last), stamp)
+                    for app, job, digest, last in states])
             return numbered
         finally:
             cursor.close()
@@ -319,6 +325,9 @@ _SQLITE_STATE = (
     "VALUES (?, ?, ?, ?, ?) ON CONFLICT (app, job) DO UPDATE SET "
     "fingerprint = excluded.fingerprint, last_slot = excluded.last_slot, "
     "updated_at = excluded.updated_at")
+
+_SQLITE_STATE_UPDATE = ("UPDATE schedule_state SET fingerprint = ?, last_slot = ?, updated_at = ? "
+                        "WHERE app = ? AND job = ?")
 
 _PG_COUNTERS = text(
     "INSERT INTO job_state (app, job, last_number, paused) "

@@ -21,13 +21,13 @@ from core.models import Attempt, JobState, Run, RunState
 from core.overrides import check_override
 from core.policy import Action, Actor, decide
 from core.procs import ProcessId
+from core.run_ids import is_run_id
 from core.run_insert import ActiveRun, ScheduleRow
 from core.store import AuditRecord, NewRun, Store
 
 logger = logging.getLogger(__name__)
 P = ParamSpec("P")
 T = TypeVar("T")
-_RUN_ID = re.compile(r"^[0-9a-f]{16}$")
 _RUN_NUMBER = re.compile(r"^(?:(?P<app>[a-z0-9-]+)/)?(?P<job>[a-z0-9-]+)#(?P<number>\d+)$")
 # Lines per step when reading a finished attempt in batches.
 _READ_BATCH = 5000
@@ -168,7 +168,11 @@ class JobService:
             scheduled_for=s.scheduled_for, idempotency_key=s.idempotency_key,
             executor=executor, owner=None if s.skipped else owner,
         ) for s in slots]
-        created = await self._db(self.store.create_runs, news, schedule_states=schedule_states)
+        # No audit lines: the audit log says what people did. Each slot is already a run
+        # (source `schedule`, a skipped one with its reason), kept by the history limits;
+        # 10,000 jobs would add 280,000 lines a day, burying every command.
+        created = await self._db(self.store.create_runs, news, audit=False,
+                                 schedule_states=schedule_states)
         if not created:
             return []
         self.changes.notify()
@@ -296,7 +300,7 @@ class JobService:
         """A run by id, or by `job#N` / `app/job#N`."""
         text = run_ref.strip()
         run: Run | None = None
-        if _RUN_ID.match(text):
+        if is_run_id(text):
             run = await self._db(self.store.get_run, text)
         elif match := _RUN_NUMBER.match(text):
             job_name = f"{match['app']}/{match['job']}" if match["app"] else match["job"]

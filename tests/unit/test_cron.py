@@ -10,7 +10,7 @@ import pytest
 from croniter import croniter
 
 from core.cron import Schedule, follows_elapsed_time
-from core.scheduler import fire_times, slot_key
+from core.scheduler import SeriesCache, fire_times, slot_key
 from core.spec import parse_app
 
 
@@ -154,3 +154,31 @@ def test_fire_times_always_move_forward_across_changes(tz: str) -> None:
         assert all(a < b for a, b in pairwise(times))
         days = (end - begin).days
         assert days * 48 - 2 <= len(times) - days <= days * 48 + 2
+
+
+def test_jobs_whose_h_hashes_alike_share_one_series_with_the_same_fire_times() -> None:
+    jobs = "\n".join(
+        f"  - {{name: job-{i}, image: x, command: ['true'], schedule: '{expression}', "
+        f"timezone: Europe/Berlin}}"
+        for i, expression in enumerate(["H * * * *"] * 60 + ["H H/2 * * *"] * 60
+                                       + ["H H * * 1#2"] * 5))
+    app = parse_app(f"app: demo\njobs:\n{jobs}\n")
+    cache = SeriesCache()
+    series = {job.name: cache.schedule(job).series[0] for job in app.jobs}
+    hourly = [series[f"job-{i}"] for i in range(60)]
+    # One series per minute the 60 jobs hash to (some minutes are hashed to twice or more).
+    minutes = {croniter("H * * * *", hash_id=f"job-{i}".encode()).expanded[0][0]
+               for i in range(60)}
+    assert len({id(s) for s in hourly}) == len(minutes) < 60
+    begin = datetime(2026, 10, 24, 22, tzinfo=UTC)  # Berlin's autumn change is 3 hours later
+    for job in app.jobs:
+        count = 2 if "#" in job.schedule[0] else 8  # 8 hours or more: the change included
+        own = list(fire_times(job, begin, count))
+        shared = list(islice(Schedule(job.schedule, job.timezone, job.name,
+                                      [series[job.name]]).times(begin), count))
+        assert shared == own, job.name
+    # `H/2` in the hour keeps following real time, unlike the hour list it hashes to.
+    assert all(series[f"job-{i}"].elapsed for i in range(60, 120))
+    # `#` is kept by croniter outside the expanded fields: such series are never shared.
+    nth = [series[f"job-{i}"] for i in range(120, 125)]
+    assert len({id(s) for s in nth}) == 5
