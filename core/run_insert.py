@@ -243,6 +243,13 @@ class SlotBatch:
             stamp = sqlite_timestamp(now)
             encoded = _JsonMemo()
             stamps: dict[datetime | None, str | None] = {}  # a tick's slots share few times
+
+            def timestamp(at: datetime | None) -> str | None:
+                found = stamps.get(at)
+                if found is None:
+                    found = stamps[at] = sqlite_timestamp(at)
+                return found
+
             numbered: list[tuple[str, int]] = []
             values = []
             for r in rows:
@@ -253,9 +260,7 @@ class SlotBatch:
                 values.append((
                     r["id"], r["app"], r["job"], base[key], r["state"], r["source"], r["actor"],
                     r["ref"], r["sha"], r["image"], encoded(r["overrides"]), encoded(r["origin"]),
-                    r["idempotency_key"], stamps.get(r["scheduled_for"])
-                    or stamps.setdefault(r["scheduled_for"], sqlite_timestamp(r["scheduled_for"])),
-                    r["rerun_of"],
+                    r["idempotency_key"], timestamp(r["scheduled_for"]), r["rerun_of"],
                     r["executor"], r["owner"], stamp, r["reason"], stamp if final else None))
             cursor.executemany(_SQLITE_RUN, values)
             if cursor.rowcount != len(values):
@@ -273,11 +278,10 @@ class SlotBatch:
             # The jobs' rows exist after their first slot: an UPDATE costs less than an
             # upsert (which first tries the INSERT); the upsert writes whatever was missing.
             cursor.executemany(_SQLITE_STATE_UPDATE, [
-                (digest, sqlite_timestamp(last), stamp, app, job)
-                for app, job, digest, last in states])
+                (digest, timestamp(last), stamp, app, job) for app, job, digest, last in states])
             if cursor.rowcount != len(states):
                 cursor.executemany(_SQLITE_STATE, [
-                    (app, job, digest, sqlite_timestamp(last), stamp)
+                    (app, job, digest, timestamp(last), stamp)
                     for app, job, digest, last in states])
             return numbered
         finally:

@@ -227,8 +227,9 @@ class JobService:
         await self.run_finished(run_id, state, reason=reason)
 
     async def _launch(self, target: JobRef, run: Run, *, notify: bool = True) -> None:
-        env = {**target.job.env, **run.overrides}
-        sensitive = tuple(v for k, v in env.items() if is_sensitive_key(k))
+        overrides = run.overrides
+        env = {**target.job.env, **overrides} if overrides else dict(target.job.env)
+        sensitive = tuple(v for k, v in env.items() if is_sensitive_key(k)) if env else ()
         if notify:  # a batch notifies once for all its runs
             self.changes.notify()
         try:

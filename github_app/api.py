@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import importlib
 import logging
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -75,6 +76,33 @@ def _message(response: Response[Any]) -> str:
     except ValueError:
         return response.text[:200]
     return str(body.get("message", ""))[:200] if isinstance(body, dict) else ""
+
+
+# What githubkit imports inside the REST functions jobbot calls (`from ..models import ...`
+# runs at each function's first call): their response, request-body and error models.
+_MODELS_USED = (
+    "BasicError", "CheckRun", "ContentDirectoryItems", "ContentFile", "ContentSubmodule",
+    "ContentSymlink", "EventsGetResponse503", "IssueComment", "PullRequest", "Reaction",
+    "ReposOwnerRepoCheckRunsCheckRunIdPatchBodyAnyof0",
+    "ReposOwnerRepoCheckRunsCheckRunIdPatchBodyAnyof1", "ReposOwnerRepoCheckRunsPostBodyOneof0",
+    "ReposOwnerRepoCheckRunsPostBodyOneof1", "ReposOwnerRepoIssuesCommentsCommentIdPatchBody",
+    "ReposOwnerRepoIssuesCommentsCommentIdReactionsPostBody",
+    "ReposOwnerRepoIssuesIssueNumberCommentsPostBody", "ValidationError",
+)
+_NAMESPACES_USED = ("checks", "issues", "pulls", "reactions", "repos")
+
+
+def import_what_calls_need() -> None:
+    """Import, at start-up, the modules githubkit would import at the first call of each
+    endpoint jobbot uses: its models package alone takes ~150 ms, and during a burst of
+    webhooks each such import held the event loop, stalling every answer under way."""
+    github = GitHub("unused")  # never calls: its namespaces hold it only weakly
+    namespaces = [getattr(github.rest, name) for name in _NAMESPACES_USED]
+    # e.g. githubkit_schemas.v2026_03_10.rest.repos -> githubkit_schemas.v2026_03_10.models
+    models = importlib.import_module(
+        type(namespaces[0]).__module__.rsplit(".", 2)[0] + ".models")
+    for name in _MODELS_USED:
+        getattr(models, name)
 
 
 class _SharedPool(httpx.AsyncBaseTransport):

@@ -20,7 +20,7 @@ from core.events import Outbox
 from core.links import Links
 from core.service import JobService
 from core.store import NewDelivery
-from github_app.api import GitHubApiError, GitHubClients
+from github_app.api import GitHubApiError, GitHubClients, import_what_calls_need
 from github_app.checkruns import CheckRunReporter
 from github_app.config import GitHubConfig
 from github_app.context import Context
@@ -138,6 +138,7 @@ class GitHubApp:
         return "; ".join(outcomes)
 
     async def _start(self, app: web.Application) -> None:
+        import_what_calls_need()
         await self.ctx.load_state()
         self._resumed = await resume_builds(self.ctx.service, self.ctx.builder)
         for row in await self.journal.orphans():
