@@ -72,3 +72,33 @@ def test_raw_writes_are_for_sqlite_only(tmp_path: Path) -> None:
     engine = create_engine("postgresql+psycopg://nobody@127.0.0.1:1/none")
     with pytest.raises(ValueError, match="SQLite"):
         RawWrite(engine)
+
+
+def test_raw_commits_leave_the_checkpoint_to_the_other_writers(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A checkpoint copies the WAL into the database file: the file grows only when one runs.
+    monkeypatch.setattr("core.store.WAL_AUTOCHECKPOINT", 50)
+    monkeypatch.setattr("core.sqlite_writes.WAL_AUTOCHECKPOINT", 50)
+    path = tmp_path / "jobbot.db"
+    store = Store(f"sqlite:///{path}")
+    store.migrate()
+    with store.engine.begin() as conn:  # a checkpoint now, so the next ones show
+        conn.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
+    size = path.stat().st_size
+    columns = ["key", "kind", "body", "received_at", "done_at"]
+    at = datetime(2026, 11, 22, tzinfo=UTC)
+    raw = RawWrite(store.engine)
+    for batch in range(3):  # about 300 pages, six times the threshold
+        with raw.transaction() as cursor:
+            Insert(SLACK_WORK, columns, store.engine).execute(cursor, [
+                {"key": f"raw-{batch}-{i}", "kind": "command", "body": {"pad": "x" * 4000},
+                 "received_at": at, "done_at": None} for i in range(100)])
+    assert path.stat().st_size == size
+    with store.engine.begin() as conn:  # a writer after the answer: it checkpoints
+        conn.execute(insert(SLACK_WORK), {"key": "orm", "kind": "command", "body": {},
+                                          "received_at": at, "done_at": None})
+    assert path.stat().st_size > size + 300 * 4096
+    with store.engine.connect() as conn:
+        assert conn.execute(text("PRAGMA wal_autocheckpoint")).scalar() == 50
+        assert conn.execute(text("SELECT count(*) FROM slack_work")).scalar() == 301
+    store.close()
