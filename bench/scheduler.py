@@ -130,13 +130,14 @@ class MemoryStore(Store):
         return []
 
 
-class JobbotDay:
-    """jobbot's scheduler on virtual time, moved forward a slice of the day at a time."""
+class VirtualJobbot:
+    """jobbot's scheduler on virtual time from `since`, moved forward a slice at a time."""
 
-    def __init__(self, app: AppSpec, store: Store, logs: Path) -> None:
+    def __init__(self, app: AppSpec, store: Store, logs: Path,
+                 since: datetime = DAY - timedelta(seconds=1)) -> None:
         self.executor = TimedExecutor()
         service = JobService(Catalog([app]), store, self.executor, LogStore(logs))
-        self.clock = VirtualClock(DAY - timedelta(seconds=1))
+        self.clock = VirtualClock(since)
         self.scheduler = Scheduler(service, self.clock)
 
     async def start(self) -> None:
@@ -158,17 +159,13 @@ class JobbotDay:
 
 async def jobbot_burst(app: AppSpec, store: Store, logs: Path) -> tuple[float, list[float]]:
     """Seconds to record 10,000 slots due at once, and each one's delay after its time."""
-    executor = TimedExecutor()
-    service = JobService(Catalog([app]), store, executor, LogStore(logs))
-    clock = VirtualClock(DAY + timedelta(minutes=30))
-    scheduler = Scheduler(service, clock)
-    await scheduler.tick()
-    freeze_startup_objects()
-    clock.set(DAY + timedelta(hours=1))  # the slot's time: the tick starts on it
+    jobbot = VirtualJobbot(app, store, logs, since=DAY + timedelta(minutes=30))
+    await jobbot.start()
+    jobbot.clock.set(DAY + timedelta(hours=1))  # the slot's time: the tick starts on it
     start = time.perf_counter()
-    await scheduler.tick()
+    await jobbot.scheduler.tick()
     elapsed = time.perf_counter() - start
-    return elapsed, [t - start for t in executor.times]
+    return elapsed, [t - start for t in jobbot.executor.times]
 
 
 # -- APScheduler 3.x on the same virtual time ---------------------------------------------
@@ -247,14 +244,14 @@ def apscheduler_jobs(scheduler: Any, app: AppSpec) -> None:
                           max_instances=1000)
 
 
-class ApschedulerDay:
+class VirtualApscheduler:
     """APScheduler 3.x on the same virtual time, moved forward the same way (one instance at
     a time: the virtual clock is the module's)."""
 
-    def __init__(self, app: AppSpec) -> None:
+    def __init__(self, app: AppSpec, since: datetime = DAY - timedelta(seconds=1)) -> None:
         self._stack = contextlib.ExitStack()
         self.scheduler = self._stack.enter_context(apscheduler_on_virtual_time())
-        _Virtual.now = DAY - timedelta(seconds=1)
+        _Virtual.now = since
         apscheduler_jobs(self.scheduler, app)
         self.scheduler.start()
         freeze_startup_objects()  # the same treatment as jobbot's: a fair comparison
@@ -279,18 +276,15 @@ class ApschedulerDay:
 
 
 def apscheduler_burst(app: AppSpec) -> tuple[float, list[float]]:
-    with apscheduler_on_virtual_time() as scheduler:
-        _Virtual.now = DAY + timedelta(minutes=30)
-        apscheduler_jobs(scheduler, app)
-        scheduler.start()
-        freeze_startup_objects()
-        executor = scheduler._lookup_executor("default")
+    baseline = VirtualApscheduler(app, since=DAY + timedelta(minutes=30))
+    try:
         _Virtual.now = DAY + timedelta(hours=1)
         start = time.perf_counter()
-        scheduler._process_jobs()
+        baseline.scheduler._process_jobs()
         elapsed = time.perf_counter() - start
-        scheduler.shutdown(wait=False)
-        return elapsed, [t - start for t in executor.times]
+        return elapsed, [t - start for t in baseline.executor.times]
+    finally:
+        baseline.close()
 
 
 async def interleaved_day(app: AppSpec, stores: dict[str, Store], hours: int, logs: Path,
@@ -301,10 +295,10 @@ async def interleaved_day(app: AppSpec, stores: dict[str, Store], hours: int, lo
     drifts by tens of percent over minutes, which a whole day of one then the other turned
     into ratios that changed from run to run. Returns CPU seconds per contender, the
     PostgreSQL server's CPU seconds, and the slots each one fired."""
-    days = {label: JobbotDay(app, store, logs) for label, store in stores.items()}
+    days = {label: VirtualJobbot(app, store, logs) for label, store in stores.items()}
     for day in days.values():
         await day.start()
-    baseline = ApschedulerDay(app)
+    baseline = VirtualApscheduler(app)
     used = dict.fromkeys([BASELINE, *days], 0.0)
     server_used = 0.0
     try:
