@@ -40,7 +40,7 @@ from core.catalog import Catalog
 from core.cron import expand
 from core.executors.base import Launch
 from core.logs import LogStore
-from core.models import Run, ScheduleState
+from core.models import JobState, Run
 from core.run_ids import new_run_id
 from core.scheduler import Scheduler, freeze_startup_objects
 from core.service import JobService
@@ -117,7 +117,7 @@ class MemoryStore(Store):
                             created_at=n.scheduled_for or DAY, origin={}, overrides={}),
                         True, []) for n in news]
 
-    def schedule_states(self) -> dict[tuple[str, str], ScheduleState]:
+    def schedule_states(self) -> dict[tuple[str, str], JobState]:
         return {}
 
     def save_schedule_states(self, states: Sequence[tuple[str, str, str, datetime]]) -> None:

@@ -194,6 +194,8 @@ class Schedule:
             CronSeries(e, timezone, job_name) for e in expressions]
 
     def next_after(self, after: datetime) -> datetime:
+        if len(self.series) == 1:  # nearly every job: no generator and min() per slot
+            return self.series[0].next_after(after)
         return min(s.next_after(after) for s in self.series)
 
     def times(self, after: datetime, until: datetime | None = None) -> Iterator[datetime]:

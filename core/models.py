@@ -170,7 +170,14 @@ class RunEvent(SQLModel, table=True):
 
 
 class JobState(SQLModel, table=True):
-    """Per job: the last run number handed out and whether it is paused."""
+    """Per job: the last run number handed out, whether it is paused, and for a scheduled job
+    which schedule was last seen and the last slot the scheduler handled.
+
+    `fingerprint` changes when the job's expressions or time zone change; the scheduler then
+    starts from "now" instead of catching up on slots of the old schedule. The schedule lives
+    in this row, not a table of its own, because each scheduler round numbers a job's runs and
+    moves its last slot together: one row, one page written per job at commit.
+    """
 
     __tablename__ = "job_state"
     __table_args__ = (Index("ix_job_state_paused", "paused"),)  # read every scheduler round
@@ -181,6 +188,8 @@ class JobState(SQLModel, table=True):
     paused: bool = False
     paused_by: str | None = Field(default=None, max_length=200)
     paused_at: datetime | None = _ts(nullable=True)
+    fingerprint: str | None = Field(default=None, max_length=64)
+    last_slot: datetime | None = _ts(nullable=True)
 
 
 class SubscriberCursor(SQLModel, table=True):
@@ -250,22 +259,6 @@ class SlackConfirmation(SQLModel, table=True):
     # "confirmed" or "declined" once answered, and the key of the Slack work that answered.
     answer: str | None = Field(default=None, max_length=16)
     answer_key: str | None = Field(default=None, max_length=200)
-
-
-class ScheduleState(SQLModel, table=True):
-    """Per scheduled job: which schedule was last seen and the last slot the scheduler handled.
-
-    `fingerprint` changes when the job's expressions or time zone change; the scheduler then
-    starts from "now" instead of catching up on slots of the old schedule.
-    """
-
-    __tablename__ = "schedule_state"
-
-    app: str = Field(primary_key=True, max_length=63)
-    job: str = Field(primary_key=True, max_length=63)
-    fingerprint: str = Field(max_length=64)
-    last_slot: datetime = _ts(nullable=False)
-    updated_at: datetime = _ts(nullable=False)
 
 
 class Delivery(SQLModel, table=True):

@@ -40,7 +40,6 @@ from core.models import (
     Run,
     RunEvent,
     RunState,
-    ScheduleState,
     ServedRepository,
     SlackConfirmation,
     SlackMessage,
@@ -134,7 +133,6 @@ class Created:
     active: list[ActiveRun]
 
 
-SCHEDULE_STATE: Table = ScheduleState.__table__  # type: ignore[attr-defined]
 DELIVERIES: Table = Delivery.__table__  # type: ignore[attr-defined]
 BRANCH_HEADS: Table = BranchHead.__table__  # type: ignore[attr-defined]
 # The outcome of a delivery recorded but not handled yet.
@@ -155,11 +153,10 @@ class _BatchStatements:
         upsert = upsert_for(dialect)
         self.insert_slack_work = (upsert(SLACK_WORK).on_conflict_do_nothing(index_elements=["key"])
                                   .returning(SLACK_WORK.c.key))
-        state = upsert(SCHEDULE_STATE)
+        state = upsert(JOB_STATE)
         self.save_schedule = state.on_conflict_do_update(
             index_elements=["app", "job"],
-            set_={"fingerprint": state.excluded.fingerprint, "last_slot": state.excluded.last_slot,
-                  "updated_at": state.excluded.updated_at},
+            set_={"fingerprint": state.excluded.fingerprint, "last_slot": state.excluded.last_slot},
         )
 
 
@@ -735,29 +732,32 @@ class Store:
 
     # -- schedules ------------------------------------------------------------------------
 
-    def schedule_states(self) -> dict[tuple[str, str], ScheduleState]:
+    def schedule_states(self) -> dict[tuple[str, str], JobState]:
+        """The job_state rows that hold a schedule (fingerprint and last slot)."""
         with self._read() as session:
-            return {(s.app, s.job): s for s in session.exec(orm_select(ScheduleState))}
+            return {(s.app, s.job): s for s in session.exec(
+                orm_select(JobState).where(col(JobState.fingerprint).is_not(None)))}
 
     def save_schedule_states(self, states: Sequence[tuple[str, str, str, datetime]]) -> None:
-        """Upsert (app, job, fingerprint, last slot) rows; a later slot never goes backwards
-        because each scheduler only saves slots it has handled, and slots only move forward."""
+        """Save (app, job, fingerprint, last slot); a later slot never goes backwards because
+        each scheduler only saves slots it has handled, and slots only move forward."""
         if not states:
             return
-        now = utcnow()
-        rows = [{"app": a, "job": j, "fingerprint": f, "last_slot": s, "updated_at": now}
-                for a, j, f, s in states]
+        rows = [{"app": a, "job": j, "last_number": 0, "paused": False, "fingerprint": f,
+                 "last_slot": s} for a, j, f, s in states]
         with self._write_engine.connect() as conn, conn.begin():
             for start in range(0, len(rows), _CHUNK):
                 conn.execute(self._batch.save_schedule, rows[start:start + _CHUNK])
 
-    def delete_schedule_states(self, jobs: Sequence[tuple[str, str]]) -> None:
-        """Forget the schedule state of (app, job) pairs that no longer exist."""
+    def forget_schedule_states(self, jobs: Sequence[tuple[str, str]]) -> None:
+        """Forget the schedule of (app, job) pairs that no longer exist (their run numbers
+        stay: a job that comes back goes on counting)."""
         with self._write_engine.connect() as conn, conn.begin():
             for start in range(0, len(jobs), _CHUNK):
                 chunk = list(jobs[start:start + _CHUNK])
-                conn.execute(delete(SCHEDULE_STATE).where(
-                    tuple_(SCHEDULE_STATE.c.app, SCHEDULE_STATE.c.job).in_(chunk)))
+                conn.execute(update(JOB_STATE)
+                             .where(tuple_(JOB_STATE.c.app, JOB_STATE.c.job).in_(chunk))
+                             .values(fingerprint=None, last_slot=None))
 
     def prune_history(self, limits: dict[tuple[str, str], tuple[int, int, int]]) -> list[str]:
         """Delete finished runs beyond (succeeded, failed, skipped) kept per job, with their

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import sqlalchemy as sa
+
+from core.migrations.runner import upgrade
 from core.models import Run, RunState
 from core.store import NewRun, Store, detached_run
 
@@ -45,6 +48,46 @@ def test_schedule_state_and_paused_jobs(store: Store) -> None:
     assert store.paused_jobs() == {}
     store.set_paused("demo", "a", True, "ada")
     assert store.paused_jobs() == {("demo", "a"): "ada"}
+
+
+def test_a_batch_saves_the_schedule_of_jobs_with_and_without_runs(store: Store) -> None:
+    store.save_schedule_states([("demo", "a", "old", T)])
+    later = T + timedelta(minutes=5)
+    created = store.create_runs([slot("a", 5), slot("b", 5)], schedule_states=[
+        ("demo", "a", "fa", later), ("demo", "b", "fb", later),
+        ("demo", "c", "fc", later),  # due, but no slot of it in this batch; no row yet
+    ])
+    assert [(c.run.job, c.run.number) for c in created] == [("a", 1), ("b", 1)]
+    states = store.schedule_states()
+    assert {key: (s.fingerprint, s.last_slot) for key, s in states.items()} == {
+        ("demo", job): (f"f{job}", later) for job in "abc"}
+    assert store.job_state("demo", "c").last_number == 0
+    store.forget_schedule_states([("demo", "a")])
+    assert set(store.schedule_states()) == {("demo", "b"), ("demo", "c")}
+    assert store.job_state("demo", "a").last_number == 1  # its runs keep their numbers
+
+
+def test_the_schedule_state_table_moves_into_job_state(db_url: str) -> None:
+    store = Store(db_url)
+    try:
+        upgrade(store.engine, "0007_scheduler_indexes")
+        old = sa.table("schedule_state", sa.column("app"), sa.column("job"),
+                       sa.column("fingerprint"), sa.column("last_slot", sa.DateTime(True)),
+                       sa.column("updated_at", sa.DateTime(True)))
+        with store.engine.begin() as conn:
+            conn.execute(sa.text("INSERT INTO job_state (app, job, last_number, paused) "
+                                 "VALUES ('demo', 'a', 7, false)"))
+            conn.execute(sa.insert(old), [
+                {"app": "demo", "job": job, "fingerprint": f"f{job}", "last_slot": T,
+                 "updated_at": T} for job in "ab"])
+        store.migrate()
+        assert {key: (s.fingerprint, s.last_slot) for key, s
+                in store.schedule_states().items()} == {("demo", "a"): ("fa", T),
+                                                        ("demo", "b"): ("fb", T)}
+        assert store.job_state("demo", "a").last_number == 7
+        assert "schedule_state" not in sa.inspect(store.engine).get_table_names()
+    finally:
+        store.close()
 
 
 def test_prune_keeps_the_newest_of_each_kind(store: Store) -> None:
