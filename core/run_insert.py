@@ -11,6 +11,7 @@ from sqlalchemy import Connection, Table, bindparam, insert, select, text, updat
 from sqlalchemy.dialects import postgresql, sqlite
 
 from core.models import AuditEntry, JobState, Run, RunEvent, RunState
+from core.sqlite_writes import CHUNK
 
 RUNS: Table = Run.__table__  # type: ignore[attr-defined]
 RUN_EVENTS: Table = RunEvent.__table__  # type: ignore[attr-defined]
@@ -251,18 +252,25 @@ class SlotBatch:
             for r in rows:
                 per_job[(r["app"], r["job"])] = per_job.get((r["app"], r["job"]), 0) + 1
             schedules = {(app, job): (digest, last) for app, job, digest, last in states}
-            base: dict[tuple[str, str], int] = {}
+            # Inside BEGIN IMMEDIATE nobody else writes: read the jobs' counters in one query
+            # and write the new values in one executemany (a statement per job, from Python,
+            # cost more than SQLite's own work for it).
+            base = _last_numbers(cursor, list(per_job))
+            unnumbered = [key for key in per_job if key not in base]
+            if unnumbered:  # a job's first run ever
+                cursor.executemany(_SQLITE_COUNTER, unnumbered)
+            numbers, numbers_and_schedules = [], []
             for (app, job), count in per_job.items():
+                last = base.setdefault((app, job), 0) + count
                 # A job's runs are numbered and its last slot moved in the same row.
                 schedule = schedules.pop((app, job), None)
-                bump, params = ((_SQLITE_BUMP, (count, app, job)) if schedule is None else
-                                (_SQLITE_BUMP_AND_SCHEDULE,
-                                 (count, schedule[0], timestamp(schedule[1]), app, job)))
-                found = cursor.execute(bump, params).fetchone()
-                if found is None:
-                    cursor.execute(_SQLITE_COUNTER, (app, job))
-                    found = cursor.execute(bump, params).fetchone()
-                base[(app, job)] = int(found[0]) - count
+                if schedule is None:
+                    numbers.append((last, app, job))
+                else:
+                    numbers_and_schedules.append(
+                        (last, schedule[0], timestamp(schedule[1]), app, job))
+            cursor.executemany(_SQLITE_NUMBER, numbers)
+            cursor.executemany(_SQLITE_NUMBER_AND_SCHEDULE, numbers_and_schedules)
             numbered: list[tuple[str, int]] = []
             values = []
             for r in rows:
@@ -304,6 +312,21 @@ class SlotBatch:
             cursor.close()
 
 
+def _last_numbers(cursor: Any, jobs: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    """The last run number of each (app, job) that has a job_state row."""
+    by_app: dict[str, list[str]] = {}
+    for app, job in jobs:
+        by_app.setdefault(app, []).append(job)
+    found: dict[tuple[str, str], int] = {}
+    for app, names in by_app.items():
+        for start in range(0, len(names), CHUNK):
+            chunk = names[start:start + CHUNK]
+            sql = _SQLITE_LAST_NUMBERS.format(", ".join("?" for _ in chunk))
+            for job, number in cursor.execute(sql, (app, *chunk)):
+                found[(app, job)] = number
+    return found
+
+
 class _JsonMemo:
     """json.dumps of the same few dicts (a job's origin, `{}`), encoded once per batch."""
 
@@ -327,8 +350,8 @@ def sqlite_timestamp(value: datetime | None) -> str | None:
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
-_SQLITE_BUMP = ("UPDATE job_state SET last_number = last_number + ? WHERE app = ? AND job = ? "
-                "RETURNING last_number")
+_SQLITE_LAST_NUMBERS = "SELECT job, last_number FROM job_state WHERE app = ? AND job IN ({})"
+_SQLITE_NUMBER = "UPDATE job_state SET last_number = ? WHERE app = ? AND job = ?"
 _SQLITE_COUNTER = ("INSERT INTO job_state (app, job, last_number, paused) VALUES (?, ?, 0, 0) "
                    "ON CONFLICT DO NOTHING")
 _SQLITE_RUN = (
@@ -340,9 +363,8 @@ _SQLITE_EVENT = ("INSERT INTO run_events (run_id, kind, state, data, created_at)
                  "VALUES (?, 'created', ?, ?, ?)")
 _SQLITE_AUDIT = ("INSERT INTO audit_log (at, actor, source, action, target, result, detail) "
                  "VALUES (?, ?, ?, ?, ?, ?, ?)")
-_SQLITE_BUMP_AND_SCHEDULE = (
-    "UPDATE job_state SET last_number = last_number + ?, fingerprint = ?, last_slot = ? "
-    "WHERE app = ? AND job = ? RETURNING last_number")
+_SQLITE_NUMBER_AND_SCHEDULE = ("UPDATE job_state SET last_number = ?, fingerprint = ?, "
+                               "last_slot = ? WHERE app = ? AND job = ?")
 _SQLITE_SCHEDULE_UPDATE = ("UPDATE job_state SET fingerprint = ?, last_slot = ? "
                            "WHERE app = ? AND job = ?")
 _SQLITE_SCHEDULE = (
