@@ -64,11 +64,14 @@ class SystemClock:
 
 def slot_key(app: str, job: str, at: datetime) -> str:
     """The idempotency key of a slot: the same in every scheduler process."""
-    return _key_prefix(app, job) + _iso(at)
+    return _key_time(at) + _key_suffix(app, job)
 
 
-def _key_prefix(app: str, job: str) -> str:
-    return f"cron:{app}/{job}:"
+def _key_suffix(app: str, job: str) -> str:
+    # Time first: the keys of a tick's slots sort together, so a batch adds them to a few
+    # adjacent pages of the unique index instead of one page per job (with the job first,
+    # SQLite wrote 0.06 s/h more of index pages to its WAL in bench.scheduler).
+    return f"{app}/{job}"
 
 
 @dataclass
@@ -82,20 +85,20 @@ class _Planned:
     # The same for every slot of the job: built once, not per slot (and the origin shared
     # by the jobs with the same schedule, so a batch encodes it once).
     origin: dict[str, Any] = field(default_factory=dict)
-    key_prefix: str = ""
+    key_suffix: str = ""
 
     def __post_init__(self) -> None:
-        self.key_prefix = _key_prefix(*self.key)
+        self.key_suffix = _key_suffix(*self.key)
 
     def slot_key(self, at: datetime) -> str:
-        return self.key_prefix + _iso(at)
+        return _key_time(at) + self.key_suffix
 
 
 @functools.lru_cache(maxsize=1024)
-def _iso(at: datetime) -> str:
+def _key_time(at: datetime) -> str:
     # Memoised: the jobs due in one tick share a few slot times, and formatting each slot's
     # time anew was 6% of the scheduler's CPU (bench.scheduler).
-    return (at if at.tzinfo is UTC else at.astimezone(UTC)).isoformat()
+    return f"cron:{(at if at.tzinfo is UTC else at.astimezone(UTC)).isoformat()}:"
 
 
 class SeriesCache:

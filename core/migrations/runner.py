@@ -24,6 +24,10 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     command.upgrade(_config(engine), revision)
 
 
+def downgrade(engine: Engine, revision: str) -> None:
+    command.downgrade(_config(engine), revision)
+
+
 def is_current(engine: Engine) -> bool:
     """True when the database is at the newest migration."""
     heads = set(ScriptDirectory.from_config(_config(engine)).get_heads())

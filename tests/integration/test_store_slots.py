@@ -6,8 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
-from core.migrations.runner import upgrade
+from core.migrations.runner import downgrade, upgrade
 from core.models import Run, RunState
+from core.scheduler import slot_key
 from core.store import NewRun, Store, detached_run
 
 T = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
@@ -16,7 +17,7 @@ T = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 def slot(job: str, minute: int, state: RunState = RunState.QUEUED) -> NewRun:
     at = T + timedelta(minutes=minute)
     return NewRun(app="demo", job=job, source="schedule", actor="schedule", state=state,
-                  scheduled_for=at, idempotency_key=f"cron:demo/{job}:{at.isoformat()}",
+                  scheduled_for=at, idempotency_key=slot_key("demo", job, at),
                   reason="paused by ada" if state is RunState.SKIPPED else None)
 
 
@@ -29,7 +30,7 @@ def test_a_batch_numbers_runs_per_job_and_leaves_out_used_keys(store: Store) -> 
     assert [(c.run.job, c.run.number) for c in again] == [("a", 4)]
     runs = store.list_runs(app="demo", job="a")
     assert [r.number for r in runs] == [4, 3, 2, 1]  # no gaps
-    skipped = store.run_by_key(f"cron:demo/a:{(T + timedelta(minutes=2)).isoformat()}")
+    skipped = store.run_by_key(slot_key("demo", "a", T + timedelta(minutes=2)))
     assert skipped is not None
     assert (skipped.state, skipped.reason) == ("skipped", "paused by ada")
     assert skipped.finished_at is not None
@@ -86,6 +87,27 @@ def test_the_schedule_state_table_moves_into_job_state(db_url: str) -> None:
                                                         ("demo", "b"): ("fb", T)}
         assert store.job_state("demo", "a").last_number == 7
         assert "schedule_state" not in sa.inspect(store.engine).get_table_names()
+    finally:
+        store.close()
+
+
+def test_slot_keys_put_the_time_first_and_back(db_url: str) -> None:
+    store = Store(db_url)
+    try:
+        upgrade(store.engine, "0008_schedule_in_job_state")
+        old = {job: f"cron:demo/{job}:{T.isoformat()}" for job in "ab"}
+        made = {key: store.create_run(NewRun(app="demo", job=job, source="schedule",
+                                             actor="schedule", scheduled_for=T,
+                                             idempotency_key=key)).run.id
+                for job, key in [*old.items(), ("c", "slack:T1:C1:42")]}
+        store.migrate()
+        # A scheduler of this version meets the slots recorded before it.
+        for job in "ab":
+            found = store.run_by_key(slot_key("demo", job, T))
+            assert found is not None and found.id == made[old[job]]
+        assert store.run_by_key("slack:T1:C1:42") is not None
+        downgrade(store.engine, "0008_schedule_in_job_state")
+        assert {key: store.run_by_key(key).id for key in made} == made  # type: ignore[union-attr]
     finally:
         store.close()
 

@@ -141,7 +141,7 @@ def test_fire_times_of_a_job_and_slot_keys() -> None:
     times = list(fire_times(app.job("nightly"), datetime(2026, 3, 28, tzinfo=UTC), 2))
     assert [t.isoformat() for t in times] == ["2026-03-28T01:30:00+00:00",
                                              "2026-03-29T01:00:00+00:00"]
-    assert slot_key("demo", "nightly", times[1]) == "cron:demo/nightly:2026-03-29T01:00:00+00:00"
+    assert slot_key("demo", "nightly", times[1]) == "cron:2026-03-29T01:00:00+00:00:demo/nightly"
 
 
 @pytest.mark.parametrize("tz", ["Europe/Berlin", "America/New_York", "Australia/Lord_Howe"])
