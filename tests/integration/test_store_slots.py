@@ -87,6 +87,15 @@ def test_the_schedule_state_table_moves_into_job_state(db_url: str) -> None:
                                                         ("demo", "b"): ("fb", T)}
         assert store.job_state("demo", "a").last_number == 7
         assert "schedule_state" not in sa.inspect(store.engine).get_table_names()
+        # And back: the schedules return to their own table.
+        downgrade(store.engine, "0007_scheduler_indexes")
+        with store.engine.connect() as conn:
+            rows = conn.execute(sa.select(old.c.app, old.c.job, old.c.fingerprint,
+                                          old.c.last_slot).order_by(old.c.job)).all()
+        assert [(app, job, f, last.replace(tzinfo=UTC) if last.tzinfo is None else last)
+                for app, job, f, last in rows] == [("demo", "a", "fa", T), ("demo", "b", "fb", T)]
+        assert "fingerprint" not in {c["name"] for c in sa.inspect(store.engine).get_columns(
+            "job_state")}
     finally:
         store.close()
 
