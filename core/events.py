@@ -16,6 +16,8 @@ from core.store import Store
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[RunEvent], Awaitable[None]]
+# At shutdown, how long the event being delivered may take to finish.
+FINISH_GRACE = 5.0
 
 
 class TemporaryFailure(JobbotError):
@@ -79,7 +81,7 @@ class Outbox:
         self._subscribers.append(_Subscriber(name, handler, from_start))
 
     async def run(self) -> None:
-        """Deliver until cancelled."""
+        """Deliver until cancelled; the events under way finish first (FINISH_GRACE)."""
         await asyncio.gather(*(self._serve(s) for s in self._subscribers))
 
     async def _serve(self, sub: _Subscriber) -> None:
@@ -106,7 +108,19 @@ class Outbox:
         while True:
             events = await asyncio.to_thread(self._store.events_after, cursor, 200)
             for event in events:
-                await self._deliver(sub, event)
+                delivery = asyncio.ensure_future(self._deliver(sub, event))
+                try:
+                    await asyncio.shield(delivery)
+                except asyncio.CancelledError:
+                    # A shutdown: the event under way finishes first (within FINISH_GRACE) and
+                    # is recorded. Stopped between its call to Slack or GitHub and recording
+                    # what that call made (a thread's parent message, a check run), a handler
+                    # made it again after the restart: a second thread for the same run.
+                    with contextlib.suppress(Exception, asyncio.CancelledError):
+                        await asyncio.wait_for(delivery, FINISH_GRACE)
+                        await asyncio.to_thread(self._store.save_cursor, sub.name,
+                                                event.id or cursor)
+                    raise
                 cursor = event.id or cursor
                 # Shielded: a shutdown right after a delivery still records it, so a restart
                 # does not deliver it again.

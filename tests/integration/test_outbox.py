@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+import pytest
+
+from core import events
 from core.events import Changes, Handler, Outbox, TemporaryFailure
 from core.models import RunEvent, RunState
 from core.store import NewRun, Store
@@ -47,6 +50,53 @@ async def test_events_arrive_in_order_and_a_restart_resumes_after_the_last(store
     last = store.last_event_id()
     await deliver_until(second, lambda: store.cursor("slack") == last)
     assert seen == [("created", "queued"), ("state", "running"), ("state", "succeeded")]
+
+
+async def test_a_shutdown_lets_the_delivery_under_way_finish_and_records_it(
+        store: Store) -> None:
+    # The Slack notifier posts a thread's parent, then records its ts: a shutdown between
+    # the two made the next process post a second parent for the same run.
+    posted: list[int] = []
+    recorded: list[int] = []
+    in_flight, answer = asyncio.Event(), asyncio.Event()
+
+    async def handler(event: RunEvent) -> None:
+        posted.append(event.id or 0)
+        in_flight.set()
+        await answer.wait()  # Slack answering
+        recorded.append(event.id or 0)
+
+    make_run(store)
+    outbox = Outbox(store, Changes(), poll=0.05)
+    outbox.subscribe("slack", handler, from_start=True)
+    task = asyncio.create_task(outbox.run())
+    await in_flight.wait()
+    task.cancel()
+    asyncio.get_running_loop().call_later(0.05, answer.set)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert recorded == posted == [store.last_event_id()]
+    assert store.cursor("slack") == store.last_event_id()  # not delivered again
+
+
+async def test_a_shutdown_waits_for_a_stuck_delivery_only_so_long(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(events, "FINISH_GRACE", 0.1)
+    in_flight = asyncio.Event()
+
+    async def handler(event: RunEvent) -> None:
+        in_flight.set()
+        await asyncio.Event().wait()  # never answered
+
+    make_run(store)
+    outbox = Outbox(store, Changes(), poll=0.05)
+    outbox.subscribe("slack", handler, from_start=True)
+    task = asyncio.create_task(outbox.run())
+    await in_flight.wait()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert store.cursor("slack") == 0  # delivered again after the restart
 
 
 async def test_a_new_subscriber_starts_at_the_newest_event(store: Store) -> None:
