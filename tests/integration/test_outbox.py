@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 import pytest
 
@@ -52,6 +53,19 @@ async def test_events_arrive_in_order_and_a_restart_resumes_after_the_last(store
     assert seen == [("created", "queued"), ("state", "running"), ("state", "succeeded")]
 
 
+async def stop_during_delivery(store: Store, handler: Handler, in_flight: asyncio.Event,
+                               after_cancel: Callable[[], object] = lambda: None) -> None:
+    """Deliver to `handler` from the start; cancel the outbox (a shutdown) once `in_flight`."""
+    outbox = Outbox(store, Changes(), poll=0.05)
+    outbox.subscribe("slack", handler, from_start=True)
+    task = asyncio.create_task(outbox.run())
+    await in_flight.wait()
+    task.cancel()
+    after_cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 async def test_a_shutdown_lets_the_delivery_under_way_finish_and_records_it(
         store: Store) -> None:
     # The Slack notifier posts a thread's parent, then records its ts: a shutdown between
@@ -67,14 +81,8 @@ async def test_a_shutdown_lets_the_delivery_under_way_finish_and_records_it(
         recorded.append(event.id or 0)
 
     make_run(store)
-    outbox = Outbox(store, Changes(), poll=0.05)
-    outbox.subscribe("slack", handler, from_start=True)
-    task = asyncio.create_task(outbox.run())
-    await in_flight.wait()
-    task.cancel()
-    asyncio.get_running_loop().call_later(0.05, answer.set)
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await stop_during_delivery(store, handler, in_flight,
+                               lambda: asyncio.get_running_loop().call_later(0.05, answer.set))
     assert recorded == posted == [store.last_event_id()]
     assert store.cursor("slack") == store.last_event_id()  # not delivered again
 
@@ -89,13 +97,7 @@ async def test_a_shutdown_waits_for_a_stuck_delivery_only_so_long(
         await asyncio.Event().wait()  # never answered
 
     make_run(store)
-    outbox = Outbox(store, Changes(), poll=0.05)
-    outbox.subscribe("slack", handler, from_start=True)
-    task = asyncio.create_task(outbox.run())
-    await in_flight.wait()
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await stop_during_delivery(store, handler, in_flight)
     assert store.cursor("slack") == 0  # delivered again after the restart
 
 
