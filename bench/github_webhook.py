@@ -7,8 +7,9 @@ TCPSite on 127.0.0.1, no access log). This process is the client for both: 2,000
 pushes and `/jobs` comments on 50 pull requests mixed, from 50 concurrent connections. Rounds
 alternate between the two; after each jobbot round the bench waits until jobbot has handled
 every delivery (the API calls happen after the answer), so a bare round never shares the
-machine with jobbot's leftover work, and prints how long that took. Goal: p99 under 100 ms
-and no more than 1.5x the bare handler.
+machine with jobbot's leftover work, and prints how long that took. It also prints each
+server's CPU time per delivery during the rounds, which varies less from run to run than the
+latencies do. Goal: p99 under 100 ms and no more than 1.5x the bare handler.
 
     .venv/bin/python -m bench.github_webhook [--deliveries 2000] [--clients 50] [--rounds 2]
 """
@@ -30,7 +31,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from bench.servers import free_port, stop_all, wait_healthy
+from bench.servers import cpu_seconds, free_port, run_round, stop_all, wait_healthy
 from bench.trigger import percentile
 from core.store import Store
 from github_app.signature import sign, verify
@@ -171,7 +172,9 @@ def run(count: int, clients: int, rounds: int) -> None:
             store = Store(f"sqlite:///{work / '.jobbot' / 'jobbot.db'}")
             targets = {"bare": f"http://127.0.0.1:{bare_port}/github/webhook",
                        "jobbot": f"http://127.0.0.1:{jobbot_port}/github/webhook"}
+            pids = {"bare": bare.pid, "jobbot": jobbot.pid}
             results: dict[str, tuple[list[float], float]] = {n: ([], 0.0) for n in targets}
+            cpu: dict[str, float] = dict.fromkeys(targets, 0.0)
             load_before = Path("/proc/loadavg").read_text().split()[:3]
             # Warm up both (imports on first use, installation token, pools), unmeasured.
             for url in targets.values():
@@ -183,9 +186,10 @@ def run(count: int, clients: int, rounds: int) -> None:
             for _ in range(rounds):
                 for name, url in targets.items():
                     items = deliveries(count // rounds)
-                    started = time.perf_counter()
-                    latencies = asyncio.run(send(url, items, clients))
+                    started, cpu_before = time.perf_counter(), cpu_seconds(pids[name])
+                    latencies = run_round(send(url, items, clients))
                     elapsed = time.perf_counter() - started
+                    cpu[name] += cpu_seconds(pids[name]) - cpu_before
                     so_far, total = results[name]
                     results[name] = (so_far + latencies, total + elapsed)
                     round_p99.setdefault(name, []).append(percentile(latencies, 0.99) * 1000)
@@ -207,6 +211,11 @@ def run(count: int, clients: int, rounds: int) -> None:
             print(f"jobbot handled {done} of {len(comment_ids)} `/jobs` comments (and the "
                   f"pushes) {' s, '.join(f'{d:.1f}' for d in drains)} s after each round's "
                   f"last answer")
+            answered = {name: len(results[name][0]) for name in targets}
+            print("CPU per delivery while answering (the server's every thread): "
+                  + "   ".join(f"{name} {cpu[name] / answered[name] * 1000:.3f} ms"
+                             for name in targets)
+                  + f"   ratio {cpu['jobbot'] / cpu['bare']:.2f}x")
             print(f"ratio jobbot/bare: p50 {p50 / bare_p50:.2f}x   p99 {p99 / bare_p99:.2f}x   "
                   f"throughput {rate / bare_rate:.2f}x   (goal: p99 < 100 ms and <= 1.5x)")
         finally:

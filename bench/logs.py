@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import sys
 import tempfile
@@ -27,6 +26,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from bench.servers import cpu_seconds
 from core.links import Links
 
 KEY = b"bench-signing-key-0123456789abcdef"
@@ -108,11 +108,6 @@ async def serve(data: Path, port: int) -> None:
 
 
 # -- the clients (parent process) ----------------------------------------------------------
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
 
 async def follow(session: aiohttp.ClientSession, url: str, headers: dict[str, str],
                  connected: asyncio.Event, delays: list[tuple[float, int]], jobbot: bool) -> int:

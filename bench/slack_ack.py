@@ -34,7 +34,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.servers import free_port, stop_all, wait_healthy
+from bench.servers import free_port, run_round, stop_all, wait_healthy
 from bench.trigger import percentile
 from core.executors.base import Launch, ReporterBinding
 from core.models import Attempt, Run, RunState
@@ -284,12 +284,12 @@ def run(commands: int, clients: int, rounds: int, profile: str | None = None) ->
             drained = 0.0
             for round_ in range(rounds):
                 size = commands // rounds + (1 if round_ < commands % rounds else 0)
-                bare_times += asyncio.run(measure(bare_url, fake_url, size, clients))
-                local_times += asyncio.run(measure(local_url, fake_url, size, clients, sent))
+                bare_times += run_round(measure(bare_url, fake_url, size, clients))
+                local_times += run_round(measure(local_url, fake_url, size, clients, sent))
                 started = time.perf_counter()
                 wait_drained(local_dir, WARM_UP + len(local_times))
                 drained += time.perf_counter() - started
-                instant_times += asyncio.run(measure(instant_url, fake_url, size, clients))
+                instant_times += run_round(measure(instant_url, fake_url, size, clients))
                 for name, times in (("bare", bare_times), ("local", local_times),
                                     ("instant", instant_times)):
                     round_p99[name].append(percentile(times[-size:], 0.99) * 1000)
