@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
-import orjson
+import msgspec
 from aiohttp import web
 
 from core.answers_first import AnswersFirst
@@ -131,7 +131,8 @@ class GitHubApp:
     async def _handle(self, queued: Queued, handlers: list[Any]) -> str:
         if not handlers:
             return f"ignored: {queued.event} {queued.action or ''}".strip()
-        delivery = Delivery(queued.id, queued.event, queued.action, orjson.loads(queued.text))
+        delivery = Delivery(queued.id, queued.event, queued.action,
+                            msgspec.json.decode(queued.text))
         outcomes = [await handler(delivery, self.ctx) for handler in handlers]
         logger.info("delivery %s (%s %s): %s", delivery.id, delivery.event, delivery.action or "",
                     "; ".join(outcomes), extra={"delivery_id": delivery.id})
@@ -164,8 +165,30 @@ class GitHubApp:
         await self.clients.aclose()
 
 
+class _Repository(msgspec.Struct):
+    full_name: Any = None
+
+
+class _Head(msgspec.Struct):
+    """The fields of a payload the answer needs: the action, and a push's branch head."""
+
+    action: Any = None
+    ref: Any = None
+    after: Any = None
+    deleted: Any = None
+    repository: _Repository | None = None
+
+
+# The answer reads only these fields: the decoder checks the rest is well-formed JSON without
+# building it (a third of orjson's time on a 7-9 kB payload, and none of the 200-odd objects
+# whose allocation set off the garbage collector every few deliveries). The work after the
+# answer parses the whole payload.
+_HEAD = msgspec.json.Decoder(_Head)
+
+
 def _payload(body: bytes, content_type: str) -> tuple[dict[str, Any], str] | None:
-    """The payload and its JSON text, or None if the body is not a JSON object."""
+    """The payload's answer fields (a part of the payload) and its JSON text, or None if the
+    body is not a JSON object."""
     try:
         if content_type == "application/x-www-form-urlencoded":
             # A webhook may be set to send `payload=<json>` as a form.
@@ -175,10 +198,21 @@ def _payload(body: bytes, content_type: str) -> tuple[dict[str, Any], str] | Non
             text = values[0]
         else:
             text = body.decode("utf-8")
-        data = orjson.loads(text)  # 3x faster than json here, on the answer path
-    except (ValueError, UnicodeDecodeError):
+        head = _HEAD.decode(text)
+    except msgspec.ValidationError:
+        # Not an object, or a field of another shape than GitHub sends: the whole parse decides.
+        try:
+            data = msgspec.json.decode(text)
+        except msgspec.DecodeError:
+            return None
+        return (data, text) if isinstance(data, dict) else None
+    except (msgspec.DecodeError, UnicodeDecodeError):
         return None
-    return (data, text) if isinstance(data, dict) else None
+    fields = {name: value for name in _Head.__struct_fields__
+              if (value := getattr(head, name)) is not None}
+    if head.repository is not None:
+        fields["repository"] = {"full_name": head.repository.full_name}
+    return fields, text
 
 
 def _answer(status: int, message: str, *, status_text: str | None = None) -> web.Response:
