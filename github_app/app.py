@@ -169,7 +169,7 @@ class _Repository(msgspec.Struct):
     full_name: Any = None
 
 
-class _Head(msgspec.Struct):
+class _Head(msgspec.Struct, omit_defaults=True):
     """The fields of a payload the answer needs: the action, and a push's branch head."""
 
     action: Any = None
@@ -208,11 +208,7 @@ def _payload(body: bytes, content_type: str) -> tuple[dict[str, Any], str] | Non
         return (data, text) if isinstance(data, dict) else None
     except (msgspec.DecodeError, UnicodeDecodeError):
         return None
-    fields = {name: value for name in _Head.__struct_fields__
-              if (value := getattr(head, name)) is not None}
-    if head.repository is not None:
-        fields["repository"] = {"full_name": head.repository.full_name}
-    return fields, text
+    return msgspec.to_builtins(head), text  # the fields present, as the payload has them
 
 
 def _answer(status: int, message: str, *, status_text: str | None = None) -> web.Response:

@@ -17,8 +17,10 @@ from core.masking import Masker
 from core.models import Run, RunState
 from core.spec import AppSpec, BuildSpec
 from github_app import commands, render
+from github_app.app import _payload
 from github_app.config import GitHubConfig
 from github_app.signature import sign, verify
+from tests.fakes import github_payloads as payloads
 from tests.fakes.github import tarball
 
 
@@ -163,9 +165,6 @@ async def test_local_builder_reports_a_failed_download(tmp_path: Path) -> None:
 
 
 def test_the_answer_reads_only_the_fields_it_needs_from_a_payload() -> None:
-    from github_app.app import _payload
-    from tests.fakes import github_payloads as payloads
-
     push = json.dumps(payloads.push("acme/shop", "main", "a" * 40))
     assert _payload(push.encode(), "application/json") == (
         {"ref": "refs/heads/main", "after": "a" * 40, "deleted": False,
@@ -181,14 +180,10 @@ def test_the_answer_reads_only_the_fields_it_needs_from_a_payload() -> None:
     b'{"action": "created",', b'{"a": 1} trailing', b"[1, 2]", b'"text"', b'{"a": NaN}',
     b'{"action": "\xff"}', b""])
 def test_a_body_that_is_not_a_json_object_has_no_payload(body: bytes) -> None:
-    from github_app.app import _payload
-
     assert _payload(body, "application/json") is None
     assert _payload(b"other=1", "application/x-www-form-urlencoded") is None
 
 
 def test_a_field_of_an_unexpected_shape_falls_back_to_the_whole_payload() -> None:
-    from github_app.app import _payload
-
     text = '{"repository": "acme/shop", "action": ["opened"], "more": {"x": 1}}'
     assert _payload(text.encode(), "application/json") == (json.loads(text), text)
