@@ -13,7 +13,14 @@ Result = TypeVar("Result")
 
 class GroupCommit(Generic[Item, Result]):
     """Each caller awaits its own item's result; items submitted while a write is under way go
-    together in the next one, so concurrent requests share one transaction (one commit)."""
+    together in the next one, so concurrent requests share one transaction (one commit).
+
+    Under a burst a request waits mostly for the event loop, not for SQLite: traced in
+    bench.slack_ack, a commit took 0.4-0.7 ms and the loop came back for the next batch 3-4 ms
+    later (it was answering other requests). A writer thread that takes its next batch by
+    itself was tried (December 2026): it only made the batches smaller (3-6 items instead of
+    10-18) and cost more CPU per delivery in bench.github_webhook (0.345 vs 0.310 ms).
+    """
 
     def __init__(
         self, write: Callable[[list[Item]], Sequence[Result]], *, name: str = "group-commit"
