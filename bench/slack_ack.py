@@ -34,7 +34,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.servers import free_port, run_round, stop_all, wait_healthy
+from bench.servers import cpu_seconds, free_port, run_round, stop_all, wait_healthy
 from bench.trigger import percentile
 from core.executors.base import Launch, ReporterBinding
 from core.models import Attempt, Run, RunState
@@ -282,14 +282,24 @@ def run(commands: int, clients: int, rounds: int, profile: str | None = None) ->
             round_p99: dict[str, list[float]] = {"bare": [], "local": [], "instant": []}
             sent: dict[str, float] = {}
             drained = 0.0
+            pids = {"bare": bare.pid, "local": local.pid, "instant": instant.pid}
+            cpu = dict.fromkeys(pids, 0.0)
+
+            def measured(name: str, url: str, size: int,
+                         sent: dict[str, float] | None = None) -> list[float]:
+                before = cpu_seconds(pids[name])
+                times = run_round(measure(url, fake_url, size, clients, sent))
+                cpu[name] += cpu_seconds(pids[name]) - before
+                return times
+
             for round_ in range(rounds):
                 size = commands // rounds + (1 if round_ < commands % rounds else 0)
-                bare_times += run_round(measure(bare_url, fake_url, size, clients))
-                local_times += run_round(measure(local_url, fake_url, size, clients, sent))
+                bare_times += measured("bare", bare_url, size)
+                local_times += measured("local", local_url, size, sent)
                 started = time.perf_counter()
                 wait_drained(local_dir, WARM_UP + len(local_times))
                 drained += time.perf_counter() - started
-                instant_times += run_round(measure(instant_url, fake_url, size, clients))
+                instant_times += measured("instant", instant_url, size)
                 for name, times in (("bare", bare_times), ("local", local_times),
                                     ("instant", instant_times)):
                     round_p99[name].append(percentile(times[-size:], 0.99) * 1000)
@@ -307,6 +317,8 @@ def run(commands: int, clients: int, rounds: int, profile: str | None = None) ->
                       + "  ".join(f"{p:6.1f}" for p in p99s) + " ms")
             print(f"jobbot finished each round's runs (local executor) {drained / rounds:.1f} s "
                   "after its last answer, on average")
+            print("CPU per command while answering (the server's every thread): "
+                  + "   ".join(f"{name} {cpu[name] / commands * 1000:.3f} ms" for name in cpu))
             print(f"ratio jobbot/bare, local executor:   p50 {j50 / b50:.2f}x   "
                   f"p99 {j99 / b99:.2f}x   (goal: p99 < 100 ms and <= 1.5x)")
             print(f"ratio jobbot/bare, instant executor: p50 {i50 / b50:.2f}x   "
