@@ -12,6 +12,7 @@ column type's own conversion, so rows read back exactly as if SQLAlchemy had wri
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -24,37 +25,69 @@ WAL_AUTOCHECKPOINT = 10_000
 
 
 class RawWrite:
-    """Write transactions (BEGIN IMMEDIATE ... COMMIT) on a pooled SQLite connection."""
+    """Write transactions (BEGIN IMMEDIATE ... COMMIT) on a connection of the calling thread's
+    own, kept open: each answer-path writer is one thread, and it reuses its connection."""
 
     def __init__(self, engine: Engine) -> None:
         if engine.dialect.name != "sqlite":
             raise ValueError("RawWrite is for SQLite; other databases go through SQLAlchemy")
         self._engine = engine
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._opened: list[Any] = []
+
+    def _connection(self) -> Any:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            # Out of the pool for good (the engine's connect hook has set it up): a pooled
+            # checkout and check-in around every commit, and setting the checkpoint PRAGMA
+            # there and back, were five more calls into sqlite3, each of which gives up the
+            # GIL and waits for it again while the event loop answers (py-spy in
+            # bench.github_webhook: they took as long as the COMMIT itself).
+            fairy = self._engine.raw_connection()
+            fairy.detach()
+            connection = fairy.dbapi_connection
+            assert connection is not None  # just checked out
+            # Never a checkpoint in these commits: copying 10,000 WAL pages into the database
+            # file takes tens of milliseconds, and every request in the group waits for its
+            # commit (bench.github_webhook: the slowest 1% of answers were those). The other
+            # connections' commits (the work done after the answer) checkpoint as usual.
+            connection.execute("PRAGMA wal_autocheckpoint=0")
+            with self._lock:
+                self._opened.append(connection)
+            self._local.connection = connection
+        return connection
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Any]:
         """A DBAPI cursor inside a write transaction: committed on success, else rolled back."""
-        connection = self._engine.raw_connection()
+        connection = self._connection()
+        cursor = connection.cursor()
         try:
-            cursor = connection.cursor()
-            # Never a checkpoint in these commits: copying 10,000 WAL pages into the database
-            # file takes tens of milliseconds, and every request in the group waits for its
-            # commit (bench.github_webhook: the slowest 1% of answers were those). The other
-            # writers' commits (the work done after the answer) checkpoint as usual.
-            cursor.execute("PRAGMA wal_autocheckpoint=0")
+            # IMMEDIATE, as Store._write: take the write lock now (busy_timeout queues us).
+            cursor.execute("BEGIN IMMEDIATE")
             try:
-                # IMMEDIATE, as Store._write: take the write lock now (busy_timeout queues us).
-                cursor.execute("BEGIN IMMEDIATE")
-                try:
-                    yield cursor
-                except BaseException:
-                    cursor.execute("ROLLBACK")
-                    raise
-                cursor.execute("COMMIT")
-            finally:
-                cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT}")
+                yield cursor
+            except BaseException:
+                cursor.execute("ROLLBACK")
+                raise
+            cursor.execute("COMMIT")
+        except BaseException:
+            if connection.in_transaction:  # not even ROLLBACK worked: start afresh next time
+                self._local.connection = None
+                with contextlib.suppress(Exception):
+                    connection.close()
+            raise
         finally:
-            connection.close()  # back to the pool
+            cursor.close()
+
+    def close(self) -> None:
+        """Close every thread's connection (each writer thread has stopped by then)."""
+        with self._lock:
+            opened, self._opened = self._opened, []
+        for connection in opened:
+            with contextlib.suppress(Exception):
+                connection.close()
 
 
 class Insert:

@@ -286,6 +286,8 @@ class Store:
             conn.execute(text("SELECT 1"))
 
     def close(self) -> None:
+        if self._raw is not None:
+            self._raw.close()
         self.engine.dispose()
 
     @contextlib.contextmanager
