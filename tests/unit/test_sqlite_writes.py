@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -102,3 +104,21 @@ def test_raw_commits_leave_the_checkpoint_to_the_other_writers(
         assert conn.execute(text("PRAGMA wal_autocheckpoint")).scalar() == 50
         assert conn.execute(text("SELECT count(*) FROM slack_work")).scalar() == 301
     store.close()
+
+
+def test_each_thread_keeps_its_own_connection_until_close(sqlite_store: Store) -> None:
+    raw = RawWrite(sqlite_store.engine)
+
+    def connection_of_a_transaction() -> object:
+        with raw.transaction() as cursor:
+            return cursor.connection
+
+    first = connection_of_a_transaction()
+    assert connection_of_a_transaction() is first  # kept open for the next commit
+    with ThreadPoolExecutor(max_workers=1) as other_thread:
+        other = other_thread.submit(connection_of_a_transaction).result()
+    assert other is not first
+    raw.close()
+    for connection in (first, other):
+        with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+            connection.execute("SELECT 1")  # type: ignore[attr-defined]
