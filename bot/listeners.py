@@ -44,23 +44,51 @@ def action_key(body: dict[str, Any]) -> str:
     return f"slack:action:{body.get('trigger_id') or _action_ts(body)}"
 
 
+# Set in a Bolt request's context once the HTTP intake (bot/app.py) has recorded its work.
+RECORDED = "jobbot_recorded"
+CLICK_KINDS = {render.CANCEL_ACTION: "cancel", render.RERUN_ACTION: "rerun",
+               render.CONFIRM_ACTION: "confirm", render.DECLINE_ACTION: "decline"}
+
+
+def work_of(body: dict[str, Any]) -> tuple[str, str] | None:
+    """The backlog's (key, kind) for a Slack request: work to do after the ack, or None."""
+    if str(body.get("command", "")).startswith("/"):
+        try:
+            parse(str(body.get("text", "")))
+        except BadInput:
+            return command_key(body), "typo"  # still audited
+        return command_key(body), "command"
+    if body.get("type") == "block_actions":
+        actions = body.get("actions") or [{}]
+        kind = CLICK_KINDS.get(str(actions[0].get("action_id", "")))
+        if kind is not None:
+            return action_key(body), kind
+    return None
+
+
 def register_listeners(app: AsyncApp, router: Router, backlog: Backlog,
                        respond: Responder) -> None:
     """Wire the slash command and the buttons of run threads and confirmations to `router`.
 
-    Every listener records its request in the backlog (durably, before the ack) and acks;
-    what touches runs or Slack happens in the backlog's workers.
+    Every request's work is recorded in the backlog (durably, before the ack: by the HTTP
+    intake, or here for Socket Mode) and the listener acks; what touches runs or Slack
+    happens in the backlog's workers.
     """
 
-    async def on_command(body: dict[str, Any], ack: AsyncAck) -> None:
+    async def record(body: dict[str, Any], context: dict[str, Any]) -> None:
+        if not context.get(RECORDED):
+            work = work_of(body)
+            if work is not None:
+                await backlog.accept(*work, body)
+
+    async def on_command(body: dict[str, Any], ack: AsyncAck, context: dict[str, Any]) -> None:
+        await record(body, context)
         # Only the cheap, pure part runs before the ack: a typo is answered right away.
         try:
             parse(str(body.get("text", "")))
         except BadInput as exc:
-            await backlog.accept(command_key(body), "typo", body)  # still audited
             await ack(text=render.error(str(exc)).text)
             return
-        await backlog.accept(command_key(body), "command", body)
         await ack()
 
     async def run_command(key: str, body: dict[str, Any], *, answer: bool = True) -> None:
@@ -75,12 +103,9 @@ def register_listeners(app: AsyncApp, router: Router, backlog: Backlog,
     async def typo(key: str, body: dict[str, Any]) -> None:
         await run_command(key, body, answer=False)
 
-    def on_click(kind: str) -> Callable[..., Awaitable[None]]:
-        async def listener(body: dict[str, Any], ack: AsyncAck) -> None:
-            await backlog.accept(action_key(body), kind, body)
-            await ack()
-
-        return listener
+    async def on_click(body: dict[str, Any], ack: AsyncAck, context: dict[str, Any]) -> None:
+        await record(body, context)
+        await ack()
 
     async def ack_only(ack: AsyncAck) -> None:
         await ack()
@@ -118,10 +143,8 @@ def register_listeners(app: AsyncApp, router: Router, backlog: Backlog,
                              "decline": decline_clicked}
     backlog.handlers.update(work)
     app.command(ANY_COMMAND)(on_command)
-    app.action(render.CANCEL_ACTION)(on_click("cancel"))
-    app.action(render.RERUN_ACTION)(on_click("rerun"))
-    app.action(render.CONFIRM_ACTION)(on_click("confirm"))
-    app.action(render.DECLINE_ACTION)(on_click("decline"))
+    for action_id in CLICK_KINDS:
+        app.action(action_id)(on_click)
     # The View logs button is a link; Slack still tells the app it was clicked.
     app.action("jobbot_view_logs")(ack_only)
 

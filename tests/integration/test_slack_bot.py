@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Callable
@@ -159,6 +160,8 @@ async def test_a_bad_signature_gets_401_and_changes_nothing(bot: Bot) -> None:
     status, _ = await bot.slack.post(body, headers)
     assert status == 401
     assert await bot.runtime.service.runs() == []
+    # Not even recorded for after the ack.
+    assert bot.runtime.service.store.unfinished_slack_work(datetime(2100, 1, 1, tzinfo=UTC)) == []
 
 
 async def test_a_stale_signature_gets_401(bot: Bot) -> None:
@@ -179,6 +182,24 @@ async def test_a_slack_retry_never_starts_a_second_run(bot: Bot) -> None:
     # The retry was recognised when it arrived: acknowledged, and neither run nor answered again.
     texts = [r["text"] for r in bot.fake.responses[trigger]]
     assert len(texts) == 1 and "started" in texts[0]
+    assert len(await bot.runtime.service.runs("hello")) == 1
+
+
+async def test_a_request_that_cannot_be_recorded_gets_503_and_its_retry_runs(
+        bot: Bot, monkeypatch: pytest.MonkeyPatch) -> None:
+    def database_down() -> object:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    body, trigger = bot.slack.command_body("run hello")
+    with monkeypatch.context() as patch:
+        patch.setattr(bot.runtime.service.store._raw, "transaction", database_down)
+        status, text = await bot.slack.post(body, bot.slack.headers(body))
+    assert status == 503 and "could not record" in text
+    assert await bot.runtime.service.runs() == []
+    # Slack retries an unanswered command: this time it is recorded and runs.
+    status, _ = await bot.slack.post(body, bot.slack.headers(body, retry_num=1))
+    assert status == 200
+    await bot.fake.wait_for(lambda: bot.fake.responses.get(trigger))
     assert len(await bot.runtime.service.runs("hello")) == 1
 
 
