@@ -75,6 +75,8 @@ class RawWrite:
         except BaseException:
             if connection.in_transaction:  # not even ROLLBACK worked: start afresh next time
                 self._local.connection = None
+                with self._lock:
+                    self._opened.remove(connection)
                 with contextlib.suppress(Exception):
                     connection.close()
             raise
