@@ -285,6 +285,13 @@ class Store:
         with self.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
 
+    @property
+    def writes_now(self) -> bool:
+        """Whether the answer-path writes (`record_deliveries`, `add_slack_work`) can be made on
+        the event loop: with `wait=False` they raise WriteLocked rather than wait for another
+        writer's lock. SQLite only: a local commit, where PostgreSQL's is a network round trip."""
+        return self._raw is not None
+
     def close(self) -> None:
         if self._raw is not None:
             self._raw.close()
@@ -635,8 +642,10 @@ class Store:
 
     # -- Slack work and confirmations -----------------------------------------------------
 
-    def add_slack_work(self, items: Sequence[tuple[str, str, dict[str, Any]]]) -> list[bool]:
-        """Record (key, kind, body) items in one transaction; False for a key seen before."""
+    def add_slack_work(self, items: Sequence[tuple[str, str, dict[str, Any]]], *,
+                       wait: bool = True) -> list[bool]:
+        """Record (key, kind, body) items in one transaction; False for a key seen before.
+        `wait=False`: see `writes_now`."""
         now = utcnow()
         rows: dict[str, dict[str, Any]] = {}
         for key, kind, body in items:  # one row per key: a key repeated in a batch is a retry
@@ -644,7 +653,7 @@ class Store:
                                   "done_at": None})
         inserted: set[str] = set()
         if self._raw is not None:
-            with self._raw.transaction() as cursor:
+            with self._raw.transaction(wait=wait) as cursor:
                 inserted = set(rows) - known_keys(cursor, SLACK_WORK, "key", list(rows))
                 if inserted:
                     self._raw_inserts.slack_work.execute(cursor, (rows[k] for k in inserted))
@@ -823,10 +832,12 @@ class Store:
     # -- webhook deliveries, served repositories, fork approvals (the GitHub App) --------
 
     def record_deliveries(self, deliveries: Sequence[NewDelivery],
-                          finished: Sequence[tuple[str, str]] = ()) -> set[str]:
+                          finished: Sequence[tuple[str, str]] = (), *,
+                          wait: bool = True) -> set[str]:
         """Record many deliveries, and the outcomes of handled ones (dropping their payloads),
         in one transaction (the webhook's group commit); returns the ids that were new. A push
-        moves its branch's head only when its delivery is new."""
+        moves its branch's head only when its delivery is new. `wait=False`: see
+        `writes_now`."""
         if not deliveries and not finished:
             return set()
         now = utcnow()
@@ -837,7 +848,8 @@ class Store:
         outcomes = [{"delivery_id": delivery_id, "text": outcome[:2000]}
                     for delivery_id, outcome in finished]
         if self._raw is not None:
-            return self._record_deliveries_sqlite(self._raw, deliveries, rows, outcomes, now)
+            return self._record_deliveries_sqlite(self._raw, deliveries, rows, outcomes, now,
+                                                  wait)
         with self._write() as session:
             conn = session.connection()
             if outcomes:
@@ -858,8 +870,9 @@ class Store:
 
     def _record_deliveries_sqlite(self, raw: RawWrite, deliveries: Sequence[NewDelivery],
                                   rows: dict[str, dict[str, Any]],
-                                  outcomes: list[dict[str, Any]], now: datetime) -> set[str]:
-        with raw.transaction() as cursor:
+                                  outcomes: list[dict[str, Any]], now: datetime,
+                                  wait: bool) -> set[str]:
+        with raw.transaction(wait=wait) as cursor:
             if outcomes:
                 cursor.executemany(
                     f"UPDATE {DELIVERIES.name} SET outcome = ?, payload = NULL WHERE id = ?",

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 
 from core.group_commit import GroupCommit
 from core.models import Delivery, utcnow
@@ -39,8 +40,8 @@ class DeliveryJournal:
         self._store = store
         self.owner = owner or ProcessId.current()
         self._writes: GroupCommit[NewDelivery | Finished, bool] = GroupCommit(
-            self._write, name="github-deliveries"
-        )
+            self._write, write_now=partial(self._write, wait=False) if store.writes_now else None,
+            name="github-deliveries")
 
     async def record(self, delivery: NewDelivery) -> bool:
         """Once it returns, the delivery is committed: a restart will not lose it."""
@@ -52,10 +53,10 @@ class DeliveryJournal:
     async def close(self) -> None:
         await self._writes.close()
 
-    def _write(self, items: list[NewDelivery | Finished]) -> list[bool]:
+    def _write(self, items: list[NewDelivery | Finished], *, wait: bool = True) -> list[bool]:
         records = [i for i in items if isinstance(i, NewDelivery)]
         finished = [(i.delivery_id, i.outcome) for i in items if isinstance(i, Finished)]
-        new = self._store.record_deliveries(records, finished)
+        new = self._store.record_deliveries(records, finished, wait=wait)
         results = []
         for item in items:
             # The same id twice in one batch (a redelivery racing the first): the first is new.

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,7 +12,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import insert, text
 
-from core.sqlite_writes import Insert, RawWrite, known_keys
+from core import sqlite_writes
+from core.sqlite_writes import Checkpointer, Insert, RawWrite, known_keys
 from core.store import SLACK_WORK, Store
 
 
@@ -76,11 +79,8 @@ def test_raw_writes_are_for_sqlite_only(tmp_path: Path) -> None:
         RawWrite(engine)
 
 
-def test_raw_commits_leave_the_checkpoint_to_the_other_writers(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_raw_commits_leave_the_checkpoint_to_the_checkpointer_thread(tmp_path: Path) -> None:
     # A checkpoint copies the WAL into the database file: the file grows only when one runs.
-    monkeypatch.setattr("core.store.WAL_AUTOCHECKPOINT", 50)
-    monkeypatch.setattr("core.sqlite_writes.WAL_AUTOCHECKPOINT", 50)
     path = tmp_path / "jobbot.db"
     store = Store(f"sqlite:///{path}")
     store.migrate()
@@ -90,20 +90,64 @@ def test_raw_commits_leave_the_checkpoint_to_the_other_writers(
     columns = ["key", "kind", "body", "received_at", "done_at"]
     at = datetime(2026, 11, 22, tzinfo=UTC)
     raw = RawWrite(store.engine)
-    for batch in range(3):  # about 300 pages, six times the threshold
-        with raw.transaction() as cursor:
-            Insert(SLACK_WORK, columns, store.engine).execute(cursor, [
-                {"key": f"raw-{batch}-{i}", "kind": "command", "body": {"pad": "x" * 4000},
-                 "received_at": at, "done_at": None} for i in range(100)])
-    assert path.stat().st_size == size
-    with store.engine.begin() as conn:  # a writer after the answer: it checkpoints
-        conn.execute(insert(SLACK_WORK), {"key": "orm", "kind": "command", "body": {},
-                                          "received_at": at, "done_at": None})
-    assert path.stat().st_size > size + 300 * 4096
-    with store.engine.connect() as conn:
-        assert conn.execute(text("PRAGMA wal_autocheckpoint")).scalar() == 50
-        assert conn.execute(text("SELECT count(*) FROM slack_work")).scalar() == 301
+
+    class SizeAtCommit:
+        sizes: list[int] = []
+
+        def committed(self) -> None:
+            self.sizes.append(path.stat().st_size)
+
+        def close(self) -> None:
+            pass
+
+    raw._checkpointer = SizeAtCommit()  # type: ignore[assignment]
+    with raw.transaction() as cursor:
+        assert cursor.connection.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
+        Insert(SLACK_WORK, columns, store.engine).execute(cursor, [
+            {"key": f"raw-{i}", "kind": "command", "body": {"pad": "x" * 4000},
+             "received_at": at, "done_at": None} for i in range(100)])
+    assert SizeAtCommit.sizes == [size]  # the commit itself copied nothing
+    checkpointer = Checkpointer(store.engine)
+    checkpointer.committed()
+    deadline = time.monotonic() + 30
+    while path.stat().st_size < size + 80 * 4096 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert path.stat().st_size >= size + 80 * 4096  # the checkpointer thread did: 100 rows
+    checkpointer.close()
+    raw.close()
     store.close()
+
+
+def test_the_checkpointer_waits_between_checkpoints_and_stops_on_close(
+        sqlite_store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[float] = []
+    checkpointer = Checkpointer(sqlite_store.engine, every=0.2)
+    real = sqlite_writes._detached
+
+    def counting(engine: object) -> object:
+        connection = real(engine)  # type: ignore[arg-type]
+
+        class Counting:
+            def execute(self, sql: str) -> object:
+                made.append(time.monotonic())
+                return connection.execute(sql)
+
+            def close(self) -> None:
+                connection.close()
+
+        return Counting()
+
+    monkeypatch.setattr(sqlite_writes, "_detached", counting)
+    for _ in range(50):
+        checkpointer.committed()
+        time.sleep(0.01)
+    checkpointer.close()
+    assert 2 <= len(made) <= 4  # 0.5 s of commits: one checkpoint at first, then every 0.2 s
+    assert all(b - a >= 0.19 for a, b in itertools.pairwise(made))
+    count = len(made)
+    checkpointer.committed()  # closed: no thread starts again
+    time.sleep(0.05)
+    assert len(made) == count
 
 
 def test_each_thread_keeps_its_own_connection_until_close(sqlite_store: Store) -> None:
