@@ -16,6 +16,7 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, Table
@@ -28,6 +29,8 @@ logger = logging.getLogger(__name__)
 CHUNK = 500
 # Pages the WAL may grow to before a commit copies it into the database file (a checkpoint).
 WAL_AUTOCHECKPOINT = 10_000
+# SQLite's default page size, which jobbot's databases keep.
+PAGE_SIZE = 4096
 # Seconds between the checkpoints the checkpointer thread makes after raw commits.
 CHECKPOINT_EVERY = 1.0
 
@@ -43,7 +46,8 @@ def _detached(engine: Engine) -> Any:
 
 class Checkpointer:
     """Copies the WAL into the database file for the raw commits, which never do it themselves:
-    in a thread of its own, at most every `every` seconds while they go on.
+    in a thread of its own, at most every `every` seconds while they go on, once the WAL file
+    has reached `threshold` pages (SQLite's own autocheckpoint threshold, but off the commit).
 
     Without it the WAL grew without end whenever the raw commits were the only writes (660 MB
     after 40,000 GitHub deliveries in bench.github_webhook, the database file still empty).
@@ -51,16 +55,20 @@ class Checkpointer:
     this time, the next one does.
     """
 
-    def __init__(self, engine: Engine, every: float = CHECKPOINT_EVERY) -> None:
+    def __init__(self, engine: Engine, every: float = CHECKPOINT_EVERY,
+                 threshold: int = WAL_AUTOCHECKPOINT) -> None:
         self._engine = engine
         self._every = every
+        self._threshold = threshold
+        database = engine.url.database
+        self._wal = Path(f"{database}-wal") if database and database != ":memory:" else None
         self._due = threading.Event()
         self._closing = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
     def committed(self) -> None:
-        """A raw commit added to the WAL: a checkpoint is due."""
+        """A raw commit added to the WAL: a checkpoint may be due."""
         if self._thread is None:
             with self._lock:
                 if self._thread is None and not self._closing.is_set():
@@ -77,13 +85,26 @@ class Checkpointer:
                 self._due.clear()
                 if self._closing.is_set():
                     break
-                try:
-                    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                except sqlite3.Error as exc:  # the next commit asks again
-                    logger.warning("checkpointing the SQLite WAL failed: %s", exc)
+                if self._wal_may_be_large():
+                    try:
+                        connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    except sqlite3.Error as exc:  # the next commit asks again
+                        logger.warning("checkpointing the SQLite WAL failed: %s", exc)
                 self._closing.wait(self._every)
         finally:
             connection.close()
+
+    def _wal_may_be_large(self) -> bool:
+        """False while the WAL file is smaller than `threshold` pages: then it cannot hold that
+        many. Only its size is read: opening and closing a file SQLite has locked would drop
+        the process's POSIX locks on it (a -shm file read that way crashed jobbot with SIGBUS
+        in bench.slack_ack once another connection reset the file)."""
+        if self._wal is None:
+            return True
+        try:
+            return self._wal.stat().st_size >= self._threshold * PAGE_SIZE
+        except FileNotFoundError:
+            return False
 
     def close(self) -> None:
         self._closing.set()

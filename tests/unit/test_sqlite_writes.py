@@ -107,7 +107,9 @@ def test_raw_commits_leave_the_checkpoint_to_the_checkpointer_thread(tmp_path: P
             {"key": f"raw-{i}", "kind": "command", "body": {"pad": "x" * 4000},
              "received_at": at, "done_at": None} for i in range(100)])
     assert SizeAtCommit.sizes == [size]  # the commit itself copied nothing
-    checkpointer = Checkpointer(store.engine)
+    assert not Checkpointer(store.engine, threshold=10_000)._wal_may_be_large()
+    checkpointer = Checkpointer(store.engine, threshold=100)
+    assert checkpointer._wal_may_be_large()  # a page or more for each of the 100 rows
     checkpointer.committed()
     deadline = time.monotonic() + 30
     while path.stat().st_size < size + 80 * 4096 and time.monotonic() < deadline:
@@ -121,7 +123,7 @@ def test_raw_commits_leave_the_checkpoint_to_the_checkpointer_thread(tmp_path: P
 def test_the_checkpointer_waits_between_checkpoints_and_stops_on_close(
         sqlite_store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     made: list[float] = []
-    checkpointer = Checkpointer(sqlite_store.engine, every=0.2)
+    checkpointer = Checkpointer(sqlite_store.engine, every=0.2, threshold=0)
     real = sqlite_writes._detached
 
     def counting(engine: object) -> object:
