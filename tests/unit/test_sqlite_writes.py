@@ -144,7 +144,7 @@ def test_the_checkpointer_waits_between_checkpoints_and_stops_on_close(
         checkpointer.committed()
         time.sleep(0.01)
     checkpointer.close()
-    assert 2 <= len(made) <= 4  # 0.5 s of commits: one checkpoint at first, then every 0.2 s
+    assert 1 <= len(made) <= 3  # 0.5 s of commits, a checkpoint every 0.2 s
     assert all(b - a >= 0.19 for a, b in itertools.pairwise(made))
     count = len(made)
     checkpointer.committed()  # closed: no thread starts again
