@@ -52,7 +52,9 @@ class Checkpointer:
     Without it the WAL grew without end whenever the raw commits were the only writes (660 MB
     after 40,000 GitHub deliveries in bench.github_webhook, the database file still empty).
     PASSIVE: it never waits for, nor blocks, a reader or a writer; what it could not copy
-    this time, the next one does.
+    this time, the next one does. The WAL starts again from its beginning only once a
+    checkpoint has copied it all while no reader used it: under a long burst with readers
+    always busy it still grows, more slowly (343 MB in the same run, the rows in the file).
     """
 
     def __init__(self, engine: Engine, every: float = CHECKPOINT_EVERY,
