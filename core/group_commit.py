@@ -28,7 +28,7 @@ class GroupCommit(Generic[Item, Result]):
     write: in bench.github_webhook the thread started 1.8 ms after the first request of a
     burst (both cores busy, the scheduler has to make room for it), and the loop took up a
     finished write 0.6-0.8 ms late (it was answering other requests). Written on the loop
-    (seven alternating runs against the thread), the median round p99 fell from 9.7 to 9.0
+    (seven alternating runs against the thread), the median round p99 fell from 9.7 to 9.1
     ms and the CPU per delivery from 0.100-0.110 to 0.090-0.100 ms.
     Without `write_now` (PostgreSQL: a network round trip per statement) every batch goes to
     the thread, and items submitted meanwhile wait for the next one.
