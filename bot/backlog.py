@@ -16,7 +16,6 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from functools import partial
 from typing import Any
 
 from core.answers_first import AnswersFirst
@@ -49,8 +48,7 @@ class Backlog:
         self._queue: asyncio.Queue[tuple[str, str, dict[str, Any]]] = asyncio.Queue()
         self._workers: list[asyncio.Task[None]] = []
         self._writes: GroupCommit[tuple[str, str, dict[str, Any]], bool] = GroupCommit(
-            store.add_slack_work, name="slack-ack-writer",
-            write_now=partial(store.add_slack_work, wait=False) if store.writes_now else None)
+            store.add_slack_work, on_loop=store.writes_now, name="slack-ack-writer")
         self._acks = AnswersFirst(quiet=QUIET, max_wait=max_defer)
         self._retry_delays = retry_delays
         self._failures: dict[str, int] = {}

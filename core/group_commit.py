@@ -9,37 +9,38 @@ from typing import Generic, TypeVar
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
-Write = Callable[[list[Item]], Sequence[Result]]
+# Writes a batch, one result per item; with wait=False it raises WriteLocked rather than wait.
+Write = Callable[..., Sequence[Result]]
 
 
 class WriteLocked(Exception):
-    """Raised by a `write_now` that would have to wait for another writer's lock: nothing was
-    written, and the batch goes to the writer thread instead."""
+    """Raised by a write told not to wait (`wait=False`) when another writer holds the lock:
+    nothing was written, and the batch goes to the writer thread instead."""
 
 
 class GroupCommit(Generic[Item, Result]):
     """Each caller awaits its own item's result; items submitted in the same turn of the event
     loop go together in one write, and so do those submitted while a write is under way.
 
-    With `write_now` (SQLite, whose commit is a few hundred microseconds of local work), a
+    With `on_loop` (SQLite, whose commit is a few hundred microseconds of local work), a
     batch is written on the event loop at the end of the turn in which its requests arrived,
-    and goes to the writer thread only when the database's write lock is taken (`write_now`
-    raises WriteLocked rather than wait). Handing each batch to a thread cost more than the
-    write: in bench.github_webhook the thread started 1.8 ms after the first request of a
-    burst (both cores busy, the scheduler has to make room for it), and the loop took up a
-    finished write 0.6-0.8 ms late (it was answering other requests). Written on the loop
-    (seven alternating runs against the thread), the median round p99 fell from 9.7 to 9.1
-    ms and the CPU per delivery from 0.100-0.110 to 0.090-0.100 ms.
-    Without `write_now` (PostgreSQL: a network round trip per statement) every batch goes to
+    and goes to the writer thread only when the database's write lock is taken (`write`,
+    called with wait=False, raises WriteLocked rather than wait). Handing each batch to a
+    thread cost more than the write: in bench.github_webhook the thread started 1.8 ms after
+    the first request of a burst (both cores busy, the scheduler has to make room for it),
+    and the loop took up a finished write 0.6-0.8 ms late (it was answering other requests).
+    Written on the loop (seven alternating runs against the thread), the median round p99
+    fell from 9.7 to 9.1 ms and the CPU per delivery from 0.100-0.110 to 0.090-0.100 ms.
+    Without `on_loop` (PostgreSQL: a network round trip per statement) every batch goes to
     the thread, and items submitted meanwhile wait for the next one.
     """
 
-    def __init__(self, write: Write[Item, Result], *, write_now: Write[Item, Result] | None = None,
+    def __init__(self, write: Write[Result], *, on_loop: bool = False,
                  name: str = "group-commit") -> None:
-        # `write` runs in a thread of its own (not the shared default pool, where background
-        # database calls would make answers wait); both give one result per item.
+        # Off the loop, `write` runs in a thread of its own (not the shared default pool,
+        # where background database calls would make answers wait).
         self._write = write
-        self._write_now = write_now
+        self._on_loop = on_loop
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
         self._name = name
         self._pending: list[tuple[Item, asyncio.Future[Result]]] = []
@@ -50,14 +51,14 @@ class GroupCommit(Generic[Item, Result]):
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Result] = loop.create_future()
         self._pending.append((item, future))
-        if self._thread_busy():
-            pass  # the writer thread takes it with its next batch
-        elif self._write_now is None:
-            self._writer = asyncio.create_task(self._drain(), name=self._name)
-        elif self._flush is None:
-            # After the callbacks already due in this turn: the requests that arrived with
-            # this one reach their submit first and join the batch.
-            self._flush = loop.call_soon(self._write_on_loop)
+        # While the writer thread is busy, its next batch takes the item.
+        if not self._thread_busy():
+            if not self._on_loop:
+                self._writer = asyncio.create_task(self._drain(), name=self._name)
+            elif self._flush is None:
+                # After the callbacks already due in this turn: the requests that arrived
+                # with this one reach their submit first and join the batch.
+                self._flush = loop.call_soon(self._write_on_loop)
         return await future
 
     def _thread_busy(self) -> bool:
@@ -67,10 +68,9 @@ class GroupCommit(Generic[Item, Result]):
         self._flush = None
         if not self._pending or self._thread_busy():
             return
-        assert self._write_now is not None  # only scheduled with one
         batch, self._pending = self._pending, []
         try:
-            results = self._write_now([item for item, _ in batch])
+            results = self._write([item for item, _ in batch], wait=False)
         except WriteLocked:
             self._pending = batch + self._pending
             self._writer = asyncio.create_task(self._drain(), name=self._name)

@@ -6,7 +6,6 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
-from functools import partial
 
 from core.group_commit import GroupCommit
 from core.models import Delivery, utcnow
@@ -40,8 +39,7 @@ class DeliveryJournal:
         self._store = store
         self.owner = owner or ProcessId.current()
         self._writes: GroupCommit[NewDelivery | Finished, bool] = GroupCommit(
-            self._write, write_now=partial(self._write, wait=False) if store.writes_now else None,
-            name="github-deliveries")
+            self._write, on_loop=store.writes_now, name="github-deliveries")
 
     async def record(self, delivery: NewDelivery) -> bool:
         """Once it returns, the delivery is committed: a restart will not lose it."""

@@ -17,27 +17,23 @@ from github_app.journal import DeliveryJournal
 
 
 class Writes:
-    """Records each batch and the thread that wrote it; `locked` makes write_now refuse."""
+    """Records each batch and the thread that wrote it; `locked` makes a write that may not
+    wait refuse."""
 
     def __init__(self) -> None:
         self.batches: list[tuple[str, list[int]]] = []
         self.locked = False
 
-    def now(self, items: list[int]) -> list[int]:
-        if self.locked:
+    def write(self, items: list[int], *, wait: bool = True) -> list[int]:
+        if self.locked and not wait:
             raise WriteLocked("database is locked")
-        self.batches.append((threading.current_thread().name, list(items)))
-        return [i * 10 for i in items]
-
-    def waiting(self, items: list[int]) -> list[int]:
         self.batches.append((threading.current_thread().name, list(items)))
         return [i * 10 for i in items]
 
 
 async def test_items_of_one_turn_share_one_write_on_the_loop() -> None:
     writes = Writes()
-    commit: GroupCommit[int, int] = GroupCommit(writes.waiting, write_now=writes.now,
-                                                name="writer")
+    commit: GroupCommit[int, int] = GroupCommit(writes.write, on_loop=True, name="writer")
     assert await asyncio.gather(*(commit.submit(i) for i in range(5))) == [0, 10, 20, 30, 40]
     assert await commit.submit(7) == 70
     loop_thread = threading.current_thread().name
@@ -47,8 +43,7 @@ async def test_items_of_one_turn_share_one_write_on_the_loop() -> None:
 
 async def test_a_locked_database_sends_the_batch_to_the_writer_thread() -> None:
     writes = Writes()
-    commit: GroupCommit[int, int] = GroupCommit(writes.waiting, write_now=writes.now,
-                                                name="writer")
+    commit: GroupCommit[int, int] = GroupCommit(writes.write, on_loop=True, name="writer")
     writes.locked = True
     first = [asyncio.ensure_future(commit.submit(i)) for i in range(3)]
     await asyncio.sleep(0)
@@ -66,22 +61,22 @@ async def test_a_locked_database_sends_the_batch_to_the_writer_thread() -> None:
 async def test_a_failed_write_fails_each_waiter_and_the_next_batch_goes_on() -> None:
     calls: list[list[int]] = []
 
-    def failing(items: list[int]) -> list[int]:
+    def failing(items: list[int], *, wait: bool = True) -> list[int]:
         calls.append(items)
         if len(calls) == 1:
             raise sqlite3.OperationalError("disk I/O error")
         return items
 
-    commit: GroupCommit[int, int] = GroupCommit(failing, write_now=failing)
+    commit: GroupCommit[int, int] = GroupCommit(failing, on_loop=True)
     results = await asyncio.gather(commit.submit(1), commit.submit(2), return_exceptions=True)
     assert [type(r) for r in results] == [sqlite3.OperationalError] * 2
     assert await commit.submit(3) == 3
     await commit.close()
 
 
-async def test_without_write_now_every_batch_goes_to_the_thread() -> None:
+async def test_without_on_loop_every_batch_goes_to_the_thread() -> None:
     writes = Writes()
-    commit: GroupCommit[int, int] = GroupCommit(writes.waiting, name="writer")
+    commit: GroupCommit[int, int] = GroupCommit(writes.write, name="writer")
     assert await asyncio.gather(*(commit.submit(i) for i in range(3))) == [0, 10, 20]
     assert all(name.startswith("writer") for name, _ in writes.batches)
     await commit.close()
