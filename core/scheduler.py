@@ -157,8 +157,10 @@ class Scheduler:
         self._series = SeriesCache()
         self._planned: dict[tuple[str, str], _Planned] = {}
         self._specs: dict[tuple[str, str], JobSpec] = {}
-        self._heap: list[tuple[datetime, int, tuple[str, str]]] = []
-        self._seq = 0
+        # Due times in a heap, and the jobs due at each: thousands of jobs share a time (the
+        # top of the hour), so a tick pops a few times instead of sifting one entry per job.
+        self._times: list[datetime] = []
+        self._due_at: dict[datetime, list[tuple[str, str]]] = {}
         self._last_prune: datetime | None = None
         self._apps_seen: tuple[AppSpec, ...] = ()
         self._wake = asyncio.Event()
@@ -225,26 +227,35 @@ class Scheduler:
         await asyncio.to_thread(self.store.save_schedule_states, fresh)
 
     def _push(self, planned: _Planned) -> None:
-        self._seq += 1
-        heapq.heappush(self._heap, (planned.next, self._seq, planned.key))
+        keys = self._due_at.get(planned.next)
+        if keys is None:
+            keys = self._due_at[planned.next] = []
+            heapq.heappush(self._times, planned.next)
+        keys.append(planned.key)
 
     def next_due(self) -> datetime | None:
-        while self._heap:
-            at, _, key = self._heap[0]
-            planned = self._planned.get(key)
-            if planned is not None and planned.next == at:
-                return at
-            heapq.heappop(self._heap)  # stale: the job was removed or re-planned
+        while self._times:
+            at = self._times[0]
+            keys = self._due_at[at]
+            # Entries of removed or re-planned jobs are stale: drop them.
+            while keys:
+                planned = self._planned.get(keys[-1])
+                if planned is not None and planned.next == at:
+                    return at
+                keys.pop()
+            heapq.heappop(self._times)
+            del self._due_at[at]
         return None
 
     def _pop_due(self, now: datetime) -> list[_Planned]:
         due: dict[tuple[str, str], _Planned] = {}
-        while self._heap and self._heap[0][0] <= now:
-            at, _, key = heapq.heappop(self._heap)
-            planned = self._planned.get(key)
-            # A re-planned job may have an old entry for the same time: take it once.
-            if planned is not None and planned.next == at:
-                due[key] = planned
+        while self._times and self._times[0] <= now:
+            at = heapq.heappop(self._times)
+            for key in self._due_at.pop(at):
+                planned = self._planned.get(key)
+                # A re-planned job may have an old entry for the same time: take it once.
+                if planned is not None and planned.next == at:
+                    due[key] = planned
         return list(due.values())
 
     # -- one round ------------------------------------------------------------------------
