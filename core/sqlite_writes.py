@@ -55,6 +55,14 @@ class Checkpointer:
     this time, the next one does. The WAL starts again from its beginning only once a
     checkpoint has copied it all while no reader used it: under a long burst with readers
     always busy it still grows, more slowly (343 MB in the same run, the rows in the file).
+
+    SQLite then reuses the file but never shrinks it. Once a turn finds no raw commit since
+    the last one, a TRUNCATE checkpoint copies the rest and empties the file, if no reader
+    is in the log at that moment (else it gives up at once and tries again on the next
+    quiet turn). Never in a commit: SQLite's own journal_size_limit cuts the file in the
+    first commit after the log starts again, and cutting 160 MB there held up the answers
+    waiting for it (bench.github_webhook --deliveries 20000 --rounds 4: round p99 of 47.5
+    and 94.3 ms, against 9-18 ms).
     """
 
     def __init__(self, engine: Engine, every: float = CHECKPOINT_EVERY,
@@ -83,15 +91,19 @@ class Checkpointer:
 
     def _run(self) -> None:
         connection = _detached(self._engine)
+        # A TRUNCATE checkpoint waits for readers and writers through the busy handler, and
+        # keeps new writers out meanwhile: here it gives up at once instead.
+        connection.execute("PRAGMA busy_timeout=0")
         try:
             while not self._closing.wait(self._every):
-                if not self._dirty or not self._wal_may_be_large():
+                if not self._wal_may_be_large():
                     continue
-                self._dirty = False
+                busy, self._dirty = self._dirty, False
+                mode = "PASSIVE" if busy else "TRUNCATE"
                 try:
-                    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    connection.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
                 except sqlite3.Error as exc:  # the next turn tries again
-                    self._dirty = True
+                    self._dirty = self._dirty or busy
                     logger.warning("checkpointing the SQLite WAL failed: %s", exc)
         finally:
             connection.close()

@@ -168,3 +168,47 @@ def test_each_thread_keeps_its_own_connection_until_close(sqlite_store: Store) -
     for connection in (first, other):
         with pytest.raises(sqlite3.ProgrammingError, match="closed"):
             connection.execute("SELECT 1")  # type: ignore[attr-defined]
+
+
+def test_a_quiet_checkpointer_empties_the_wal_file_once_no_reader_is_in_it(
+        tmp_path: Path) -> None:
+    path = tmp_path / "jobbot.db"
+    wal = Path(f"{path}-wal")
+    store = Store(f"sqlite:///{path}")
+    store.migrate()
+    raw = RawWrite(store.engine)
+    columns = ["key", "kind", "body", "received_at", "done_at"]
+    at = datetime(2026, 12, 6, tzinfo=UTC)
+    insert_rows = Insert(SLACK_WORK, columns, store.engine)
+
+    def write(tag: str, count: int) -> None:
+        with raw.transaction() as cursor:
+            insert_rows.execute(cursor, [
+                {"key": f"{tag}-{i}", "kind": "command", "body": {"pad": "x" * 4000},
+                 "received_at": at, "done_at": None} for i in range(count)])
+
+    write("first", 1)
+    reader = sqlite3.connect(path)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM slack_work").fetchall()  # a snapshot in the log
+    checkpointer = Checkpointer(store.engine, every=0.02, threshold=16)
+    for batch in range(10):
+        write(f"burst{batch}", 50)
+        checkpointer.committed()  # its PASSIVE checkpoints copy what they may
+        time.sleep(0.03)
+    grown = wal.stat().st_size
+    assert grown > 1024 * 1024  # 500 rows of 4 kB: the reader keeps the log from restarting
+    time.sleep(0.2)  # quiet turns: TRUNCATE tries, and gives up while the reader is in
+    assert wal.stat().st_size == grown
+    assert reader.execute("SELECT count(*) FROM slack_work").fetchone() == (1,)
+    reader.rollback()
+    reader.close()
+    deadline = time.monotonic() + 30
+    while wal.stat().st_size > 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert wal.stat().st_size == 0
+    checkpointer.close()
+    with store.engine.connect() as conn:  # every row is in the database file now
+        assert conn.execute(text("SELECT count(*) FROM slack_work")).scalar() == 501
+    raw.close()
+    store.close()
