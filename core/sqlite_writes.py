@@ -31,8 +31,6 @@ CHUNK = 500
 WAL_AUTOCHECKPOINT = 10_000
 # SQLite's default page size, which jobbot's databases keep.
 PAGE_SIZE = 4096
-# The raw connections' page cache, in KiB when negative (SQLite's default size).
-RAW_CACHE_SIZE = -2000
 # Seconds between the checkpoints the checkpointer thread makes after raw commits.
 CHECKPOINT_EVERY = 1.0
 
@@ -157,11 +155,6 @@ class RawWrite:
             # commit (bench.github_webhook: the slowest 1% of answers were those). The
             # checkpointer thread does it instead.
             connection.execute("PRAGMA wal_autocheckpoint=0")
-            # SQLite's default page cache, not the engine's 32 MB: these commits read a few
-            # index pages, and each transaction after another connection's commit dropped
-            # the whole cache first (BEGIN IMMEDIATE took 26 us with 32 MB, 6.5 us with 2 MB,
-            # in a throwaway two-connection microbenchmark of 7 kB inserts).
-            connection.execute(f"PRAGMA cache_size={RAW_CACHE_SIZE}")
             if not wait:  # SQLITE_BUSY at once when another connection holds the write lock
                 connection.execute("PRAGMA busy_timeout=0")
             with self._lock:

@@ -1025,11 +1025,14 @@ def _make_engine(url: str, *, echo: bool) -> Engine:
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=30000")
-            # Each scheduler round dirties index pages all over runs (random ids, keys by
-            # job): a larger cache and mmap spare re-reading them, and checkpointing every
-            # 10,000 WAL pages instead of 1,000 copies a page rewritten by many rounds once
-            # (bench.scheduler: about 17% less CPU per simulated hour on SQLite).
-            cursor.execute("PRAGMA cache_size=-32768")
+            # Each scheduler round dirties index pages all over runs (keys by job): mmap
+            # spares re-reading them, and checkpointing every 10,000 WAL pages instead of
+            # 1,000 copies a page rewritten by many rounds once (bench.scheduler: about 17%
+            # less CPU per simulated hour on SQLite). The page cache stays SQLite's default
+            # 2 MB: a transaction after another connection's commit first drops the whole
+            # cache, which took 20 us more with 32 MB (a BEGIN IMMEDIATE: 26 us against
+            # 6.5 us, in a two-connection microbenchmark), and bench.scheduler ran no faster
+            # with 32 MB (three alternating 12-hour runs each).
             cursor.execute("PRAGMA mmap_size=268435456")
             cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT}")
             cursor.close()
