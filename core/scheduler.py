@@ -270,8 +270,9 @@ class Scheduler:
         paused = await asyncio.to_thread(self.store.paused_jobs)
         batch: list[Slot] = []
         guarded: list[tuple[_Planned, datetime]] = []
+        horizon = now - MAX_LOOKBACK
         for planned in due:
-            slots, left_out, oldest, following = self._slots(planned, now)
+            slots, left_out, oldest, following = self._slots(planned, now, horizon)
             if not slots:  # nothing due after all (its next slot moved): plan it again
                 planned.next = following
                 self._push(planned)
@@ -311,11 +312,11 @@ class Scheduler:
             await self.prune()
         return recorded
 
-    def _slots(self, planned: _Planned, now: datetime
+    def _slots(self, planned: _Planned, now: datetime, horizon: datetime
                ) -> tuple[list[datetime], int, datetime, datetime]:
-        """Due slots (the bounded most recent ones), how many older ones were left out, the
-        oldest slot considered, and the first slot after now."""
-        start = max(planned.last, now - MAX_LOOKBACK)
+        """Due slots (the bounded most recent ones, none before `horizon`), how many older
+        ones were left out, the oldest slot considered, and the first slot after now."""
+        start = planned.last if planned.last > horizon else horizon
         keep = self.max_skipped + 1
         kept: list[datetime] = []
         total = 0
@@ -337,8 +338,10 @@ class Scheduler:
             return "suspended: app.yaml sets suspend: true"
         if planned.key in paused:
             return f"paused by {paused[planned.key] or 'someone'}"
+        if job.starting_deadline is None:
+            return None
         late = now - at
-        if job.starting_deadline is not None and late > timedelta(seconds=job.starting_deadline):
+        if late > timedelta(seconds=job.starting_deadline):
             return (f"missed: {int(late.total_seconds())}s late, beyond starting_deadline "
                     f"{job.starting_deadline}s")
         return None

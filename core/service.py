@@ -161,9 +161,10 @@ class JobService:
         """
         executor = self.executor.name
         owner = str(self.owner) if executor == "local" else None
+        skipped, queued = RunState.SKIPPED, RunState.QUEUED  # an enum member lookup costs
         news = [NewRun(
             app=s.job.app.app, job=s.job.job.name, source="schedule", actor="schedule",
-            state=RunState.SKIPPED if s.skipped else RunState.QUEUED, reason=s.skipped,
+            state=skipped if s.skipped else queued, reason=s.skipped,
             image=None if s.skipped else s.job.job.image, origin=s.origin,
             scheduled_for=s.scheduled_for, idempotency_key=s.idempotency_key,
             executor=executor, owner=None if s.skipped else owner,
@@ -177,13 +178,13 @@ class JobService:
             return []
         self.changes.notify()
         if len(created) == len(slots):  # the usual case: the same order, nothing left out
-            targets = [s.job for s in slots]
+            recorded = list(zip(slots, created, strict=True))
         else:
-            by_key = {s.idempotency_key: s.job for s in slots}
-            targets = [by_key[c.run.idempotency_key or ""] for c in created]
-        for outcome, target in zip(created, targets, strict=True):
-            if outcome.run.state == RunState.QUEUED.value:
-                await self._launch(target, outcome.run, notify=False)
+            by_key = {s.idempotency_key: s for s in slots}
+            recorded = [(by_key[c.run.idempotency_key or ""], c) for c in created]
+        for slot, outcome in recorded:
+            if slot.skipped is None:  # a run, not a skipped slot: start it
+                await self._launch(slot.job, outcome.run, notify=False)
         self.changes.notify()
         return [c.run for c in created]
 
