@@ -59,10 +59,11 @@ class Checkpointer:
     SQLite then reuses the file but never shrinks it. Once a turn finds no raw commit since
     the last one, a TRUNCATE checkpoint copies the rest and empties the file, if no reader
     is in the log at that moment (else it gives up at once and tries again on the next
-    quiet turn). Never in a commit: SQLite's own journal_size_limit cuts the file in the
-    first commit after the log starts again, and cutting 160 MB there held up the answers
-    waiting for it (bench.github_webhook --deliveries 20000 --rounds 4: round p99 of 47.5
-    and 94.3 ms, against 9-18 ms).
+    quiet turn); writers that come meanwhile wait for it, as for any checkpoint. Never in a
+    commit: SQLite's own journal_size_limit cuts the file in the first commit after the log
+    starts again, and cutting 160 MB there held up the answers waiting for it
+    (bench.github_webhook --deliveries 20000 --rounds 4: round p99 of 47.5 and 94.3 ms,
+    against 9-18 ms).
     """
 
     def __init__(self, engine: Engine, every: float = CHECKPOINT_EVERY,
