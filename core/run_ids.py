@@ -25,7 +25,7 @@ def new_run_ids(count: int) -> list[str]:
     ids dirtied about N pages, and SQLite writes every dirty page to its WAL at commit. The
     second alone was not fine enough: batches made within one second (a scheduler on virtual
     time, a burst of triggers) each scattered their ids among the earlier ones of that second
-    (bench/scheduler.py: about 500 WAL pages per commit of 125 runs, half of them for this).
+    (bench/scheduler.py: about 500 WAL pages per commit of 125 runs; 300 with this prefix).
     """
     now = time.time()
     prefix = f"{int(now):08x}{int(now % 1 * 65536):04x}"
