@@ -18,7 +18,6 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
-    text,
 )
 from sqlmodel import Field, SQLModel
 
@@ -81,11 +80,6 @@ class Source(enum.StrEnum):
     API = "api"
 
 
-# Written out once, so that a query's condition is the very text of the partial index's
-# (SQLite uses a partial index only for a query whose WHERE contains its WHERE term).
-FINISHED = "state IN ('cancelled', 'failed', 'skipped', 'succeeded', 'timed_out')"
-
-
 class Run(SQLModel, table=True):
     """One execution of a job (or a skipped cron slot), numbered per job."""
 
@@ -93,10 +87,6 @@ class Run(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("app", "job", "number", name="uq_runs_app_job_number"),
         Index("ix_runs_state", "state"),
-        # History pruning reads a job's finished runs only: a run enters this index when it
-        # finishes, so recording a queued run costs nothing here.
-        Index("ix_runs_finished", "app", "job", "number", sqlite_where=text(FINISHED),
-              postgresql_where=text(FINISHED)),
     )
 
     id: str = Field(sa_column=Column(String(32), primary_key=True))

@@ -29,7 +29,6 @@ from sqlmodel import Session, col
 from sqlmodel import select as orm_select
 
 from core.models import (
-    FINISHED,
     Attempt,
     AuditEntry,
     BranchHead,
@@ -788,6 +787,7 @@ class Store:
         for app, job in limits:
             by_app.setdefault(app, []).append(job)
         floor = min(min(limit) for limit in limits.values())
+        final = [s.value for s in RunState if s.is_final]
         doomed: list[str] = []
         with self.engine.connect() as conn:
             for app, jobs in by_app.items():
@@ -798,7 +798,7 @@ class Store:
                                    partition_by=(RUNS.c.job, bucket),
                                    order_by=RUNS.c.number.desc()).label("rank"))
                         .where(RUNS.c.app == app, RUNS.c.job.in_(jobs[start:start + _CHUNK]),
-                               text(FINISHED))  # ix_runs_finished's own condition
+                               RUNS.c.state.in_(final))
                         .subquery()
                     )
                     for run_id, job, which, rank in conn.execute(
