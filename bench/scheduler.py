@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import sqlalchemy
 from croniter import croniter
 
 from bench.trigger import RecordingExecutor, percentile
@@ -167,30 +166,6 @@ async def jobbot_burst(app: AppSpec, store: Store, logs: Path) -> tuple[float, l
     await jobbot.scheduler.tick()
     elapsed = time.perf_counter() - start
     return elapsed, [t - start for t in jobbot.executor.times]
-
-
-def pruning(store: Store, n: int, per_job: int, server: ServerCpu | None
-            ) -> tuple[tuple[float, float], tuple[float, float]]:
-    """History pruning at steady state: `per_job` finished runs of each of `n` jobs, nothing
-    beyond the limits to delete. CPU seconds (this process, the PostgreSQL server) of one
-    prune of every job (the scheduler's daily sweep), and of one of a tenth of the jobs
-    (the jobs with new slots, as a round every ten minutes prunes)."""
-    for start in range(0, per_job, 10):
-        store.create_runs([NewRun(app="bench", job=f"job-{i}", source="schedule",
-                                  actor="schedule", scheduled_for=DAY + timedelta(minutes=m),
-                                  idempotency_key=f"prune:{i}:{m}")
-                           for m in range(start, min(start + 10, per_job)) for i in range(n)],
-                          audit=False)
-    with store.engine.begin() as conn:
-        conn.execute(sqlalchemy.text("UPDATE runs SET state = 'succeeded'"))
-    limits = {("bench", f"job-{i}"): (per_job, per_job, per_job) for i in range(n)}
-
-    def cpu(jobs: dict[tuple[str, str], tuple[int, int, int]]) -> tuple[float, float]:
-        own, served = time.process_time(), server.seconds() if server else 0.0
-        assert store.prune_history(jobs) == []
-        return time.process_time() - own, (server.seconds() - served if server else 0.0)
-
-    return cpu(limits), cpu(dict(list(limits.items())[:n // 10]))
 
 
 # -- APScheduler 3.x on the same virtual time ---------------------------------------------
@@ -493,19 +468,6 @@ def run(n: int, hours: int, rounds: int, pg_url: str, server: ServerCpu | None) 
               f"run recorded (goal: all within 5 s), median of {rounds} alternating rounds")
         for label in (BASELINE, NO_DB, SQLITE, POSTGRES):
             show_burst(label, elapsed[label], delays[label])
-
-        per_job = 40
-        print(f"history pruning, {n} jobs with {per_job} finished runs each (nothing to "
-              "delete): CPU seconds of one prune of every job (once a day) and of a tenth of "
-              "them (the jobs with new slots, every ten minutes)")
-        for label, store in stores("prune"):
-            if label == NO_DB:
-                continue
-            every, tenth = pruning(store, n, per_job, server if label == POSTGRES else None)
-            store.close()
-            extra = (f"   PostgreSQL server {every[1]:.3f} s and {tenth[1]:.3f} s"
-                     if label == POSTGRES and server else "")
-            print(f"  {label:<26} every job {every[0]:6.3f} s   a tenth {tenth[0]:6.3f} s{extra}")
 
 
 if __name__ == "__main__":

@@ -41,10 +41,7 @@ MAX_LOOKBACK = timedelta(days=31)
 SKIPPED_KEPT = MAX_SKIPPED_RECORDED
 # With nothing due, wake up this often anyway to notice app.yaml edits and resumes.
 IDLE_WAKE = timedelta(seconds=30)
-# History pruning: every PRUNE_EVERY the jobs that recorded slots since the last time, and
-# every job once a FULL_PRUNE_EVERY (manual runs of a job that is rarely due).
 PRUNE_EVERY = timedelta(minutes=10)
-FULL_PRUNE_EVERY = timedelta(days=1)
 
 
 class Clock(Protocol):
@@ -165,8 +162,6 @@ class Scheduler:
         self._times: list[datetime] = []
         self._due_at: dict[datetime, list[tuple[str, str]]] = {}
         self._last_prune: datetime | None = None
-        self._last_full_prune: datetime | None = None
-        self._recorded: set[tuple[str, str]] = set()  # jobs with slots since the last prune
         self._apps_seen: tuple[AppSpec, ...] = ()
         self._wake = asyncio.Event()
         # History limits per job, rebuilt when app.yaml changes.
@@ -312,14 +307,9 @@ class Scheduler:
                 recorded += await self._replace_and_fire(planned, at, active)
         states = [(*p.key, p.fingerprint, p.last) for p in due]
         recorded += len(await self.service.record_slots(batch, schedule_states=states))
-        self._recorded.update(p.key for p in due)
         if self._last_prune is None or now - self._last_prune >= PRUNE_EVERY:
             self._last_prune = now
-            if self._last_full_prune is None or now - self._last_full_prune >= FULL_PRUNE_EVERY:
-                self._last_full_prune = now
-                await self.prune()
-            else:
-                await self.prune(self._recorded)
+            await self.prune()
         return recorded
 
     def _slots(self, planned: _Planned, now: datetime, horizon: datetime
@@ -402,24 +392,13 @@ class Scheduler:
 
     # -- history --------------------------------------------------------------------------
 
-    async def prune(self, jobs: Iterable[tuple[str, str]] | None = None) -> int:
+    async def prune(self) -> int:
         """Keep history.succeeded / history.failed finished runs (and SKIPPED_KEPT skipped
-        slots) per scheduled job, of `jobs` or of every one; older runs, their events,
-        attempts and logs go.
-
-        Pruning every job every time read each one's finished runs: 0.33-0.46 s of CPU
-        on SQLite for 10,000 jobs with 40 each, so 2-3 s per hour at one prune every ten
-        minutes, more than scheduling them; the jobs with new slots took 31 us each.
-        """
+        slots) per scheduled job; older runs, their events, attempts and logs go."""
         if self._limits is None:
             self._limits = {key: (spec.history.succeeded, spec.history.failed, SKIPPED_KEPT)
                             for key, spec in self._specs.items()}
-        if jobs is None:
-            limits = self._limits
-        else:
-            limits = {key: self._limits[key] for key in jobs if key in self._limits}
-        self._recorded.difference_update(limits)
-        deleted = await self.service.prune_history(limits)
+        deleted = await self.service.prune_history(self._limits)
         if deleted:
             logger.info("history: pruned %d old runs of scheduled jobs", deleted)
         return deleted

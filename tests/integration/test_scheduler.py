@@ -322,32 +322,6 @@ async def test_history_keeps_the_newest_runs_and_deletes_older_logs(
     assert all(logs.attempts(r) == [1] for r in kept)
 
 
-async def test_rounds_prune_the_jobs_with_new_slots_and_all_jobs_once_a_day(
-        tmp_path: Path, store: Store, worlds: list[World],
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    w = world(worlds, tmp_path, store, [
-        python_job("often", QUICK, schedule="*/5 * * * *"),
-        python_job("yearly", QUICK, schedule="0 0 1 1 *"),
-    ])
-    pruned: list[set[str]] = []
-    real = w.service.prune_history
-
-    async def spy(limits: dict[tuple[str, str], tuple[int, int, int]]) -> int:
-        pruned.append({job for _, job in limits})
-        return await real(limits)
-
-    monkeypatch.setattr(w.service, "prune_history", spy)
-    await w.at(T0)
-    # The first round with slots (10:05:30) prunes every job; then, every 10 minutes,
-    # those that recorded slots since.
-    await w.every(timedelta(minutes=5), at(11))
-    assert pruned == [{"often", "yearly"}] + [{"often"}] * 5
-    pruned.clear()
-    await w.at(at(10, 6, day=21))  # a day after the first: every job again
-    await w.every(timedelta(minutes=5), at(10, 36, day=21))
-    assert pruned == [{"often", "yearly"}] + [{"often"}] * 3
-
-
 async def test_daylight_saving_days_on_the_scheduler(tmp_path: Path, store: Store,
                                                      worlds: list[World]) -> None:
     berlin = ZoneInfo("Europe/Berlin")

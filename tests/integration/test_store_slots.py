@@ -153,16 +153,6 @@ def test_prune_keeps_runs_whose_events_a_subscriber_has_not_delivered(store: Sto
     assert [r.number for r in store.list_runs(app="demo", job="a")] == [4]
 
 
-def test_prune_reads_only_the_jobs_it_is_given(store: Store) -> None:
-    made = [c.run for c in store.create_runs([slot(job, m) for job in "ab" for m in range(3)])]
-    for run in made:
-        store.transition(run.id, RunState.SUCCEEDED)
-    assert sorted(store.prune_history({("demo", "a"): (1, 1, 1)})) == sorted(
-        r.id for r in made[:2])
-    assert [r.number for r in store.list_runs(app="demo", job="a")] == [3]
-    assert [r.number for r in store.list_runs(app="demo", job="b")] == [3, 2, 1]
-
-
 def test_prune_deletes_only_finished_runs(store: Store) -> None:
     made = [c.run for c in store.create_runs([slot("a", m) for m in range(3)])]
     store.transition(made[0].id, RunState.RUNNING)
