@@ -24,6 +24,13 @@ def sqlite_store(tmp_path: Path) -> Store:
     return store
 
 
+def padded_rows(tag: str, count: int) -> list[dict[str, object]]:
+    """Slack work rows of about 4 kB each: a page or more of WAL per row."""
+    at = datetime(2026, 11, 22, tzinfo=UTC)
+    return [{"key": f"{tag}-{i}", "kind": "command", "body": {"pad": "x" * 4000},
+             "received_at": at, "done_at": None} for i in range(count)]
+
+
 def stored(store: Store, key: str) -> tuple[object, ...]:
     with store.engine.connect() as conn:
         row = conn.execute(text("SELECT key, kind, body, received_at, done_at FROM slack_work "
@@ -88,7 +95,6 @@ def test_raw_commits_leave_the_checkpoint_to_the_checkpointer_thread(tmp_path: P
         conn.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
     size = path.stat().st_size
     columns = ["key", "kind", "body", "received_at", "done_at"]
-    at = datetime(2026, 11, 22, tzinfo=UTC)
     raw = RawWrite(store.engine)
 
     class SizeAtCommit:
@@ -103,9 +109,7 @@ def test_raw_commits_leave_the_checkpoint_to_the_checkpointer_thread(tmp_path: P
     raw._checkpointer = SizeAtCommit()  # type: ignore[assignment]
     with raw.transaction() as cursor:
         assert cursor.connection.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
-        Insert(SLACK_WORK, columns, store.engine).execute(cursor, [
-            {"key": f"raw-{i}", "kind": "command", "body": {"pad": "x" * 4000},
-             "received_at": at, "done_at": None} for i in range(100)])
+        Insert(SLACK_WORK, columns, store.engine).execute(cursor, padded_rows("raw", 100))
     assert SizeAtCommit.sizes == [size]  # the commit itself copied nothing
     assert not Checkpointer(store.engine, threshold=10_000)._wal_may_be_large()
     checkpointer = Checkpointer(store.engine, threshold=100)
@@ -177,15 +181,12 @@ def test_a_quiet_checkpointer_empties_the_wal_file_once_no_reader_is_in_it(
     store = Store(f"sqlite:///{path}")
     store.migrate()
     raw = RawWrite(store.engine)
-    columns = ["key", "kind", "body", "received_at", "done_at"]
-    at = datetime(2026, 12, 6, tzinfo=UTC)
-    insert_rows = Insert(SLACK_WORK, columns, store.engine)
+    insert_rows = Insert(SLACK_WORK, ["key", "kind", "body", "received_at", "done_at"],
+                         store.engine)
 
     def write(tag: str, count: int) -> None:
         with raw.transaction() as cursor:
-            insert_rows.execute(cursor, [
-                {"key": f"{tag}-{i}", "kind": "command", "body": {"pad": "x" * 4000},
-                 "received_at": at, "done_at": None} for i in range(count)])
+            insert_rows.execute(cursor, padded_rows(tag, count))
 
     write("first", 1)
     reader = sqlite3.connect(path)
