@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import sqlalchemy
 from croniter import croniter
 
 from bench.trigger import RecordingExecutor, percentile
@@ -40,7 +41,7 @@ from core.catalog import Catalog
 from core.cron import expand
 from core.executors.base import Launch
 from core.logs import LogStore
-from core.models import JobState, Run
+from core.models import JobState, Run, RunState
 from core.run_ids import new_run_id
 from core.scheduler import Scheduler, freeze_startup_objects
 from core.service import JobService
@@ -126,8 +127,12 @@ class MemoryStore(Store):
     def paused_jobs(self) -> dict[tuple[str, str], str | None]:
         return {}
 
-    def prune_history(self, limits: dict[tuple[str, str], tuple[int, int, int]]) -> list[str]:
+    def prune_history(self, limits: dict[tuple[str, str], tuple[int, int, int]],
+                      touched_after: int | None = None) -> list[str]:
         return []
+
+    def history_mark(self) -> int:
+        return 0
 
 
 class VirtualJobbot:
@@ -166,6 +171,38 @@ async def jobbot_burst(app: AppSpec, store: Store, logs: Path) -> tuple[float, l
     await jobbot.scheduler.tick()
     elapsed = time.perf_counter() - start
     return elapsed, [t - start for t in jobbot.executor.times]
+
+
+def pruning(store: Store, n: int, per_job: int, server: ServerCpu | None
+            ) -> tuple[tuple[float, float], tuple[float, float]]:
+    """History pruning at steady state: `per_job` finished runs of each of `n` jobs, nothing
+    beyond the limits to delete. CPU seconds (this process, the PostgreSQL server) of a prune
+    that looks at every job (the scheduler's first), and of one after a tenth of the jobs
+    finished a run (as in ten minutes of the day's mix: the prunes that follow)."""
+    def slots(jobs: range, minutes: range) -> list[NewRun]:
+        return [NewRun(app="bench", job=f"job-{i}", source="schedule", actor="schedule",
+                       scheduled_for=DAY + timedelta(minutes=m),
+                       idempotency_key=f"prune:{i}:{m}") for m in minutes for i in jobs]
+
+    for start in range(0, per_job, 10):
+        store.create_runs(slots(range(n), range(start, min(start + 10, per_job))), audit=False)
+    with store.engine.begin() as conn:
+        conn.execute(sqlalchemy.text("UPDATE runs SET state = 'succeeded'"))
+        if store.dialect == "postgresql":
+            conn.execute(sqlalchemy.text("ANALYZE"))  # as autovacuum would have by now
+    limits = {("bench", f"job-{i}"): (per_job + 1,) * 3 for i in range(n)}
+
+    def cpu(touched_after: int | None) -> tuple[float, float]:
+        own, served = time.process_time(), server.seconds() if server else 0.0
+        assert store.prune_history(limits, touched_after) == []
+        return time.process_time() - own, (server.seconds() - served if server else 0.0)
+
+    every = cpu(None)
+    mark = store.history_mark()
+    for created in store.create_runs(slots(range(0, n, 10), range(per_job, per_job + 1)),
+                                     audit=False):
+        store.transition(created.run.id, RunState.SUCCEEDED)
+    return every, cpu(mark)
 
 
 # -- APScheduler 3.x on the same virtual time ---------------------------------------------
@@ -386,8 +423,6 @@ def main() -> None:
 
 
 def fresh_postgres(admin_url: str, name: str) -> str:
-    import sqlalchemy
-
     engine = sqlalchemy.create_engine(
         admin_url.replace("postgresql://", "postgresql+psycopg://", 1),
         isolation_level="AUTOCOMMIT")
@@ -468,6 +503,19 @@ def run(n: int, hours: int, rounds: int, pg_url: str, server: ServerCpu | None) 
               f"run recorded (goal: all within 5 s), median of {rounds} alternating rounds")
         for label in (BASELINE, NO_DB, SQLITE, POSTGRES):
             show_burst(label, elapsed[label], delays[label])
+
+        per_job = 40
+        print(f"history pruning, {n} jobs with {per_job} finished runs each (nothing to "
+              "delete): CPU seconds of a prune that looks at every job (the first) and of "
+              "one after a tenth of them finished a run (every ten minutes after)")
+        for label, store in stores("prune"):
+            if label == NO_DB:
+                continue
+            every, tenth = pruning(store, n, per_job, server if label == POSTGRES else None)
+            store.close()
+            extra = (f"   PostgreSQL server {every[1]:.3f} s and {tenth[1]:.3f} s"
+                     if label == POSTGRES and server else "")
+            print(f"  {label:<26} every job {every[0]:6.3f} s   a tenth {tenth[0]:6.3f} s{extra}")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import functools
 import gc
 import heapq
 import logging
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -166,6 +167,8 @@ class Scheduler:
         self._wake = asyncio.Event()
         # History limits per job, rebuilt when app.yaml changes.
         self._limits: dict[tuple[str, str], tuple[int, int, int]] | None = None
+        # The store's history mark before each of the last two prunes (see `prune`).
+        self._prune_marks: deque[int] = deque(maxlen=2)
 
     # -- planning -------------------------------------------------------------------------
 
@@ -394,11 +397,24 @@ class Scheduler:
 
     async def prune(self) -> int:
         """Keep history.succeeded / history.failed finished runs (and SKIPPED_KEPT skipped
-        slots) per scheduled job; older runs, their events, attempts and logs go."""
+        slots) per scheduled job; older runs, their events, attempts and logs go.
+
+        The first prune (and the first after app.yaml changed the limits) looks at every
+        job; later ones only at the jobs with a run finished since the last prune (at 10,000
+        jobs with 40 finished runs each, reading them all costs half a second of CPU). On
+        PostgreSQL, since the prune before the last: there an event can become visible after
+        one with a larger id, while its transaction commits.
+        """
         if self._limits is None:
             self._limits = {key: (spec.history.succeeded, spec.history.failed, SKIPPED_KEPT)
                             for key, spec in self._specs.items()}
-        deleted = await self.service.prune_history(self._limits)
+            self._prune_marks.clear()
+        since = None
+        if self._prune_marks:
+            in_order = self.store.event_ids_visible_in_order
+            since = self._prune_marks[-1 if in_order else 0]
+        self._prune_marks.append(await asyncio.to_thread(self.store.history_mark))
+        deleted = await self.service.prune_history(self._limits, touched_after=since)
         if deleted:
             logger.info("history: pruned %d old runs of scheduled jobs", deleted)
         return deleted

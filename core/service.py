@@ -188,9 +188,11 @@ class JobService:
         self.changes.notify()
         return [c.run for c in created]
 
-    async def prune_history(self, limits: dict[tuple[str, str], tuple[int, int, int]]) -> int:
-        """Keep (succeeded, failed, skipped) finished runs per job; delete older runs and logs."""
-        deleted = await self._db(self.store.prune_history, limits)
+    async def prune_history(self, limits: dict[tuple[str, str], tuple[int, int, int]], *,
+                            touched_after: int | None = None) -> int:
+        """Keep (succeeded, failed, skipped) finished runs per job; delete older runs and logs
+        (of the jobs with a finished run whose events come after `touched_after`, if given)."""
+        deleted = await self._db(self.store.prune_history, limits, touched_after)
         for run_id in deleted:
             await self._db(self.log_store.delete, run_id)
         return len(deleted)

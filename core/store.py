@@ -25,6 +25,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.orm import configure_mappers
+from sqlalchemy.sql import Select
 from sqlmodel import Session, col
 from sqlmodel import select as orm_select
 
@@ -142,6 +143,7 @@ SLACK_WORK: Table = SlackWork.__table__  # type: ignore[attr-defined]
 CURSORS: Table = SubscriberCursor.__table__  # type: ignore[attr-defined]
 # Finished states counted against `history.failed` (skipped slots have their own bound).
 FAILED_STATES = (RunState.FAILED.value, RunState.TIMED_OUT.value, RunState.CANCELLED.value)
+FINAL_STATES = tuple(state.value for state in RunState if state.is_final)
 # SQLite allows 32,766 bound parameters per statement; stay well below with batches.
 _CHUNK = 500
 
@@ -228,6 +230,34 @@ _new_object = object.__new__
 _set_slot = object.__setattr__
 
 
+def _ranked_history(beyond: int, touched_after: int | None = None) -> Select[Any]:
+    """Finished runs ranked newest first among their job's runs of the same kind (0
+    succeeded, 1 failed, 2 skipped), those ranked beyond `beyond`: (id, app, job, kind,
+    rank) rows. Of every job, or of the jobs with a run that reached a final state in an
+    event after `touched_after`."""
+    kind = case((RUNS.c.state == RunState.SUCCEEDED.value, 0),
+                (RUNS.c.state.in_(FAILED_STATES), 1),
+                (RUNS.c.state == RunState.SKIPPED.value, 2))  # else NULL: not finished
+    ranked = select(RUNS.c.id, RUNS.c.app, RUNS.c.job, kind.label("kind"),
+                    func.row_number().over(partition_by=(RUNS.c.app, RUNS.c.job, kind),
+                                           order_by=RUNS.c.number.desc()).label("rank"))
+    if touched_after is None:
+        ranked = ranked.where(RUNS.c.state.in_(FINAL_STATES))
+    else:
+        # No state filter here, nor on `changed` below (the events say which state they left
+        # the run in): SQLite would read every finished run through ix_runs_state to find a
+        # few jobs' runs. The jobs' live runs are ranked apart (kind NULL), and left out.
+        changed = RUNS.alias("changed")
+        touched = (select(changed.c.app, changed.c.job).distinct()
+                   .select_from(RUN_EVENTS.join(changed, changed.c.id == RUN_EVENTS.c.run_id))
+                   .where(RUN_EVENTS.c.id > touched_after, RUN_EVENTS.c.state.in_(FINAL_STATES))
+                   .subquery("touched"))
+        ranked = ranked.join(touched, (RUNS.c.app == touched.c.app)
+                             & (RUNS.c.job == touched.c.job))
+    history = ranked.subquery("history")
+    return select(history).where(history.c.rank > beyond, history.c.kind.is_not(None))
+
+
 def detached_run(values: dict[str, Any]) -> Run:
     """A Run made of `values`, a fresh dict of every field in the model's order that the run
     keeps as its own: as Run.model_construct makes it (no validation, no session), without
@@ -256,6 +286,10 @@ class Store:
         configure_mappers()
         self.engine = _make_engine(url, echo=echo)
         self.dialect = self.engine.dialect.name
+        # SQLite has one writer at a time: event ids become visible in the order they were
+        # handed out. PostgreSQL's sequence hands them out before the commit, so a smaller id
+        # can become visible after a larger one (see Scheduler.prune).
+        self.event_ids_visible_in_order = self.dialect == "sqlite"
         self._write_engine = self.engine.execution_options(jobbot_write=True)
         self._runs = RunInserter(self.dialect)
         self._batch = _BatchStatements(self.dialect)
@@ -770,33 +804,29 @@ class Store:
                              .where(tuple_(JOB_STATE.c.app, JOB_STATE.c.job).in_(chunk))
                              .values(fingerprint=None, last_slot=None))
 
-    def prune_history(self, limits: dict[tuple[str, str], tuple[int, int, int]]) -> list[str]:
+    def prune_history(self, limits: dict[tuple[str, str], tuple[int, int, int]],
+                      touched_after: int | None = None) -> list[str]:
         """Delete finished runs beyond (succeeded, failed, skipped) kept per job, with their
         attempts and events, once every outbox subscriber's cursor has passed their events;
-        returns the deleted run ids (so their logs can go too)."""
+        returns the deleted run ids (so their logs can go too).
+
+        `touched_after` (an event id, from `history_mark`): look only at the jobs with a run
+        that reached a final state after it; None looks at every job's finished runs.
+        """
         if not limits:
             return []
-        bucket = case((RUNS.c.state == RunState.SUCCEEDED.value, 0),
-                      (RUNS.c.state.in_(FAILED_STATES), 1), else_=2)
-        ranked = (
-            select(RUNS.c.id, RUNS.c.app, RUNS.c.job, bucket.label("bucket"),
-                   func.row_number().over(partition_by=(RUNS.c.app, RUNS.c.job, bucket),
-                                          order_by=RUNS.c.number.desc()).label("rank"))
-            .where(RUNS.c.state.in_([s.value for s in RunState if s.is_final]))
-            .subquery()
-        )
-        floor = min(min(limit) for limit in limits.values())
-        doomed: list[str] = []
         with self.engine.connect() as conn:
-            rows = conn.execute(select(ranked).where(ranked.c.rank > floor))
-            for run_id, app, job, which, rank in rows:
+            slowest = conn.execute(select(func.min(CURSORS.c.last_event_id))).scalar()
+            floor = min(min(limit) for limit in limits.values())
+            doomed: list[str] = []
+            for run_id, app, job, kind, rank in conn.execute(
+                    _ranked_history(floor, touched_after)):
                 limit = limits.get((app, job))
-                if limit is not None and rank > limit[which]:
+                if limit is not None and rank > limit[kind]:
                     doomed.append(run_id)
             # A run whose events some subscriber (Slack notifier, GitHub check runs) has not
             # delivered yet stays until every cursor has passed them: deleting it would make
             # the lagging subscriber skip (or fail on) its events.
-            slowest = conn.execute(select(func.min(CURSORS.c.last_event_id))).scalar()
             if slowest is not None and doomed:
                 pending: set[str] = set()
                 for start in range(0, len(doomed), _CHUNK):
@@ -812,6 +842,15 @@ class Store:
                 conn.execute(delete(RUN_EVENTS).where(RUN_EVENTS.c.run_id.in_(chunk)))
                 conn.execute(delete(RUNS).where(RUNS.c.id.in_(chunk)))
         return doomed
+
+    def history_mark(self) -> int:
+        """Where a later `prune_history(touched_after=)` may start: the last event, or the
+        slowest subscriber's cursor if it is behind (so the runs held back for it are looked
+        at again once it has passed them)."""
+        with self.engine.connect() as conn:
+            last = conn.execute(select(func.coalesce(func.max(RUN_EVENTS.c.id), 0))).scalar_one()
+            slowest = conn.execute(select(func.min(CURSORS.c.last_event_id))).scalar()
+        return int(last if slowest is None else min(last, slowest))
 
     # -- audit ----------------------------------------------------------------------------
 

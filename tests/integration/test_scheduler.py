@@ -320,6 +320,15 @@ async def test_history_keeps_the_newest_runs_and_deletes_older_logs(
     assert all(store.events_for(r.id) == [] for r in gone)
     assert all(store.attempts(r.id) == [] for r in gone)
     assert all(logs.attempts(r) == [1] for r in kept)
+    # Later prunes look only at the jobs with runs finished since: both, here.
+    for minute in range(6, 9):
+        await w.at(at(10, minute))
+    for name in ("good", "bad"):
+        for run in w.runs(name):
+            await w.service.wait(run.id)
+    assert await w.scheduler.prune() == 3 + 3
+    assert [(r.number, r.state) for r in w.runs("good")] == [(7, "succeeded"), (8, "succeeded")]
+    assert [(r.number, r.state) for r in w.runs("bad")] == [(8, "failed")]
 
 
 async def test_daylight_saving_days_on_the_scheduler(tmp_path: Path, store: Store,

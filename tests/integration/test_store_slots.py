@@ -153,6 +153,41 @@ def test_prune_keeps_runs_whose_events_a_subscriber_has_not_delivered(store: Sto
     assert [r.number for r in store.list_runs(app="demo", job="a")] == [4]
 
 
+def test_prune_after_a_mark_looks_only_at_jobs_with_runs_finished_since(store: Store) -> None:
+    made = {job: [c.run for c in store.create_runs([slot(job, m) for m in range(3)])]
+            for job in ("a", "b", "c")}
+    for job in ("a", "b"):
+        for run in made[job][:2]:
+            store.transition(run.id, RunState.SUCCEEDED)
+    mark = store.history_mark()
+    store.transition(made["a"][2].id, RunState.FAILED)  # after the mark: "a" is looked at
+    store.transition(made["c"][2].id, RunState.RUNNING)  # not final: "c" is not
+    limits = {("demo", job): (1, 1, 1) for job in "abc"}
+    assert store.prune_history(limits, touched_after=mark) == [made["a"][0].id]
+    assert store.prune_history(limits, touched_after=store.history_mark()) == []
+    # "b" had a run too many before the mark: only a prune of every job finds it.
+    assert store.prune_history(limits) == [made["b"][0].id]
+    assert [r.state for r in store.list_runs(app="demo", job="c")] == ["running", "queued",
+                                                                       "queued"]
+
+
+def test_the_history_mark_waits_for_the_slowest_subscriber(store: Store) -> None:
+    made = [c.run for c in store.create_runs([slot("a", m) for m in range(3)])]
+    store.save_cursor("slack", store.last_event_id())
+    for run in made:
+        store.transition(run.id, RunState.SUCCEEDED)
+    limits = {("demo", "a"): (1, 1, 1)}
+    # Slack has not delivered the runs' last events: they stay, and the mark stays before
+    # them, so a prune from it looks at job "a" again once Slack has caught up.
+    mark = store.history_mark()
+    assert mark == store.cursor("slack") < store.last_event_id()
+    assert store.prune_history(limits) == []
+    store.save_cursor("slack", store.last_event_id())
+    assert sorted(store.prune_history(limits, touched_after=mark)) == sorted(
+        r.id for r in made[:2])
+    assert store.history_mark() == store.last_event_id()
+
+
 def test_prune_deletes_only_finished_runs(store: Store) -> None:
     made = [c.run for c in store.create_runs([slot("a", m) for m in range(3)])]
     store.transition(made[0].id, RunState.RUNNING)
