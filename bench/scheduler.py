@@ -9,9 +9,10 @@ values croniter hashes them to) measured in the same run, then jobbot's history 
   apart (read from /proc when the bench starts its own server);
 - 10,000 slots due in the same minute: slots recorded per second, and the delay from a slot's
   time to its run being recorded (p50, p99). Goal: all within 5 s;
-- history pruning at steady state (10,000 jobs with 40 finished runs each), which the day
-  never reaches: CPU seconds of a prune that reads every job, and of one that reads the
-  tenth of them with a run finished since the last prune.
+- history pruning at steady state (10,000 jobs with 40 finished runs each, as many as
+  kept), which the day never reaches: CPU seconds of a prune that reads every job, and of
+  one that reads the tenth of them with a run finished since the last prune (and deletes
+  each one's oldest).
 
 The executor only records launches (as bench/trigger.py does): the figures are the
 scheduler's and the store's own cost.
@@ -178,10 +179,11 @@ async def jobbot_burst(app: AppSpec, store: Store, logs: Path) -> tuple[float, l
 
 def pruning(store: Store, n: int, per_job: int, server: ServerCpu | None
             ) -> tuple[tuple[float, float], tuple[float, float]]:
-    """History pruning at steady state: `per_job` finished runs of each of `n` jobs, nothing
-    beyond the limits to delete. CPU seconds (this process, the PostgreSQL server) of a prune
-    that looks at every job (the scheduler's first), and of one after a tenth of the jobs
-    finished a run (as in ten minutes of the day's mix: the prunes that follow)."""
+    """History pruning at steady state: `per_job` finished runs of each of `n` jobs, as many
+    as kept. CPU seconds (this process, the PostgreSQL server) of a prune that looks at every
+    job (the scheduler's first; nothing to delete), and of one after a tenth of the jobs
+    finished a run (as in ten minutes of the day's mix: the prunes that follow), which
+    deletes the oldest run of each of them."""
     def slots(jobs: range, minutes: range) -> list[NewRun]:
         return [NewRun(app="bench", job=f"job-{i}", source="schedule", actor="schedule",
                        scheduled_for=DAY + timedelta(minutes=m),
@@ -193,19 +195,20 @@ def pruning(store: Store, n: int, per_job: int, server: ServerCpu | None
         conn.execute(sqlalchemy.text("UPDATE runs SET state = 'succeeded'"))
         if store.dialect == "postgresql":
             conn.execute(sqlalchemy.text("ANALYZE"))  # as autovacuum would have by now
-    limits = {("bench", f"job-{i}"): (per_job + 1,) * 3 for i in range(n)}
+    limits = {("bench", f"job-{i}"): (per_job,) * 3 for i in range(n)}
 
-    def cpu(touched_after: int | None) -> tuple[float, float]:
+    def cpu(touched_after: int | None, deletes: int) -> tuple[float, float]:
         own, served = time.process_time(), server.seconds() if server else 0.0
-        assert store.prune_history(limits, touched_after) == []
+        assert len(store.prune_history(limits, touched_after)) == deletes
         return time.process_time() - own, (server.seconds() - served if server else 0.0)
 
-    every = cpu(None)
+    every = cpu(None, 0)
     mark = store.history_mark()
-    for created in store.create_runs(slots(range(0, n, 10), range(per_job, per_job + 1)),
+    finished = range(0, n, 10)
+    for created in store.create_runs(slots(finished, range(per_job, per_job + 1)),
                                      audit=False):
         store.transition(created.run.id, RunState.SUCCEEDED)
-    return every, cpu(mark)
+    return every, cpu(mark, len(finished))
 
 
 # -- APScheduler 3.x on the same virtual time ---------------------------------------------
@@ -508,9 +511,10 @@ def run(n: int, hours: int, rounds: int, pg_url: str, server: ServerCpu | None) 
             show_burst(label, elapsed[label], delays[label])
 
         per_job = 40
-        print(f"history pruning, {n} jobs with {per_job} finished runs each (nothing to "
-              "delete): CPU seconds of a prune that looks at every job (the first) and of "
-              "one after a tenth of them finished a run (every ten minutes after)")
+        print(f"history pruning, {n} jobs with {per_job} finished runs each, as many as "
+              "kept: CPU seconds of a prune that looks at every job (the first) and of one "
+              "after a tenth of them finished a run (every ten minutes after; it deletes "
+              "their oldest)")
         for label, store in stores("prune"):
             if label == NO_DB:
                 continue
