@@ -191,7 +191,8 @@ class JobService:
     async def prune_history(self, limits: dict[tuple[str, str], tuple[int, int, int]], *,
                             touched_after: int | None = None) -> int:
         """Keep (succeeded, failed, skipped) finished runs per job; delete older runs and logs
-        (of the jobs with a finished run whose events come after `touched_after`, if given)."""
+        (only of the jobs with a run that reached a final state after event `touched_after`,
+        if given)."""
         deleted = await self._db(self.store.prune_history, limits, touched_after)
         await self._db(self._delete_logs, deleted)  # one thread hop, not one per run
         return len(deleted)

@@ -815,10 +815,9 @@ class Store:
         """
         if not limits:
             return []
+        floor = min(min(limit) for limit in limits.values())
+        doomed: list[str] = []
         with self.engine.connect() as conn:
-            slowest = conn.execute(select(func.min(CURSORS.c.last_event_id))).scalar()
-            floor = min(min(limit) for limit in limits.values())
-            doomed: list[str] = []
             for run_id, app, job, kind, rank in conn.execute(
                     _ranked_history(floor, touched_after)):
                 limit = limits.get((app, job))
@@ -827,6 +826,7 @@ class Store:
             # A run whose events some subscriber (Slack notifier, GitHub check runs) has not
             # delivered yet stays until every cursor has passed them: deleting it would make
             # the lagging subscriber skip (or fail on) its events.
+            slowest = conn.execute(select(func.min(CURSORS.c.last_event_id))).scalar()
             if slowest is not None and doomed:
                 pending: set[str] = set()
                 for start in range(0, len(doomed), _CHUNK):
