@@ -148,10 +148,17 @@ class VirtualJobbot:
         service = JobService(Catalog([app]), store, self.executor, LogStore(logs))
         self.clock = VirtualClock(since)
         self.scheduler = Scheduler(service, self.clock)
+        self.store = store
 
     async def start(self) -> None:
         await self.scheduler.tick()  # first sight of 10,000 schedules: not the steady state
         freeze_startup_objects()  # as Scheduler.run does after its first round
+        if self.store.dialect == "postgresql":
+            # Statistics of the 10,000 new job_state rows, as autovacuum gathers them within
+            # a minute of the first round; without them, the query for paused jobs that
+            # every round makes reads the whole table (0.7 ms) instead of its index.
+            with self.store.engine.begin() as conn:
+                conn.execute(sqlalchemy.text("ANALYZE"))
 
     async def advance(self, end: datetime) -> float:
         """Tick exactly when slots fall due, up to `end`; returns the CPU seconds used."""
