@@ -29,6 +29,28 @@ def test_migrations_match_the_models(store: Store) -> None:
     assert store.schema_is_current()
 
 
+def test_postgresql_reads_keep_the_statements_psycopg_prepared(
+        tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """psycopg prepares a statement once a connection has run it five times, and forgets
+    them all at a ROLLBACK: reads end with COMMIT, so a statement the scheduler runs every
+    round is not parsed and planned anew each time."""
+    store = Store(fresh_database_url("postgresql", tmp_path, request))
+    store.migrate()
+    try:
+        for _ in range(20):  # five times or more on each pooled connection
+            store.paused_jobs()  # a Core read
+            store.schedule_states()  # a Session read
+        connections = [store.engine.connect() for _ in range(store.engine.pool.size())]
+        prepared = {statement for conn in connections for statement in conn.execute(
+            text("SELECT statement FROM pg_prepared_statements")).scalars()}
+        for conn in connections:
+            conn.close()
+        assert any("paused_by" in statement for statement in prepared), prepared
+        assert any("fingerprint" in statement for statement in prepared), prepared
+    finally:
+        store.close()
+
+
 def test_postgresql_updates_job_state_rows_in_place(tmp_path: Path,
                                                     request: pytest.FixtureRequest) -> None:
     """A scheduler round updates every due job's row: with room on its page, each is a
