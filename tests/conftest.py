@@ -4,16 +4,33 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy
 
 from core.store import Store
+from tests.support import hang_guard
 from tests.support.postgres import Cluster
 
 BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
+    """Each test (its fixtures' setup and teardown too) runs under the hang guard."""
+    capture = item.config.pluginmanager.getplugin("capturemanager")
+
+    def release_output() -> str:
+        if capture is None:
+            return ""
+        capture.suspend_global_capture(in_=False)
+        out, err = capture.read_global_capture()
+        return f"{out}{err}"
+
+    with hang_guard.watch(item.nodeid, release_output):
+        return (yield)
 
 
 @pytest.fixture(autouse=True)
