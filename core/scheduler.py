@@ -167,8 +167,10 @@ class Scheduler:
         self._wake = asyncio.Event()
         # History limits per job, rebuilt when app.yaml changes.
         self._limits: dict[tuple[str, str], tuple[int, int, int]] | None = None
-        # The store's history mark before each of the last two prunes (see `prune`).
-        self._prune_marks: deque[int] = deque(maxlen=2)
+        # The store's history mark before the last prune, or before each of the last two
+        # where event ids can become visible out of order (see `prune`).
+        self._prune_marks: deque[int] = deque(
+            maxlen=1 if self.store.event_ids_visible_in_order else 2)
 
     # -- planning -------------------------------------------------------------------------
 
@@ -409,10 +411,7 @@ class Scheduler:
             self._limits = {key: (spec.history.succeeded, spec.history.failed, SKIPPED_KEPT)
                             for key, spec in self._specs.items()}
             self._prune_marks.clear()
-        since = None
-        if self._prune_marks:
-            in_order = self.store.event_ids_visible_in_order
-            since = self._prune_marks[-1 if in_order else 0]
+        since = self._prune_marks[0] if self._prune_marks else None
         self._prune_marks.append(await asyncio.to_thread(self.store.history_mark))
         deleted = await self.service.prune_history(self._limits, touched_after=since)
         if deleted:

@@ -145,6 +145,8 @@ CURSORS: Table = SubscriberCursor.__table__  # type: ignore[attr-defined]
 # Finished states counted against `history.failed` (skipped slots have their own bound).
 FAILED_STATES = (RunState.FAILED.value, RunState.TIMED_OUT.value, RunState.CANCELLED.value)
 FINAL_STATES = tuple(state.value for state in RunState if state.is_final)
+# The event id every outbox subscriber has delivered up to (None: no subscriber yet).
+_SLOWEST_CURSOR = select(func.min(CURSORS.c.last_event_id))
 # SQLite allows 32,766 bound parameters per statement; stay well below with batches.
 _CHUNK = 500
 
@@ -314,7 +316,8 @@ class Store:
     def schema_is_current(self) -> bool:
         from core.migrations.runner import is_current
 
-        return is_current(self.engine)
+        with self._reading() as conn:
+            return is_current(conn)
 
     def ping(self) -> None:
         with self._reading() as conn:
@@ -838,7 +841,7 @@ class Store:
             # A run whose events some subscriber (Slack notifier, GitHub check runs) has not
             # delivered yet stays until every cursor has passed them: deleting it would make
             # the lagging subscriber skip (or fail on) its events.
-            slowest = conn.execute(select(func.min(CURSORS.c.last_event_id))).scalar()
+            slowest = conn.execute(_SLOWEST_CURSOR).scalar()
             if slowest is not None and doomed:
                 pending: set[str] = set()
                 for start in range(0, len(doomed), _CHUNK):
@@ -859,10 +862,10 @@ class Store:
         """Where a later `prune_history(touched_after=)` may start: the last event, or the
         slowest subscriber's cursor if it is behind (so the runs held back for it are looked
         at again once it has passed them)."""
+        last = self.last_event_id()
         with self._reading() as conn:
-            last = conn.execute(select(func.coalesce(func.max(RUN_EVENTS.c.id), 0))).scalar_one()
-            slowest = conn.execute(select(func.min(CURSORS.c.last_event_id))).scalar()
-        return int(last if slowest is None else min(last, slowest))
+            slowest = conn.execute(_SLOWEST_CURSOR).scalar()
+        return last if slowest is None else min(last, int(slowest))
 
     # -- audit ----------------------------------------------------------------------------
 

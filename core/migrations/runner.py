@@ -8,7 +8,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 _HERE = Path(__file__).parent
 
@@ -28,8 +28,7 @@ def downgrade(engine: Engine, revision: str) -> None:
     command.downgrade(_config(engine), revision)
 
 
-def is_current(engine: Engine) -> bool:
-    """True when the database is at the newest migration."""
-    heads = set(ScriptDirectory.from_config(_config(engine)).get_heads())
-    with engine.connect() as conn:
-        return set(MigrationContext.configure(conn).get_current_heads()) == heads
+def is_current(conn: Connection) -> bool:
+    """True when the database `conn` reads is at the newest migration."""
+    heads = set(ScriptDirectory.from_config(_config(conn.engine)).get_heads())
+    return set(MigrationContext.configure(conn).get_current_heads()) == heads
