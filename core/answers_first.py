@@ -8,6 +8,26 @@ import time
 from collections.abc import Iterator
 
 
+class _Answers:
+    """How many answers are under way and when the last one ended, for one gate or all."""
+
+    def __init__(self) -> None:
+        self.under_way = 0
+        self.last_ended = 0.0
+
+    def busy(self, quiet: float) -> bool:
+        return bool(self.under_way) or time.monotonic() - self.last_ended < quiet
+
+
+# Every gate's answers together: what the process as a whole is doing (core/quiet_gc.py).
+_PROCESS = _Answers()
+
+
+def process_busy(quiet: float) -> bool:
+    """True while any answer is under way, or one ended less than `quiet` seconds ago."""
+    return _PROCESS.busy(quiet)
+
+
 class AnswersFirst:
     """Answers before background work: work waits while answers are being made.
 
@@ -21,20 +41,22 @@ class AnswersFirst:
     def __init__(self, *, quiet: float = 0.02, max_wait: float = 1.0) -> None:
         self._quiet = quiet
         self._max_wait = max_wait
-        self._answering = 0
-        self._last_answer = 0.0
+        self._answers = _Answers()
 
     @contextlib.contextmanager
     def answering(self) -> Iterator[None]:
-        self._answering += 1
+        for answers in (self._answers, _PROCESS):
+            answers.under_way += 1
         try:
             yield
         finally:
-            self._answering -= 1
-            self._last_answer = time.monotonic()
+            now = time.monotonic()
+            for answers in (self._answers, _PROCESS):
+                answers.under_way -= 1
+                answers.last_ended = now
 
     def _busy(self) -> bool:
-        return bool(self._answering) or time.monotonic() - self._last_answer < self._quiet
+        return self._answers.busy(self._quiet)
 
     async def wait_turn(self) -> None:
         deadline = time.monotonic() + self._max_wait

@@ -14,6 +14,7 @@ import github_app.app
 from bot import app as slack
 from core.errors import BadInput
 from core.events import Outbox
+from core.quiet_gc import QuietCollector
 from core.scheduler import Scheduler
 from github_app.config import GitHubConfig
 from jobbot.settings import Settings
@@ -149,7 +150,8 @@ async def serve(runtime: Runtime) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
     scheduler = Scheduler(service)
-    background = [asyncio.create_task(outbox.run(), name="outbox")]
+    background = [asyncio.create_task(outbox.run(), name="outbox"),
+                  asyncio.create_task(QuietCollector().run(), name="quiet-gc")]
     cron = asyncio.create_task(scheduler.run(), name="scheduler")
     await stop.wait()
     why = received[0] if received else "stop"
