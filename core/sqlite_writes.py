@@ -196,6 +196,17 @@ class RawWrite:
         finally:
             cursor.close()
 
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[Any]:
+        """A DBAPI cursor on the calling thread's connection, outside any transaction: each
+        statement reads the newest commit (WAL: readers never wait for the writer)."""
+        connection = self._connection(wait=True)
+        cursor = connection.cursor()
+        try:
+            yield cursor
+        finally:
+            cursor.close()
+
     def close(self) -> None:
         """Close every thread's connection (each writer thread has stopped by then)."""
         self._checkpointer.close()

@@ -108,7 +108,8 @@ class NewDelivery:
     id: str
     event: str
     action: str | None
-    payload: str
+    # None when the payload is kept elsewhere (github_app/spool.py).
+    payload: str | None
     owner: str | None = None
     # (repository, branch, sha) when it is a push to a branch.
     head: tuple[str, str, str] | None = None
@@ -940,6 +941,18 @@ class Store:
             if heads:
                 self._raw_inserts.branch_head.execute(cursor, heads)
         return new
+
+    def known_deliveries(self, delivery_ids: Sequence[str]) -> set[str]:
+        """Which of these deliveries have a row (a read: on the event loop with SQLite)."""
+        if not delivery_ids:
+            return set()
+        if self._raw is not None:
+            with self._raw.reading() as cursor:
+                return known_keys(cursor, DELIVERIES, "id", delivery_ids)
+        with self._reading() as conn:
+            return {row[0] for start in range(0, len(delivery_ids), 500)
+                    for row in conn.execute(select(DELIVERIES.c.id).where(
+                        DELIVERIES.c.id.in_(delivery_ids[start:start + 500])))}
 
     def unhandled_deliveries(self) -> list[Delivery]:
         """Deliveries answered but not handled yet (the process stopped), oldest first."""

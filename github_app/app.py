@@ -29,6 +29,7 @@ from github_app.journal import DeliveryJournal
 from github_app.queue import WorkQueue
 from github_app.routing import Delivery, Router
 from github_app.signature import verify
+from github_app.spool import DeliverySpool
 
 logger = logging.getLogger(__name__)
 # Delivery ids remembered in memory, so most redeliveries are answered without the database.
@@ -57,14 +58,19 @@ class GitHubApp:
 
     def __init__(self, config: GitHubConfig, service: JobService, links: Links, *,
                  builder: Builder | None = None, workers: int = 8,
-                 router: Router = ROUTER) -> None:
+                 router: Router = ROUTER, spool: Path | None = None) -> None:
         self.config = config
         self.priority = AnswersFirst()
         self.clients = GitHubClients(config.app_id, config.private_key, config.api_url,
                                      before_call=self.priority.wait_turn)
         self.ctx = Context(service, links, self.clients, builder)
         self.router = router
-        self.journal = DeliveryJournal(service.store)
+        # The spool is for SQLite: with PostgreSQL, replicas on other hosts take over each
+        # other's deliveries, so the payload goes in the row, before the answer.
+        self.journal = DeliveryJournal(
+            service.store, priority=self.priority,
+            spool=DeliverySpool(spool) if spool is not None and service.store.writes_now
+            else None)
         self.queue = WorkQueue(self.journal.finish, workers=workers, priority=self.priority)
         self.checks = CheckRunReporter(self.ctx)
         self._recent: OrderedDict[str, None] = OrderedDict()
@@ -103,8 +109,8 @@ class GitHubApp:
         head = (push.branch_head(Delivery(delivery_id, event, action, payload))
                 if event == "push" and handlers else None)
         try:
-            # Committed before the answer, so a 2xx is never lost to a restart; concurrent
-            # deliveries share one commit. The insert is also the redelivery check.
+            # Written down before the answer (to the spool, or a commit concurrent deliveries
+            # share), so a 2xx is never lost to a restart; this is also the redelivery check.
             new = await self.journal.record(NewDelivery(
                 delivery_id, event, action, text, owner=str(self.journal.owner), head=head))
         except Exception:
@@ -128,7 +134,9 @@ class GitHubApp:
     def _enqueue(self, queued: Queued, handlers: list[Any]) -> None:
         self.queue.put(queued.id, lambda: self._handle(queued, handlers))
 
-    async def _handle(self, queued: Queued, handlers: list[Any]) -> str:
+    async def _handle(self, queued: Queued, handlers: list[Any]) -> str | None:
+        if not await self.journal.recorded(queued.id):
+            return None  # another process recorded it first, and handles it
         if not handlers:
             return f"ignored: {queued.event} {queued.action or ''}".strip()
         delivery = Delivery(queued.id, queued.event, queued.action,
@@ -142,16 +150,17 @@ class GitHubApp:
         import_what_calls_need()
         await self.ctx.load_state()
         self._resumed = await resume_builds(self.ctx.service, self.ctx.builder)
-        for row in await self.journal.orphans():
-            if row.payload is None:  # recorded by a jobbot that did not keep payloads
-                await self.journal.finish(row.id, "not handled: jobbot stopped before it was")
+        self.journal.start()
+        for orphan in await self.journal.orphans():
+            if orphan.payload is None:  # recorded by a jobbot that did not keep payloads
+                await self.journal.finish(orphan.id, "not handled: jobbot stopped before it was")
                 continue
             # Answered by a process that stopped before handling it: handle it now.
-            logger.info("delivery %s (%s) answered before a restart: handling it now", row.id,
-                        row.event, extra={"delivery_id": row.id})
-            self._remember(row.id)
-            self._enqueue(Queued(row.id, row.event, row.action, row.payload),
-                          self.router.handlers(row.event, row.action))
+            logger.info("delivery %s (%s) answered before a restart: handling it now",
+                        orphan.id, orphan.event, extra={"delivery_id": orphan.id})
+            self._remember(orphan.id)
+            self._enqueue(Queued(orphan.id, orphan.event, orphan.action, orphan.payload),
+                          self.router.handlers(orphan.event, orphan.action))
         self.queue.start()
         self._pruning = asyncio.create_task(self.journal.prune_forever())
 
@@ -219,10 +228,12 @@ def _answer(status: int, message: str, *, status_text: str | None = None) -> web
 
 def setup(app: web.Application, *, config: GitHubConfig, service: JobService, links: Links,
           outbox: Outbox | None = None, workspaces: Path | None = None,
-          builder: Builder | None = None, workers: int = 8) -> GitHubApp:
+          builder: Builder | None = None, workers: int = 8,
+          spool: Path | None = None) -> GitHubApp:
     """Mount `POST /github/webhook`, start the work queue with the server, and subscribe the
-    check-run reporter to run events. Without `builder`, a LocalBuilder under `workspaces`."""
-    github = GitHubApp(config, service, links, builder=builder, workers=workers)
+    check-run reporter to run events. Without `builder`, a LocalBuilder under `workspaces`;
+    with `spool` (a directory) and SQLite, answered deliveries are spooled there."""
+    github = GitHubApp(config, service, links, builder=builder, workers=workers, spool=spool)
     if builder is None and workspaces is not None:
         github.ctx.builder = LocalBuilder(workspaces, github.fetch_tarball)
     app.router.add_post("/github/webhook", github.webhook)

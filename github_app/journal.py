@@ -1,16 +1,23 @@
-"""Deliveries are written down before they are answered, many per transaction (group commit)."""
+"""Deliveries are written down before they are answered, many at a time (group commit)."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from pathlib import Path
 
+from core.answers_first import AnswersFirst
 from core.group_commit import GroupCommit
-from core.models import Delivery, utcnow
+from core.models import utcnow
 from core.procs import ProcessId
 from core.store import NewDelivery, Store
+from github_app import spool as spool_files
+from github_app.spool import DeliverySpool
 
 logger = logging.getLogger(__name__)
 # A delivery another host answered and never handled is taken over after this long (that
@@ -20,6 +27,10 @@ ORPHANED_AFTER = timedelta(hours=1)
 # and a redelivery must still find its record so it starts nothing.
 KEEP_HANDLED = timedelta(days=7)
 PRUNE_EVERY = timedelta(hours=6)
+# A spool file with no record yet may be another process's, just begun: left alone this long.
+EMPTY_SPOOL_GRACE = 60.0
+# After a failed write of spooled deliveries' rows, the next try waits this long.
+RETRY_ROWS_AFTER = 1.0
 
 
 @dataclass(frozen=True)
@@ -31,25 +42,61 @@ class Finished:
 
 
 class DeliveryJournal:
-    """Records deliveries (True: new, False: a redelivery) and their outcomes. Both go through
-    one group commit, so they share transactions and never wait on each other's write lock
-    (SQLite's busy handler sleeps up to 100 ms at a time)."""
+    """Records deliveries (True: new, False: a redelivery) and their outcomes.
 
-    def __init__(self, store: Store, owner: ProcessId | None = None) -> None:
+    Rows and outcomes go through one group commit, so they share transactions and never wait
+    on each other's write lock (SQLite's busy handler sleeps up to 100 ms at a time). Without
+    a spool (PostgreSQL: replicas on other hosts take over each other's deliveries), a
+    delivery's row, payload included, is committed before it is answered. With a spool
+    (SQLite), it is appended to the spool before the answer, and its row without the payload
+    is written in the next quiet spell between answers; its work waits for it (`recorded`).
+    """
+
+    def __init__(self, store: Store, owner: ProcessId | None = None, *,
+                 spool: DeliverySpool | None = None,
+                 priority: AnswersFirst | None = None) -> None:
         self._store = store
         self.owner = owner or ProcessId.current()
+        self._spool = spool
+        self._priority = priority or AnswersFirst()
         self._writes: GroupCommit[NewDelivery | Finished, bool] = GroupCommit(
             self._write, on_loop=store.writes_now, name="github-deliveries")
+        # Spooled deliveries whose rows are not written yet, and what each row turns out to be.
+        self._unrecorded: list[NewDelivery] = []
+        self._rows: dict[str, asyncio.Future[bool]] = {}
+        self._rows_due = asyncio.Event()
+        self._recorder: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """With a spool: write the spooled deliveries' rows from now on (in the server's loop)."""
+        if self._spool is not None and self._recorder is None:
+            self._recorder = asyncio.create_task(self._write_rows(), name="github-rows")
 
     async def record(self, delivery: NewDelivery) -> bool:
-        """Once it returns, the delivery is committed: a restart will not lose it."""
-        return await self._writes.submit(delivery)
+        """Once it returns, the delivery is written down: a restart will not lose it."""
+        if self._spool is None:
+            return await self._writes.submit(delivery)
+        return self._spool_one(delivery)
+
+    async def recorded(self, delivery_id: str) -> bool:
+        """Whether the delivery is this process's to handle: False if its row turned out to be
+        written already (by another process that answered it at the same moment)."""
+        row = self._rows.get(delivery_id)
+        return True if row is None else await asyncio.shield(row)
 
     async def finish(self, delivery_id: str, outcome: str) -> None:
         await self._writes.submit(Finished(delivery_id, outcome))
+        if self._spool is not None:
+            self._spool.done([delivery_id])
 
     async def close(self) -> None:
+        if self._recorder is not None:
+            self._recorder.cancel()
+            await asyncio.gather(self._recorder, return_exceptions=True)
+            self._recorder = None
         await self._writes.close()
+        if self._spool is not None:
+            self._spool.close()
 
     def _write(self, items: list[NewDelivery | Finished], *, wait: bool = True) -> list[bool]:
         records = [i for i in items if isinstance(i, NewDelivery)]
@@ -64,6 +111,54 @@ class DeliveryJournal:
                 new.discard(item.id)
             results.append(fresh)
         return results
+
+    def _spool_one(self, delivery: NewDelivery) -> bool:
+        """On the event loop: whether the delivery is new (a read), then its append to the
+        spool. Not grouped: both take microseconds, and the answer then goes out in the same
+        turn of the loop, where a group waited for the turn's other requests to be read."""
+        assert self._spool is not None
+        if delivery.id in self._rows or self._store.known_deliveries([delivery.id]):
+            return False
+        self._spool.append([delivery])
+        self._await_rows([delivery])
+        return True
+
+    def _await_rows(self, deliveries: Iterable[NewDelivery]) -> None:
+        loop = asyncio.get_running_loop()
+        for delivery in deliveries:
+            self._rows[delivery.id] = loop.create_future()
+            self._unrecorded.append(delivery)
+        self._rows_due.set()
+
+    async def _write_rows(self) -> None:
+        """The spooled deliveries' rows, all those waiting in one transaction, when quiet."""
+        assert self._spool is not None
+        while True:
+            await self._rows_due.wait()
+            await self._priority.wait_turn()
+            self._rows_due.clear()
+            batch, self._unrecorded = self._unrecorded, []
+            outcomes = await asyncio.gather(
+                *(self._writes.submit(dataclasses.replace(delivery, payload=None))
+                  for delivery in batch), return_exceptions=True)
+            failed = [d for d, outcome in zip(batch, outcomes, strict=True)
+                      if isinstance(outcome, BaseException)]
+            for delivery, outcome in zip(batch, outcomes, strict=True):
+                if isinstance(outcome, BaseException):
+                    continue
+                if not outcome:  # another process wrote it first: its work, not ours
+                    self._spool.done([delivery.id])
+                row = self._rows.pop(delivery.id)
+                if not row.done():
+                    row.set_result(bool(outcome))
+            if failed:
+                logger.error("writing the rows of %d spooled deliveries failed (%s); trying "
+                             "again in %.0fs", len(failed), next(
+                                 o for o in outcomes if isinstance(o, BaseException)),
+                             RETRY_ROWS_AFTER)
+                self._unrecorded = failed + self._unrecorded
+                await asyncio.sleep(RETRY_ROWS_AFTER)
+                self._rows_due.set()
 
     async def prune(self, keep: timedelta = KEEP_HANDLED) -> int:
         """Forget handled deliveries older than `keep`; unhandled ones stay to be replayed."""
@@ -81,17 +176,55 @@ class DeliveryJournal:
                 logger.exception("pruning old deliveries failed; trying again in %s", every)
             await asyncio.sleep(every.total_seconds())
 
-    async def orphans(self) -> list[Delivery]:
-        """Deliveries answered by a process that died before handling them."""
+    async def orphans(self) -> list[NewDelivery]:
+        """Deliveries answered by a process that died before handling them, with their payloads
+        (None if that jobbot kept none). With a spool, they are in this one's spool now, and
+        the dead processes' spool files are deleted."""
         rows = await asyncio.to_thread(self._store.unhandled_deliveries)
-        return [row for row in rows if self._orphaned(row)]
+        orphaned = [NewDelivery(row.id, row.event, row.action, row.payload, owner=row.owner)
+                    for row in rows if self._orphaned(row.owner, row.received_at)]
+        if self._spool is None:
+            return orphaned
+        spooled, dead_files = await asyncio.to_thread(self._dead_spool_files)
+        known = await asyncio.to_thread(self._store.known_deliveries, list(spooled))
+        taken = [delivery if delivery.payload is not None or delivery.id not in spooled
+                 else dataclasses.replace(delivery, payload=spooled[delivery.id].payload)
+                 for delivery in orphaned]
+        # Answered, but the process died before writing their rows.
+        unwritten = [dataclasses.replace(delivery, owner=str(self.owner))
+                     for delivery in spooled.values() if delivery.id not in known]
+        # Written down as this process's: its spool file is a live process's while it runs.
+        self._spool.append([dataclasses.replace(d, owner=str(self.owner))
+                            for d in taken if d.payload is not None] + unwritten)
+        self._await_rows(unwritten)
+        for path in dead_files:
+            spool_files.remove(path)
+        return taken + unwritten
 
-    def _orphaned(self, row: Delivery) -> bool:
-        owner = ProcessId.parse(row.owner or "")
+    def _dead_spool_files(self) -> tuple[dict[str, NewDelivery], list[Path]]:
+        """The deliveries in other spool files that were written by processes now dead, and
+        the files every writer of which has died."""
+        assert self._spool is not None
+        spooled: dict[str, NewDelivery] = {}
+        dead: list[Path] = []
+        for path in self._spool.others():
+            try:
+                deliveries = list(spool_files.read(path))
+                untouched = time.time() - path.stat().st_mtime
+            except FileNotFoundError:  # its process finished with it meanwhile
+                continue
+            orphaned = [d for d in deliveries if self._orphaned(d.owner, None)]
+            spooled.update((d.id, d) for d in orphaned)
+            if len(orphaned) == len(deliveries) and (deliveries or untouched > EMPTY_SPOOL_GRACE):
+                dead.append(path)
+        return spooled, dead
+
+    def _orphaned(self, owner_text: str | None, received_at: datetime | None) -> bool:
+        owner = ProcessId.parse(owner_text or "")
         if owner is None:
             return True
         if owner == self.owner:
             return False
         if owner.is_local:
             return not owner.is_alive()
-        return utcnow() - row.received_at > ORPHANED_AFTER
+        return received_at is not None and utcnow() - received_at > ORPHANED_AFTER

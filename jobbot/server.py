@@ -43,7 +43,8 @@ def make_app(runtime: Runtime, outbox: Outbox | None = None) -> web.Application:
     if github is not None:
         github_app.app.setup(app, config=github, service=runtime.service, links=runtime.links,
                              outbox=app[OUTBOX], builder=make_builder(runtime),
-                             workspaces=runtime.settings.JOBBOT_DATA_DIR.resolve() / "workspaces")
+                             workspaces=runtime.settings.JOBBOT_DATA_DIR.resolve() / "workspaces",
+                             spool=runtime.settings.JOBBOT_DATA_DIR.resolve() / "github-spool")
     return app
 
 

@@ -87,7 +87,8 @@ async def _start_jobbot(tmp_path: Path, app: AppSpec, store: Store, fake: FakeGi
     outbox = Outbox(store, service.changes, poll=0.05)
     github = setup(jobbot, config=GitHubConfig(str(APP_ID), private, SECRET, fake.url),
                    service=service, links=links, outbox=outbox,
-                   workspaces=tmp_path / "workspaces", workers=workers)
+                   workspaces=tmp_path / "workspaces", workers=workers,
+                   spool=tmp_path / "github-spool")
     client: TestClient[Any, Any] = TestClient(TestServer(jobbot, host="127.0.0.1"))
     await client.start_server()
     task = asyncio.create_task(outbox.run())
