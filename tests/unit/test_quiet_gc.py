@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import weakref
+from collections.abc import AsyncIterator
 
 from core.answers_first import AnswersFirst
 from core.quiet_gc import NEVER, QuietCollector
@@ -22,37 +24,39 @@ def garbage_in_the_oldest_generation() -> weakref.ref[Node]:
     return weakref.ref(node)
 
 
+@contextlib.asynccontextmanager
+async def collecting(*, overdue: float) -> AsyncIterator[None]:
+    collector = asyncio.create_task(QuietCollector(every=0.01, quiet=0.01,
+                                                   overdue=overdue).run())
+    try:
+        yield
+    finally:
+        collector.cancel()
+        await asyncio.gather(collector, return_exceptions=True)
+
+
+async def freed(ref: weakref.ref[Node]) -> bool:
+    """Whether the object is collected within a few seconds."""
+    for _ in range(500):
+        if ref() is None:
+            return True
+        await asyncio.sleep(0.01)
+    return False
+
+
 async def test_full_collections_wait_for_a_quiet_spell() -> None:
     before = gc.get_threshold()
-    gate = AnswersFirst()
-    collector = asyncio.create_task(QuietCollector(every=0.01, quiet=0.01, overdue=60).run())
-    try:
-        with gate.answering():
+    async with collecting(overdue=60):
+        with AnswersFirst().answering():
             dead = garbage_in_the_oldest_generation()
             await asyncio.sleep(0.1)  # ten turns of the collector, all while answering
             assert gc.get_threshold()[2] == NEVER  # CPython's own full passes are off
             assert dead() is not None
-        for _ in range(500):
-            if dead() is None:
-                break
-            await asyncio.sleep(0.01)
-        assert dead() is None
-    finally:
-        collector.cancel()
-        await asyncio.gather(collector, return_exceptions=True)
+        assert await freed(dead)
     assert gc.get_threshold() == before
 
 
 async def test_a_full_collection_is_made_under_sustained_load_once_overdue() -> None:
-    collector = asyncio.create_task(QuietCollector(every=0.01, quiet=0.01, overdue=0.05).run())
-    try:
+    async with collecting(overdue=0.05):
         with AnswersFirst().answering():  # never quiet
-            dead = garbage_in_the_oldest_generation()
-            for _ in range(500):
-                if dead() is None:
-                    break
-                await asyncio.sleep(0.01)
-            assert dead() is None
-    finally:
-        collector.cancel()
-        await asyncio.gather(collector, return_exceptions=True)
+            assert await freed(garbage_in_the_oldest_generation())
