@@ -63,9 +63,16 @@ class DeliverySpool:
             return
         data = b"".join(_record(delivery) for delivery in deliveries)
         fd, path = self._segment(len(data))
-        written = os.write(fd, data)
-        while written < len(data):  # a short write (a signal, a nearly full disk): go on
-            written += os.write(fd, data[written:])
+        try:
+            written = os.write(fd, data)
+            while written < len(data):  # a short write (a signal, a nearly full disk): go on
+                written += os.write(fd, data[written:])
+        except OSError:
+            # Nothing half-written stays for a reader to stumble on: the records after it
+            # would be read as part of it.
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, self._size)
+            raise
         self._size += len(data)
         for delivery in deliveries:
             if delivery.id not in self._waiting:

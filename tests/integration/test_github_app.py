@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import sys
 from collections.abc import AsyncIterator
@@ -13,6 +14,7 @@ import pytest
 from core.models import RunState
 from core.spec import load_app
 from core.store import NewRun, Store
+from github_app import spool
 from github_app.render import HELP_MARKER, RUNS_MARKER
 from tests.fakes import github_payloads as p
 from tests.support import github as support
@@ -124,6 +126,26 @@ async def test_a_payload_without_the_fields_needed_is_answered_and_recorded(
     row = gh.store.delivery("d-drift")
     assert row is not None
     assert row.outcome.startswith("failed: issue_comment payload has no")
+
+
+async def test_a_delivery_that_cannot_be_written_down_gets_503_and_its_redelivery_runs(
+        gh: support.Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    def disk_full(fd: int, data: bytes) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    payload = p.issue_comment(REPO, PR, "/run check")
+    with monkeypatch.context() as patch:
+        patch.setattr(spool.os, "write", disk_full)
+        failed = await gh.deliver("issue_comment", payload, delivery_id="d-full")
+        assert failed.status == 503
+        assert "could not record" in (await failed.json())["error"]
+    await gh.settle()
+    assert gh.store.delivery("d-full") is None and await runs(gh) == []
+    again = await gh.deliver("issue_comment", payload, delivery_id="d-full")
+    assert again.status == 202
+    await gh.settle()
+    [run] = await runs(gh)
+    assert (run.job, run.state) == ("check", "succeeded")
 
 
 async def test_not_json_is_400(gh: support.Harness) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,6 +56,27 @@ def test_a_record_cut_short_ends_the_file(tmp_path: Path) -> None:
     [path] = tmp_path.iterdir()
     path.write_bytes(path.read_bytes()[:-3])  # the writer died in the middle of a record
     assert [d.id for d in spool.read(path)] == ["d1"]
+
+
+def test_a_failed_append_leaves_no_part_of_its_record(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    files = DeliverySpool(tmp_path)
+    files.append([delivery("d1")])
+    real_write = os.write
+
+    def short_then_full(fd: int, data: bytes) -> int:
+        if len(data) > 100:
+            return real_write(fd, data[:100])  # a short write, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(spool.os, "write", short_then_full)
+        with pytest.raises(OSError, match="No space left"):
+            files.append([delivery("d2")])
+    files.append([delivery("d3")])
+    [path] = tmp_path.iterdir()
+    assert [d.id for d in spool.read(path)] == ["d1", "d3"]
+    assert files.waiting == 2
 
 
 async def test_a_spooled_delivery_gets_its_row_once_no_answer_is_under_way(
