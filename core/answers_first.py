@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import Iterator
 
 
 class _Answers:
@@ -21,6 +19,26 @@ class _Answers:
 
 # Every gate's answers together: what the process as a whole is doing (core/quiet_gc.py).
 _PROCESS = _Answers()
+
+
+class _Answering:
+    """An answer under way, counted by its gate and by the process. A class rather than a
+    generator context manager: it is entered on every request."""
+
+    __slots__ = ("_gate",)
+
+    def __init__(self, gate: _Answers) -> None:
+        self._gate = gate
+
+    def __enter__(self) -> None:
+        self._gate.under_way += 1
+        _PROCESS.under_way += 1
+
+    def __exit__(self, *exc_info: object) -> None:
+        now = time.monotonic()
+        for answers in (self._gate, _PROCESS):
+            answers.under_way -= 1
+            answers.last_ended = now
 
 
 def process_busy(quiet: float) -> bool:
@@ -43,17 +61,9 @@ class AnswersFirst:
         self._max_wait = max_wait
         self._answers = _Answers()
 
-    @contextlib.contextmanager
-    def answering(self) -> Iterator[None]:
-        for answers in (self._answers, _PROCESS):
-            answers.under_way += 1
-        try:
-            yield
-        finally:
-            now = time.monotonic()
-            for answers in (self._answers, _PROCESS):
-                answers.under_way -= 1
-                answers.last_ended = now
+    def answering(self) -> _Answering:
+        """Around the making of an answer (`with gate.answering(): ...`)."""
+        return _Answering(self._answers)
 
     def _busy(self) -> bool:
         return self._answers.busy(self._quiet)

@@ -196,16 +196,10 @@ class RawWrite:
         finally:
             cursor.close()
 
-    @contextlib.contextmanager
-    def reading(self) -> Iterator[Any]:
-        """A DBAPI cursor on the calling thread's connection, outside any transaction: each
-        statement reads the newest commit (WAL: readers never wait for the writer)."""
-        connection = self._connection(wait=True)
-        cursor = connection.cursor()
-        try:
-            yield cursor
-        finally:
-            cursor.close()
+    def read(self, sql: str, parameters: Sequence[Any]) -> list[Any]:
+        """The rows of one statement on the calling thread's connection, outside any
+        transaction: it reads the newest commit (WAL: readers never wait for the writer)."""
+        return list(self._connection(wait=True).execute(sql, parameters).fetchall())
 
     def close(self) -> None:
         """Close every thread's connection (each writer thread has stopped by then)."""

@@ -101,6 +101,10 @@ class NewRun:
             raise ValueError("naive datetime given to the store; use datetime.now(UTC)")
 
 
+# The webhook's redelivery check, on SQLite (Store.known_deliveries).
+_KNOWN_DELIVERY = "SELECT id FROM deliveries WHERE id = ?"
+
+
 @dataclass(frozen=True)
 class NewDelivery:
     """A verified webhook delivery to record before it is answered."""
@@ -946,9 +950,8 @@ class Store:
         """Which of these deliveries have a row (a read: on the event loop with SQLite)."""
         if not delivery_ids:
             return set()
-        if self._raw is not None:
-            with self._raw.reading() as cursor:
-                return known_keys(cursor, DELIVERIES, "id", delivery_ids)
+        if self._raw is not None and len(delivery_ids) == 1:  # the webhook's: keep it short
+            return {row[0] for row in self._raw.read(_KNOWN_DELIVERY, delivery_ids)}
         with self._reading() as conn:
             return {row[0] for start in range(0, len(delivery_ids), 500)
                     for row in conn.execute(select(DELIVERIES.c.id).where(
