@@ -10,7 +10,7 @@ answer, in groups: 26 us per delivery (a timeit of `Store.record_deliveries` in 
 and 30), and the checkpoints that later copied those WAL pages into the database file cost as
 much again. An answer also waited for its group's commit at the end of the loop's turn, after
 every other request read in that turn. Now the answer path reads whether the id is known
-(5 us) and appends (8 us), and the answer goes out in the turn its request was read in.
+(3 us) and appends (7-8 us), and the answer goes out in the turn its request was read in.
 
 A file is deleted once every delivery in it has its row and has been handled. A process that
 dies leaves its files behind; the next one to start hands their deliveries on and deletes them.
