@@ -16,6 +16,13 @@ class _Answers:
     def busy(self, quiet: float) -> bool:
         return bool(self.under_way) or time.monotonic() - self.last_ended < quiet
 
+    async def quiet_spell(self, quiet: float, max_wait: float) -> None:
+        """Until no answer has been under way for `quiet` seconds, or `max_wait` at most."""
+        deadline = time.monotonic() + max_wait
+        # Polled: what is awaited is a quiet spell (no answer for a while), not an event.
+        while self.busy(quiet) and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(quiet)
+
 
 # Every gate's answers together: what the process as a whole is doing (core/quiet_gc.py).
 _PROCESS = _Answers()
@@ -41,9 +48,9 @@ class _Answering:
             answers.last_ended = now
 
 
-def process_busy(quiet: float) -> bool:
-    """True while any answer is under way, or one ended less than `quiet` seconds ago."""
-    return _PROCESS.busy(quiet)
+async def process_quiet_spell(quiet: float, max_wait: float) -> None:
+    """Until no answer of any gate has been under way for `quiet` seconds (`max_wait` at most)."""
+    await _PROCESS.quiet_spell(quiet, max_wait)
 
 
 class AnswersFirst:
@@ -65,11 +72,5 @@ class AnswersFirst:
         """Around the making of an answer (`with gate.answering(): ...`)."""
         return _Answering(self._answers)
 
-    def _busy(self) -> bool:
-        return self._answers.busy(self._quiet)
-
     async def wait_turn(self) -> None:
-        deadline = time.monotonic() + self._max_wait
-        # Polled: what is awaited is a quiet spell (no answer for a while), not an event.
-        while self._busy() and time.monotonic() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(self._quiet)
+        await self._answers.quiet_spell(self._quiet, self._max_wait)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import time
 
-from core.answers_first import process_busy
+from core.answers_first import process_quiet_spell
 
 # CPython starts a full pass on its own after ten passes over the younger objects. In `jobbot
 # serve` one took 2.7-3.4 ms (bench.github_webhook, timed by gc.callbacks) while no answer
@@ -38,10 +37,7 @@ class QuietCollector:
         try:
             while True:
                 await asyncio.sleep(self._every)
-                overdue = time.monotonic() + self._overdue
-                # Polled: the quiet spell is an absence of answers, which no event reports.
-                while process_busy(self._quiet) and time.monotonic() < overdue:  # noqa: ASYNC110
-                    await asyncio.sleep(self._quiet)
+                await process_quiet_spell(self._quiet, self._overdue)
                 gc.collect()
         finally:
             gc.set_threshold(*gc.get_threshold()[:2], oldest)

@@ -61,7 +61,7 @@ from core.run_insert import (
     SlotBatch,
     upsert_for,
 )
-from core.sqlite_writes import WAL_AUTOCHECKPOINT, Insert, RawWrite, known_keys
+from core.sqlite_writes import CHUNK, WAL_AUTOCHECKPOINT, Insert, RawWrite, known_keys
 
 # From which states each state may be reached; a final state is never left.
 _REACHABLE_FROM: dict[RunState, tuple[RunState, ...]] = {
@@ -953,9 +953,9 @@ class Store:
         if self._raw is not None and len(delivery_ids) == 1:  # the webhook's: keep it short
             return {row[0] for row in self._raw.read(_KNOWN_DELIVERY, delivery_ids)}
         with self._reading() as conn:
-            return {row[0] for start in range(0, len(delivery_ids), 500)
+            return {row[0] for start in range(0, len(delivery_ids), CHUNK)
                     for row in conn.execute(select(DELIVERIES.c.id).where(
-                        DELIVERIES.c.id.in_(delivery_ids[start:start + 500])))}
+                        DELIVERIES.c.id.in_(delivery_ids[start:start + CHUNK])))}
 
     def unhandled_deliveries(self) -> list[Delivery]:
         """Deliveries answered but not handled yet (the process stopped), oldest first."""

@@ -141,21 +141,21 @@ class DeliveryJournal:
             outcomes = await asyncio.gather(
                 *(self._writes.submit(dataclasses.replace(delivery, payload=None))
                   for delivery in batch), return_exceptions=True)
-            failed = [d for d, outcome in zip(batch, outcomes, strict=True)
-                      if isinstance(outcome, BaseException)]
+            failed: list[NewDelivery] = []
+            error: BaseException | None = None
             for delivery, outcome in zip(batch, outcomes, strict=True):
                 if isinstance(outcome, BaseException):
+                    failed.append(delivery)
+                    error = outcome
                     continue
                 if not outcome:  # another process wrote it first: its work, not ours
                     self._spool.done([delivery.id])
                 row = self._rows.pop(delivery.id)
                 if not row.done():
-                    row.set_result(bool(outcome))
+                    row.set_result(outcome)
             if failed:
                 logger.error("writing the rows of %d spooled deliveries failed (%s); trying "
-                             "again in %.0fs", len(failed), next(
-                                 o for o in outcomes if isinstance(o, BaseException)),
-                             RETRY_ROWS_AFTER)
+                             "again in %.0fs", len(failed), error, RETRY_ROWS_AFTER)
                 self._unrecorded = failed + self._unrecorded
                 await asyncio.sleep(RETRY_ROWS_AFTER)
                 self._rows_due.set()

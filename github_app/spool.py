@@ -61,8 +61,7 @@ class DeliverySpool:
         """Write the deliveries down (one write); each waits in its file until `done`."""
         if not deliveries:
             return
-        data = (_record(deliveries[0]) if len(deliveries) == 1
-                else b"".join(_record(delivery) for delivery in deliveries))
+        data = b"".join(map(_record, deliveries))
         fd, path = self._segment(len(data))
         try:
             written = os.write(fd, data)
