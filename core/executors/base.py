@@ -22,6 +22,17 @@ class Launch:
     sensitive_values: tuple[str, ...] = ()
 
 
+def secret_names(launch: Launch) -> tuple[str, ...]:
+    """The job's secrets, except for runs of fork pull requests (unless `fork_secrets`).
+
+    Code from a fork is written by someone outside the team: handing it the job's secrets
+    would let any pull request read them. Every executor hands a run these secrets only.
+    """
+    if launch.run.origin.get("fork") and not launch.job.fork_secrets:
+        return ()
+    return launch.job.secrets
+
+
 class Reporter(Protocol):
     """What an executor tells the service; each call becomes a run event."""
 

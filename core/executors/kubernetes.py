@@ -15,7 +15,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from core.errors import BadInput, ExecutorError
-from core.executors.base import Launch, ReporterBinding
+from core.executors.base import Launch, ReporterBinding, secret_names
 from core.executors.k8s.api import KubeApi, Obj, interrupt
 from core.executors.k8s.manifests import (
     CONTAINER,
@@ -90,7 +90,7 @@ class KubernetesExecutor(ReporterBinding):
         try:
             extra = self._pod_annotations(launch) if self._pod_annotations else None
             manifest = job_manifest(launch.app, launch.job, run_info(run), env=launch.env,
-                                    pod_annotations=extra)
+                                    pod_annotations=extra, secrets=secret_names(launch))
         except BadInput as exc:
             raise ExecutorError(str(exc)) from exc
         namespace, name = launch.app.namespace, manifest["metadata"]["name"]

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from core.durations import format_duration
 from core.errors import ExecutorError
-from core.executors.base import Launch, ReporterBinding
+from core.executors.base import Launch, ReporterBinding, secret_names
 from core.logs import LogStore, LogWriter
 from core.masking import Masker
 from core.models import Attempt, Run, RunState
@@ -301,18 +301,6 @@ async def _constant(value: int) -> int:
 def _signal_group(pid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
-
-
-def secret_names(launch: Launch) -> tuple[str, ...]:
-    """The job's secrets, except for runs of fork pull requests (unless `fork_secrets`).
-
-    Code from a fork is written by someone outside the team: handing it the job's secrets
-    would let any pull request read them. The Kubernetes executor must apply the same rule
-    (leave `envFrom` out when this returns nothing).
-    """
-    if launch.run.origin.get("fork") and not launch.job.fork_secrets:
-        return ()
-    return launch.job.secrets
 
 
 def working_directory(launch: Launch) -> str:

@@ -33,6 +33,17 @@ jobs:
   - name: report
     image: python:3.12-slim
     command: [python, report.py]
+  - name: preview
+    image: python:3.12-slim
+    command: [python, preview.py]
+    secrets: [preview-db]
+    pull_requests: true
+  - name: trusted-preview
+    image: python:3.12-slim
+    command: [python, preview.py]
+    secrets: [preview-db]
+    pull_requests: true
+    fork_secrets: true
 """
 ACTOR = Actor.cli("alice")
 
@@ -310,6 +321,22 @@ async def test_manifest_sent_is_the_rendered_one(service: JobService, fake: Fake
     assert sent["spec"] == expected["spec"]
     assert sent["metadata"]["labels"] == expected["metadata"]["labels"]
     assert sent["metadata"]["annotations"] == expected["metadata"]["annotations"]
+
+
+async def test_fork_pull_request_runs_get_no_secrets_unless_the_job_says_so(
+        service: JobService, fake: FakeKubernetes) -> None:
+    fork = {"fork": True, "pull_request": 7}
+
+    async def secret_refs(job: str, origin: dict[str, object]) -> list[object]:
+        run = (await service.trigger(job, ACTOR, origin=origin)).run
+        container = fake.job(NS, await _job_of(fake, run))["spec"]["template"]["spec"][
+            "containers"][0]
+        return list(container.get("envFrom", []))
+
+    preview_db = [{"secretRef": {"name": "preview-db"}}]
+    assert await secret_refs("preview", {"pull_request": 7}) == preview_db
+    assert await secret_refs("preview", fork) == []
+    assert await secret_refs("trusted-preview", fork) == preview_db
 
 
 async def test_watch_resumes_from_its_resource_version(service: JobService,

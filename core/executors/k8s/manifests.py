@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,11 +86,13 @@ def run_image(app: AppSpec, job: JobSpec, run: RunInfo) -> str:
 
 def job_manifest(app: AppSpec, job: JobSpec, run: RunInfo,
                  env: dict[str, str] | None = None,
-                 pod_annotations: dict[str, str] | None = None) -> dict[str, Any]:
+                 pod_annotations: dict[str, str] | None = None,
+                 secrets: Sequence[str] | None = None) -> dict[str, Any]:
     """The batch/v1 Job for one run of `job`; `env` is job env plus run overrides.
 
     `pod_annotations` go on the pod template (a deployment's mesh or cost tooling; none by
-    default, and `jobbot render` shows none).
+    default, and `jobbot render` shows none). `secrets` are the Secrets the run gets, the
+    job's by default (none for a fork pull request's run: `secret_names`).
     """
     labels = {
         MANAGED_BY: "jobbot", LABEL_APP: app.app, LABEL_JOB: job.name,
@@ -112,9 +115,10 @@ def job_manifest(app: AppSpec, job: JobSpec, run: RunInfo,
         "env": [{"name": k, "value": v} for k, v in variables.items()],
         "securityContext": _container_security(job),
     }
-    if job.secrets:
+    secrets = job.secrets if secrets is None else secrets
+    if secrets:
         # Values stay in the cluster: jobbot names the Secrets and never reads them.
-        container["envFrom"] = [{"secretRef": {"name": name}} for name in job.secrets]
+        container["envFrom"] = [{"secretRef": {"name": name}} for name in secrets]
     resources = {k: v for k, v in (("cpu", job.resources.cpu),
                                    ("memory", job.resources.memory)) if v}
     if resources:
