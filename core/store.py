@@ -964,6 +964,17 @@ class Store:
                                      .where(col(Delivery.outcome) == RECEIVED)
                                      .order_by(col(Delivery.received_at), col(Delivery.id))))
 
+    def claim_deliveries(self, delivery_ids: Sequence[str], owner: str) -> None:
+        """Make unhandled deliveries `owner`'s (taken over from a process that died)."""
+        if not delivery_ids:
+            return
+        with self._write() as session:
+            for start in range(0, len(delivery_ids), CHUNK):
+                session.execute(update(DELIVERIES)
+                                .where(DELIVERIES.c.id.in_(delivery_ids[start:start + CHUNK]))
+                                .where(DELIVERIES.c.outcome == RECEIVED)
+                                .values(owner=owner))
+
     def unhandled_delivery_count(self) -> int:
         with self._read() as session:
             return int(session.execute(select(func.count()).select_from(DELIVERIES)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -27,8 +26,6 @@ ORPHANED_AFTER = timedelta(hours=1)
 # and a redelivery must still find its record so it starts nothing.
 KEEP_HANDLED = timedelta(days=7)
 PRUNE_EVERY = timedelta(hours=6)
-# A spool file with no record yet may be another process's, just begun: left alone this long.
-EMPTY_SPOOL_GRACE = 60.0
 # After a failed write of spooled deliveries' rows, the next try waits this long.
 RETRY_ROWS_AFTER = 1.0
 
@@ -64,6 +61,8 @@ class DeliveryJournal:
         # Spooled deliveries whose rows are not written yet, and what each row turns out to be.
         self._unrecorded: list[NewDelivery] = []
         self._rows: dict[str, asyncio.Future[bool]] = {}
+        # Spooled here, but another process wrote the row first (and handles the delivery).
+        self._lost: set[str] = set()
         self._rows_due = asyncio.Event()
         self._recorder: asyncio.Task[None] | None = None
 
@@ -82,7 +81,11 @@ class DeliveryJournal:
         """Whether the delivery is this process's to handle: False if its row turned out to be
         written already (by another process that answered it at the same moment)."""
         row = self._rows.get(delivery_id)
-        return True if row is None else await asyncio.shield(row)
+        mine = True if row is None else await asyncio.shield(row)
+        if delivery_id in self._lost:  # asked after its row was written: the answer is kept
+            self._lost.discard(delivery_id)
+            return False
+        return mine
 
     async def finish(self, delivery_id: str, outcome: str) -> None:
         await self._writes.submit(Finished(delivery_id, outcome))
@@ -132,33 +135,44 @@ class DeliveryJournal:
 
     async def _write_rows(self) -> None:
         """The spooled deliveries' rows, all those waiting in one transaction, when quiet."""
-        assert self._spool is not None
         while True:
             await self._rows_due.wait()
             await self._priority.wait_turn()
             self._rows_due.clear()
-            batch, self._unrecorded = self._unrecorded, []
-            outcomes = await asyncio.gather(
-                *(self._writes.submit(dataclasses.replace(delivery, payload=None))
-                  for delivery in batch), return_exceptions=True)
-            failed: list[NewDelivery] = []
-            error: BaseException | None = None
-            for delivery, outcome in zip(batch, outcomes, strict=True):
-                if isinstance(outcome, BaseException):
-                    failed.append(delivery)
-                    error = outcome
-                    continue
-                if not outcome:  # another process wrote it first: its work, not ours
-                    self._spool.done([delivery.id])
-                row = self._rows.pop(delivery.id)
-                if not row.done():
-                    row.set_result(outcome)
+            try:
+                failed = await self._write_batch()
+            except Exception:  # a bug or a failing disk must not stop every later row
+                logger.exception("writing spooled deliveries' rows failed")
+                failed = True
             if failed:
-                logger.error("writing the rows of %d spooled deliveries failed (%s); trying "
-                             "again in %.0fs", len(failed), error, RETRY_ROWS_AFTER)
-                self._unrecorded = failed + self._unrecorded
                 await asyncio.sleep(RETRY_ROWS_AFTER)
                 self._rows_due.set()
+
+    async def _write_batch(self) -> bool:
+        """Write the rows waiting now; False once all are written, True if some must wait."""
+        assert self._spool is not None
+        batch, self._unrecorded = self._unrecorded, []
+        outcomes = await asyncio.gather(
+            *(self._writes.submit(dataclasses.replace(delivery, payload=None))
+              for delivery in batch), return_exceptions=True)
+        failed: list[NewDelivery] = []
+        error: BaseException | None = None
+        for delivery, outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                failed.append(delivery)
+                error = outcome
+                continue
+            if not outcome:  # another process wrote it first: its work, not ours
+                self._lost.add(delivery.id)
+                self._spool.done([delivery.id])
+            row = self._rows.pop(delivery.id, None)
+            if row is not None and not row.done():
+                row.set_result(outcome)
+        if failed:
+            logger.error("writing the rows of %d spooled deliveries failed (%s); trying "
+                         "again in %.0fs", len(failed), error, RETRY_ROWS_AFTER)
+            self._unrecorded = failed + self._unrecorded
+        return bool(failed)
 
     async def prune(self, keep: timedelta = KEEP_HANDLED) -> int:
         """Forget handled deliveries older than `keep`; unhandled ones stay to be replayed."""
@@ -178,45 +192,46 @@ class DeliveryJournal:
 
     async def orphans(self) -> list[NewDelivery]:
         """Deliveries answered by a process that died before handling them, with their payloads
-        (None if that jobbot kept none). With a spool, they are in this one's spool now, and
-        the dead processes' spool files are deleted."""
+        (None if that jobbot kept none), now this process's. With a spool, they are in this
+        one's spool now, and the dead processes' spool files are deleted."""
         rows = await asyncio.to_thread(self._store.unhandled_deliveries)
+        spooled: dict[str, NewDelivery] = {}
+        dead_files: list[Path] = []
+        if self._spool is not None:
+            spooled, dead_files = await asyncio.to_thread(self._dead_spool_files)
+        # A row is orphaned by its owner's death, or when its delivery is in a dead spool file
+        # (whatever host name that process had: a new container on the same disk has another).
         orphaned = [NewDelivery(row.id, row.event, row.action, row.payload, owner=row.owner)
-                    for row in rows if self._orphaned(row.owner, row.received_at)]
-        if self._spool is None:
-            return orphaned
-        spooled, dead_files = await asyncio.to_thread(self._dead_spool_files)
-        known = await asyncio.to_thread(self._store.known_deliveries, list(spooled))
+                    for row in rows
+                    if row.id in spooled or self._orphaned(row.owner, row.received_at)]
         taken = [delivery if delivery.payload is not None or delivery.id not in spooled
                  else dataclasses.replace(delivery, payload=spooled[delivery.id].payload)
                  for delivery in orphaned]
+        # This process's from now on: a third process starting while they wait leaves them.
+        await asyncio.to_thread(self._store.claim_deliveries, [d.id for d in taken],
+                                str(self.owner))
+        if self._spool is None:
+            return taken
+        known = await asyncio.to_thread(self._store.known_deliveries, list(spooled))
         # Answered, but the process died before writing their rows.
         unwritten = [dataclasses.replace(delivery, owner=str(self.owner))
                      for delivery in spooled.values() if delivery.id not in known]
-        # Written down as this process's: its spool file is a live process's while it runs.
         self._spool.append([dataclasses.replace(d, owner=str(self.owner))
                             for d in taken if d.payload is not None] + unwritten)
+        # The dead files may be this delivery's only copy on the disk: not deleted before the
+        # copy is there too.
+        await asyncio.to_thread(self._spool.sync)
         self._await_rows(unwritten)
-        for path in dead_files:
-            spool_files.remove(path)
+        self._spool.release(dead_files)
         return taken + unwritten
 
     def _dead_spool_files(self) -> tuple[dict[str, NewDelivery], list[Path]]:
-        """The deliveries in other spool files that were written by processes now dead, and
-        the files every writer of which has died."""
+        """The deliveries in spool files whose writers have died, and those files (claimed)."""
         assert self._spool is not None
         spooled: dict[str, NewDelivery] = {}
-        dead: list[Path] = []
-        for path in self._spool.others():
-            try:
-                deliveries = list(spool_files.read(path))
-                untouched = time.time() - path.stat().st_mtime
-            except FileNotFoundError:  # its process finished with it meanwhile
-                continue
-            orphaned = [d for d in deliveries if self._orphaned(d.owner, None)]
-            spooled.update((d.id, d) for d in orphaned)
-            if len(orphaned) == len(deliveries) and (deliveries or untouched > EMPTY_SPOOL_GRACE):
-                dead.append(path)
+        dead = self._spool.claim_dead()
+        for path in dead:
+            spooled.update((d.id, d) for d in spool_files.read(path))
         return spooled, dead
 
     def _orphaned(self, owner_text: str | None, received_at: datetime | None) -> bool:

@@ -12,13 +12,14 @@ much again. An answer also waited for its group's commit at the end of the loop'
 every other request read in that turn. Now the answer path reads whether the id is known
 (3 us) and appends (7-8 us), and the answer goes out in the turn its request was read in.
 
-A file is deleted once every delivery in it has its row and has been handled. A process that
-dies leaves its files behind; the next one to start hands their deliveries on and deletes them.
+A file is deleted once every delivery in it has its row and has been handled, and it is no
+longer the file being written to. A process that dies leaves its files behind, unlocked; the
+next one to start hands their deliveries on and deletes them.
 """
 
 from __future__ import annotations
 
-import contextlib
+import fcntl
 import logging
 import os
 import struct
@@ -43,7 +44,12 @@ _DECODER = msgspec.msgpack.Decoder(NewDelivery)
 
 
 class DeliverySpool:
-    """This process's spool files in `directory`, and what is still waiting in each."""
+    """This process's spool files in `directory`, and what is still waiting in each.
+
+    Every file of a live spool is held open with an exclusive `flock` until it is deleted, so
+    another process can tell a dead writer's files by taking that lock (`claim_dead`): the
+    lock goes with the process, whatever its host name or process id was.
+    """
 
     def __init__(self, directory: Path, *, segment_bytes: int = SEGMENT_BYTES) -> None:
         self.directory = directory
@@ -51,9 +57,10 @@ class DeliverySpool:
         # One name per spool: a restarted jobbot in the same process (tests) starts afresh.
         self._name = uuid.uuid4().hex
         self._sequence = 0
-        self._fd: int | None = None
         self._path: Path | None = None
         self._size = 0
+        # Every file this spool holds (locked): its own, and dead spools' files it claimed.
+        self._fds: dict[Path, int] = {}
         self._waiting: dict[str, Path] = {}
         self._counts: Counter[Path] = Counter()
 
@@ -62,22 +69,30 @@ class DeliverySpool:
         if not deliveries:
             return
         data = b"".join(map(_record, deliveries))
-        fd, path = self._segment(len(data))
+        path = self._segment(len(data))
+        fd = self._fds[path]
         try:
             written = os.write(fd, data)
             while written < len(data):  # a short write (a signal, a nearly full disk): go on
                 written += os.write(fd, data[written:])
         except OSError:
             # Nothing half-written stays for a reader to stumble on: the records after it
-            # would be read as part of it.
-            with contextlib.suppress(OSError):
+            # would be read as part of it. If even that fails, the file takes no more.
+            try:
                 os.ftruncate(fd, self._size)
+            except OSError:
+                self._end_segment()
             raise
         self._size += len(data)
         for delivery in deliveries:
             if delivery.id not in self._waiting:
                 self._waiting[delivery.id] = path
                 self._counts[path] += 1
+
+    def sync(self) -> None:
+        """Until what was appended is on the disk (for deliveries whose other copy goes)."""
+        if self._path is not None:
+            os.fsync(self._fds[self._path])
 
     def done(self, delivery_ids: Iterable[str]) -> None:
         """These deliveries need their spool records no more; files left empty are deleted."""
@@ -87,40 +102,84 @@ class DeliverySpool:
                 continue
             self._counts[path] -= 1
             if self._counts[path] == 0 and path != self._path:
-                del self._counts[path]
-                remove(path)
+                self._let_go(path)
 
     @property
     def waiting(self) -> int:
         return len(self._waiting)
 
-    def others(self) -> list[Path]:
-        """Spool files of other spools (other processes, or this one's earlier jobbot)."""
+    def claim_dead(self) -> list[Path]:
+        """Other spools' files whose writers have died (their lock was free), locked for this
+        spool until `release`: a second process starting at the same moment passes them by."""
         if not self.directory.is_dir():
             return []
-        mine = f"{self._name}-"
-        return sorted(path for path in self.directory.glob(f"*{SUFFIX}")
-                      if not path.name.startswith(mine))
+        claimed = []
+        for path in sorted(self.directory.glob(f"*{SUFFIX}")):
+            if path in self._fds:
+                continue
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:  # its writer finished with it meanwhile
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # a live writer holds it
+                os.close(fd)
+                continue
+            if not os.path.exists(path):  # deleted by its writer before our lock
+                os.close(fd)
+                continue
+            self._fds[path] = fd
+            claimed.append(path)
+        return claimed
+
+    def release(self, paths: Iterable[Path]) -> None:
+        """Delete claimed files whose deliveries are in this spool's own now."""
+        for path in paths:
+            self._let_go(path)
 
     def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-        if self._path is not None and self._counts[self._path] == 0:
-            remove(self._path)
-        self._path = None
+        """Let go of every file; files with deliveries still waiting stay for the next jobbot."""
+        self._end_segment()
+        for path in list(self._fds):
+            self._let_go(path, delete=False)
 
-    def _segment(self, adding: int) -> tuple[int, Path]:
-        if self._fd is not None and self._path is not None and (
+    def _segment(self, adding: int) -> Path:
+        if self._path is not None and (
                 self._size == 0 or self._size + adding <= self._segment_bytes):
-            return self._fd, self._path
-        self.close()
+            return self._path
+        self._end_segment()
         self.directory.mkdir(parents=True, exist_ok=True)
         self._sequence += 1
-        self._path = self.directory / f"{self._name}-{self._sequence:06d}{SUFFIX}"
-        self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        self._size = 0
-        return self._fd, self._path
+        name = f"{self._name}-{self._sequence:06d}{SUFFIX}"
+        # Locked before it has its name: no one sees this file unlocked and takes it for dead.
+        hidden = self.directory / f".{name}.new"
+        fd = os.open(hidden, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            path = self.directory / name
+            os.rename(hidden, path)
+        except OSError:
+            os.close(fd)
+            remove(hidden)
+            raise
+        self._fds[path] = fd
+        self._path, self._size = path, 0
+        return path
+
+    def _end_segment(self) -> None:
+        """Write no more to the current file (deleted if nothing in it waits)."""
+        path, self._path = self._path, None
+        if path is not None and self._counts[path] == 0:
+            self._let_go(path)
+
+    def _let_go(self, path: Path, *, delete: bool = True) -> None:
+        self._counts.pop(path, None)
+        if delete:
+            remove(path)  # before the lock goes, so no one claims a file being deleted
+        fd = self._fds.pop(path, None)
+        if fd is not None:
+            os.close(fd)
 
 
 def read(path: Path) -> Iterator[NewDelivery]:
@@ -148,5 +207,9 @@ def _record(delivery: NewDelivery) -> bytes:
 
 
 def remove(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
+    try:
         path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:  # a read-only or failing disk: the file is left, the work goes on
+        logger.warning("could not delete spool file %s: %s", path, exc)

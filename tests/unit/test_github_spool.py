@@ -163,3 +163,75 @@ async def test_a_live_process_spool_file_is_left_alone(store: Store, tmp_path: P
     finally:
         await live.close()
         await other.close()
+
+
+async def test_a_delivery_another_process_recorded_first_stays_theirs_after_the_write(
+        store: Store, tmp_path: Path) -> None:
+    priority = AnswersFirst(quiet=0.0, max_wait=60.0)
+    files = DeliverySpool(tmp_path / "spool")
+    journal = DeliveryJournal(store, spool=files, priority=priority)
+    journal.start()
+    try:
+        with priority.answering():
+            assert await journal.record(delivery("d1"))
+            store.record_deliveries([delivery("d1", dead_process())])  # the other process
+        while files.waiting:  # the rows are written before the work asks (a busy queue)
+            await asyncio.sleep(0.01)
+        assert await journal.recorded("d1") is False
+    finally:
+        await journal.close()
+
+
+async def test_a_dead_process_spool_is_taken_over_whatever_its_host_name(
+        store: Store, tmp_path: Path) -> None:
+    # The same disk, a new container: the old process's host name is not this one's.
+    gone = ProcessId("old-container", 4242, 1234)
+    priority = AnswersFirst(quiet=0.0, max_wait=60.0)
+    dead = DeliveryJournal(store, gone, spool=DeliverySpool(tmp_path / "spool"),
+                           priority=priority)
+    dead.start()
+    with priority.answering():
+        assert await dead.record(delivery("unwritten", gone))
+    assert await dead.record(delivery("written", gone))
+    assert await asyncio.wait_for(dead.recorded("written"), 30)  # its row, without payload
+    await dead.close()
+
+    heir = DeliveryJournal(store, spool=DeliverySpool(tmp_path / "spool"))
+    heir.start()
+    try:
+        orphans = {d.id: d for d in await heir.orphans()}
+        assert set(orphans) == {"unwritten", "written"}
+        assert orphans["written"].payload == delivery("written").payload
+        # Now the heir's: a third process starting meanwhile leaves it alone.
+        row = store.delivery("written")
+        assert row is not None and row.owner == str(heir.owner)
+        third = DeliveryJournal(store, spool=DeliverySpool(tmp_path / "spool"))
+        assert await third.orphans() == []
+        await third.close()
+    finally:
+        await heir.close()
+
+
+def test_a_file_that_cannot_be_cut_back_takes_no_more_records(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    files = DeliverySpool(tmp_path)
+    files.append([delivery("d1")])
+    real_write = os.write
+
+    def half_then_full(fd: int, data: bytes) -> int:
+        real_write(fd, data[:10])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def failing_truncate(fd: int, length: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "write", half_then_full)
+    monkeypatch.setattr(os, "ftruncate", failing_truncate)
+    with pytest.raises(OSError, match="No space left"):
+        files.append([delivery("d2")])
+    monkeypatch.undo()
+    files.append([delivery("d3")])
+    first, second = sorted(tmp_path.glob("*.spool"))
+    assert [d.id for d in spool.read(first)] == ["d1"]  # the half record ends it
+    assert [d.id for d in spool.read(second)] == ["d3"]
+    files.close()
