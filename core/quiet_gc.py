@@ -32,12 +32,32 @@ class QuietCollector:
 
     async def run(self) -> None:
         """Until cancelled; CPython's own full passes are off meanwhile."""
-        young, middle, oldest = gc.get_threshold()
-        gc.set_threshold(young, middle, NEVER)
+        _own_full_passes_off()
         try:
             while True:
                 await asyncio.sleep(self._every)
                 await process_quiet_spell(self._quiet, self._overdue)
                 gc.collect()
         finally:
-            gc.set_threshold(*gc.get_threshold()[:2], oldest)
+            _own_full_passes_back()
+
+
+# CPython's threshold is the process's: collectors running at once (tests, two servers in one
+# process) turn it off once and back on when the last stops, to the value it had before.
+_running = 0
+_oldest_threshold = 0
+
+
+def _own_full_passes_off() -> None:
+    global _running, _oldest_threshold
+    if _running == 0:
+        young, middle, _oldest_threshold = gc.get_threshold()
+        gc.set_threshold(young, middle, NEVER)
+    _running += 1
+
+
+def _own_full_passes_back() -> None:
+    global _running
+    _running -= 1
+    if _running == 0:
+        gc.set_threshold(*gc.get_threshold()[:2], _oldest_threshold)

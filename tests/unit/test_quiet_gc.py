@@ -60,3 +60,17 @@ async def test_a_full_collection_is_made_under_sustained_load_once_overdue() -> 
     async with collecting(overdue=0.05):
         with AnswersFirst().answering():  # never quiet
             assert await freed(garbage_in_the_oldest_generation())
+
+
+async def test_collectors_running_at_once_give_back_the_threshold_they_found() -> None:
+    before = gc.get_threshold()
+    first = asyncio.create_task(QuietCollector(every=0.01).run())
+    await asyncio.sleep(0.02)
+    second = asyncio.create_task(QuietCollector(every=0.01).run())
+    await asyncio.sleep(0.02)
+    first.cancel()  # the first to start stops first
+    await asyncio.gather(first, return_exceptions=True)
+    assert gc.get_threshold()[2] == NEVER  # the second still runs
+    second.cancel()
+    await asyncio.gather(second, return_exceptions=True)
+    assert gc.get_threshold() == before
