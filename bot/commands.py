@@ -22,6 +22,7 @@ USAGE: dict[str, tuple[str, str]] = {
     "status": ("status [JOB|RUN]", "active runs, a job's state, or one run (id or JOB#N)"),
     "logs": ("logs RUN [--tail N]", f"the last N lines of a run's log (default {DEFAULT_TAIL})"),
     "cancel": ("cancel RUN", "stop a queued or running run"),
+    "rerun": ("rerun RUN", "run a run's job again, with the same ref and overrides"),
     "history": ("history JOB", "a job's recent runs"),
     "pause": ("pause JOB", "stop scheduling JOB (manual runs still work)"),
     "resume": ("resume JOB", "schedule JOB again"),
@@ -91,7 +92,7 @@ def parse(text: str) -> Command:
         if not args:
             return Command(name)
         return Command(name, run=args[0]) if looks_like_run(args[0]) else Command(name, job=args[0])
-    if name == "cancel":
+    if name in ("cancel", "rerun"):
         _count(name, args, 1, 1)
         return Command(name, run=args[0])
     _count(name, args, 1, 1)  # history, pause, resume

@@ -173,17 +173,7 @@ class Router:
                     origin: dict[str, Any]) -> Reply:
         """The Rerun button: same job, ref and overrides; `confirm: true` jobs still ask."""
         try:
-            old = await self.service.get_run(run_id)
-            target = self.service.catalog.resolve(f"{old.app}/{old.job}")
-            actor = await self.actor_for(target.job, actor)
-            if needs_confirmation(target.job, actor):
-                command = Command("run", job=target.key, overrides=dict(old.overrides),
-                                  ref=old.ref)
-                answer = await self._run(command, Request("", actor, idempotency_key, origin))
-            else:
-                result = await self.service.rerun(old.id, actor, idempotency_key=idempotency_key,
-                                                  origin=origin)
-                answer = render.started(result.run, result.created, self.links)
+            answer = await self._rerun(run_id, Request("", actor, idempotency_key, origin))
             outcome = "ok"
         except PermissionDenied as exc:
             answer, outcome = render.error(str(exc)), "denied"
@@ -214,6 +204,9 @@ class Router:
             return await self._run(command, request)
         if name == "cancel":
             return await self._cancel(command, request.actor)
+        if name == "rerun":
+            assert command.run is not None
+            return await self._rerun(command.run, request)
         return await self._pause(command, request.actor, pause=name == "pause")
 
     async def _run(self, command: Command, request: Request) -> Reply:
@@ -237,6 +230,18 @@ class Router:
                                             origin=origin)
         others = [f"#{r.number} ({r.state})" for r in result.active]
         return render.started(result.run, result.created, self.links, others)
+
+    async def _rerun(self, run: str, request: Request) -> Reply:
+        """A run's job again, with its ref and overrides (`/job rerun RUN` and the button)."""
+        old = await self.service.get_run(run)
+        target = self.service.catalog.resolve(f"{old.app}/{old.job}")
+        actor = await self.actor_for(target.job, request.actor)
+        if needs_confirmation(target.job, actor) and not request.confirmed:
+            command = Command("run", job=target.key, overrides=dict(old.overrides), ref=old.ref)
+            return await self._run(command, dataclasses.replace(request, actor=actor))
+        result = await self.service.rerun(old.id, actor, idempotency_key=request.idempotency_key,
+                                          origin=request.origin)
+        return render.started(result.run, result.created, self.links)
 
     async def _cancel(self, command: Command, actor: Actor) -> Reply:
         assert command.run is not None

@@ -556,14 +556,32 @@ async def test_a_retried_button_click_starts_one_rerun(bot: Bot) -> None:
 
 
 async def test_rerun_of_a_confirm_job_asks_again(bot: Bot) -> None:
+    run_id = await confirmed_risky(bot)
+    _, key = await bot.slack.click("jobbot_rerun", run_id)
+    assert "asks for confirmation" in (await bot.slack.answer(key))["text"]
+    assert len(await bot.runtime.service.runs("risky")) == 1
+
+
+async def test_rerun_command_runs_the_job_again_with_its_overrides(bot: Bot) -> None:
+    first = bot.run_id_from(await bot.ask("run hello GREETING=hey"))
+    await bot.wait_final(first)
+    assert "hello #2" in await bot.ask("rerun hello#1")
+    runs = await bot.runtime.service.runs("hello")
+    assert [r.number for r in runs] == [2, 1]
+    assert runs[0].rerun_of == first and runs[0].overrides == {"GREETING": "hey"}
+    assert "no run" in (await bot.ask("rerun hello#9")).lower()
+    assert "asks for confirmation" in await bot.ask(f"rerun {await confirmed_risky(bot)}")
+    assert len(await bot.runtime.service.runs("risky")) == 1
+
+
+async def confirmed_risky(bot: Bot) -> str:
+    """The id of a finished run of `risky` (a `confirm: true` job)."""
     _, _, trigger = await bot.command("run risky")
     pending = (await bot.slack.answer(trigger))["blocks"][-1]["elements"][0]["value"]
     _, key = await bot.slack.click("jobbot_confirm", pending)
     run_id = bot.run_id_from((await bot.slack.answer(key))["text"])
     await bot.wait_final(run_id)
-    _, key = await bot.slack.click("jobbot_rerun", run_id)
-    assert "asks for confirmation" in (await bot.slack.answer(key))["text"]
-    assert len(await bot.runtime.service.runs("risky")) == 1
+    return run_id
 
 
 async def test_without_slack_credentials_there_is_no_bot(tmp_path: Path) -> None:

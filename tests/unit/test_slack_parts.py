@@ -107,6 +107,7 @@ def test_every_command_parses() -> None:
     assert parse("status 0123456789abcdef") == Command("status", run="0123456789abcdef")
     assert parse("logs hello#3 --tail 5") == Command("logs", run="hello#3", tail=5)
     assert parse("cancel hello#3") == Command("cancel", run="hello#3")
+    assert parse("rerun hello#3") == Command("rerun", run="hello#3")
     assert parse("history hello") == Command("history", job="hello")
     assert parse("PAUSE hello") == Command("pause", job="hello")
     assert parse("resume hello") == Command("resume", job="hello")
