@@ -28,6 +28,14 @@ DnsLabel = Annotated[str, Field(min_length=1, max_length=63)]
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _QUANTITY = re.compile(r"^\d+(\.\d+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
 _IMAGE = re.compile(r"^[a-z0-9]+([._-][a-z0-9]+)*(:\d+)?(/[a-z0-9]+([._-]{1,2}[a-z0-9]+)*)*$")
+# An image reference as a container runtime takes it: [host[:port]/]path[:tag][@digest].
+_IMAGE_REFERENCE = re.compile(
+    r"^([a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?)*"
+    r"(:\d+)?/)?"
+    r"[a-z0-9]+([._-]{1,2}[a-z0-9]+|-+[a-z0-9]+)*(/[a-z0-9]+([._-]{1,2}[a-z0-9]+|-+[a-z0-9]+)*)*"
+    r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$")
+_SECRET_NAME_RULE = ("use at most 253 lowercase letters, digits, '-' and '.', starting and "
+                     "ending with a letter or digit")
 _SCHEDULE_ONLY = ("concurrency_policy", "starting_deadline", "suspend", "timezone", "history")
 _ALIASES = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
 # What people coming from Kubernetes, cron or CI systems tend to write instead.
@@ -314,6 +322,11 @@ class _Checker:
         if isinstance(kubernetes, KubernetesSpec) and kubernetes.namespace and (
                 not is_dns_label(kubernetes.namespace)):
             self.problem(("kubernetes", "namespace"), _dns_message(kubernetes.namespace))
+        account = (kubernetes.service_account_name
+                   if isinstance(kubernetes, KubernetesSpec) else None)
+        if account and not is_dns_subdomain(account):
+            self.problem(("kubernetes", "service_account_name"),
+                         f"{account!r} is not a valid ServiceAccount name: {_SECRET_NAME_RULE}")
         self._check_names(raw_jobs, data.get("builds"), checked)
         if not isinstance(app, AppSpec) or not isinstance(kubernetes, KubernetesSpec):
             return None
@@ -333,6 +346,15 @@ class _Checker:
                 builds.append(build)
                 if not is_dns_label(build.name):
                     self.problem(("builds", index, "name"), _dns_message(build.name))
+                if build.registry_secret and not is_dns_subdomain(build.registry_secret):
+                    self.problem(("builds", index, "registry_secret"),
+                                 f"{build.registry_secret!r} is not a valid Secret name: "
+                                 f"{_SECRET_NAME_RULE}")
+                for key, example in (("context", "."), ("dockerfile", "Dockerfile")):
+                    value = getattr(build, key)
+                    if value.startswith("/") or ".." in value.split("/"):
+                        self.problem(("builds", index, key), f"{value!r} leaves the "
+                                     f"repository: give a path inside it, such as {example}")
         return builds
 
     def _check_defaults(self, defaults: dict[str, Any]) -> None:
@@ -397,10 +419,15 @@ class _Checker:
             self.problem((*path, "name"), _dns_message(job.name))
         for key in job.env:
             if not _ENV_NAME.match(key):
-                self.problem((*path, "env", key), "not a valid environment variable name")
+                self.problem((*path, "env", key), "not a valid environment variable name: "
+                             "use letters, digits and '_', not starting with a digit")
         for i, secret in enumerate(job.secrets):
             if not is_dns_subdomain(secret):
-                self.problem((*path, "secrets", i), f"{secret!r} is not a valid Secret name")
+                self.problem((*path, "secrets", i),
+                             f"{secret!r} is not a valid Secret name: {_SECRET_NAME_RULE}")
+        if job.image and not _IMAGE_REFERENCE.match(job.image):
+            self.problem((*path, "image"), f"{job.image!r} is not an image reference, such as "
+                         "python:3.12-slim or registry.example.com/team/app:1.4")
         if job.image and job.image_from_build:
             self.problem((*path, "image_from_build"), "give either image or image_from_build")
         if not job.image and not job.image_from_build:

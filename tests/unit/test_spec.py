@@ -169,15 +169,19 @@ jobs:
      "'Berlin' (IANA names look like Europe/Berlin or America/New_York)"),
     ("env: {DEBUG: true}", "jobs[j].env.DEBUG: True must be quoted: environment values are "
      "strings"),
-    ("env: {9LIVES: x}", "jobs[j].env.9LIVES: not a valid environment variable name"),
+    ("env: {9LIVES: x}", "jobs[j].env.9LIVES: not a valid environment variable name: use "
+     "letters, digits and '_', not starting with a digit"),
     ("resources: {cpu: lots}", "jobs[j].resources.cpu: 'lots' is not a Kubernetes quantity "
      "(e.g. 500m, 1, 512Mi, 2Gi)"),
-    ("secrets: [Bad_Secret]", "jobs[j].secrets[0]: 'Bad_Secret' is not a valid Secret name"),
+    ("secrets: [Bad_Secret]", "jobs[j].secrets[0]: 'Bad_Secret' is not a valid Secret name: "
+     "use at most 253 lowercase letters"),
     ("notify: {on: [always]}", "jobs[j].notify.on[0]: 'always' is not allowed; input should be "
      "'start', 'retry', 'success' or 'failure'"),
     ("allow: {github_permission: god}", "jobs[j].allow.github_permission: 'god' is not "
      "allowed; input should be 'read', 'triage', 'write', 'maintain' or 'admin'"),
     ("time_limit: 0", "jobs[j].time_limit: must be more than 0 seconds"),
+    ("image: NOT AN IMAGE", "jobs[j].image: 'NOT AN IMAGE' is not an image reference, such as "
+     "python:3.12-slim"),
     ("security_context: {run_as_root: true}", "jobs[j].security_context.run_as_root: unknown "
      "key 'run_as_root'"),
 ])
@@ -185,6 +189,28 @@ def test_each_kind_of_problem(job: str, expected: str) -> None:
     found = problems(f"app: a\njobs:\n  - name: j\n    image: x\n    command: [x]\n    {job}\n")
     assert any(expected in p for p in found), found
     assert all(p.startswith("app.yaml:") for p in found)
+
+
+def test_kubernetes_and_build_names_and_paths_are_checked() -> None:
+    found = problems("""app: a
+kubernetes: {service_account_name: Bad_SA}
+builds:
+  - name: web
+    image: ghcr.io/acme/web
+    context: ../..
+    dockerfile: /etc/Dockerfile
+    registry_secret: Bad_Secret
+jobs:
+  - {name: j, image: x, command: [x]}
+""")
+    assert any(p.startswith("app.yaml:2: kubernetes.service_account_name: 'Bad_SA' is not a "
+                            "valid ServiceAccount name") for p in found), found
+    assert "app.yaml:6: builds[0].context: '../..' leaves the repository: give a path " \
+           "inside it, such as ." in found, found
+    assert any(p.startswith("app.yaml:7: builds[0].dockerfile: '/etc/Dockerfile' leaves")
+               for p in found), found
+    assert any(p.startswith("app.yaml:8: builds[0].registry_secret: 'Bad_Secret' is not a "
+                            "valid Secret name") for p in found), found
 
 
 def test_duplicate_names_and_keys() -> None:
