@@ -558,7 +558,20 @@ def _message(error: Any) -> str:
         message = f"{error['input']!r} is not true or false"
     elif error["type"] == "literal_error":
         message = f"{error['input']!r} is not allowed; {message[0].lower()}{message[1:]}"
+    elif error["type"] in _BOUNDS:
+        limit = next(iter(error.get("ctx", {}).values()), "?")
+        message = f"{error['input']!r} is too {_BOUNDS[error['type']]} {limit}"
+    elif error["type"] == "too_short":
+        least = error.get("ctx", {}).get("min_length", 1)
+        message = "must not be empty" if least == 1 else f"needs at least {least} items"
     return message
+
+
+# pydantic's bound errors, as "is too small: at least N" and the like.
+_BOUNDS = {"greater_than_equal": "small: the least allowed is",
+           "greater_than": "small: it must be more than",
+           "less_than_equal": "large: the most allowed is",
+           "less_than": "large: it must be less than"}
 
 
 def _dns_message(name: str) -> str:

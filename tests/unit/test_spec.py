@@ -159,7 +159,8 @@ jobs:
      "image_from_build"),
     ("restart_policy: Always", "jobs[j].restart_policy: 'Always' is not allowed; input should "
      "be 'OnFailure' or 'Never'"),
-    ("backoff_limit: -1", "jobs[j].backoff_limit: Input should be greater than or equal to 0"),
+    ("backoff_limit: -1", "jobs[j].backoff_limit: -1 is too small: the least allowed is 0"),
+    ("parallelism: 101", "jobs[j].parallelism: 101 is too large: the most allowed is 100"),
     ("backoff_limit: lots", "jobs[j].backoff_limit: 'lots' is not a whole number"),
     ("schedule: '0 3 * *'", "jobs[j].schedule: '0 3 * *' has 4 fields; a schedule has 5 "
      "(minute hour day-of-month month day-of-week), e.g. '0 3 * * *'"),
@@ -258,6 +259,8 @@ jobs:
      "'<stream end>'"),
     ("jobs: []\n", "app.yaml:1: app: is required"),
     ("app: a\njobs:\n  - {name: j}\n", "app.yaml:3: jobs[j].command: is required"),
+    ("app: a\njobs:\n  - {name: j, image: x, command: []}\n",
+     "app.yaml:3: jobs[j].command: must not be empty"),
 ])
 def test_structural_problems(text: str, expected: str) -> None:
     assert expected in problems(text)
