@@ -82,8 +82,8 @@ async def on_push(delivery: Delivery, ctx: Context) -> str:
 
 
 async def _stale(ctx: Context, repository: str, branch: str, sha: str) -> bool:
-    # The head is stored with each push's delivery, before it is answered (so it holds for
-    # every replica and across restarts).
+    # The head is stored with each push's delivery row (so it holds for every replica and
+    # across restarts): on PostgreSQL before the answer, on SQLite before its work starts.
     head = await ctx.db(ctx.service.store.branch_head, repository, branch)
     return head is not None and head != sha
 
