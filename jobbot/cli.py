@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from pydantic import ValidationError
+
 from core.catalog import Catalog
 from core.durations import format_duration
 from core.errors import BadInput, ConfigError, Conflict, JobbotError, NotFound, PermissionDenied
@@ -23,7 +25,7 @@ from core.policy import Actor
 from core.scheduler import fire_times
 from jobbot import render
 from jobbot.logsetup import setup_logging
-from jobbot.settings import Settings
+from jobbot.settings import Settings, settings_error
 from jobbot.wiring import Runtime, build_runtime, load_config
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -32,7 +34,11 @@ EXIT_OK, EXIT_RUN_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        print(f"jobbot: {settings_error(exc)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     if args.config:
         settings = settings.model_copy(update={"JOBBOT_APP_CONFIG": Path(args.config)})
     setup_logging(settings.JOBBOT_LOG_FORMAT, verbose=getattr(args, "verbose", False))

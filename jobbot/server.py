@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
 
 from aiohttp import web
@@ -128,7 +129,13 @@ async def serve(runtime: Runtime) -> int:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.JOBBOT_HOST, settings.JOBBOT_PORT)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        why = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise BadInput(f"cannot listen on {settings.JOBBOT_HOST}:{settings.JOBBOT_PORT} "
+                       f"({why}): set JOBBOT_HOST or JOBBOT_PORT") from None
     logger.info("jobbot serving app %s on http://%s:%s (executor %s)", runtime.app.app,
                 settings.JOBBOT_HOST, settings.JOBBOT_PORT, service.executor.name)
     slack_off = slack_config(settings).missing

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Links are signed with HMAC-SHA256; a shorter key is refused (core/links.py).
+MIN_SECRET_KEY_BYTES = 16
+# What core/store.py can open: SQLite, or PostgreSQL through psycopg.
+DATABASE_SCHEMES = ("sqlite", "postgresql", "postgres", "postgresql+psycopg")
+# Never echoed in an error: the URL may hold a password.
+_NOT_ECHOED = frozenset({"JOBBOT_DATABASE_URL"})
 
 
 class Settings(BaseSettings):
@@ -25,12 +32,12 @@ class Settings(BaseSettings):
         "local", description="Run jobs as local processes or as Kubernetes Jobs."
     )
     JOBBOT_HOST: str = Field("127.0.0.1", description="Address the server listens on.")
-    JOBBOT_PORT: int = Field(8080, description="Port the server listens on.")
+    JOBBOT_PORT: int = Field(8080, ge=1, le=65535, description="Port the server listens on.")
     JOBBOT_PUBLIC_URL: str | None = Field(
         None, description="Base URL people reach jobbot at, for links in Slack and GitHub."
     )
     JOBBOT_SECRET_KEY: SecretStr | None = Field(
-        None, description="Signs links to run pages; set it in production."
+        None, description="Signs links to run pages (at least 16 bytes); set it in production."
     )
     JOBBOT_WEB_TOKEN: SecretStr | None = Field(
         None, description="Shared token for browsing /jobs (open once with ?token=); unset: off."
@@ -80,6 +87,27 @@ class Settings(BaseSettings):
     GITHUB_WEBHOOK_SECRET: SecretStr | None = None
     GITHUB_API_URL: str | None = None
 
+    @field_validator("JOBBOT_DATABASE_URL")
+    @classmethod
+    def _known_database(cls, value: str | None) -> str | None:
+        if not value:
+            return value
+        scheme, separator, _ = value.partition("://")
+        if not separator or scheme.lower() not in DATABASE_SCHEMES:
+            shown = f"a {scheme}:// URL" if separator else "a URL without a scheme"
+            raise ValueError(f"must be sqlite:///PATH or postgresql://USER:PASSWORD@HOST/DB, "
+                             f"not {shown}")
+        return value
+
+    @field_validator("JOBBOT_SECRET_KEY")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            size = len(value.get_secret_value().encode())
+            if size < MIN_SECRET_KEY_BYTES:
+                raise ValueError(f"must be at least {MIN_SECRET_KEY_BYTES} bytes long")
+        return value
+
     @property
     def database_url(self) -> str:
         if self.JOBBOT_DATABASE_URL:
@@ -89,3 +117,31 @@ class Settings(BaseSettings):
     @property
     def public_url(self) -> str:
         return (self.JOBBOT_PUBLIC_URL or f"http://{self.JOBBOT_HOST}:{self.JOBBOT_PORT}").rstrip("/")
+
+
+def settings_error(exc: ValidationError) -> str:
+    """One line for bad environment values: the variable, what it takes, and (unless it is a
+    secret or may hold one) the value given."""
+    problems = [_problem(error) for error in exc.errors()]
+    more = len(problems) - 1
+    return problems[0] + (f" (and {more} more)" if more else "")
+
+
+def _problem(error: Any) -> str:
+    name = str(error["loc"][0]) if error["loc"] else "settings"
+    message = str(error["msg"])
+    custom = error["type"] == "value_error"
+    message = message.removeprefix("Value error, ").removeprefix("Input should be ")
+    if error["type"] in ("int_parsing", "bool_parsing", "float_parsing"):
+        message = message.split(",")[0]
+    if name == "JOBBOT_PORT":
+        message = "a port number (1-65535)"
+    elif error["type"] == "bool_parsing":
+        message = "true or false"
+    if not custom:
+        message = f"must be {message}"
+    field = Settings.model_fields.get(name)
+    secret = field is not None and "SecretStr" in str(field.annotation)
+    if not custom and not secret and name not in _NOT_ECHOED:
+        message += f", not {error['input']!r}"
+    return f"{name} {message}"

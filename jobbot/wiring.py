@@ -8,9 +8,11 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy.exc import ArgumentError, OperationalError
+
 from core.builds import Builder
 from core.catalog import Catalog
-from core.errors import BadInput
+from core.errors import BadInput, JobbotError
 from core.events import Changes
 from core.executors.base import Executor
 from core.executors.local import LocalExecutor
@@ -21,7 +23,7 @@ from core.secrets import LocalSecrets
 from core.service import JobService
 from core.spec import AppSpec, load_app
 from core.store import Store
-from jobbot.settings import Settings
+from jobbot.settings import MIN_SECRET_KEY_BYTES, Settings
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +50,7 @@ def build_runtime(settings: Settings, config: Path | None = None, *,
                   executor: Executor | None = None) -> Runtime:
     """Load app.yaml, open and migrate the store, and wire the service to an executor."""
     app = load_config(settings, config)
-    store = Store(settings.database_url)
-    store.migrate()
+    store = open_store(settings)
     data_dir = settings.JOBBOT_DATA_DIR.resolve()
     logs = LogStore(data_dir / "logs")
     owner = ProcessId.current()
@@ -59,6 +60,23 @@ def build_runtime(settings: Settings, config: Path | None = None, *,
     service = JobService(catalog, store, executor, logs, owner=owner, changes=Changes())
     links = Links(settings.public_url, signing_key(settings, data_dir))
     return Runtime(settings, app, store, service, links)
+
+
+def open_store(settings: Settings) -> Store:
+    """The migrated store; a database that cannot be opened is one line, not a traceback."""
+    try:
+        store = Store(settings.database_url)
+    except (ArgumentError, ImportError) as exc:
+        raise BadInput(f"JOBBOT_DATABASE_URL is not a URL jobbot can open "
+                       f"({type(exc).__name__})") from None
+    try:
+        store.migrate()
+    except OperationalError as exc:
+        store.close()
+        # The driver's first line names the host and what failed, never the password.
+        reason = str(exc.orig or exc).strip().splitlines()[0]
+        raise JobbotError(f"cannot open the database (JOBBOT_DATABASE_URL): {reason}") from None
+    return store
 
 
 def signing_key(settings: Settings, data_dir: Path) -> bytes:
@@ -73,7 +91,11 @@ def signing_key(settings: Settings, data_dir: Path) -> bytes:
             handle.write(secrets.token_hex(32))
         logger.warning("JOBBOT_SECRET_KEY is not set: signing links with a key kept in %s; "
                        "set it when running several replicas", path)
-    return path.read_text().strip().encode()
+    key = path.read_text().strip().encode()
+    if len(key) < MIN_SECRET_KEY_BYTES:
+        raise BadInput(f"{path} must hold a key of at least {MIN_SECRET_KEY_BYTES} bytes "
+                       "(delete it to have a new one made, or set JOBBOT_SECRET_KEY)")
+    return key
 
 
 def make_builder(runtime: Runtime) -> Builder | None:

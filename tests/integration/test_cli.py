@@ -115,6 +115,52 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(
     assert not (workdir / ".jobbot").exists()
 
 
+@pytest.mark.parametrize(("env", "message"), [
+    ({"JOBBOT_PORT": "abc"}, "JOBBOT_PORT must be a port number (1-65535), not 'abc'"),
+    ({"JOBBOT_PORT": "70000"}, "JOBBOT_PORT must be a port number (1-65535), not '70000'"),
+    ({"JOBBOT_EXECUTOR": "nomad"},
+     "JOBBOT_EXECUTOR must be 'local' or 'kubernetes', not 'nomad'"),
+    ({"JOBBOT_SECRET_KEY": "tooshort-secret"},
+     "JOBBOT_SECRET_KEY must be at least 16 bytes long"),
+    ({"JOBBOT_DATABASE_URL": "mysql://me:hunter2-password@db/jobbot"},
+     "JOBBOT_DATABASE_URL must be sqlite:///PATH or postgresql://USER:PASSWORD@HOST/DB, "
+     "not a mysql:// URL"),
+    ({"JOBBOT_METRICS_OPEN": "maybe"}, "JOBBOT_METRICS_OPEN must be true or false, not 'maybe'"),
+    ({"JOBBOT_PORT": "abc", "JOBBOT_EXECUTOR": "nomad"},
+     "JOBBOT_EXECUTOR must be 'local' or 'kubernetes', not 'nomad' (and 1 more)"),
+])
+def test_bad_settings_exit_2_with_one_line_naming_the_variable(
+        workdir: Path, env: dict[str, str], message: str) -> None:
+    for command in (("validate",), ("run", "hello")):
+        result = jobbot(workdir, *command, env=env)
+        assert result.returncode == 2
+        assert result.stderr.splitlines() == [f"jobbot: {message}"]
+        assert result.stdout == ""
+    # Secrets are never echoed, not even a database URL's password.
+    assert "tooshort-secret" not in result.stderr
+    assert "hunter2" not in result.stderr
+    assert not (workdir / ".jobbot").exists()
+
+
+def test_an_unreachable_database_is_one_line_without_the_password(workdir: Path) -> None:
+    result = jobbot(workdir, "runs", env={
+        "JOBBOT_DATABASE_URL": f"postgresql://me:hunter2-password@127.0.0.1:{_free_port()}/x"})
+    assert result.returncode == 1
+    [line] = result.stderr.splitlines()
+    assert line.startswith("jobbot: cannot open the database (JOBBOT_DATABASE_URL): ")
+    assert "hunter2" not in line
+
+
+def test_a_short_generated_link_key_is_one_line(workdir: Path) -> None:
+    (workdir / ".jobbot").mkdir()
+    (workdir / ".jobbot" / "secret_key").write_text("short\n")
+    result = jobbot(workdir, "run", "hello")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"jobbot: {(workdir / '.jobbot' / 'secret_key').resolve()} must hold a key of at least "
+        "16 bytes (delete it to have a new one made, or set JOBBOT_SECRET_KEY)")
+
+
 def test_cancel_of_something_that_is_not_a_run(workdir: Path) -> None:
     jobbot(workdir, "run", "hello")
     result = jobbot(workdir, "cancel", "nonsense")
@@ -228,3 +274,16 @@ def test_serve_answers_health_and_stops_runs_cleanly_on_sigterm(workdir: Path) -
         assert server.wait(timeout=20) == 0
     _, stderr = server.communicate(timeout=10)
     assert "Slack is not configured" in stderr
+
+
+def test_serve_on_a_port_in_use_is_one_line_and_exit_2(workdir: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = jobbot(workdir, "serve", env={"JOBBOT_PORT": str(port),
+                                               "JOBBOT_SECRET_KEY": "k" * 32})
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"jobbot: cannot listen on 127.0.0.1:{port} (Address already in use): "
+        "set JOBBOT_HOST or JOBBOT_PORT"]
