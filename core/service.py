@@ -72,6 +72,18 @@ class RunDetail:
     run: Run
     attempts: list[Attempt]
 
+    def missing_attempt(self, attempt: int, *, follow: bool = False) -> str | None:
+        """Why the run has no attempt `attempt` to show the log of, or None if it has one (or
+        may still start it: a run that is followed and not over)."""
+        if any(a.index == attempt for a in self.attempts):
+            return None
+        if attempt >= 1 and follow and not self.run.run_state.is_final:
+            return None
+        count = len(self.attempts)
+        has = ("no attempts yet" if count == 0 else
+               f"{count} attempt" if count == 1 else f"{count} attempts")
+        return f"{self.run.label} has {has}: there is no attempt {attempt}"
+
 
 class JobService:
     """Trigger, rerun, cancel, pause, resume, list, status, history and logs of runs."""

@@ -259,6 +259,10 @@ def cmd_logs(args: argparse.Namespace, settings: Settings) -> int:
 
     async def body(runtime: Runtime) -> int:
         detail = await runtime.service.detail(args.run)
+        if args.attempt is not None:
+            missing = detail.missing_attempt(args.attempt, follow=args.follow)
+            if missing:
+                raise NotFound(missing)
         last = None
         async for attempt, line in runtime.service.logs(detail.run.id, attempt=args.attempt,
                                                           follow=args.follow):

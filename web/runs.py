@@ -92,24 +92,32 @@ async def run_logs(request: web.Request) -> web.StreamResponse:
     loaded = await _load(ctx, request)
     if isinstance(loaded, web.Response):
         return loaded
-    run = loaded[0].run
+    detail = loaded[0]
+    run = detail.run
     task = asyncio.current_task()
     if task is not None:
         ctx.streams.add(task)
     try:
         if "text/event-stream" in request.headers.get("Accept", ""):
             return await _events(ctx, request, run)
-        return await _raw(ctx, request, run)
+        return await _raw(ctx, request, detail)
     finally:
         if task is not None:
             ctx.streams.discard(task)
 
 
-async def _raw(ctx: WebContext, request: web.Request, run: Run) -> web.StreamResponse:
+async def _raw(ctx: WebContext, request: web.Request, detail: RunDetail) -> web.StreamResponse:
+    run = detail.run
     attempt_text = request.query.get("attempt")
     if attempt_text is not None and not attempt_text.isdigit():
         return web.Response(status=400, text=f"attempt must be a number, not {attempt_text!r}\n")
     follow = request.query.get("follow", "") in ("1", "true", "yes")
+    if attempt_text is not None:
+        missing = detail.missing_attempt(int(attempt_text), follow=follow)
+        if missing:
+            return web.Response(status=404, text=missing + "\n", headers={
+                "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff",
+                "Referrer-Policy": "same-origin"})
     response = web.StreamResponse(headers={
         "Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store",
         "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin",

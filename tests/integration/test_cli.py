@@ -172,6 +172,21 @@ def test_cancel_of_something_that_is_not_a_run(workdir: Path) -> None:
     assert done.stderr.strip() == "jobbot: hello #1 already succeeded; nothing to cancel"
 
 
+def test_logs_of_an_attempt_the_run_does_not_have_is_an_error(tmp_path: Path) -> None:
+    write_app(tmp_path, [python_job("retried", "print('try'); raise SystemExit(1)",
+                                    backoff_limit=1)])
+    assert jobbot(tmp_path, "run", "retried").returncode == 1
+    second = jobbot(tmp_path, "logs", "retried#1", "--attempt", "2")
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.endswith("try\n")
+    for attempt in ("3", "9", "0"):
+        result = jobbot(tmp_path, "logs", "retried#1", "--attempt", attempt)
+        assert result.returncode == 2
+        assert result.stdout == ""
+        assert result.stderr.splitlines() == [
+            f"jobbot: retried #1 has 2 attempts: there is no attempt {attempt}"]
+
+
 def test_a_broken_app_yaml_exits_2_naming_file_and_line(tmp_path: Path) -> None:
     (tmp_path / "app.yaml").write_text("app: demo\njobs:\n  - name: x\n    comand: [true]\n")
     result = jobbot(tmp_path, "run", "x")

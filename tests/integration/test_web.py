@@ -153,6 +153,20 @@ async def test_raw_log_streams_whole_and_follows_a_running_run(
     assert bad.status == 400
 
 
+async def test_raw_log_of_an_attempt_the_run_does_not_have_is_404(
+        client: TestClient, service: JobService, links: Links) -> None:
+    run_id = await finished_run(service, "colours")
+    first = await client.get(f"/runs/{run_id}/logs?t={links.token(run_id)}&attempt=1")
+    assert first.status == 200
+    assert "red" in await first.text()
+    for query in ("attempt=2", "attempt=9&follow=1", "attempt=0"):
+        response = await client.get(f"/runs/{run_id}/logs?t={links.token(run_id)}&{query}")
+        assert response.status == 404, query
+        attempt = query.split("&")[0].removeprefix("attempt=")
+        assert await response.text() == (
+            f"colours #1 has 1 attempt: there is no attempt {attempt}\n")
+
+
 async def read_events(response: object) -> AsyncIterator[tuple[str, str, str]]:
     """(event, id, data) from a text/event-stream body."""
     event, ident, data = "message", "", ""
