@@ -292,6 +292,13 @@ class JobService:
         target = self.catalog.resolve(job_name)
         action = Action.PAUSE if paused else Action.RESUME
         await self._authorize(target, action, actor)
+        if not target.job.is_scheduled:
+            # Pausing only stops the scheduler (manual runs still work): without a schedule it
+            # would do nothing. Resuming is allowed if a schedule removed since left it paused.
+            state = await self._db(self.store.job_state, target.app.app, target.job.name)
+            if paused or not state.paused:
+                word = "pause" if paused else "resume"
+                raise BadInput(f"{target.job.name} has no schedule: nothing to {word}")
         changed = await self._db(self.store.set_paused, target.app.app, target.job.name, paused,
                                  actor.name)
         await self._audit(actor, action.value, target.key, "done" if changed else "unchanged")

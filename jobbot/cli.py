@@ -304,7 +304,10 @@ def cmd_resume(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _pause_or_resume(args: argparse.Namespace, settings: Settings, *, pause: bool) -> int:
-    Catalog([load_config(settings)]).resolve(args.job)
+    job = Catalog([load_config(settings)]).resolve(args.job).job
+    if pause and not job.is_scheduled:
+        # Checked before the runtime too, so bad input writes nothing (not even a database).
+        raise BadInput(f"{job.name} has no schedule: nothing to pause")
 
     async def body(runtime: Runtime) -> int:
         service = runtime.service

@@ -105,6 +105,7 @@ def test_validate_lists_jobs(workdir: Path) -> None:
     (("logs", "hello#7"), "no run 'hello#7'"),
     (("cancel", "nonsense"), "no run 'nonsense'"),
     (("pause", "nope"), "no job 'nope'"),
+    (("pause", "hello"), "hello has no schedule: nothing to pause"),
     (("runs", "nope"), "no job 'nope'"),
 ])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(

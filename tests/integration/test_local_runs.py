@@ -266,6 +266,21 @@ async def test_pause_and_resume_are_recorded(store: Store, tmp_path: Path) -> No
     assert [e.action for e in store.audit_log()][:3] == ["resume", "pause", "pause"]
 
 
+async def test_a_job_without_a_schedule_cannot_be_paused(store: Store, tmp_path: Path) -> None:
+    # Pausing only stops the scheduler; manual runs of a paused job still work.
+    service = service_for(tmp_path, store, [python_job("manual", "print(1)")])
+    with pytest.raises(BadInput, match=r"^manual has no schedule: nothing to pause$"):
+        await service.pause("manual", ADA)
+    with pytest.raises(BadInput, match=r"^manual has no schedule: nothing to resume$"):
+        await service.resume("manual", ADA)
+    assert not (await service.job_summary("manual")).paused
+    assert store.audit_log() == []
+    # Left paused by a schedule since removed from app.yaml: resume still clears it.
+    store.set_paused("demo", "manual", True, "ada")
+    assert await service.resume("manual", ADA)
+    assert not (await service.job_summary("manual")).paused
+
+
 async def _wait_for_line(service: JobService, run_id: str, text: str) -> None:
     async def scan() -> None:
         async for _, line in service.logs(run_id, follow=True):

@@ -267,6 +267,9 @@ async def test_cancel_pause_and_resume(bot: Bot) -> None:
     assert "already paused" in await bot.ask("pause sched")
     assert "paused by u0alice" in await bot.ask("list")
     assert "demo/sched resumed" in await bot.ask("resume sched")
+    # As in the CLI: pausing a job without a schedule would do nothing.
+    assert "hello has no schedule: nothing to pause" in await bot.ask("pause hello")
+    assert not (await bot.runtime.service.job_summary("hello")).paused
 
 
 async def test_every_command_is_audited_with_where_and_result(bot: Bot) -> None:
