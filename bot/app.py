@@ -21,6 +21,7 @@ from bot.responder import Responder
 from bot.router import Router
 from bot.usergroups import UserGroups
 from bot.workspace import Workspace
+from core.errors import BadInput
 from core.events import Outbox
 from core.links import Links
 from core.service import JobService
@@ -42,6 +43,24 @@ class SlackConfig:
     @property
     def socket_mode(self) -> bool:
         return bool(self.bot_token and self.app_token)
+
+    @property
+    def half_configured(self) -> str | None:
+        """What is missing when some of Slack's credentials are set but not enough for the bot
+        (serve refuses to start, as with a half-configured GitHub App); None when they are all
+        there or none is."""
+        given = [name for name, value in (("SLACK_BOT_TOKEN", self.bot_token),
+                                          ("SLACK_SIGNING_SECRET", self.signing_secret),
+                                          ("SLACK_APP_TOKEN", self.app_token)) if value]
+        if not given:
+            return None
+        if not self.bot_token:
+            return (f"Slack is half configured: {' and '.join(given)} set without "
+                    "SLACK_BOT_TOKEN (unset them all to run without the bot)")
+        if not (self.signing_secret or self.app_token):
+            return ("Slack is half configured: SLACK_BOT_TOKEN needs SLACK_SIGNING_SECRET "
+                    "(HTTP mode) or SLACK_APP_TOKEN (Socket Mode)")
+        return None
 
     @property
     def missing(self) -> str | None:
@@ -96,7 +115,10 @@ def build(config: SlackConfig, service: JobService, links: Links) -> SlackBot:
 
 def setup(app: web.Application, config: SlackConfig, service: JobService, links: Links,
           outbox: Outbox) -> SlackBot | None:
-    """Mount the bot on `app` (route or Socket Mode) and subscribe its notifier; None if off."""
+    """Mount the bot on `app` (route or Socket Mode) and subscribe its notifier; None if off
+    (no Slack credentials at all); BadInput if only some are set."""
+    if config.half_configured:
+        raise BadInput(config.half_configured)
     if config.missing:
         return None
     bot = build(config, service, links)

@@ -303,3 +303,13 @@ def test_serve_on_a_port_in_use_is_one_line_and_exit_2(workdir: Path) -> None:
     assert result.stderr.splitlines() == [
         f"jobbot: cannot listen on 127.0.0.1:{port} (Address already in use): "
         "set JOBBOT_HOST or JOBBOT_PORT"]
+
+
+def test_serve_with_half_configured_slack_refuses_to_start(workdir: Path) -> None:
+    result = jobbot(workdir, "serve", env={"JOBBOT_PORT": str(_free_port()),
+                                           "JOBBOT_SECRET_KEY": "k" * 32,
+                                           "SLACK_BOT_TOKEN": "xoxb-half-configured"})
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "jobbot: Slack is half configured: SLACK_BOT_TOKEN needs SLACK_SIGNING_SECRET "
+        "(HTTP mode) or SLACK_APP_TOKEN (Socket Mode)"]

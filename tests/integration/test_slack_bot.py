@@ -19,6 +19,7 @@ from aiohttp import web
 
 from bot.app import BOT
 from bot.router import Router
+from core.errors import BadInput
 from core.models import RunState
 from core.policy import Actor
 from jobbot.server import OUTBOX, make_app
@@ -585,6 +586,26 @@ async def confirmed_risky(bot: Bot) -> str:
     run_id = bot.run_id_from((await bot.slack.answer(key))["text"])
     await bot.wait_final(run_id)
     return run_id
+
+
+@pytest.mark.parametrize("slack", [
+    {"SLACK_BOT_TOKEN": "xoxb-only"},
+    {"SLACK_SIGNING_SECRET": "signing-secret-value"},
+    {"SLACK_APP_TOKEN": "xapp-without-bot"},
+])
+async def test_half_configured_slack_is_a_precise_error(
+        tmp_path: Path, slack: dict[str, str]) -> None:
+    config = write_app(tmp_path / "work", JOBS)
+    runtime = build_runtime(Settings(JOBBOT_DATA_DIR=tmp_path / ".jobbot",
+                                     JOBBOT_SECRET_KEY="k" * 32, **slack),  # type: ignore[arg-type]
+                            config)
+    try:
+        with pytest.raises(BadInput, match=r"^Slack is half configured: ") as refused:
+            make_app(runtime)
+    finally:
+        runtime.close()
+    for value in slack.values():
+        assert value not in str(refused.value)
 
 
 async def test_without_slack_credentials_there_is_no_bot(tmp_path: Path) -> None:

@@ -201,3 +201,21 @@ def test_the_bot_needs_a_token_and_a_way_in() -> None:
     socket = SlackConfig(bot_token="x", app_token="xapp-1")
     assert socket.missing is None
     assert socket.socket_mode
+
+
+@pytest.mark.parametrize(("values", "problem"), [
+    ({}, None),
+    ({"api_url": "http://slack.test/api/"}, None),
+    ({"bot_token": "x", "signing_secret": "s"}, None),
+    ({"bot_token": "x", "app_token": "xapp-1"}, None),
+    ({"bot_token": "x"}, "Slack is half configured: SLACK_BOT_TOKEN needs SLACK_SIGNING_SECRET "
+                         "(HTTP mode) or SLACK_APP_TOKEN (Socket Mode)"),
+    ({"signing_secret": "s"}, "Slack is half configured: SLACK_SIGNING_SECRET set without "
+                              "SLACK_BOT_TOKEN (unset them all to run without the bot)"),
+    ({"signing_secret": "s", "app_token": "xapp-1"},
+     "Slack is half configured: SLACK_SIGNING_SECRET and SLACK_APP_TOKEN set without "
+     "SLACK_BOT_TOKEN (unset them all to run without the bot)"),
+])
+def test_half_configured_slack_says_what_is_missing(values: dict[str, str],
+                                                     problem: str | None) -> None:
+    assert SlackConfig(**values).half_configured == problem
