@@ -93,6 +93,11 @@ class DeliverySpool:
         """Until what was appended is on the disk (for deliveries whose other copy goes)."""
         if self._path is not None:
             os.fsync(self._fds[self._path])
+            directory = os.open(self.directory, os.O_RDONLY)  # and the file's name in it
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
 
     def done(self, delivery_ids: Iterable[str]) -> None:
         """These deliveries need their spool records no more; files left empty are deleted."""
