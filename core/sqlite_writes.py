@@ -218,15 +218,19 @@ def _slot(wait: bool) -> str:
 
 class Insert:
     """`INSERT INTO table (columns) VALUES (?, ...)`, with rows converted by the column types;
-    with `conflict` and `update`, rows meeting an existing `conflict` key update those columns."""
+    with `conflict` and `update`, rows meeting an existing `conflict` key update those columns
+    (only where the SQL condition `only_if` holds, if given)."""
 
     def __init__(self, table: Table, columns: Sequence[str], engine: Engine, *,
-                 conflict: Sequence[str] = (), update: Sequence[str] = ()) -> None:
+                 conflict: Sequence[str] = (), update: Sequence[str] = (),
+                 only_if: str | None = None) -> None:
         self.sql = (f"INSERT INTO {table.name} ({', '.join(columns)}) "
                     f"VALUES ({', '.join('?' for _ in columns)})")
         if conflict:
             changes = ", ".join(f"{name} = excluded.{name}" for name in update)
             self.sql += f" ON CONFLICT ({', '.join(conflict)}) DO UPDATE SET {changes}"
+            if only_if:
+                self.sql += f" WHERE {only_if}"
         self._columns = tuple(columns)
         converters: list[Callable[[Any], Any] | None] = [
             # The dialect's own variant of each type (SQLite's DATETIME, JSON), as SQLAlchemy

@@ -117,6 +117,8 @@ class NewDelivery:
     owner: str | None = None
     # (repository, branch, sha) when it is a push to a branch.
     head: tuple[str, str, str] | None = None
+    # When it was answered (None: when its row is written); a branch head only moves forward.
+    received_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -178,18 +180,27 @@ class _RawInserts:
                                             "payload", "owner"], engine)
         self.branch_head = Insert(BRANCH_HEADS, ["repository", "branch", "sha", "updated_at"],
                                   engine, conflict=["repository", "branch"],
-                                  update=["sha", "updated_at"])
+                                  update=["sha", "updated_at"],
+                                  only_if=f"excluded.updated_at >= {BRANCH_HEADS.name}.updated_at")
         self.slack_work = Insert(SLACK_WORK, ["key", "kind", "body", "received_at", "done_at"],
                                  engine)
 
 
 def _new_heads(deliveries: Sequence[NewDelivery], new: set[str],
                now: datetime) -> list[dict[str, Any]]:
-    """The branch heads moved by the new pushes among `deliveries` (the last push wins)."""
-    heads = {(d.head[0], d.head[1]): d.head[2] for d in deliveries
-             if d.head is not None and d.id in new}
-    return [{"repository": repository, "branch": branch, "sha": sha, "updated_at": now}
-            for (repository, branch), sha in heads.items()]
+    """The branch heads moved by the new pushes among `deliveries` (the last answered wins;
+    the upsert moves a stored head only to a push answered later than its own)."""
+    heads: dict[tuple[str, str], dict[str, Any]] = {}
+    for d in deliveries:
+        if d.head is None or d.id not in new:
+            continue
+        repository, branch, sha = d.head
+        at = d.received_at or now
+        known = heads.get((repository, branch))
+        if known is None or at >= known["updated_at"]:
+            heads[(repository, branch)] = {"repository": repository, "branch": branch,
+                                           "sha": sha, "updated_at": at}
+    return list(heads.values())
 
 
 # A batch meeting used keys is written again without them; after this many tries, one by one.
@@ -901,7 +912,8 @@ class Store:
             return set()
         now = utcnow()
         rows = {d.id: {"id": d.id, "event": d.event[:64],
-                       "action": d.action[:64] if d.action else None, "received_at": now,
+                       "action": d.action[:64] if d.action else None,
+                       "received_at": d.received_at or now,
                        "outcome": RECEIVED, "payload": d.payload, "owner": d.owner}
                 for d in reversed(deliveries)}  # the first of a repeated id is kept
         outcomes = [{"delivery_id": delivery_id, "text": outcome[:2000]}
@@ -923,8 +935,8 @@ class Store:
                 head = upsert_for(self.dialect)(BRANCH_HEADS)
                 conn.execute(head.on_conflict_do_update(
                     index_elements=["repository", "branch"],
-                    set_={"sha": head.excluded.sha, "updated_at": head.excluded.updated_at}),
-                    heads)
+                    set_={"sha": head.excluded.sha, "updated_at": head.excluded.updated_at},
+                    where=head.excluded.updated_at >= BRANCH_HEADS.c.updated_at), heads)
             return new
 
     def _record_deliveries_sqlite(self, raw: RawWrite, deliveries: Sequence[NewDelivery],

@@ -20,6 +20,7 @@ from core.builds import Builder, BuildRequest, resume_builds
 from core.builds_local import LocalBuilder
 from core.events import Outbox
 from core.links import Links
+from core.models import utcnow
 from core.service import JobService
 from core.store import NewDelivery
 from github_app.api import GitHubApiError, GitHubClients, import_what_calls_need
@@ -114,7 +115,8 @@ class GitHubApp:
             # Written down before the answer (to the spool, or a commit concurrent deliveries
             # share), so a 2xx is never lost to a restart; this is also the redelivery check.
             new = await self.journal.record(NewDelivery(
-                delivery_id, event, action, text, owner=str(self.journal.owner), head=head))
+                delivery_id, event, action, text, owner=str(self.journal.owner), head=head,
+                received_at=utcnow()))
         except Exception:
             logger.exception("delivery %s could not be recorded", delivery_id,
                              extra={"delivery_id": delivery_id})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 from core.models import utcnow
 from core.store import NewDelivery, NewRun, Store
@@ -44,6 +44,22 @@ def test_only_a_new_push_moves_its_branch_head(store: Store) -> None:
     store.record_deliveries([push("p3", "3" * 40)])
     assert store.branch_head("acme/a", "main") == "3" * 40
     assert store.branch_head("acme/a", "dev") is None
+
+
+def test_a_push_answered_earlier_but_written_later_leaves_the_head(store: Store) -> None:
+    # A dead process's push, taken over at start-up, after a newer push was recorded.
+    def push(delivery_id: str, sha: str, minutes_ago: int) -> NewDelivery:
+        return NewDelivery(delivery_id, "push", None, "{}", head=("acme/a", "main", sha),
+                           received_at=utcnow() - timedelta(minutes=minutes_ago))
+
+    store.record_deliveries([push("newer", "2" * 40, 1)])
+    store.record_deliveries([push("older", "1" * 40, 5)])
+    assert store.branch_head("acme/a", "main") == "2" * 40
+    row = store.delivery("older")
+    assert row is not None and utcnow() - row.received_at.replace(tzinfo=UTC) > timedelta(
+        minutes=4)  # the time it was answered, not the time its row was written
+    store.record_deliveries([push("newest", "3" * 40, 0), push("between", "4" * 40, 3)])
+    assert store.branch_head("acme/a", "main") == "3" * 40
 
 
 def test_an_app_name_belongs_to_one_repository(store: Store) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import errno
 import os
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -27,10 +28,13 @@ def store(tmp_path: Path) -> Iterator[Store]:
     store.close()
 
 
+ANSWERED = datetime(2026, 12, 6, 18, 0, 0, 123456, tzinfo=UTC)
+
+
 def delivery(delivery_id: str, owner: ProcessId | None = None) -> NewDelivery:
     return NewDelivery(delivery_id, "push", None, '{"ref": "refs/heads/main"}',
                        owner=str(owner or ProcessId.current()),
-                       head=("acme/shop", "main", "a" * 40))
+                       head=("acme/shop", "main", "a" * 40), received_at=ANSWERED)
 
 
 def test_a_file_is_deleted_once_every_delivery_in_it_is_done(tmp_path: Path) -> None:
@@ -147,6 +151,7 @@ async def test_the_deliveries_a_dead_process_spooled_are_taken_over(
         assert await asyncio.wait_for(heir.recorded("unwritten"), 30) is True
         row = store.delivery("unwritten")
         assert row is not None and row.owner == str(heir.owner)
+        assert row.received_at.replace(tzinfo=UTC) == ANSWERED  # answered then, not now
     finally:
         await heir.close()
     [heir_file] = (tmp_path / "spool").iterdir()  # both still wait to be handled
