@@ -218,8 +218,8 @@ class DeliveryJournal:
                      for delivery in spooled.values() if delivery.id not in known]
         self._spool.append([dataclasses.replace(d, owner=str(self.owner))
                             for d in taken if d.payload is not None] + unwritten)
-        # The dead files may be this delivery's only copy on the disk: not deleted before the
-        # copy is there too.
+        # The dead files may hold these deliveries' only copy on the disk: they are deleted
+        # only once the new copy is on the disk too.
         await asyncio.to_thread(self._spool.sync)
         self._await_rows(unwritten)
         self._spool.release(dead_files)
