@@ -23,6 +23,7 @@ from core.policy import Action, Actor, decide
 from core.procs import ProcessId
 from core.run_ids import is_run_id
 from core.run_insert import ActiveRun, ScheduleRow
+from core.spec import JobSpec
 from core.store import AuditRecord, NewRun, Store
 
 logger = logging.getLogger(__name__)
@@ -83,6 +84,11 @@ class RunDetail:
         has = ("no attempts yet" if count == 0 else
                f"{count} attempt" if count == 1 else f"{count} attempts")
         return f"{self.run.label} has {has}: there is no attempt {attempt}"
+
+
+def unscheduled(job: JobSpec, verb: str) -> BadInput:
+    """The error for pausing (or resuming) a job without a schedule: there is nothing to do."""
+    return BadInput(f"{job.name} has no schedule: nothing to {verb}")
 
 
 class JobService:
@@ -297,8 +303,7 @@ class JobService:
             # would do nothing. Resuming is allowed if a schedule removed since left it paused.
             state = await self._db(self.store.job_state, target.app.app, target.job.name)
             if paused or not state.paused:
-                word = "pause" if paused else "resume"
-                raise BadInput(f"{target.job.name} has no schedule: nothing to {word}")
+                raise unscheduled(target.job, "pause" if paused else "resume")
         changed = await self._db(self.store.set_paused, target.app.app, target.job.name, paused,
                                  actor.name)
         await self._audit(actor, action.value, target.key, "done" if changed else "unchanged")

@@ -60,9 +60,8 @@ class DeliveryJournal:
             self._write, on_loop=store.writes_now, name="github-deliveries")
         # Spooled deliveries whose rows are not written yet, and what each row turns out to be.
         self._unrecorded: list[NewDelivery] = []
+        # Kept until the delivery's work asks (`recorded`), so a late ask still gets the answer.
         self._rows: dict[str, asyncio.Future[bool]] = {}
-        # Spooled here, but another process wrote the row first (and handles the delivery).
-        self._lost: set[str] = set()
         self._rows_due = asyncio.Event()
         self._recorder: asyncio.Task[None] | None = None
 
@@ -81,10 +80,10 @@ class DeliveryJournal:
         """Whether the delivery is this process's to handle: False if its row turned out to be
         written already (by another process that answered it at the same moment)."""
         row = self._rows.get(delivery_id)
-        mine = True if row is None else await asyncio.shield(row)
-        if delivery_id in self._lost:  # asked after its row was written: the answer is kept
-            self._lost.discard(delivery_id)
-            return False
+        if row is None:
+            return True
+        mine = await asyncio.shield(row)
+        self._rows.pop(delivery_id, None)
         return mine
 
     async def finish(self, delivery_id: str, outcome: str) -> None:
@@ -163,9 +162,8 @@ class DeliveryJournal:
                 error = outcome
                 continue
             if not outcome:  # another process wrote it first: its work, not ours
-                self._lost.add(delivery.id)
                 self._spool.done([delivery.id])
-            row = self._rows.pop(delivery.id, None)
+            row = self._rows.get(delivery.id)
             if row is not None and not row.done():
                 row.set_result(outcome)
         if failed:

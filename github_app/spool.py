@@ -215,6 +215,6 @@ def remove(path: Path) -> None:
     try:
         path.unlink()
     except FileNotFoundError:
-        pass
+        return
     except OSError as exc:  # a read-only or failing disk: the file is left, the work goes on
         logger.warning("could not delete spool file %s: %s", path, exc)

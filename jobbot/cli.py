@@ -23,6 +23,7 @@ from core.models import RunState
 from core.overrides import parse_overrides
 from core.policy import Actor
 from core.scheduler import fire_times
+from core.service import unscheduled
 from jobbot import render
 from jobbot.logsetup import setup_logging
 from jobbot.settings import Settings, settings_error
@@ -307,7 +308,7 @@ def _pause_or_resume(args: argparse.Namespace, settings: Settings, *, pause: boo
     job = Catalog([load_config(settings)]).resolve(args.job).job
     if pause and not job.is_scheduled:
         # Checked before the runtime too, so bad input writes nothing (not even a database).
-        raise BadInput(f"{job.name} has no schedule: nothing to pause")
+        raise unscheduled(job, "pause")
 
     async def body(runtime: Runtime) -> int:
         service = runtime.service

@@ -115,9 +115,7 @@ async def _raw(ctx: WebContext, request: web.Request, detail: RunDetail) -> web.
     if attempt_text is not None:
         missing = detail.missing_attempt(int(attempt_text), follow=follow)
         if missing:
-            return web.Response(status=404, text=missing + "\n", headers={
-                "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff",
-                "Referrer-Policy": "same-origin"})
+            return web.Response(status=404, text=missing + "\n", headers=HEADERS)
     response = web.StreamResponse(headers={
         "Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store",
         "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin",
