@@ -47,7 +47,7 @@ from core.executors.base import Launch
 from core.logs import LogStore
 from core.models import JobState, Run, RunState
 from core.run_ids import new_run_id
-from core.scheduler import Scheduler, freeze_startup_objects
+from core.scheduler import Scheduler
 from core.service import JobService
 from core.spec import AppSpec, load_app
 from core.store import Created, NewRun, Store
@@ -152,7 +152,6 @@ class VirtualJobbot:
 
     async def start(self) -> None:
         await self.scheduler.tick()  # first sight of 10,000 schedules: not the steady state
-        freeze_startup_objects()  # as Scheduler.run does after its first round
         # Statistics of the 10,000 new job_state rows; without them, the query for paused
         # jobs that every round makes reads the whole table (0.7 ms) instead of its index.
         analyze(self.store)
@@ -308,7 +307,6 @@ class VirtualApscheduler:
         _Virtual.now = since
         apscheduler_jobs(self.scheduler, app)
         self.scheduler.start()
-        freeze_startup_objects()  # the same treatment as jobbot's: a fair comparison
         self.executor = self.scheduler._lookup_executor("default")
 
     def advance(self, end: datetime) -> float:

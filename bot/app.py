@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
-from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_bolt.response import BoltResponse
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.adapter import to_aiohttp_response, to_bolt_request
+from bot.adapter import Refused, refusal, to_aiohttp_response, to_bolt_request
 from bot.backlog import Backlog
-from bot.listeners import RECORDED, register_listeners, work_of
+from bot.listeners import NotRecorded, register_listeners
 from bot.notifier import SUBSCRIBER, Notifier
 from bot.responder import Responder
 from bot.router import Router
@@ -84,7 +88,7 @@ class SlackBot:
     respond: Responder
     # What the pages' Sign in with Slack asks: the workspace, user groups (shared cache).
     workspace: Workspace
-    # HTTP mode: checks the signature before the intake records a request (Bolt checks again).
+    # HTTP mode: checks each request's signature at the edge (bot/adapter.py).
     verifier: SignatureVerifier | None = None
     socket: AsyncSocketModeHandler | None = None
 
@@ -95,19 +99,22 @@ BOT = web.AppKey("slack_bot", SlackBot)
 def build(config: SlackConfig, service: JobService, links: Links) -> SlackBot:
     """The Bolt app, its Web API client (SLACK_API_URL honoured), router and notifier."""
     client = AsyncWebClient(token=config.bot_token, base_url=config.api_url or DEFAULT_API_URL)
-    bolt = AsyncApp(client=client, signing_secret=config.signing_secret or "",
-                    # Socket Mode messages come over an authenticated websocket, unsigned.
-                    request_verification_enabled=not config.socket_mode,
-                    # Listeners only record the request and ack; running them inline answers
-                    # as soon as they return, instead of Bolt polling for the ack every 10 ms.
-                    process_before_response=True,
-                    logger=logging.getLogger("bot.bolt"))
+    with _without_oauth_settings():
+        bolt = AsyncApp(client=client,
+                        # HTTP requests are checked at the edge (bot/adapter.py); Socket Mode
+                        # messages come over an authenticated websocket, unsigned.
+                        request_verification_enabled=False,
+                        # Listeners only record the request and ack; running them inline
+                        # answers as soon as they return.
+                        process_before_response=True,
+                        logger=logging.getLogger("bot.bolt"))
+    bolt.error(_listener_failed)
     groups = UserGroups(client)
     router = Router(service, links, groups=groups)
     backlog = Backlog(service.store)
     respond = Responder()
     register_listeners(bolt, router, backlog, respond)
-    notifier = Notifier(client, service, links, give_way=backlog.give_way)
+    notifier = Notifier(client, service, links)
     verifier = None if config.socket_mode else SignatureVerifier(config.signing_secret or "")
     return SlackBot(bolt, client, router, notifier, backlog, respond, Workspace(client, groups),
                     verifier)
@@ -138,39 +145,39 @@ def setup(app: web.Application, config: SlackConfig, service: JobService, links:
     return bot
 
 
+@contextlib.contextmanager
+def _without_oauth_settings() -> Iterator[None]:
+    """Bolt switches to OAuth installs (and answers every command "please reinstall this
+    app") when it finds SLACK_CLIENT_ID and SLACK_CLIENT_SECRET in the environment; jobbot
+    uses those for Sign in with Slack only, and its bot runs on its one bot token."""
+    hidden = {name: os.environ.pop(name) for name in ("SLACK_CLIENT_ID", "SLACK_CLIENT_SECRET")
+              if name in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(hidden)
+
+
+async def _listener_failed(error: Exception) -> BoltResponse:
+    """A request that could not be recorded is answered 503, unacknowledged, so Slack tells
+    the person it failed and nothing happens; the listener logged why."""
+    if isinstance(error, NotRecorded):
+        message = "jobbot could not record the request: try again later"
+    else:
+        logger.error("a Slack listener failed", exc_info=error)
+        message = "jobbot could not take the request: try again later"
+    return BoltResponse(status=503, body=json.dumps({"error": message}),
+                        headers={"content-type": "application/json"})
+
+
 async def _events(request: web.Request) -> web.Response:
     bot = request.app[BOT]
-    with bot.backlog.ack_due():
-        bolt_request = await to_bolt_request(request)
-        try:
-            await _record_first(bot, bolt_request)
-        except Exception:
-            logger.exception("a Slack request could not be recorded")
-            return web.json_response(
-                {"error": "jobbot could not record the request: try again later"}, status=503)
-        bolt_response = await bot.bolt.async_dispatch(bolt_request)
-    return to_aiohttp_response(bolt_response)
-
-
-async def _record_first(bot: SlackBot, bolt_request: AsyncBoltRequest) -> None:
-    """Record a signed request's work before Bolt handles it (the listener then only acks).
-
-    Requests that arrive together wait for the same commit. Recorded in the listener, each
-    went through all of Bolt's dispatch before that wait, so a burst's first 50 answers all
-    went out together after the commit: in bench.slack_ack those were its slowest answers
-    (about 15 ms). Recorded here, Bolt's dispatch comes after the wait, and the answers go
-    out one by one while the next requests are dispatched (about 13 ms). An unsigned
-    request is not recorded: Bolt answers it 401.
-    """
-    headers = bolt_request.headers
-    if bot.verifier is None or not bot.verifier.is_valid(
-            bolt_request.raw_body, headers.get("x-slack-request-timestamp", ["0"])[0],
-            headers.get("x-slack-signature", [""])[0]):
-        return
-    work = work_of(bolt_request.body)
-    if work is not None:
-        await bot.backlog.accept(*work, bolt_request.body)
-        bolt_request.context[RECORDED] = True
+    assert bot.verifier is not None  # the route exists in HTTP mode only
+    try:
+        bolt_request = await to_bolt_request(request, bot.verifier)
+    except Refused as exc:
+        return refusal(exc)
+    return to_aiohttp_response(await bot.bolt.async_dispatch(bolt_request))
 
 
 async def _start(app: web.Application) -> None:

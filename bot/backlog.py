@@ -1,152 +1,79 @@
-"""Slack work after the ack: written to the database before the ack, done by a few workers after.
+"""Slack commands and clicks: recorded before their ack, done after it, replayed after a crash.
 
-`accept` records a command or click (one transaction for every request waiting at that
-moment), so what Slack was told "received" survives a restart and a Slack retry of the same
-request is recognised. Workers run the work in order but give way to requests waiting for
-their ack (each item waits at most `max_defer` seconds for a quiet moment): under a burst the
-acks go first and the runs are started right after. `replay` hands work left unfinished by
-a stopped process to the workers again; every piece of work is idempotent (run keys derived
-from the request, confirmations answered once per key).
+A request's key comes from the request itself (its trigger_id), so a Slack retry finds the
+row and does nothing, and every run the work starts carries that key: work replayed after a
+restart never starts a second run. The workers are core/intake.py's.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
-from core.answers_first import AnswersFirst
-from core.group_commit import GroupCommit
+from core.intake import Intake, abandoned
 from core.models import utcnow
 from core.store import Store
 
 logger = logging.getLogger(__name__)
 Handler = Callable[[str, dict[str, Any]], Awaitable[None]]
-DEFAULT_WORKERS = 2
-MAX_DEFER = 0.25
-# How long without a request to ack counts as a quiet moment.
-QUIET = 0.01
-# Work younger than this may still be in the hands of another replica when this one starts.
-REPLAY_AFTER = timedelta(seconds=60)
-KEEP_DONE = timedelta(days=1)
-# Seconds before each new try of work that failed (then it waits for the next start).
-RETRY_DELAYS = (2.0, 10.0, 60.0)
+# Work is remembered this long, done or not, so that late Slack retries still find it.
+KEEP = timedelta(days=1)
 
 
 class Backlog:
-    """Durable queue of (key, kind, body); `handlers[kind](key, body)` does the work."""
+    """Durable Slack work: `handlers[kind](key, body)` does a request's work after its ack."""
 
     def __init__(self, store: Store, handlers: dict[str, Handler] | None = None, *,
-                 workers: int = DEFAULT_WORKERS, max_defer: float = MAX_DEFER,
-                 retry_delays: tuple[float, ...] = RETRY_DELAYS) -> None:
+                 workers: int = 4) -> None:
         self._store = store
         self.handlers: dict[str, Handler] = dict(handlers or {})
-        self._size = workers
-        self._queue: asyncio.Queue[tuple[str, str, dict[str, Any]]] = asyncio.Queue()
-        self._workers: list[asyncio.Task[None]] = []
-        self._writes: GroupCommit[tuple[str, str, dict[str, Any]], bool] = GroupCommit(
-            store.add_slack_work, on_loop=store.writes_now, name="slack-ack-writer")
-        self._acks = AnswersFirst(quiet=QUIET, max_wait=max_defer)
-        self._retry_delays = retry_delays
-        self._failures: dict[str, int] = {}
-        self._retries: list[asyncio.TimerHandle] = []
-
-    # -- the ack path ---------------------------------------------------------------------
-
-    def ack_due(self) -> contextlib.AbstractContextManager[None]:
-        """Around the handling of one request that Slack waits on: workers give way meanwhile."""
-        return self._acks.answering()
+        self._intake = Intake("slack", self._finish, log_field="slack_request", workers=workers)
 
     async def accept(self, key: str, kind: str, body: dict[str, Any]) -> bool:
-        """Record the work durably and queue it; False (and nothing queued) for a known key."""
+        """Commit the request, then queue its work; False (nothing queued) for a known key."""
         if kind not in self.handlers:
             raise ValueError(f"no handler for Slack work of kind {kind!r}")
-        # Requests waiting at the same moment share one transaction (group commit).
-        fresh = await self._writes.submit((key, kind, body))
+        fresh = await asyncio.to_thread(self._store.record_slack_work, key, kind, body,
+                                        str(self._intake.owner))
         if fresh:
-            self._start()
-            self._queue.put_nowait((key, kind, body))
+            self._put(key, kind, body)
         return fresh
 
-    # -- after the ack --------------------------------------------------------------------
-
-    async def replay(self, older_than: timedelta = REPLAY_AFTER) -> int:
-        """Queue the work a stopped process acknowledged and did not finish."""
-        # Work older than a day is given up (a request that fails every time must not be tried
-        # at every start for ever); the audit log and the process log say what it was.
-        pruned = await asyncio.to_thread(self._store.prune_slack_work, utcnow() - KEEP_DONE)
+    async def replay(self) -> int:
+        """Queue the work that a process which died had acknowledged and not done."""
+        pruned = await asyncio.to_thread(self._store.prune_slack_work, utcnow() - KEEP)
         if pruned:
-            logger.info("forgot %d Slack requests received more than a day ago", pruned)
-        rows = await asyncio.to_thread(self._store.unfinished_slack_work, utcnow() - older_than)
+            logger.info("forgot %d Slack requests received more than %s ago", pruned, KEEP)
+        me = self._intake.owner
+        rows = await asyncio.to_thread(
+            self._store.take_over_slack_work, str(me),
+            lambda owner, received_at: abandoned(owner, received_at, me))
         for row in rows:
-            logger.info("replaying Slack %s %s acknowledged before a restart", row.kind, row.key)
-            self._start()
-            self._queue.put_nowait((row.key, row.kind, row.body))
+            if row.kind not in self.handlers:
+                await asyncio.to_thread(self._store.finish_slack_work, row.key)
+                continue
+            logger.info("replaying Slack %s %s acknowledged before a restart", row.kind, row.key,
+                        extra={"slack_request": row.key})
+            self._put(row.key, row.kind, row.body)
         return len(rows)
-
-    def _start(self) -> None:
-        if not self._workers:
-            self._workers = [asyncio.create_task(self._work(), name=f"slack-backlog-{i}")
-                             for i in range(self._size)]
 
     async def join(self) -> None:
         """Until everything queued so far is done."""
-        await self._queue.join()
+        await self._intake.join()
 
     async def close(self) -> None:
-        for handle in self._retries:
-            handle.cancel()
-        self._retries = []
-        for task in self._workers:
-            task.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
-        self._workers = []
-        await self._writes.close()
+        await self._intake.stop()
 
-    async def give_way(self) -> None:
-        """Wait for a moment without acks to send, at most `max_defer` seconds.
+    def _put(self, key: str, kind: str, body: dict[str, Any]) -> None:
+        self._intake.put(key, functools.partial(self._do, key, kind, body))
 
-        Under a burst of commands the acks (due within 3 s) go first and each worker still
-        does a piece of work every `max_defer` seconds; the answers through response_url
-        (good for 30 minutes) and the runs follow as soon as the burst is over.
-        """
-        await self._acks.wait_turn()
+    async def _do(self, key: str, kind: str, body: dict[str, Any]) -> str:
+        await self.handlers[kind](key, body)
+        return "done"
 
-    async def _work(self) -> None:
-        while True:
-            key, kind, body = await self._queue.get()
-            try:
-                await self.give_way()
-                await self.handlers[kind](key, body)
-                await asyncio.to_thread(self._store.finish_slack_work, key)
-                self._failures.pop(key, None)
-            except Exception:
-                # One failed request must not stop the workers that answer everyone else.
-                delay = self._retry_later(key, kind, body)
-                if delay is None:
-                    logger.exception("Slack %s %s failed after its ack, again; left for the "
-                                     "next start", kind, key)
-                else:
-                    logger.exception("Slack %s %s failed after its ack; trying again in %.0f s",
-                                     kind, key, delay)
-            finally:
-                self._queue.task_done()
-
-    def _retry_later(self, key: str, kind: str, body: dict[str, Any]) -> float | None:
-        """Queue failed work again in a while (the database or Slack may be back); after a few
-        tries None: it stays unfinished in the database and the next start tries it again."""
-        failures = self._failures.get(key, 0) + 1
-        if failures > len(self._retry_delays):
-            self._failures.pop(key, None)
-            return None
-        self._failures[key] = failures
-        delay = self._retry_delays[failures - 1]
-
-        def again() -> None:
-            self._queue.put_nowait((key, kind, body))
-
-        self._retries.append(asyncio.get_running_loop().call_later(delay, again))
-        return delay
+    def _finish(self, key: str, outcome: str) -> None:
+        self._store.finish_slack_work(key)

@@ -1,4 +1,4 @@
-"""Bolt listeners: record the request, ack, then the slow part (in the backlog) via the router."""
+"""Bolt listeners: record the request and ack; the slow part runs after, in the backlog."""
 
 from __future__ import annotations
 
@@ -44,51 +44,46 @@ def action_key(body: dict[str, Any]) -> str:
     return f"slack:action:{body.get('trigger_id') or _action_ts(body)}"
 
 
-# Set in a Bolt request's context once the HTTP intake (bot/app.py) has recorded its work.
-RECORDED = "jobbot_recorded"
 CLICK_KINDS = {render.CANCEL_ACTION: "cancel", render.RERUN_ACTION: "rerun",
                render.CONFIRM_ACTION: "confirm", render.DECLINE_ACTION: "decline"}
 
 
-def work_of(body: dict[str, Any]) -> tuple[str, str] | None:
-    """The backlog's (key, kind) for a Slack request: work to do after the ack, or None."""
-    if str(body.get("command", "")).startswith("/"):
-        try:
-            parse(str(body.get("text", "")))
-        except BadInput:
-            return command_key(body), "typo"  # still audited
-        return command_key(body), "command"
-    if body.get("type") == "block_actions":
-        actions = body.get("actions") or [{}]
-        kind = CLICK_KINDS.get(str(actions[0].get("action_id", "")))
-        if kind is not None:
-            return action_key(body), kind
-    return None
+class NotRecorded(Exception):
+    """A request could not be written to the database: it is answered 503 and not acked."""
+
+
+def click_kind(body: dict[str, Any]) -> str | None:
+    """The backlog's kind of work for a button click, or None for a button without work."""
+    actions = body.get("actions") or [{}]
+    return CLICK_KINDS.get(str(actions[0].get("action_id", "")))
 
 
 def register_listeners(app: AsyncApp, router: Router, backlog: Backlog,
                        respond: Responder) -> None:
     """Wire the slash command and the buttons of run threads and confirmations to `router`.
 
-    Every request's work is recorded in the backlog (durably, before the ack: by the HTTP
-    intake, or here for Socket Mode) and the listener acks; what touches runs or Slack
-    happens in the backlog's workers.
+    Every request's work is committed to the backlog before the ack (HTTP or Socket Mode
+    alike); what touches runs or Slack happens in the backlog's workers.
     """
 
-    async def record(body: dict[str, Any], context: dict[str, Any]) -> None:
-        if not context.get(RECORDED):
-            work = work_of(body)
-            if work is not None:
-                await backlog.accept(*work, body)
+    async def record(key: str, kind: str, body: dict[str, Any]) -> None:
+        try:
+            await backlog.accept(key, kind, body)
+        except Exception as exc:
+            logger.exception("Slack %s %s could not be recorded", kind, key,
+                             extra={"slack_request": key})
+            raise NotRecorded(key) from exc
 
-    async def on_command(body: dict[str, Any], ack: AsyncAck, context: dict[str, Any]) -> None:
-        await record(body, context)
-        # Only the cheap, pure part runs before the ack: a typo is answered right away.
+    async def on_command(body: dict[str, Any], ack: AsyncAck) -> None:
+        # Only the cheap, pure part runs before the ack: a typo is answered right away (and
+        # still recorded, for the audit log).
         try:
             parse(str(body.get("text", "")))
         except BadInput as exc:
+            await record(command_key(body), "typo", body)
             await ack(text=render.error(str(exc)).text)
             return
+        await record(command_key(body), "command", body)
         await ack()
 
     async def run_command(key: str, body: dict[str, Any], *, answer: bool = True) -> None:
@@ -103,8 +98,10 @@ def register_listeners(app: AsyncApp, router: Router, backlog: Backlog,
     async def typo(key: str, body: dict[str, Any]) -> None:
         await run_command(key, body, answer=False)
 
-    async def on_click(body: dict[str, Any], ack: AsyncAck, context: dict[str, Any]) -> None:
-        await record(body, context)
+    async def on_click(body: dict[str, Any], ack: AsyncAck) -> None:
+        kind = click_kind(body)
+        if kind is not None:
+            await record(action_key(body), kind, body)
         await ack()
 
     async def ack_only(ack: AsyncAck) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from slack_sdk.web.async_client import AsyncWebClient
@@ -44,17 +43,12 @@ def category(event: RunEvent) -> str | None:
 class Notifier:
     """The outbox subscriber `slack`: idempotent per event, so a redelivery repeats nothing."""
 
-    def __init__(self, client: AsyncWebClient, service: JobService, links: Links, *,
-                 give_way: Callable[[], Awaitable[None]] | None = None) -> None:
+    def __init__(self, client: AsyncWebClient, service: JobService, links: Links) -> None:
         self._client = client
         self._service = service
         self._links = links
-        # Notifications are after-ack work too: they wait for a moment without acks to send.
-        self._give_way = give_way
 
     async def __call__(self, event: RunEvent) -> None:
-        if self._give_way is not None:
-            await self._give_way()
         try:
             run = await self._service.get_run(event.run_id)
         except NotFound:

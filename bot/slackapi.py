@@ -10,7 +10,7 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
-from core.events import TemporaryFailure
+from core.errors import TemporaryFailure
 from core.metrics import SLACK_ERRORS, SLACK_REQUESTS
 
 logger = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.slackapi import PermanentSlackError, call
-from core.events import TemporaryFailure
+from core.errors import TemporaryFailure
 
 logger = logging.getLogger(__name__)
 GROUP_TTL = 60.0

@@ -8,7 +8,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.slackapi import PermanentSlackError, call
 from bot.usergroups import UserGroups
-from core.events import TemporaryFailure
+from core.errors import TemporaryFailure
 
 logger = logging.getLogger(__name__)
 

@@ -52,6 +52,14 @@ class Conflict(JobbotError):
     """The request is valid but the run or job is in a state that does not allow it."""
 
 
+class TemporaryFailure(JobbotError):
+    """A subscriber could not deliver now (an outage, a rate limit); retry, never drop."""
+
+    def __init__(self, message: str, delay: float | None = None) -> None:
+        self.delay = delay
+        super().__init__(message)
+
+
 class ExecutorError(JobbotError):
     """The executor could not do what was asked (permanent unless `retryable`)."""
 

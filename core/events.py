@@ -8,7 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from core.errors import JobbotError
+from core.errors import TemporaryFailure
 from core.leases import Lease
 from core.models import RunEvent
 from core.store import Store
@@ -18,14 +18,6 @@ logger = logging.getLogger(__name__)
 Handler = Callable[[RunEvent], Awaitable[None]]
 # At shutdown, how long the event being delivered may take to finish.
 FINISH_GRACE = 5.0
-
-
-class TemporaryFailure(JobbotError):
-    """A subscriber could not deliver now (an outage, a rate limit); retry, never drop."""
-
-    def __init__(self, message: str, delay: float | None = None) -> None:
-        self.delay = delay
-        super().__init__(message)
 
 
 class Changes:

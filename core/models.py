@@ -243,6 +243,8 @@ class SlackWork(SQLModel, table=True):
     body: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     received_at: datetime = _ts(nullable=False)
     done_at: datetime | None = _ts(nullable=True, index=True)
+    # The process that recorded it (host:pid:start); another replays it only if that one died.
+    owner: str | None = Field(default=None, max_length=200)
 
 
 class SlackConfirmation(SQLModel, table=True):

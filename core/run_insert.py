@@ -11,12 +11,13 @@ from sqlalchemy import Connection, Table, bindparam, insert, select, text, updat
 from sqlalchemy.dialects import postgresql, sqlite
 
 from core.models import AuditEntry, JobState, Run, RunEvent, RunState
-from core.sqlite_writes import CHUNK
 
 RUNS: Table = Run.__table__  # type: ignore[attr-defined]
 RUN_EVENTS: Table = RunEvent.__table__  # type: ignore[attr-defined]
 AUDIT_LOG: Table = AuditEntry.__table__  # type: ignore[attr-defined]
 JOB_STATE: Table = JobState.__table__  # type: ignore[attr-defined]
+# SQLite allows 32,766 bound parameters per statement; batches stay well below.
+CHUNK = 500
 LIVE_STATES = (RunState.QUEUED.value, RunState.RUNNING.value)
 ACTIVE_LIMIT = 10
 

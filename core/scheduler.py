@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import gc
 import heapq
 import logging
 from collections import deque
@@ -426,15 +425,11 @@ class Scheduler:
 
     async def run(self) -> None:
         """Tick whenever a slot falls due, until cancelled; errors are logged, never fatal."""
-        first = True
         while True:
             try:
                 await self.tick()
             except Exception:  # a database outage must not end scheduling; logged in full
                 logger.exception("scheduler round failed; trying again shortly")
-            if first:
-                first = False
-                freeze_startup_objects()
             now = self.clock.now()
             due = self.next_due()
             until = min(due, now + IDLE_WAKE) if due is not None else now + IDLE_WAKE
@@ -448,19 +443,6 @@ class Scheduler:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
-
-
-def freeze_startup_objects() -> None:
-    """Keep what start-up built (app specs, cron series, planned jobs) out of the garbage
-    collector's full collections.
-
-    With 10,000 jobs those are millions of objects, and each full collection walked them
-    all (bench.scheduler: a minute with 10,000 slots took twice as long, and a simulated
-    day ~15% more CPU). They live as long as the process; objects made later are collected
-    as before.
-    """
-    gc.collect()
-    gc.freeze()
 
 
 def fire_times(job: JobSpec, start: datetime, count: int) -> Iterable[datetime]:

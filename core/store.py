@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -14,7 +15,6 @@ from sqlalchemy import (
     Connection,
     Engine,
     Table,
-    bindparam,
     case,
     create_engine,
     delete,
@@ -26,6 +26,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.orm import configure_mappers
+from sqlalchemy.pool import QueuePool
 from sqlalchemy.sql import Select
 from sqlmodel import Session, col
 from sqlmodel import select as orm_select
@@ -51,6 +52,7 @@ from core.models import (
 )
 from core.run_ids import new_run_id, new_run_ids
 from core.run_insert import (
+    CHUNK,
     JOB_STATE,
     RUN_EVENTS,
     RUNS,
@@ -61,7 +63,6 @@ from core.run_insert import (
     SlotBatch,
     upsert_for,
 )
-from core.sqlite_writes import CHUNK, WAL_AUTOCHECKPOINT, Insert, RawWrite, known_keys
 
 # From which states each state may be reached; a final state is never left.
 _REACHABLE_FROM: dict[RunState, tuple[RunState, ...]] = {
@@ -101,10 +102,6 @@ class NewRun:
             raise ValueError("naive datetime given to the store; use datetime.now(UTC)")
 
 
-# The webhook's redelivery check, on SQLite (Store.known_deliveries).
-_KNOWN_DELIVERY = "SELECT id FROM deliveries WHERE id = ?"
-
-
 @dataclass(frozen=True)
 class NewDelivery:
     """A verified webhook delivery to record before it is answered."""
@@ -112,13 +109,16 @@ class NewDelivery:
     id: str
     event: str
     action: str | None
-    # None when the payload is kept elsewhere (github_app/spool.py).
-    payload: str | None
-    owner: str | None = None
+    # The JSON body, kept until the delivery is handled.
+    payload: str
+    owner: str
     # (repository, branch, sha) when it is a push to a branch.
     head: tuple[str, str, str] | None = None
-    # When it was answered (None: when its row is written); a branch head only moves forward.
-    received_at: datetime | None = None
+
+
+# Whether an unhandled request's owner (host:pid:start, or None) has died, given the time the
+# oldest of its unhandled requests was received (core/intake.py `abandoned`).
+Abandoned = Callable[[str | None, datetime], bool]
 
 
 @dataclass(frozen=True)
@@ -154,8 +154,6 @@ FAILED_STATES = (RunState.FAILED.value, RunState.TIMED_OUT.value, RunState.CANCE
 FINAL_STATES = tuple(state.value for state in RunState if state.is_final)
 # The event id every outbox subscriber has delivered up to (None: no subscriber yet).
 _SLOWEST_CURSOR = select(func.min(CURSORS.c.last_event_id))
-# SQLite allows 32,766 bound parameters per statement; stay well below with batches.
-_CHUNK = 500
 
 
 class _BatchStatements:
@@ -163,44 +161,11 @@ class _BatchStatements:
 
     def __init__(self, dialect: str) -> None:
         upsert = upsert_for(dialect)
-        self.insert_slack_work = (upsert(SLACK_WORK).on_conflict_do_nothing(index_elements=["key"])
-                                  .returning(SLACK_WORK.c.key))
         state = upsert(JOB_STATE)
         self.save_schedule = state.on_conflict_do_update(
             index_elements=["app", "job"],
             set_={"fingerprint": state.excluded.fingerprint, "last_slot": state.excluded.last_slot},
         )
-
-
-class _RawInserts:
-    """The inserts of the SQLite group commits (core/sqlite_writes.py), built once."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.delivery = Insert(DELIVERIES, ["id", "event", "action", "received_at", "outcome",
-                                            "payload", "owner"], engine)
-        self.branch_head = Insert(BRANCH_HEADS, ["repository", "branch", "sha", "updated_at"],
-                                  engine, conflict=["repository", "branch"],
-                                  update=["sha", "updated_at"],
-                                  only_if=f"excluded.updated_at >= {BRANCH_HEADS.name}.updated_at")
-        self.slack_work = Insert(SLACK_WORK, ["key", "kind", "body", "received_at", "done_at"],
-                                 engine)
-
-
-def _new_heads(deliveries: Sequence[NewDelivery], new: set[str],
-               now: datetime) -> list[dict[str, Any]]:
-    """The branch heads moved by the new pushes among `deliveries` (the last answered wins;
-    the upsert moves a stored head only to a push answered later than its own)."""
-    heads: dict[tuple[str, str], dict[str, Any]] = {}
-    for d in deliveries:
-        if d.head is None or d.id not in new:
-            continue
-        repository, branch, sha = d.head
-        at = d.received_at or now
-        known = heads.get((repository, branch))
-        if known is None or at >= known["updated_at"]:
-            heads[(repository, branch)] = {"repository": repository, "branch": branch,
-                                           "sha": sha, "updated_at": at}
-    return list(heads.values())
 
 
 # A batch meeting used keys is written again without them; after this many tries, one by one.
@@ -312,13 +277,7 @@ class Store:
         self._write_engine = self.engine.execution_options(jobbot_write=True)
         self._runs = RunInserter(self.dialect)
         self._batch = _BatchStatements(self.dialect)
-        self._finish_delivery = (
-            update(DELIVERIES).where(DELIVERIES.c.id == bindparam("delivery_id"))
-            .values(outcome=bindparam("text"), payload=None))
         self._slots = SlotBatch(self.dialect)
-        # SQLite: the answer-path group commits skip SQLAlchemy's statement machinery.
-        self._raw = RawWrite(self._write_engine) if self.dialect == "sqlite" else None
-        self._raw_inserts = _RawInserts(self._write_engine)
 
     # -- schema ---------------------------------------------------------------------------
 
@@ -339,16 +298,14 @@ class Store:
         with self._reading() as conn:
             conn.execute(text("SELECT 1"))
 
-    @property
-    def writes_now(self) -> bool:
-        """Whether the answer-path writes (`record_deliveries`, `add_slack_work`) can be made on
-        the event loop: with `wait=False` they raise WriteLocked rather than wait for another
-        writer's lock. SQLite only: a local commit, where PostgreSQL's is a network round trip."""
-        return self._raw is not None
-
-    def close(self) -> None:
-        if self._raw is not None:
-            self._raw.close()
+    def close(self, wait: float = 2.0) -> None:
+        """Close every connection. Calls still running in worker threads (cancelled callers'
+        reads) get up to `wait` seconds to hand theirs back first: one handed back after the
+        pool is gone would stay open until the garbage collector finds it."""
+        deadline = time.monotonic() + wait
+        pool = self.engine.pool
+        while isinstance(pool, QueuePool) and pool.checkedout() and time.monotonic() < deadline:
+            time.sleep(0.01)
         self.engine.dispose()
 
     @contextlib.contextmanager
@@ -468,8 +425,8 @@ class Store:
     def _used_keys(self, keys: Sequence[str]) -> set[str]:
         used: set[str] = set()
         with self._reading() as conn:
-            for start in range(0, len(keys), _CHUNK):
-                chunk = keys[start:start + _CHUNK]
+            for start in range(0, len(keys), CHUNK):
+                chunk = keys[start:start + CHUNK]
                 used.update(conn.execute(select(RUNS.c.idempotency_key)
                                          .where(RUNS.c.idempotency_key.in_(chunk))).scalars())
         return used
@@ -531,8 +488,8 @@ class Store:
         wanted = sorted(set(jobs))
         live = [RunState.QUEUED.value, RunState.RUNNING.value]
         with self._read() as session:
-            for start in range(0, len(wanted), _CHUNK):
-                chunk = wanted[start:start + _CHUNK]
+            for start in range(0, len(wanted), CHUNK):
+                chunk = wanted[start:start + CHUNK]
                 query = (orm_select(Run)
                          .where(tuple_(col(Run.app), col(Run.job)).in_(chunk),
                                 col(Run.state).in_(live))
@@ -707,46 +664,26 @@ class Store:
 
     # -- Slack work and confirmations -----------------------------------------------------
 
-    def add_slack_work(self, items: Sequence[tuple[str, str, dict[str, Any]]], *,
-                       wait: bool = True) -> list[bool]:
-        """Record (key, kind, body) items in one transaction; False for a key seen before.
-        `wait=False`: see `writes_now`."""
-        now = utcnow()
-        rows: dict[str, dict[str, Any]] = {}
-        for key, kind, body in items:  # one row per key: a key repeated in a batch is a retry
-            rows.setdefault(key, {"key": key, "kind": kind, "body": body, "received_at": now,
-                                  "done_at": None})
-        inserted: set[str] = set()
-        if self._raw is not None:
-            with self._raw.transaction(wait=wait) as cursor:
-                inserted = set(rows) - known_keys(cursor, SLACK_WORK, "key", list(rows))
-                if inserted:
-                    self._raw_inserts.slack_work.execute(cursor, (rows[k] for k in inserted))
-        else:
-            values = list(rows.values())
-            with self._write_engine.connect() as conn, conn.begin():
-                for start in range(0, len(values), _CHUNK):
-                    inserted.update(conn.execute(self._batch.insert_slack_work,
-                                                 values[start:start + _CHUNK]).scalars().all())
-        fresh: list[bool] = []
-        for key, _, _ in items:
-            fresh.append(key in inserted)
-            inserted.discard(key)  # the same key twice in one batch: the second is a retry
-        return fresh
+    def record_slack_work(self, key: str, kind: str, body: dict[str, Any], owner: str) -> bool:
+        """Record a command or click before its ack; False (nothing written) for a known key."""
+        row = {"key": key, "kind": kind, "body": body, "received_at": utcnow(), "done_at": None,
+               "owner": owner}
+        with self._write() as session:
+            inserted = session.execute(
+                upsert_for(self.dialect)(SLACK_WORK).on_conflict_do_nothing(index_elements=["key"])
+                .returning(SLACK_WORK.c.key), [row]).first()
+        return inserted is not None
 
     def finish_slack_work(self, key: str) -> None:
         with self._write() as session:
             session.execute(update(SlackWork).where(col(SlackWork.key) == key)
                             .values(done_at=utcnow()))
 
-    def unfinished_slack_work(self, received_before: datetime,
-                              limit: int = 1000) -> list[SlackWork]:
-        """Work received before `received_before` and never finished, oldest first."""
-        query = (orm_select(SlackWork).where(col(SlackWork.done_at).is_(None))
-                 .where(col(SlackWork.received_at) < received_before)
-                 .order_by(col(SlackWork.received_at)).limit(limit))
-        with self._read() as session:
-            return list(session.exec(query))
+    def take_over_slack_work(self, owner: str, abandoned: Abandoned) -> list[SlackWork]:
+        """The unfinished work of dead processes (by `abandoned`), now `owner`'s, oldest first."""
+        rows = self._take_over(SLACK_WORK, SLACK_WORK.c.done_at.is_(None), owner, abandoned)
+        return sorted((SlackWork.model_validate(dict(row)) for row in rows),
+                      key=lambda work: work.received_at)
 
     def prune_slack_work(self, received_before: datetime) -> int:
         """Forget work received before then, done or not (kept so late Slack retries find it)."""
@@ -822,15 +759,15 @@ class Store:
         rows = [{"app": a, "job": j, "last_number": 0, "paused": False, "fingerprint": f,
                  "last_slot": s} for a, j, f, s in states]
         with self._write_engine.connect() as conn, conn.begin():
-            for start in range(0, len(rows), _CHUNK):
-                conn.execute(self._batch.save_schedule, rows[start:start + _CHUNK])
+            for start in range(0, len(rows), CHUNK):
+                conn.execute(self._batch.save_schedule, rows[start:start + CHUNK])
 
     def forget_schedule_states(self, jobs: Sequence[tuple[str, str]]) -> None:
         """Forget the schedule of (app, job) pairs that no longer exist (their run numbers
         stay: a job that comes back goes on counting)."""
         with self._write_engine.connect() as conn, conn.begin():
-            for start in range(0, len(jobs), _CHUNK):
-                chunk = list(jobs[start:start + _CHUNK])
+            for start in range(0, len(jobs), CHUNK):
+                chunk = list(jobs[start:start + CHUNK])
                 conn.execute(update(JOB_STATE)
                              .where(tuple_(JOB_STATE.c.app, JOB_STATE.c.job).in_(chunk))
                              .values(fingerprint=None, last_slot=None))
@@ -860,15 +797,15 @@ class Store:
             slowest = conn.execute(_SLOWEST_CURSOR).scalar()
             if slowest is not None and doomed:
                 pending: set[str] = set()
-                for start in range(0, len(doomed), _CHUNK):
+                for start in range(0, len(doomed), CHUNK):
                     pending.update(conn.execute(
                         select(RUN_EVENTS.c.run_id).distinct()
-                        .where(RUN_EVENTS.c.run_id.in_(doomed[start:start + _CHUNK]),
+                        .where(RUN_EVENTS.c.run_id.in_(doomed[start:start + CHUNK]),
                                RUN_EVENTS.c.id > slowest)).scalars())
                 doomed = [run_id for run_id in doomed if run_id not in pending]
         with self._write_engine.connect() as conn, conn.begin():
-            for start in range(0, len(doomed), _CHUNK):
-                chunk = doomed[start:start + _CHUNK]
+            for start in range(0, len(doomed), CHUNK):
+                chunk = doomed[start:start + CHUNK]
                 conn.execute(delete(ATTEMPTS).where(ATTEMPTS.c.run_id.in_(chunk)))
                 conn.execute(delete(RUN_EVENTS).where(RUN_EVENTS.c.run_id.in_(chunk)))
                 conn.execute(delete(RUNS).where(RUNS.c.id.in_(chunk)))
@@ -901,91 +838,62 @@ class Store:
 
     # -- webhook deliveries, served repositories, fork approvals (the GitHub App) --------
 
-    def record_deliveries(self, deliveries: Sequence[NewDelivery],
-                          finished: Sequence[tuple[str, str]] = (), *,
-                          wait: bool = True) -> set[str]:
-        """Record many deliveries, and the outcomes of handled ones (dropping their payloads),
-        in one transaction (the webhook's group commit); returns the ids that were new. A push
-        moves its branch's head only when its delivery is new. `wait=False`: see
-        `writes_now`."""
-        if not deliveries and not finished:
-            return set()
+    def record_delivery(self, delivery: NewDelivery) -> bool:
+        """Record a delivery, payload included, before it is answered; False (nothing written)
+        for a known id. A new push moves its branch's head, in the same transaction, unless a
+        push answered later is stored there already."""
         now = utcnow()
-        rows = {d.id: {"id": d.id, "event": d.event[:64],
-                       "action": d.action[:64] if d.action else None,
-                       "received_at": d.received_at or now,
-                       "outcome": RECEIVED, "payload": d.payload, "owner": d.owner}
-                for d in reversed(deliveries)}  # the first of a repeated id is kept
-        outcomes = [{"delivery_id": delivery_id, "text": outcome[:2000]}
-                    for delivery_id, outcome in finished]
-        if self._raw is not None:
-            return self._record_deliveries_sqlite(self._raw, deliveries, rows, outcomes, now,
-                                                  wait)
+        row = {"id": delivery.id, "event": delivery.event[:64],
+               "action": delivery.action[:64] if delivery.action else None,
+               "received_at": now, "outcome": RECEIVED, "payload": delivery.payload,
+               "owner": delivery.owner}
+        upsert = upsert_for(self.dialect)
         with self._write() as session:
             conn = session.connection()
-            if outcomes:
-                conn.execute(self._finish_delivery, outcomes)
             # Two replicas may record the same id at once: the conflict clause settles it.
-            new: set[str] = set(conn.execute(
-                upsert_for(self.dialect)(DELIVERIES).on_conflict_do_nothing(
-                    index_elements=["id"]).returning(DELIVERIES.c.id),
-                list(rows.values())).scalars()) if rows else set()
-            heads = _new_heads(deliveries, new, now)
-            if heads:
-                head = upsert_for(self.dialect)(BRANCH_HEADS)
+            new = conn.execute(upsert(DELIVERIES).on_conflict_do_nothing(index_elements=["id"])
+                               .returning(DELIVERIES.c.id), [row]).first() is not None
+            if new and delivery.head is not None:
+                repository, branch, sha = delivery.head
+                head = upsert(BRANCH_HEADS)
                 conn.execute(head.on_conflict_do_update(
                     index_elements=["repository", "branch"],
                     set_={"sha": head.excluded.sha, "updated_at": head.excluded.updated_at},
-                    where=head.excluded.updated_at >= BRANCH_HEADS.c.updated_at), heads)
+                    where=head.excluded.updated_at >= BRANCH_HEADS.c.updated_at),
+                    [{"repository": repository, "branch": branch, "sha": sha, "updated_at": now}])
             return new
 
-    def _record_deliveries_sqlite(self, raw: RawWrite, deliveries: Sequence[NewDelivery],
-                                  rows: dict[str, dict[str, Any]],
-                                  outcomes: list[dict[str, Any]], now: datetime,
-                                  wait: bool) -> set[str]:
-        with raw.transaction(wait=wait) as cursor:
-            if outcomes:
-                cursor.executemany(
-                    f"UPDATE {DELIVERIES.name} SET outcome = ?, payload = NULL WHERE id = ?",
-                    [(o["text"], o["delivery_id"]) for o in outcomes])
-            # BEGIN IMMEDIATE holds the only write lock: look up the known ids, then one
-            # plain insert (2-3x cheaper than INSERT ... ON CONFLICT ... RETURNING here).
-            new = set(rows) - known_keys(cursor, DELIVERIES, "id", list(rows))
-            if new:
-                self._raw_inserts.delivery.execute(cursor, (rows[i] for i in new))
-            heads = _new_heads(deliveries, new, now)
-            if heads:
-                self._raw_inserts.branch_head.execute(cursor, heads)
-        return new
-
-    def known_deliveries(self, delivery_ids: Sequence[str]) -> set[str]:
-        """Which of these deliveries have a row (a read: on the event loop with SQLite)."""
-        if not delivery_ids:
-            return set()
-        if self._raw is not None and len(delivery_ids) == 1:  # the webhook's: keep it short
-            return {row[0] for row in self._raw.read(_KNOWN_DELIVERY, delivery_ids)}
-        with self._reading() as conn:
-            return {row[0] for start in range(0, len(delivery_ids), CHUNK)
-                    for row in conn.execute(select(DELIVERIES.c.id).where(
-                        DELIVERIES.c.id.in_(delivery_ids[start:start + CHUNK])))}
-
-    def unhandled_deliveries(self) -> list[Delivery]:
-        """Deliveries answered but not handled yet (the process stopped), oldest first."""
-        with self._read() as session:
-            return list(session.exec(orm_select(Delivery)
-                                     .where(col(Delivery.outcome) == RECEIVED)
-                                     .order_by(col(Delivery.received_at), col(Delivery.id))))
-
-    def claim_deliveries(self, delivery_ids: Sequence[str], owner: str) -> None:
-        """Make unhandled deliveries `owner`'s (taken over from a process that died)."""
-        if not delivery_ids:
-            return
+    def finish_delivery(self, delivery_id: str, outcome: str) -> None:
+        """Record what a delivery did; its payload is no longer needed."""
         with self._write() as session:
-            for start in range(0, len(delivery_ids), CHUNK):
-                session.execute(update(DELIVERIES)
-                                .where(DELIVERIES.c.id.in_(delivery_ids[start:start + CHUNK]))
-                                .where(DELIVERIES.c.outcome == RECEIVED)
-                                .values(owner=owner))
+            session.execute(update(DELIVERIES).where(DELIVERIES.c.id == delivery_id)
+                            .values(outcome=outcome[:2000], payload=None))
+
+    def take_over_deliveries(self, owner: str, abandoned: Abandoned) -> list[Delivery]:
+        """The unhandled deliveries of dead processes (by `abandoned`), now `owner`'s, oldest
+        first."""
+        rows = self._take_over(DELIVERIES, DELIVERIES.c.outcome == RECEIVED, owner, abandoned)
+        return sorted((Delivery.model_validate(dict(row)) for row in rows),
+                      key=lambda delivery: (delivery.received_at, delivery.id))
+
+    def _take_over(self, table: Table, unhandled: Any, owner: str,
+                   abandoned: Abandoned) -> list[Any]:
+        """Make the unhandled rows of every abandoned owner `owner`'s; the rows taken. Each
+        owner's rows move with one conditional UPDATE: of two processes starting at once, the
+        second finds them moved and takes nothing."""
+        with self._write() as session:
+            conn = session.connection()
+            owners = conn.execute(select(table.c.owner, func.min(table.c.received_at))
+                                  .where(unhandled).group_by(table.c.owner)).all()
+            taken: list[Any] = []
+            for previous, oldest in owners:
+                if previous == owner or not abandoned(previous, oldest):
+                    continue
+                mine = (table.c.owner.is_(None) if previous is None
+                        else table.c.owner == previous)
+                taken.extend(conn.execute(update(table).where(unhandled, mine)
+                                          .values(owner=owner).returning(*table.c)).mappings())
+            return taken
 
     def unhandled_delivery_count(self) -> int:
         with self._read() as session:
@@ -1118,16 +1026,6 @@ def _make_engine(url: str, *, echo: bool) -> Engine:
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=30000")
-            # Each scheduler round dirties index pages all over runs (keys by job): mmap
-            # spares re-reading them, and checkpointing every 10,000 WAL pages instead of
-            # 1,000 copies a page rewritten by many rounds once (bench.scheduler: about 17%
-            # less CPU per simulated hour on SQLite). The page cache stays SQLite's default
-            # 2 MB: a transaction after another connection's commit first drops the whole
-            # cache, which took 20 us more with 32 MB (a BEGIN IMMEDIATE: 26 us against
-            # 6.5 us, in a two-connection microbenchmark), and bench.scheduler ran no faster
-            # with 32 MB (three alternating 12-hour runs each).
-            cursor.execute("PRAGMA mmap_size=268435456")
-            cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT}")
             cursor.close()
 
         @event.listens_for(engine, "begin")

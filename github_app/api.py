@@ -17,8 +17,7 @@ from githubkit.cache import MemCacheStrategy
 from githubkit.exception import GitHubException, RateLimitExceeded, RequestError, RequestFailed
 from githubkit.response import Response
 
-from core.errors import JobbotError
-from core.events import TemporaryFailure
+from core.errors import JobbotError, TemporaryFailure
 from core.metrics import GITHUB_ERRORS, GITHUB_REQUESTS
 
 logger = logging.getLogger(__name__)
@@ -131,9 +130,7 @@ class GitHubClients:
     """One App client (JWT) and one client per installation; githubkit caches each token
     until a minute before it expires, so a client is reused for as long as the process lives."""
 
-    def __init__(self, app_id: str, private_key: str, api_url: str | None = None, *,
-                 before_call: Callable[[], Awaitable[None]] | None = None) -> None:
-        self._before_call = before_call
+    def __init__(self, app_id: str, private_key: str, api_url: str | None = None) -> None:
         self._auth = AppAuthStrategy(app_id, private_key)
         self._pool = _SharedPool()
         # Our own token cache: tokens of one App configuration are never shared with another
@@ -154,7 +151,7 @@ class GitHubClients:
         if api is None:
             auth = AppInstallationAuthStrategy(self._auth.app_id, self._auth.private_key,
                                                installation_id)
-            api = InstallationApi(GitHub(auth, **self._options), self._before_call)
+            api = InstallationApi(GitHub(auth, **self._options))
             self._installations[installation_id] = api
         return api
 
@@ -166,16 +163,11 @@ class GitHubClients:
 class InstallationApi:
     """What jobbot asks of GitHub on behalf of one installation."""
 
-    def __init__(self, github: GitHub[Any],
-                 before_call: Callable[[], Awaitable[None]] | None = None) -> None:
+    def __init__(self, github: GitHub[Any]) -> None:
         self.github = github
-        # E.g. AnswersFirst.wait_turn: API calls give way to webhook answers.
-        self._before_call = before_call
 
     async def _call(self, kind: str, what: str, call: Callable[[], Awaitable[T]]) -> T:
         """`kind` labels the metrics (a fixed name per method); `what` is for messages."""
-        if self._before_call is not None:
-            await self._before_call()
         async with _errors(what, kind):
             return await call()
         raise AssertionError("unreachable")  # pragma: no cover  (mypy: the context re-raises)

@@ -8,7 +8,7 @@ import sys
 from datetime import UTC, datetime
 
 # Fields that handlers pass in `extra=` and that belong in every structured line.
-_CONTEXT_FIELDS = ("run_id", "delivery_id", "subscriber", "job", "app")
+_CONTEXT_FIELDS = ("run_id", "delivery_id", "slack_request", "subscriber", "job", "app")
 
 
 class JsonFormatter(logging.Formatter):

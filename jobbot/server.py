@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import signal
@@ -15,7 +14,6 @@ import github_app.app
 from bot import app as slack
 from core.errors import BadInput
 from core.events import Outbox
-from core.quiet_gc import QuietCollector
 from core.scheduler import Scheduler
 from github_app.config import GitHubConfig
 from jobbot.settings import Settings
@@ -44,8 +42,7 @@ def make_app(runtime: Runtime, outbox: Outbox | None = None) -> web.Application:
     if github is not None:
         github_app.app.setup(app, config=github, service=runtime.service, links=runtime.links,
                              outbox=app[OUTBOX], builder=make_builder(runtime),
-                             workspaces=runtime.settings.JOBBOT_DATA_DIR.resolve() / "workspaces",
-                             spool=runtime.settings.JOBBOT_DATA_DIR.resolve() / "github-spool")
+                             workspaces=runtime.settings.JOBBOT_DATA_DIR.resolve() / "workspaces")
     return app
 
 
@@ -143,10 +140,6 @@ async def serve(runtime: Runtime) -> int:
         logger.info("Slack is not configured (%s): running without the bot", slack_off)
     if github_config(runtime) is None:
         logger.info("GitHub is not configured (no GITHUB_APP_ID): running without the GitHub App")
-    # Everything loaded so far (modules, models, the app) lives as long as the process: keep it
-    # out of the collector's full passes, which otherwise stop the event loop for 100-300 ms
-    # under load (measured with bench.slack_ack: they were the slowest 1% of Slack acks).
-    gc.freeze()
     stop = asyncio.Event()
     received: list[str] = []
 
@@ -158,8 +151,7 @@ async def serve(runtime: Runtime) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
     scheduler = Scheduler(service)
-    background = [asyncio.create_task(outbox.run(), name="outbox"),
-                  asyncio.create_task(QuietCollector().run(), name="quiet-gc")]
+    background = [asyncio.create_task(outbox.run(), name="outbox")]
     cron = asyncio.create_task(scheduler.run(), name="scheduler")
     await stop.wait()
     why = received[0] if received else "stop"

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
+from core.intake import abandoned
 from core.models import RunState
 from core.spec import load_app
-from core.store import NewRun, Store
-from github_app import spool
+from core.store import NewDelivery, NewRun, Store
 from github_app.render import HELP_MARKER, RUNS_MARKER
 from tests.fakes import github_payloads as p
 from tests.support import github as support
@@ -51,16 +51,13 @@ def server_app_again(tmp_path: Path) -> Any:
 
 
 @pytest.fixture
-async def gh(tmp_path: Path) -> AsyncIterator[support.Harness]:
-    store = Store(f"sqlite:///{tmp_path / 'jobbot.db'}")
-    store.migrate()
+async def gh(tmp_path: Path, store: Store) -> AsyncIterator[support.Harness]:
     harness, closers = await support.start(tmp_path, server_app(tmp_path), store)
     harness.fake.permissions.update({(REPO, "alice"): "write", (REPO, "root"): "admin",
                                      (REPO, "reader"): "read"})
     harness.fake.add_pull(REPO, PR, HEAD)
     yield harness
     await support.stop(harness, closers)
-    store.close()
 
 
 async def comment(gh: support.Harness, body: str, *, login: str = "alice",
@@ -130,12 +127,12 @@ async def test_a_payload_without_the_fields_needed_is_answered_and_recorded(
 
 async def test_a_delivery_that_cannot_be_written_down_gets_503_and_its_redelivery_runs(
         gh: support.Harness, monkeypatch: pytest.MonkeyPatch) -> None:
-    def disk_full(fd: int, data: bytes) -> int:
+    def disk_full(delivery: NewDelivery) -> bool:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     payload = p.issue_comment(REPO, PR, "/run check")
     with monkeypatch.context() as patch:
-        patch.setattr(spool.os, "write", disk_full)
+        patch.setattr(gh.store, "record_delivery", disk_full)
         failed = await gh.deliver("issue_comment", payload, delivery_id="d-full")
         assert failed.status == 503
         assert "could not record" in (await failed.json())["error"]
@@ -234,7 +231,7 @@ async def test_rerun_job_and_nothing_to_rerun(gh: support.Harness) -> None:
 async def test_cancel_stops_the_pull_requests_runs(gh: support.Harness) -> None:
     payload = p.issue_comment(REPO, PR, "/run slow")
     await gh.deliver("issue_comment", payload)
-    await gh.github.queue.join()
+    await gh.github.intake.join()
     cancel = p.issue_comment(REPO, PR, "/cancel slow")
     await gh.deliver("issue_comment", cancel)
     await gh.settle()
@@ -355,7 +352,7 @@ async def test_fork_pull_requests_wait_for_ok_to_test_per_head_sha(gh: support.H
 
 async def test_closing_the_pull_request_cancels_its_runs(gh: support.Harness) -> None:
     await gh.deliver("issue_comment", p.issue_comment(REPO, PR, "/run slow"))
-    await gh.github.queue.join()
+    await gh.github.intake.join()
     await gh.deliver("pull_request", p.pull_request_event("closed", REPO, PR, HEAD))
     await gh.settle()
     [run] = await runs(gh)
@@ -529,7 +526,7 @@ async def test_a_newer_push_supersedes_the_older_ones_work(gh: support.Harness) 
     gh.fake.add_tree(REPO, HEAD, {"app.yaml": repo_app_yaml(), "VERSION": "1"})
     gh.fake.add_tree(REPO, NEW_HEAD, {"app.yaml": repo_app_yaml(), "VERSION": "2"})
     # The newer push is answered before the older one's work starts (one worker, in order).
-    gh.github.queue._workers = 1
+    gh.github.intake._size = 1
     await gh.deliver("push", p.push(REPO, "main", HEAD), delivery_id="old")
     await gh.deliver("push", p.push(REPO, "main", NEW_HEAD, before=HEAD), delivery_id="new")
     await gh.settle()
@@ -555,8 +552,7 @@ async def test_a_failed_build_runs_no_jobs(gh: support.Harness) -> None:
 
 async def test_a_delivery_answered_right_before_a_crash_is_handled_after_the_restart(
         gh: support.Harness, tmp_path: Path) -> None:
-    await gh.github.queue.stop()  # the process dies after answering, before any work
-    gh.github.journal.owner = support.dead_process()
+    support.die_after_answering(gh)
     payload = p.issue_comment(REPO, PR, "/run check")
     response = await gh.deliver("issue_comment", payload, delivery_id="d-crash")
     assert response.status == 202
@@ -574,11 +570,13 @@ async def test_a_delivery_answered_right_before_a_crash_is_handled_after_the_res
 
 async def test_a_delivery_being_answered_by_a_live_process_is_not_taken_over(
         gh: support.Harness, tmp_path: Path) -> None:
-    await gh.github.queue.stop()
+    gh.github.intake.put = lambda key, work: None  # type: ignore[method-assign]
     response = await gh.deliver("issue_comment", p.issue_comment(REPO, PR, "/run check"),
                                 delivery_id="d-live")
     assert response.status == 202
-    assert await gh.github.journal.orphans() == []  # its owner (this process) still runs
+    me = support.dead_process()  # another process starting: this one still runs
+    assert gh.store.take_over_deliveries(
+        str(me), lambda owner, at: abandoned(owner, at, me)) == []
 
 
 async def test_the_repository_app_is_known_after_a_restart(gh: support.Harness,
@@ -602,8 +600,7 @@ async def test_a_newer_push_supersedes_an_older_one_across_a_restart(
     await installed(gh)
     gh.fake.add_tree(REPO, HEAD, {"app.yaml": repo_app_yaml(), "VERSION": "1"})
     gh.fake.add_tree(REPO, NEW_HEAD, {"app.yaml": repo_app_yaml(), "VERSION": "2"})
-    await gh.github.queue.stop()
-    gh.github.journal.owner = support.dead_process()
+    support.die_after_answering(gh)
     await gh.deliver("push", p.push(REPO, "main", HEAD), delivery_id="old")
     await gh.deliver("push", p.push(REPO, "main", NEW_HEAD, before=HEAD), delivery_id="new")
     await support.restart(gh, tmp_path, server_app_again(tmp_path), workers=1)

@@ -2,64 +2,73 @@
 
 from __future__ import annotations
 
-from datetime import UTC, timedelta
+from datetime import datetime, timedelta
 
 from core.models import utcnow
 from core.store import NewDelivery, NewRun, Store
 
 
+def _delivery(delivery_id: str, event: str = "ping", payload: str = "{}", *,
+              owner: str = "h:1:2", head: tuple[str, str, str] | None = None) -> NewDelivery:
+    return NewDelivery(delivery_id, event, None, payload, owner=owner, head=head)
+
+
+def _everyone_dead(owner: str | None, received_at: datetime) -> bool:
+    return True
+
+
 def test_a_delivery_is_recorded_once_and_kept_until_handled(store: Store) -> None:
-    first = NewDelivery("d1", "push", None, '{"ref": "refs/heads/main"}', owner="h:1:2")
-    assert store.record_deliveries([first, NewDelivery("d2", "ping", None, "{}")]) == {"d1", "d2"}
-    assert store.record_deliveries([first, NewDelivery("d3", "ping", None, "{}")]) == {"d3"}
-    assert [d.id for d in store.unhandled_deliveries()] == ["d1", "d2", "d3"]
-    assert store.record_deliveries([], [("d1", "started deploy #1"), ("d3", "pong")]) == set()
-    assert [(d.id, d.payload) for d in store.unhandled_deliveries()] == [("d2", "{}")]
+    first = _delivery("d1", "push", '{"ref": "refs/heads/main"}')
+    assert store.record_delivery(first)
+    assert store.record_delivery(_delivery("d2"))
+    assert not store.record_delivery(first)  # a redelivery: nothing written
+    assert store.unhandled_delivery_count() == 2
+    store.finish_delivery("d1", "started deploy #1")
     row = store.delivery("d1")
     assert row is not None
     assert (row.event, row.action, row.outcome, row.owner, row.payload) == (
         "push", None, "started deploy #1", "h:1:2", None)
+    assert store.unhandled_delivery_count() == 1
+
+
+def test_unhandled_deliveries_of_dead_processes_are_taken_over_once(store: Store) -> None:
+    store.record_delivery(_delivery("dead-1", owner="h:1:1"))
+    store.record_delivery(_delivery("alive", owner="h:2:2"))
+    store.record_delivery(_delivery("dead-2", owner="h:1:1"))
+    store.record_delivery(_delivery("done", owner="h:1:1"))
+    store.finish_delivery("done", "pong")
+    taken = store.take_over_deliveries("h:3:3", lambda owner, at: owner == "h:1:1")
+    assert [(d.id, d.owner, d.payload) for d in taken] == [
+        ("dead-1", "h:3:3", "{}"), ("dead-2", "h:3:3", "{}")]
+    # A second process starting at the same moment finds them taken.
+    assert store.take_over_deliveries("h:4:4", lambda owner, at: owner == "h:1:1") == []
+    assert store.delivery("alive") is not None and store.delivery("alive").owner == "h:2:2"
 
 
 def test_pruning_forgets_old_handled_deliveries_and_keeps_unhandled_ones(store: Store) -> None:
-    store.record_deliveries([NewDelivery("done", "ping", None, "{}"),
-                             NewDelivery("waiting", "push", None, "{}")])
-    store.record_deliveries([], [("done", "pong")])
+    store.record_delivery(_delivery("done"))
+    store.record_delivery(_delivery("waiting", "push"))
+    store.finish_delivery("done", "pong")
     assert store.prune_deliveries(utcnow() - timedelta(days=7)) == 0  # both are recent
     assert store.delivery("done") is not None
     assert store.prune_deliveries(utcnow() + timedelta(minutes=1)) == 1
     assert store.delivery("done") is None
-    assert [d.id for d in store.unhandled_deliveries()] == ["waiting"]
+    assert [d.id for d in store.take_over_deliveries("h:9:9", _everyone_dead)] == ["waiting"]
 
 
 def test_only_a_new_push_moves_its_branch_head(store: Store) -> None:
     def push(delivery_id: str, sha: str) -> NewDelivery:
-        return NewDelivery(delivery_id, "push", None, "{}", head=("acme/a", "main", sha))
+        return _delivery(delivery_id, "push", head=("acme/a", "main", sha))
 
     assert store.branch_head("acme/a", "main") is None
-    store.record_deliveries([push("p1", "1" * 40), push("p2", "2" * 40)])
+    store.record_delivery(push("p1", "1" * 40))
+    store.record_delivery(push("p2", "2" * 40))
     assert store.branch_head("acme/a", "main") == "2" * 40
-    store.record_deliveries([push("p1", "1" * 40)])  # a redelivery of the older push
+    store.record_delivery(push("p1", "1" * 40))  # a redelivery of the older push
     assert store.branch_head("acme/a", "main") == "2" * 40
-    store.record_deliveries([push("p3", "3" * 40)])
+    store.record_delivery(push("p3", "3" * 40))
     assert store.branch_head("acme/a", "main") == "3" * 40
     assert store.branch_head("acme/a", "dev") is None
-
-
-def test_a_push_answered_earlier_but_written_later_leaves_the_head(store: Store) -> None:
-    # A dead process's push, taken over at start-up, after a newer push was recorded.
-    def push(delivery_id: str, sha: str, minutes_ago: int) -> NewDelivery:
-        return NewDelivery(delivery_id, "push", None, "{}", head=("acme/a", "main", sha),
-                           received_at=utcnow() - timedelta(minutes=minutes_ago))
-
-    store.record_deliveries([push("newer", "2" * 40, 1)])
-    store.record_deliveries([push("older", "1" * 40, 5)])
-    assert store.branch_head("acme/a", "main") == "2" * 40
-    row = store.delivery("older")
-    assert row is not None and utcnow() - row.received_at.replace(tzinfo=UTC) > timedelta(
-        minutes=4)  # the time it was answered, not the time its row was written
-    store.record_deliveries([push("newest", "3" * 40, 0), push("between", "4" * 40, 3)])
-    assert store.branch_head("acme/a", "main") == "3" * 40
 
 
 def test_an_app_name_belongs_to_one_repository(store: Store) -> None:

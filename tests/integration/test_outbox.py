@@ -9,7 +9,8 @@ from collections.abc import Callable
 import pytest
 
 from core import events
-from core.events import Changes, Handler, Outbox, TemporaryFailure
+from core.errors import TemporaryFailure
+from core.events import Changes, Handler, Outbox
 from core.models import RunEvent, RunState
 from core.store import NewRun, Store
 

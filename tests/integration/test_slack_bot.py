@@ -99,11 +99,14 @@ class Bot:
         return text.split("(id `", 1)[1].split("`", 1)[0]
 
 
-async def start_bot(tmp_path: Path, fake: FakeSlack, **slack: str
-                    ) -> tuple[Bot, Callable[[], Any]]:
+async def start_bot(tmp_path: Path, fake: FakeSlack, database_url: str | None = None,
+                    **slack: str) -> tuple[Bot, Callable[[], Any]]:
+    """jobbot with the bot on a free port; the default database is SQLite in its data dir."""
     workdir = tmp_path / "work"
     config = write_app(workdir, JOBS)
     slack = slack or {"SLACK_SIGNING_SECRET": SIGNING_SECRET}
+    if database_url is not None:
+        slack["JOBBOT_DATABASE_URL"] = database_url
     settings = Settings(JOBBOT_DATA_DIR=workdir / ".jobbot", JOBBOT_RETRY_DELAY=0.01,
                         JOBBOT_PUBLIC_URL="http://jobbot.test", JOBBOT_SECRET_KEY="k" * 32,
                         SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_API_URL=fake.api_url,
@@ -139,12 +142,18 @@ async def fake() -> AsyncIterator[FakeSlack]:
 
 
 @pytest.fixture
-async def bot(tmp_path: Path, fake: FakeSlack, monkeypatch: pytest.MonkeyPatch
+async def bot(tmp_path: Path, fake: FakeSlack, db_url: str, monkeypatch: pytest.MonkeyPatch
               ) -> AsyncIterator[Bot]:
     monkeypatch.chdir(tmp_path)
-    started, stop = await start_bot(tmp_path, fake)
+    started, stop = await start_bot(tmp_path, fake, db_url)
     yield started
     await stop()
+
+
+def unfinished_work(bot: Bot) -> list[str]:
+    """The keys of Slack work recorded and not done (as a process starting now would take)."""
+    rows = bot.runtime.service.store.take_over_slack_work("nobody:1:1", lambda owner, at: True)
+    return [row.key for row in rows]
 
 
 def parent_of(fake: FakeSlack, run_label: str) -> Message | None:
@@ -162,7 +171,7 @@ async def test_a_bad_signature_gets_401_and_changes_nothing(bot: Bot) -> None:
     assert status == 401
     assert await bot.runtime.service.runs() == []
     # Not even recorded for after the ack.
-    assert bot.runtime.service.store.unfinished_slack_work(datetime(2100, 1, 1, tzinfo=UTC)) == []
+    assert unfinished_work(bot) == []
 
 
 async def test_a_stale_signature_gets_401(bot: Bot) -> None:
@@ -188,12 +197,12 @@ async def test_a_slack_retry_never_starts_a_second_run(bot: Bot) -> None:
 
 async def test_a_request_that_cannot_be_recorded_gets_503_and_its_retry_runs(
         bot: Bot, monkeypatch: pytest.MonkeyPatch) -> None:
-    def database_down() -> object:
+    def database_down(*args: object) -> bool:
         raise sqlite3.OperationalError("disk I/O error")
 
     body, trigger = bot.slack.command_body("run hello")
     with monkeypatch.context() as patch:
-        patch.setattr(bot.runtime.service.store._raw, "transaction", database_down)
+        patch.setattr(bot.runtime.service.store, "record_slack_work", database_down)
         status, text = await bot.slack.post(body, bot.slack.headers(body))
     assert status == 503 and "could not record" in text
     assert await bot.runtime.service.runs() == []

@@ -14,12 +14,13 @@ from bot.app import BOT
 from bot.backlog import Backlog
 from bot.commands import Command
 from bot.router import Confirmations
-from core.errors import Conflict, PermissionDenied
+from core.errors import Conflict, PermissionDenied, TemporaryFailure
 from core.models import Source
 from core.policy import Actor
 from core.store import Store
 from tests.fakes.slack import FakeSlack
 from tests.integration.test_slack_bot import start_bot
+from tests.support.apps import dead_process
 
 
 @pytest.fixture
@@ -60,9 +61,10 @@ async def test_backlog_records_once_and_replays_what_was_not_done(store: Store) 
     blocked = asyncio.Event()
 
     async def stuck(key: str, body: dict[str, Any]) -> None:
-        await blocked.wait()  # the process "dies" before this work is done
+        await blocked.wait()  # the process dies before this work is done
 
     first = Backlog(store, {"command": stuck})
+    first._intake.owner = dead_process()
     assert await first.accept("k1", "command", {"text": "run hello"})
     assert not await first.accept("k1", "command", {"text": "run hello"})  # a Slack retry
     await first.close()
@@ -71,28 +73,25 @@ async def test_backlog_records_once_and_replays_what_was_not_done(store: Store) 
         done.append(f"{key} {body['text']}")
 
     second = Backlog(store, {"command": record})
-    assert await second.replay(older_than=timedelta(0)) == 1
+    assert await second.replay() == 1
     await second.join()
     assert done == ["k1 run hello"]
-    assert await second.replay(older_than=timedelta(0)) == 0  # finished work is not replayed
+    assert await second.replay() == 0  # finished work is not replayed
     await second.close()
 
 
-async def test_workers_give_way_to_acks(store: Store) -> None:
-    done: list[str] = []
+async def test_work_of_a_live_process_is_left_to_it(store: Store) -> None:
+    never = asyncio.Event()
 
-    async def record(key: str, body: dict[str, Any]) -> None:
-        done.append(key)
+    async def stuck(key: str, body: dict[str, Any]) -> None:
+        await never.wait()
 
-    backlog = Backlog(store, {"command": record}, max_defer=60)
-    with backlog.ack_due():
-        await backlog.accept("k1", "command", {})
-        for _ in range(20):
-            await asyncio.sleep(0)
-        assert done == []
-    await backlog.join()
-    assert done == ["k1"]
-    await backlog.close()
+    alive = Backlog(store, {"command": stuck})
+    await alive.accept("k1", "command", {})
+    other = Backlog(store, {"command": stuck})  # another process starting now
+    other._intake.owner = dead_process()  # (any other identity will do)
+    assert await other.replay() == 0
+    await alive.close()
 
 
 async def test_a_confirmation_survives_a_restart(tmp_path: Path, fake: FakeSlack,
@@ -126,6 +125,7 @@ async def test_an_acknowledged_command_is_done_after_a_restart(
         await never.wait()
 
     before.app[BOT].backlog.handlers["command"] = crash_before_the_work
+    before.app[BOT].backlog._intake.owner = dead_process()  # killed once it has acked
     body, trigger = before.slack.command_body("run hello")
     status, _ = await before.slack.post(body, before.slack.headers(body))
     assert status == 200  # acknowledged; the work was in hand when the process stopped
@@ -133,8 +133,7 @@ async def test_an_acknowledged_command_is_done_after_a_restart(
     assert fake.responses.get(trigger) is None
     after, stop = await start_bot(tmp_path, fake)
     try:
-        # Started long enough after the stop: the unfinished work is replayed.
-        assert await after.app[BOT].backlog.replay(older_than=timedelta(0)) == 1
+        # The unfinished work of the dead process is done at start-up.
         answer = await after.slack.answer(trigger)
         assert "started" in answer["text"]
         # Slack's retry of the same request, arriving now, starts nothing more.
@@ -147,22 +146,24 @@ async def test_an_acknowledged_command_is_done_after_a_restart(
         await stop()
 
 
-async def test_failed_work_is_tried_again_then_left_for_the_next_start(store: Store) -> None:
+async def test_work_that_fails_for_now_is_tried_again_and_a_bug_ends_it(
+        store: Store, caplog: pytest.LogCaptureFixture) -> None:
     tries: list[str] = []
 
     async def flaky(key: str, body: dict[str, Any]) -> None:
         tries.append(key)
-        if key == "broken" or len(tries) == 1:
-            raise RuntimeError("database went away")
+        if key == "broken":
+            raise RuntimeError("a bug")
+        if len(tries) == 1:
+            raise TemporaryFailure("Slack is down", delay=0.0)
 
-    backlog = Backlog(store, {"command": flaky}, retry_delays=(0.0, 0.0))
+    backlog = Backlog(store, {"command": flaky})
     await backlog.accept("recovers", "command", {})
+    await backlog.join()
     await backlog.accept("broken", "command", {})
-    for _ in range(100):  # the retries are timers: let them fire and their work finish
-        await asyncio.sleep(0)
-        await backlog.join()
-    assert tries.count("recovers") == 2  # failed once, then done
-    assert tries.count("broken") == 3  # the first try and two more
+    await backlog.join()
+    assert tries == ["recovers", "recovers", "broken"]
+    assert "a bug" in caplog.text  # logged with its traceback
     await backlog.close()
-    left = [row.key for row in store.unfinished_slack_work(datetime.now(UTC))]
-    assert left == ["broken"]
+    # Both are done: neither is replayed at the next start.
+    assert store.take_over_slack_work("next:1:1", lambda owner, at: True) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import sys
 import textwrap
 from pathlib import Path
@@ -49,3 +50,8 @@ def service_for(tmp_path: Path, store: Store, jobs: list[dict[str, object]],
                 **kwargs: float) -> JobService:
     return make_service(load_app(write_app(tmp_path / "app", jobs)), store, tmp_path / "data",
                         **kwargs)
+
+
+def dead_process() -> ProcessId:
+    """A process of this host that is not running (what a crashed jobbot leaves behind)."""
+    return ProcessId(socket.gethostname(), 2**22 + 1, 1)

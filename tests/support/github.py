@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 import uuid
 from dataclasses import dataclass
@@ -16,7 +15,6 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from core.events import Outbox
 from core.links import Links
-from core.procs import ProcessId
 from core.service import JobService
 from core.spec import AppSpec
 from core.store import Store
@@ -25,7 +23,7 @@ from github_app.config import GitHubConfig
 from github_app.signature import sign
 from tests.fakes.github import FakeGitHub, private_key_pem
 from tests.fakes.github_payloads import APP_ID
-from tests.support.apps import make_service
+from tests.support.apps import dead_process, make_service
 
 SECRET = b"webhook-secret-for-tests"
 _KEYS = private_key_pem()
@@ -56,11 +54,12 @@ class Harness:
         """Until queued deliveries, runs and check-run updates are all done."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            await self.github.queue.join()
+            await self.github.intake.join()
             unfinished = await asyncio.to_thread(self.store.unfinished_runs)
             last = await asyncio.to_thread(self.store.last_event_id)
             cursor = await asyncio.to_thread(self.store.cursor, "github")
-            if not unfinished and cursor == last and self.github.queue.idle:
+            unhandled = await asyncio.to_thread(self.store.unhandled_delivery_count)
+            if not unfinished and cursor == last and not unhandled:
                 return
             await asyncio.sleep(0.05)
         raise AssertionError("jobbot did not settle in time")
@@ -87,8 +86,7 @@ async def _start_jobbot(tmp_path: Path, app: AppSpec, store: Store, fake: FakeGi
     outbox = Outbox(store, service.changes, poll=0.05)
     github = setup(jobbot, config=GitHubConfig(str(APP_ID), private, SECRET, fake.url),
                    service=service, links=links, outbox=outbox,
-                   workspaces=tmp_path / "workspaces", workers=workers,
-                   spool=tmp_path / "github-spool")
+                   workspaces=tmp_path / "workspaces", workers=workers)
     client: TestClient[Any, Any] = TestClient(TestServer(jobbot, host="127.0.0.1"))
     await client.start_server()
     task = asyncio.create_task(outbox.run())
@@ -105,9 +103,11 @@ async def restart(harness: Harness, tmp_path: Path, app: AppSpec, *, workers: in
         new.client, new.github, new.service, new.outbox)
 
 
-def dead_process() -> ProcessId:
-    """A process of this host that is not running (what a crashed jobbot leaves behind)."""
-    return ProcessId(socket.gethostname(), 2**22 + 1, 1)
+def die_after_answering(harness: Harness) -> None:
+    """From now on deliveries are recorded and answered, then nothing: as if the process were
+    killed right after each answer (its rows name a process that is gone)."""
+    harness.github.intake.owner = dead_process()
+    harness.github.intake.put = lambda key, work: None  # type: ignore[method-assign]
 
 
 async def _stop_jobbot(harness: Harness) -> None:

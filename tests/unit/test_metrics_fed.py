@@ -10,7 +10,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from bot.slackapi import PermanentSlackError, call
-from core.events import TemporaryFailure
+from core.errors import TemporaryFailure
 from core.executors.k8s.retry import Call, Transient, classify
 from core.metrics import REGISTRY
 from github_app.api import _errors

@@ -1,0 +1,120 @@
+"""Requests answered after they are recorded: a few workers handle them, and a restart replays them.
+
+The Slack bot and the GitHub App share this: their HTTP edge checks the signature, commits
+the request through the Store, answers, and puts it here. Each piece of work says what it
+did; a TemporaryFailure (a rate limit, an outage) is tried again after its delay, anything
+else ends it. Its outcome is then recorded, so a restart replays only what was never done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+
+from core.errors import JobbotError, TemporaryFailure
+from core.models import utcnow
+from core.procs import ProcessId
+
+logger = logging.getLogger(__name__)
+
+# A piece of work says what it did.
+Work = Callable[[], Awaitable[str]]
+# Records a request's outcome (a blocking Store call, run in a thread).
+Finish = Callable[[str, str], None]
+# A process on another host cannot be asked whether it lives: its requests are taken over once
+# they have waited this long (a live replica handles its own in seconds, retries included).
+OTHER_HOST_AFTER = timedelta(hours=1)
+
+
+def abandoned(owner_text: str | None, received_at: datetime, me: ProcessId) -> bool:
+    """Whether a request recorded by `owner_text` and still unhandled was left by a dead process."""
+    owner = ProcessId.parse(owner_text or "")
+    if owner is None:
+        return True
+    if owner == me:
+        return False
+    if owner.is_local:
+        return not owner.is_alive()
+    return utcnow() - received_at > OTHER_HOST_AFTER
+
+
+class Intake:
+    """Recorded requests, handled by `workers` tasks; each one's outcome goes to `finish`."""
+
+    def __init__(self, name: str, finish: Finish, *, log_field: str, workers: int = 4,
+                 tries: int = 5, max_delay: float = 300.0) -> None:
+        self.name = name
+        # The structured-log field that carries a request's key (jobbot/logsetup.py).
+        self._log_field = log_field
+        self.owner = ProcessId.current()
+        self._finish = finish
+        self._size = workers
+        self._tries = tries
+        self._max_delay = max_delay
+        self._queue: asyncio.Queue[tuple[str, Work]] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._busy = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def put(self, key: str, work: Work) -> None:
+        """Queue a recorded request's work; the workers start with the first one."""
+        self._busy += 1
+        self._idle.clear()
+        self._queue.put_nowait((key, work))
+        if not self._tasks:
+            self._tasks = [asyncio.create_task(self._work(), name=f"{self.name}-{i}")
+                           for i in range(self._size)]
+
+    async def join(self) -> None:
+        """Until every request queued so far is handled and its outcome recorded."""
+        await self._idle.wait()
+
+    async def stop(self) -> None:
+        """Stop the workers; what they had not finished stays unhandled in the database."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    async def _work(self) -> None:
+        while True:
+            key, work = await self._queue.get()
+            try:
+                outcome = await self._attempt(key, work)
+                try:
+                    await asyncio.to_thread(self._finish, key, outcome)
+                except Exception:
+                    # The request stays unhandled in the database: the next start replays it,
+                    # and its idempotency keys keep that from doing anything twice.
+                    logger.exception("%s %s: recording its outcome failed", self.name, key,
+                                     extra={self._log_field: key})
+            finally:
+                self._busy -= 1
+                if self._busy == 0:
+                    self._idle.set()
+
+    async def _attempt(self, key: str, work: Work) -> str:
+        extra = {self._log_field: key}
+        for attempt in range(1, self._tries + 1):
+            try:
+                return await work()
+            except TemporaryFailure as exc:
+                if attempt == self._tries:
+                    logger.error("%s %s: giving up after %d tries: %s", self.name, key, attempt,
+                                 exc, extra=extra)
+                    return f"failed: {exc}"
+                delay = min(exc.delay if exc.delay is not None else 2.0 ** attempt,
+                            self._max_delay)
+                logger.warning("%s %s: %s; trying again in %.1f s", self.name, key, exc, delay,
+                               extra=extra)
+                await asyncio.sleep(delay)
+            except JobbotError as exc:
+                logger.warning("%s %s: %s", self.name, key, exc, extra=extra)
+                return f"failed: {exc}"
+            except Exception as exc:
+                logger.exception("%s %s: handling failed", self.name, key, extra=extra)
+                return f"error: {type(exc).__name__}"
+        raise AssertionError("unreachable")
