@@ -144,7 +144,11 @@ class Jobbot:
             conn.putheader("Content-Length", str(len(body)))
             conn.endheaders(body)
             answer = conn.getresponse()
-            return Response(answer.status, answer.headers, answer.read())
+            try:
+                return Response(answer.status, answer.headers, answer.read())
+            except http.client.IncompleteRead as exc:
+                raise AssertionError(f"{method} {path}: answered {answer.status}, then the "
+                                     "answer was cut off") from exc
         finally:
             conn.close()
 
@@ -210,15 +214,19 @@ def start_case(jobbot: Jobbot) -> Checked:
     return Checked(jobbot.logs.mark(), jobbot.snapshot())
 
 
-def check_case(jobbot: Jobbot, case: Checked, status: int, *, refused: bool) -> None:
+def check_case(jobbot: Jobbot, case: Checked, status: int, *, refused: bool,
+               denied: bool = False) -> None:
     """The properties of every case: no 5xx, no traceback in the log once the work is done,
-    and nothing written, sent or run for a refused request."""
+    and nothing written, sent or run for a refused request; one `denied` by core policy (a
+    person who may not) leaves its line in the audit log, and nothing else."""
     jobbot.settle()
     tracebacks = "\n".join(jobbot.logs.tracebacks(case.mark))
     assert status < 500, f"answered {status}\n{tracebacks}"
     assert not tracebacks, tracebacks
     if refused:
-        assert jobbot.snapshot() == case.before
+        expected = dict(case.before)
+        expected["audit_log"] += 1 if denied else 0
+        assert jobbot.snapshot() == expected
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
