@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import re
 import shlex
 from dataclasses import dataclass, field
 
@@ -14,6 +15,8 @@ from core.run_ids import is_run_id
 
 DEFAULT_TAIL = 30
 MAX_TAIL = 200
+# ASCII digits only: str.isdigit() is true for "²", which int() refuses.
+_TAIL = re.compile(r"[0-9]{1,4}")
 
 # Usage line and one-sentence help per command, in the order `help` lists them.
 USAGE: dict[str, tuple[str, str]] = {
@@ -149,7 +152,7 @@ def _logs(args: list[str]) -> Command:
     for word in rest:
         if word in ("--tail", "-n") or word.startswith("--tail="):
             value = word.partition("=")[2] if "=" in word else next(rest, "")
-            if not value.isdigit() or not 1 <= int(value) <= MAX_TAIL:
+            if not _TAIL.fullmatch(value) or not 1 <= int(value) <= MAX_TAIL:
                 raise BadInput(f"--tail takes a number from 1 to {MAX_TAIL}, not {value!r}")
             tail = int(value)
         elif word.startswith("-"):
