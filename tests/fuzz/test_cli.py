@@ -85,6 +85,7 @@ def _state(directory: Path) -> dict[str, Any] | None:
 
 word = st.one_of(
     st.sampled_from([*JOB_NAMES, "shop/hello", "nope", "hello#1", "hello#0", "hello#²", "#1",
+                     "hello#" + "9" * 30,
                      "KEY=1", "GREETING=hi", "PATH=/tmp", "GREETING", "=x", "2026-03-29T01:00",
                      "1", "0", "-1", "10001", "\u00b2", *OPTIONS]),
     odd_text, digits_or_not, st.sampled_from(ODD))
@@ -94,10 +95,9 @@ configs = st.sampled_from([[], [], ["--config", "app.yaml"], ["--config", "missi
 
 @fuzz(bounded=40)
 @given(config=configs, command=st.sampled_from(COMMANDS), rest=st.lists(word, max_size=5))
-@example(config=[], command="logs", rest=["hello#1", "--attempt", "9" * 40])
+# Numbers beyond SQLite's 64-bit integers: OverflowError and a traceback, exit 1.
 @example(config=[], command="runs", rest=["--limit", "9" * 40])
-@example(config=[], command="run", rest=["hello", "KEY\n=1"])
-@example(config=[], command="schedule", rest=["sched", "--from", "\u00b2"])
+@example(config=[], command="logs", rest=["hello#" + "9" * 30])
 def test_cli_exits_0_1_or_2_without_a_traceback(workdir: Path, config: list[str], command: str,
                                                  rest: list[str]) -> None:
     before = _state(workdir)

@@ -53,7 +53,8 @@ def page(draw: st.DrawFn, jobbot: Jobbot) -> Page:
     runs = jobbot.runs
     run_id, label, token = draw(st.sampled_from(runs))
     other_token = runs[(runs.index((run_id, label, token)) + 1) % len(runs)][2]
-    run = draw(st.one_of(st.sampled_from([run_id, label]), odd_text))
+    run = draw(st.one_of(st.sampled_from([run_id, label]), odd_text,
+                         digits_or_not.map(lambda n: f"hello#{n}")))
     given_token = draw(st.one_of(st.sampled_from([token, token, other_token, token[:-1] + "A"]),
                                  odd_text))
     route = draw(st.sampled_from(ROUTES))
@@ -178,6 +179,8 @@ def _known(jobbot: Jobbot, page: Page) -> Page:
 @example(data=Page("GET", "/runs/{run}/logs?t={token}&attempt=%C2%B2"))
 @example(data=Page("GET", "/runs/{run}/logs?t={token}",
                    {"Accept": "text/event-stream", "Last-Event-ID": "1:" + "9" * 5000}))
+# A run number beyond SQLite's 64-bit integers: OverflowError.
+@example(data=Page("GET", "/runs/hello%23" + "9" * 30, {"Cookie": "jobbot_session={session}"}))
 # A file name longer than the file system takes: OSError from the static files' lookup.
 @example(data=Page("GET", "/static/" + "9" * 5000))
 # A form that aiohttp cannot read (no multipart boundary; not UTF-8): 500.

@@ -50,7 +50,7 @@ def sender(jobbot: Jobbot) -> Iterator[SlackSender]:
 
 
 command_text = quoted(words([*USAGE, *JOB_NAMES, "--ref", "--ref=", "--tail", "-n", "--x",
-                             "hello#1", "#", "run hello", "/job"]))
+                             "hello#1", "hello#" + "9" * 30, "#", "run hello", "/job"]))
 
 
 def _form(fields: list[tuple[str, str]]) -> bytes:
@@ -162,6 +162,9 @@ def slack_request(draw: st.DrawFn, sender: SlackSender, jobbot: Jobbot) -> Known
                     "signed"))
 # A command without user_id was recorded, then its work failed with a traceback.
 @example(data=Known(b"command=%2Fjob&text=help&trigger_id=1.2.fuzz", FORM, "signed"))
+# A run number beyond SQLite's 64-bit integers: OverflowError in the command's work.
+@example(data=Known(b"command=%2Fjob&user_id=U0ALICE&trigger_id=3.3.fuzz&text=logs+hello%23"
+                    + b"9" * 30, FORM, "signed"))
 # A click whose response_url was a number: its work failed with a traceback.
 @example(data=Known(b"payload=" + urllib.parse.quote(json.dumps({
     "type": "block_actions", "user": {"id": "U0ALICE"}, "response_url": 5, "trigger_id": "9.9",
