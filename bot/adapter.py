@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from aiohttp import web
+from slack_bolt.request import payload_utils
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 from slack_sdk.signature import SignatureVerifier
@@ -33,6 +34,11 @@ _OBJECT_FIELDS = ("user", "channel", "team", "enterprise", "container", "view", 
 _TEXT_FIELDS = ("type", "response_url", "trigger_id", "user_id", "user_name", "channel_id",
                 "text", "command")
 _ID_FIELDS = ("id", "name", "username", "team_id")
+# What Bolt reads from every request to match it to a listener: a body they cannot read
+# would fail inside Bolt's dispatch.
+_BOLT_VIEWS = (payload_utils.to_options, payload_utils.to_shortcut, payload_utils.to_action,
+               payload_utils.to_view, payload_utils.to_command, payload_utils.to_event,
+               payload_utils.to_message, payload_utils.to_step)
 # A form has a few dozen fields at most; Slack's payloads are far below this.
 _MAX_FIELDS = 100
 
@@ -57,12 +63,15 @@ async def to_bolt_request(request: web.Request, verifier: SignatureVerifier) -> 
     try:
         # Bolt takes a parsed body only in its "socket_mode" mode, which otherwise only skips
         # Bolt's signature check: checked here already.
-        return AsyncBoltRequest(body=body, query=request.query_string, headers=headers,
-                                mode="socket_mode")
+        bolt_request = AsyncBoltRequest(body=body, query=request.query_string, headers=headers,
+                                        mode="socket_mode")
+        for view in _BOLT_VIEWS:
+            view(body)
     except (TypeError, AttributeError, KeyError, IndexError, ValueError):
-        # Bolt reads the ids of a request from a dozen places of Slack's payloads (user,
-        # channel, team, authorizations, event...) and trusts their types there.
+        # Bolt reads a request's ids and payload from a dozen places of Slack's bodies (user,
+        # channel, team, authorizations, event, actions[0]...) and trusts their shape there.
         raise Refused(400, "the body is not of a shape Slack sends") from None
+    return bolt_request
 
 
 def to_aiohttp_response(bolt_response: BoltResponse) -> web.Response:
@@ -115,6 +124,8 @@ def _slack_shaped(body: Mapping[str, Any]) -> bool:
         return False  # Slack names who typed every slash command
     if any(not isinstance(body.get(name), dict | None) for name in _OBJECT_FIELDS):
         return False
+    if "event" in body and not isinstance(body["event"], dict):
+        return False  # Bolt's middleware reads body.get("event", {}) as an object
     if not all(_texts(body.get(name) or {}, _ID_FIELDS) for name in ("user", "channel")):
         return False
     actions = body.get("actions", [])

@@ -1,8 +1,9 @@
 """How many cases each fuzz test runs (profile `bounded` or `thorough`), its seed, and a tally.
 
 `make test` runs the bounded profile (about a minute in all); `make fuzz` sets
-HYPOTHESIS_PROFILE=thorough, which runs THOROUGH_FACTOR times as many cases. FUZZ_SEED
-repeats a session's cases; otherwise each session draws a new seed, printed at its end.
+HYPOTHESIS_PROFILE=thorough, which runs THOROUGH_FACTOR times as many cases (fewer for the
+slowest test). FUZZ_SEED repeats a session's cases; otherwise each session draws a new seed,
+printed at its end.
 """
 
 from __future__ import annotations
@@ -38,10 +39,11 @@ if PROFILE not in ("bounded", "thorough"):
 settings.load_profile(PROFILE)
 
 
-def fuzz(bounded: int) -> Callable[[Any], Any]:
-    """For a @given test: `bounded` cases in the bounded profile (THOROUGH_FACTOR times as
-    many in the thorough one), the session's seed, and a tally of the cases it ran."""
-    examples = bounded * (THOROUGH_FACTOR if PROFILE == "thorough" else 1)
+def fuzz(bounded: int, thorough: int | None = None) -> Callable[[Any], Any]:
+    """For a @given test: `bounded` cases in the bounded profile and `thorough` in the
+    thorough one (default THOROUGH_FACTOR times as many), the session's seed, and a tally of
+    the cases it ran."""
+    examples = (thorough or bounded * THOROUGH_FACTOR) if PROFILE == "thorough" else bounded
 
     def decorate(test: Any) -> Any:
         inner = test.hypothesis.inner_test

@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 
 from jobbot.cli import main
 from tests.fuzz.cases import fuzz
-from tests.fuzz.conftest import JOB_NAMES, JOBS, TABLES
 from tests.fuzz.strategies import ODD, digits_or_not, odd_text
+from tests.fuzz.target import JOB_NAMES, JOBS, TABLES
 from tests.support.apps import write_app
 
 COMMANDS = ["validate", "run", "runs", "logs", "cancel", "pause", "resume", "schedule", "render",
@@ -93,7 +93,9 @@ configs = st.sampled_from([[], [], ["--config", "app.yaml"], ["--config", "missi
                            ["--config", "."], ["--config", "/dev/null"]])
 
 
-@fuzz(bounded=40)
+# A case takes up to a second (a run of hello, a database opened): hundreds in the thorough
+# profile keep the test inside the hang guard's ten minutes.
+@fuzz(bounded=30, thorough=400)
 @given(config=configs, command=st.sampled_from(COMMANDS), rest=st.lists(word, max_size=5))
 # Numbers beyond SQLite's 64-bit integers: OverflowError and a traceback, exit 1.
 @example(config=[], command="runs", rest=["--limit", "9" * 40])

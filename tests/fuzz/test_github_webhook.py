@@ -22,7 +22,6 @@ from hypothesis import strategies as st
 from github_app.signature import sign
 from tests.fakes import github_payloads as p
 from tests.fuzz.cases import fuzz
-from tests.fuzz.conftest import HEAD, JOB_NAMES, PR, REPO, Jobbot, check_case, start_case
 from tests.fuzz.strategies import (
     drifted,
     dumps,
@@ -32,6 +31,7 @@ from tests.fuzz.strategies import (
     quoted,
     words,
 )
+from tests.fuzz.target import HEAD, JOB_NAMES, PR, REPO, Jobbot, check_case, start_case
 from tests.support.github import SECRET
 
 EVENTS = ["push", "pull_request", "issue_comment", "check_run", "check_suite", "installation",

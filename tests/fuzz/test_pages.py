@@ -16,7 +16,6 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from tests.fuzz.cases import fuzz
-from tests.fuzz.conftest import JOB_NAMES, METRICS_TOKEN, WEB_TOKEN, Jobbot, check_case, start_case
 from tests.fuzz.strategies import (
     digits_or_not,
     field_value,
@@ -24,6 +23,7 @@ from tests.fuzz.strategies import (
     header_text,
     odd_text,
 )
+from tests.fuzz.target import JOB_NAMES, METRICS_TOKEN, WEB_TOKEN, Jobbot, check_case, start_case
 
 ROUTES = ["run", "logs", "cancel", "rerun", "jobs", "job", "metrics", "healthz", "readyz",
           "signin", "callback", "signout", "static", "any"]

@@ -13,8 +13,8 @@ from bot import commands as slack_commands
 from core.errors import BadInput
 from github_app import commands as pr_commands
 from tests.fuzz.cases import fuzz
-from tests.fuzz.conftest import JOB_NAMES
 from tests.fuzz.strategies import quoted, words
+from tests.fuzz.target import JOB_NAMES
 
 slack_text = st.one_of(st.text(), quoted(words(
     [*slack_commands.USAGE, *JOB_NAMES, "--ref", "--ref=", "--tail", "--tail=", "-n", "--", "-x",
@@ -24,7 +24,7 @@ comment_text = st.one_of(st.text(), quoted(words(
      "shop/hello", "```", "~~~", ">", "    ", "\t", "\n", "\r\n", "\u2028"])))
 
 
-@fuzz(bounded=600)
+@fuzz(bounded=500)
 @given(text=slack_text)
 @example(text="logs hello#1 --tail ²")
 @example(text="run hello 'KEY\n=1'")
@@ -41,7 +41,7 @@ def test_slack_commands_parse_or_say_why(text: str) -> None:
     command.describe()  # audit lines and confirmations render every parsed command
 
 
-@fuzz(bounded=600)
+@fuzz(bounded=500)
 @given(body=comment_text)
 @example(body="/run hello KEY\u2028=1")
 @example(body="```\n/run hello\n```\n/jobs")

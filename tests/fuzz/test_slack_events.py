@@ -22,8 +22,8 @@ from bot import render
 from bot.commands import USAGE
 from tests.fakes.slack import SlackSender
 from tests.fuzz.cases import fuzz
-from tests.fuzz.conftest import JOB_NAMES, Jobbot, check_case, start_case
 from tests.fuzz.strategies import ODD, drifted, dumps, header_text, odd_text, quoted, words
+from tests.fuzz.target import JOB_NAMES, Jobbot, check_case, start_case
 
 FORM = "application/x-www-form-urlencoded"
 ACTIONS = [render.CANCEL_ACTION, render.RERUN_ACTION, render.CONFIRM_ACTION,
@@ -152,7 +152,7 @@ def slack_request(draw: st.DrawFn, sender: SlackSender, jobbot: Jobbot) -> Known
     return Known(body, content_type, draw(st.sampled_from(SIGNING)))
 
 
-@fuzz(bounded=150)
+@fuzz(bounded=100)
 @given(data=st.data())
 # slack_sdk's check decoded the body as UTF-8 before comparing: 500 and a traceback.
 @example(data=Known(b"\x80", FORM, "wrong secret"))
@@ -160,6 +160,12 @@ def slack_request(draw: st.DrawFn, sender: SlackSender, jobbot: Jobbot) -> Known
 # Bolt read the user of an event (a bool here) and raised: 500 and a traceback.
 @example(data=Known(b'{"type": "event_callback", "event": {"user": false}}', "application/json",
                     "signed"))
+# A click without actions: Bolt read actions[0] while matching listeners, 500.
+@example(data=Known(b'payload={"type": "block_actions", "user": {"id": "U0ALICE"}, "actions": []}',
+                    FORM, "signed"))
+@example(data=Known(b'{"type": "event_callback", "event": {}}', "application/json", "signed"))
+# An event of null: Bolt's middleware failed on it, 503 and a traceback.
+@example(data=Known(b'{"type": "event_callback", "event": null}', "application/json", "signed"))
 # A command without user_id was recorded, then its work failed with a traceback.
 @example(data=Known(b"command=%2Fjob&text=help&trigger_id=1.2.fuzz", FORM, "signed"))
 # A run number beyond SQLite's 64-bit integers: OverflowError in the command's work.
