@@ -129,10 +129,11 @@ def _slack_shaped(body: Mapping[str, Any]) -> bool:
     if not all(_texts(body.get(name) or {}, _ID_FIELDS) for name in ("user", "channel")):
         return False
     actions = body.get("actions", [])
+    # Bolt matches a block action to its listener by its action_id, which Slack always sends.
+    needed = ("action_id",) if body.get("type") == "block_actions" else ()
     return isinstance(actions, list) and all(
-        isinstance(action, dict) and all(isinstance(action.get(name, ""), str)
-                                         for name in ("action_id", "value", "block_id",
-                                                      "action_ts"))
+        isinstance(action, dict) and all(name in action for name in needed)
+        and _texts(action, ("action_id", "value", "block_id", "action_ts"))
         for action in actions)
 
 

@@ -68,8 +68,10 @@ class GitHubApp:
     async def webhook(self, request: web.Request) -> web.Response:
         """Check the signature on the raw bytes, record the delivery, answer; handle it after."""
         body = await request.read()
-        if not verify(self.config.webhook_secret, body,
-                      request.headers.get("X-Hub-Signature-256")):
+        signature = request.headers.get("X-Hub-Signature-256", "")
+        # A header of bytes that are not UTF-8 arrives with surrogates, which verify() cannot
+        # encode; GitHub's is `sha256=` and hex digits.
+        if not (signature.isascii() and verify(self.config.webhook_secret, body, signature)):
             return _answer(401, "the X-Hub-Signature-256 signature is missing or wrong")
         event = request.headers.get("X-GitHub-Event", "")
         delivery_id = request.headers.get("X-GitHub-Delivery", "")

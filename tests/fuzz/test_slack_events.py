@@ -164,6 +164,9 @@ def slack_request(draw: st.DrawFn, sender: SlackSender, jobbot: Jobbot) -> Known
 @example(data=Known(b'payload={"type": "block_actions", "user": {"id": "U0ALICE"}, "actions": []}',
                     FORM, "signed"))
 @example(data=Known(b'{"type": "event_callback", "event": {}}', "application/json", "signed"))
+# A click whose action has no action_id: Bolt's matcher failed on it, 503.
+@example(data=Known(b'payload={"type": "block_actions", "user": {"id": "U0ALICE"}, '
+                    b'"actions": [{"value": "x"}]}', FORM, "signed"))
 # An event of null: Bolt's middleware failed on it, 503 and a traceback.
 @example(data=Known(b'{"type": "event_callback", "event": null}', "application/json", "signed"))
 # A command without user_id was recorded, then its work failed with a traceback.
