@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.apps import python_job, write_app
+from tests.support.net import free_port
 
 SLOW = python_job("slow", """
     import time
@@ -145,7 +146,7 @@ def test_bad_settings_exit_2_with_one_line_naming_the_variable(
 
 def test_an_unreachable_database_is_one_line_without_the_password(workdir: Path) -> None:
     result = jobbot(workdir, "runs", env={
-        "JOBBOT_DATABASE_URL": f"postgresql://me:hunter2-password@127.0.0.1:{_free_port()}/x"})
+        "JOBBOT_DATABASE_URL": f"postgresql://me:hunter2-password@127.0.0.1:{free_port()}/x"})
     assert result.returncode == 1
     [line] = result.stderr.splitlines()
     assert line.startswith("jobbot: cannot open the database (JOBBOT_DATABASE_URL): ")
@@ -252,14 +253,8 @@ def test_ctrl_c_cancels_the_run_and_records_it(workdir: Path) -> None:
     assert "interrupted" in runs
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_serve_answers_health_and_stops_runs_cleanly_on_sigterm(workdir: Path) -> None:
-    port = _free_port()
+    port = free_port()
     server = spawn(workdir, "serve", env={"JOBBOT_PORT": str(port),
                                           "JOBBOT_METRICS_TOKEN": "scrape-me"})
     try:
@@ -306,7 +301,7 @@ def test_serve_on_a_port_in_use_is_one_line_and_exit_2(workdir: Path) -> None:
 
 
 def test_serve_with_half_configured_slack_refuses_to_start(workdir: Path) -> None:
-    result = jobbot(workdir, "serve", env={"JOBBOT_PORT": str(_free_port()),
+    result = jobbot(workdir, "serve", env={"JOBBOT_PORT": str(free_port()),
                                            "JOBBOT_SECRET_KEY": "k" * 32,
                                            "SLACK_BOT_TOKEN": "xoxb-half-configured"})
     assert result.returncode == 2

@@ -62,14 +62,6 @@ def app() -> AppSpec:
 
 
 @pytest.fixture
-def sqlite_store(tmp_path: Path) -> AsyncIterator[Store]:
-    store = Store(f"sqlite:///{tmp_path / 'jobbot.db'}")
-    store.migrate()
-    yield store  # type: ignore[misc]
-    store.close()
-
-
-@pytest.fixture
 async def service(app: AppSpec, sqlite_store: Store, tmp_path: Path,
                   fake: FakeKubernetes) -> AsyncIterator[JobService]:
     service = kube_service(app, sqlite_store, tmp_path / "data", api_for(fake.url))

@@ -27,14 +27,6 @@ SECRET = "s3cr3t-value-4242"
 
 
 @pytest.fixture
-def sqlite_store(tmp_path: Path) -> AsyncIterator[Store]:
-    store = Store(f"sqlite:///{tmp_path / 'jobbot.db'}")
-    store.migrate()
-    yield store  # type: ignore[misc]
-    store.close()
-
-
-@pytest.fixture
 def links() -> Links:
     return Links("http://jobbot.test", KEY)
 

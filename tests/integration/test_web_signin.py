@@ -22,7 +22,8 @@ from core.service import JobService
 from core.store import Store
 from tests.fakes.slack import BOT_TOKEN, CLIENT_ID, CLIENT_SECRET, FakeSlack, Person
 from tests.support.apps import python_job, service_for
-from tests.support.pages import GATED, KEY, free_port, make_app, serving
+from tests.support.net import free_port
+from tests.support.pages import GATED, KEY, make_app, serving
 from web.access import USER_COOKIE, USER_TTL
 from web.oidc import SlackSignIn
 from web.sessions import Signer

@@ -164,26 +164,17 @@ async def test_local_builder_reports_a_failed_download(tmp_path: Path) -> None:
     assert "404" in (outcome.reason or "")
 
 
-def test_the_answer_reads_only_the_fields_it_needs_from_a_payload() -> None:
-    push = json.dumps(payloads.push("acme/shop", "main", "a" * 40))
-    assert _payload(push.encode(), "application/json") == (
-        {"ref": "refs/heads/main", "after": "a" * 40, "deleted": False,
-         "repository": {"full_name": "acme/shop"}}, push)
+def test_the_payload_comes_as_json_or_as_a_form() -> None:
     comment = json.dumps(payloads.issue_comment("acme/shop", 3, "/jobs"))
-    fields = {"action": "created", "repository": {"full_name": "acme/shop"}}
-    assert _payload(comment.encode(), "application/json") == (fields, comment)
+    assert _payload(comment.encode(), "application/json") == (json.loads(comment), comment)
     form = "payload=" + urllib.parse.quote(comment)
-    assert _payload(form.encode(), "application/x-www-form-urlencoded") == (fields, comment)
+    assert _payload(form.encode(), "application/x-www-form-urlencoded") == (
+        json.loads(comment), comment)
 
 
 @pytest.mark.parametrize("body", [
     b'{"action": "created",', b'{"a": 1} trailing', b"[1, 2]", b'"text"', b'{"a": NaN}',
-    b'{"action": "\xff"}', b""])
+    b'{"action": "\xff"}', b"", b"[" * 100_000 + b"]" * 100_000])
 def test_a_body_that_is_not_a_json_object_has_no_payload(body: bytes) -> None:
     assert _payload(body, "application/json") is None
     assert _payload(b"other=1", "application/x-www-form-urlencoded") is None
-
-
-def test_a_field_of_an_unexpected_shape_falls_back_to_the_whole_payload() -> None:
-    text = '{"repository": "acme/shop", "action": ["opened"], "more": {"x": 1}}'
-    assert _payload(text.encode(), "application/json") == (json.loads(text), text)
