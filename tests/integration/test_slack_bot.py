@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
+import os
 import sqlite3
 import time
 import urllib.parse
@@ -686,3 +689,69 @@ async def test_the_server_offers_sign_in_with_slack_for_the_bots_workspace(
         assert CLIENT_SECRET not in response.headers["Location"]
     finally:
         await stop()
+
+
+@pytest.mark.parametrize("mode", ["http", "socket"])
+async def test_sign_in_settings_in_the_environment_leave_the_bot_on_its_token(
+        tmp_path: Path, fake: FakeSlack, monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
+    # Bolt reads these from the environment and would switch to OAuth installs ("please
+    # reinstall this app" for every command); jobbot's bot runs on its one bot token.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SLACK_CLIENT_ID", CLIENT_ID)
+    monkeypatch.setenv("SLACK_CLIENT_SECRET", CLIENT_SECRET)
+    credentials = ({"SLACK_SIGNING_SECRET": SIGNING_SECRET} if mode == "http"
+                   else {"SLACK_APP_TOKEN": APP_TOKEN})
+    bot, stop = await start_bot(tmp_path, fake, SLACK_CLIENT_ID=CLIENT_ID,
+                                SLACK_CLIENT_SECRET=CLIENT_SECRET, **credentials)
+    try:
+        body, trigger = bot.slack.command_body("run hello")
+        if mode == "http":
+            status, _ = await bot.slack.post(body, bot.slack.headers(body))
+            assert status == 200
+        else:
+            await fake.send_envelope("slash_commands", dict(urllib.parse.parse_qsl(body)))
+        answer = await bot.slack.answer(trigger)
+        assert "started" in answer["text"]
+        assert "reinstall" not in fake.everything_sent()
+        assert os.environ["SLACK_CLIENT_ID"] == CLIENT_ID  # left as it was
+    finally:
+        await stop()
+
+
+@pytest.mark.parametrize("body", [
+    b"\xff\xfe not utf-8", b"payload={not json", b"payload=%5B1%5D",
+    b"payload=" + b"%5B" * 100_000 + b"%5D" * 100_000,
+    b'payload={"type": "block_actions", "actions": "run", "user": {"id": "U0ALICE"}}',
+    b'payload={"type": "block_actions", "actions": [{"action_id": 7}], "user": "U0ALICE"}',
+])
+async def test_bodies_slack_never_sends_get_4xx_and_change_nothing(
+        bot: Bot, body: bytes, caplog: pytest.LogCaptureFixture) -> None:
+    unsigned = await bot.slack.post(body.decode("latin-1"), {
+        "Content-Type": "application/x-www-form-urlencoded"})
+    assert unsigned[0] == 401  # the signature is checked before anything is parsed
+    ts = str(int(time.time()))
+    mac = hmac.new(SIGNING_SECRET.encode(), f"v0:{ts}:".encode() + body, hashlib.sha256)
+    async with bot.slack.session.post(bot.url, data=body, headers={
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-Slack-Request-Timestamp": ts, "X-Slack-Signature": f"v0={mac.hexdigest()}",
+    }) as response:
+        assert response.status == 400
+    assert unfinished_work(bot) == []
+    assert await bot.runtime.service.runs() == []
+    assert "Traceback" not in caplog.text
+
+
+@pytest.mark.parametrize(("timestamp", "signature"), [
+    ("not-a-number", "v0=" + "0" * 64), ("9" * 5000, "v0=" + "0" * 64),
+    (None, "v0=é" + "0" * 63), (None, ""), (None, "v0=" + "0" * 6400)])
+async def test_odd_signature_headers_get_401(bot: Bot, timestamp: str | None, signature: str,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    body, _ = bot.slack.command_body("run hello")
+    headers = bot.slack.headers(body)
+    headers["X-Slack-Request-Timestamp"] = timestamp or headers["X-Slack-Request-Timestamp"]
+    headers["X-Slack-Signature"] = signature
+    async with bot.slack.session.post(bot.url, data=body.encode(), headers={
+            name: value.encode().decode("latin-1") for name, value in headers.items()}) as resp:
+        assert resp.status == 401
+    assert await bot.runtime.service.runs() == []
+    assert "Traceback" not in caplog.text
