@@ -460,6 +460,7 @@ async def test_a_secret_jobbot_cannot_read_fails_the_run_before_its_job_exists(
     run = (await service.trigger("db", ACTOR)).run
     final = await _final(service, run)
     assert (final.state, final.reason) == ("failed", f"could not start: {expected}")
+    assert final.external_id is None
     assert fake.jobs == {}
 
 

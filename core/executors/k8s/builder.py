@@ -56,9 +56,11 @@ class KubernetesBuilder:
         log_key = f"build-{name}"
         registry = [request.build.registry_secret] if request.build.registry_secret else []
         try:
-            masker = Masker(secret_forms(await secret_values(self.api, namespace, registry)))
+            values = await secret_values(self.api, namespace, registry,
+                                         named_by="the build's registry_secret")
         except ExecutorError as exc:
             return BuildOutcome(RunState.FAILED, None, f"could not start the build: {exc}")
+        masker = Masker(secret_forms(values))
         queue: asyncio.Queue[WatchEvent] = asyncio.Queue()
         watch = JobWatch(self.api, namespace, f"{SELECTOR},{LABEL_BUILD}={request.build.name}",
                          queue, asyncio.get_running_loop(), timeout_seconds=self._watch_timeout)

@@ -23,15 +23,17 @@ _DOCKER_SECRET_FIELDS = ("auth", "password", "identitytoken", "registrytoken")
 class SecretMissing(ExecutorError):
     """A Secret a run or build names does not exist (HTTP 404)."""
 
-    def __init__(self, namespace: str, name: str) -> None:
+    def __init__(self, namespace: str, name: str, named_by: str) -> None:
         self.where = f"{namespace}/{name}"
         super().__init__(f"Secret {self.where} does not exist, so the pod could not start: "
-                         "create it, or remove it from the job's secrets")
+                         f"create it, or remove it from {named_by}")
 
 
-async def secret_values(api: KubeApi, namespace: str, names: Iterable[str]) -> list[str]:
+async def secret_values(api: KubeApi, namespace: str, names: Iterable[str], *,
+                        named_by: str = "the job's secrets") -> list[str]:
     """Every value of the named Secrets, decoded; raises ExecutorError naming the Secret that
-    cannot be read (missing, or jobbot may not `get` it), so nothing runs unmasked."""
+    cannot be read (missing, or jobbot may not `get` it), so nothing runs unmasked.
+    `named_by` says where the names come from, for the message."""
     values: list[str] = []
     for name in dict.fromkeys(names):
         try:
@@ -43,7 +45,7 @@ async def secret_values(api: KubeApi, namespace: str, names: Iterable[str]) -> l
             raise ExecutorError(f"cannot read Secret {namespace}/{name} to mask its values: "
                                 f"HTTP {exc.status} {exc.reason}") from exc
         if secret is None:
-            raise SecretMissing(namespace, name)
+            raise SecretMissing(namespace, name, named_by)
         values.extend(decoded_values(secret))
     return values
 
