@@ -32,11 +32,12 @@ def secret_forms(values: Iterable[str]) -> set[str]:
     for value in values:
         if len(value.strip()) < MIN_SECRET_LENGTH:
             continue
-        candidates = {value, value.strip(), json.dumps(value)[1:-1]}
+        candidates: set[str] = set()
+        for plain in (value, value.strip()):
+            candidates.update((plain, json.dumps(plain)[1:-1],
+                               base64.b64encode(plain.encode()).decode()))
         if "\n" in value.strip():
             candidates.update(line.strip() for line in value.splitlines())
-        for plain in (value, value.strip()):
-            candidates.add(base64.b64encode(plain.encode()).decode())
         forms.update(c for c in candidates if len(c) >= MIN_SECRET_LENGTH)
     return forms
 
