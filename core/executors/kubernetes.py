@@ -81,8 +81,8 @@ class KubernetesExecutor(ReporterBinding):
                  job_of: Callable[[str, str], JobSpec] | None = None,
                  watch_timeout: int = 300, log_drain: float = 10.0,
                  pod_annotations: Callable[[Launch], dict[str, str]] | None = None) -> None:
-        """`job_of(app, job)` gives a job's current definition, so an adopted run masks its
-        sensitive `env` and Secrets as a launched one does (besides what its Job names)."""
+        """`job_of(app, job)` gives a job's current definition: an adopted run also masks the
+        sensitive `env` values it has now (besides those its Job's pods got)."""
         self._pod_annotations = pod_annotations
         self._job_of = job_of
         self.api = api
