@@ -137,4 +137,5 @@ def make_executor(settings: Settings, logs: LogStore, owner: ProcessId,
                        f"({type(exc).__name__}: {exc}); set JOBBOT_KUBECONFIG or run in "
                        "a pod with a ServiceAccount") from exc
     return KubernetesExecutor(KubeApi(api_client), logs,
-                              lambda app: catalog.app(app).namespace)
+                              lambda app: catalog.app(app).namespace,
+                              job_of=lambda app, job: catalog.app(app).job(job))

@@ -13,7 +13,7 @@ from core.durations import format_duration
 from core.errors import ExecutorError
 from core.executors.base import Launch, ReporterBinding, secret_names
 from core.logs import LogStore, LogWriter
-from core.masking import Masker
+from core.masking import Masker, secret_forms
 from core.models import Attempt, Run, RunState
 from core.procs import ProcessId
 from core.secrets import LocalSecrets
@@ -140,7 +140,7 @@ class LocalExecutor(ReporterBinding):
             await self.reporter.run_finished(run.id, RunState.FAILED, reason=str(exc))
             self._runs.pop(run.id, None)
             return
-        masker = Masker((*secret_values, *launch.sensitive_values))
+        masker = Masker(secret_forms((*secret_values, *launch.sensitive_values)))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + job.time_limit if job.time_limit else None
         await self.reporter.run_started(run.id, external_id=str(self.owner))

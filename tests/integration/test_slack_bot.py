@@ -102,18 +102,21 @@ class Bot:
         return text.split("(id `", 1)[1].split("`", 1)[0]
 
 
-async def start_bot(tmp_path: Path, fake: FakeSlack, database_url: str | None = None,
-                    **slack: str) -> tuple[Bot, Callable[[], Any]]:
-    """jobbot with the bot on a free port; the default database is SQLite in its data dir."""
+async def start_bot(tmp_path: Path, fake: FakeSlack, database_url: str | None = None, *,
+                    jobs: list[dict[str, Any]] | None = None,
+                    extra: dict[str, Any] | None = None, **slack: str
+                    ) -> tuple[Bot, Callable[[], Any]]:
+    """jobbot serving Slack (these `jobs`, or JOBS) with `extra` settings added, on a free
+    port; the default database is SQLite in its data dir."""
     workdir = tmp_path / "work"
-    config = write_app(workdir, JOBS)
+    config = write_app(workdir, JOBS if jobs is None else jobs)
     slack = slack or {"SLACK_SIGNING_SECRET": SIGNING_SECRET}
     if database_url is not None:
         slack["JOBBOT_DATABASE_URL"] = database_url
     settings = Settings(JOBBOT_DATA_DIR=workdir / ".jobbot", JOBBOT_RETRY_DELAY=0.01,
                         JOBBOT_PUBLIC_URL="http://jobbot.test", JOBBOT_SECRET_KEY="k" * 32,
                         SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_API_URL=fake.api_url,
-                        **slack)  # type: ignore[arg-type]
+                        **(extra or {}), **slack)  # type: ignore[arg-type]
     runtime = build_runtime(settings, config)
     app = make_app(runtime)
     runner = web.AppRunner(app, access_log=None)

@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,8 @@ from tests.support.apps import dead_process, make_service
 
 SECRET = b"webhook-secret-for-tests"
 _KEYS = private_key_pem()
+# Builds jobbot's JobService from the app, the store and a data directory (local by default).
+ServiceFactory = Callable[[AppSpec, Store, Path], JobService]
 
 
 @dataclass
@@ -65,22 +68,23 @@ class Harness:
         raise AssertionError("jobbot did not settle in time")
 
 
-async def start(tmp_path: Path, app: AppSpec, store: Store, *,
-                workers: int = 4) -> tuple[Harness, list[Any]]:
-    """Fake GitHub + jobbot with the App; returns the harness and what to close."""
+async def start(tmp_path: Path, app: AppSpec, store: Store, *, workers: int = 4,
+                service: ServiceFactory = make_service) -> tuple[Harness, list[Any]]:
+    """Fake GitHub + jobbot with the App; returns the harness and what to close. `service`
+    builds jobbot's service (the local executor unless a test passes another)."""
     _, public = _KEYS
     fake = FakeGitHub(APP_ID, public)
     fake_server = TestServer(fake.app(), host="127.0.0.1")
     await fake_server.start_server()
     fake.url = str(fake_server.make_url("")).rstrip("/")
-    harness = await _start_jobbot(tmp_path, app, store, fake, workers)
+    harness = await _start_jobbot(tmp_path, app, store, fake, workers, service)
     return harness, [fake_server]
 
 
 async def _start_jobbot(tmp_path: Path, app: AppSpec, store: Store, fake: FakeGitHub,
-                        workers: int) -> Harness:
+                        workers: int, make: ServiceFactory = make_service) -> Harness:
     private, _ = _KEYS
-    service = make_service(app, store, tmp_path / "data")
+    service = make(app, store, tmp_path / "data")
     links = Links("http://jobbot.test", b"k" * 32)
     jobbot = web.Application()
     outbox = Outbox(store, service.changes, poll=0.05)

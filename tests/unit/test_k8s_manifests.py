@@ -103,3 +103,24 @@ def test_the_builder_turns_a_github_repository_into_a_clone_url() -> None:
         "https://ghe.example.com/api/v3"))
     assert ghes.git_url("acme/shop") == "https://ghe.example.com/acme/shop.git"
     assert git_base_url(None) == git_base_url("https://api.github.com") == "https://github.com"
+
+
+def test_secret_values_are_decoded_with_docker_credentials_picked_out() -> None:
+    import base64
+    import json
+
+    from core.executors.k8s.secrets import decoded_values
+
+    def b64(value: bytes) -> str:
+        return base64.b64encode(value).decode()
+
+    auth = b64(b"pusher:registry-pass")
+    config = json.dumps({"auths": {"registry.example.com": {"auth": auth,
+                                                            "identitytoken": "id-token-1"}}})
+    secret = {"data": {"PASSWORD": b64(b"hunter2"), "BLOB": b64(b"\xff\xfe"),
+                       ".dockerconfigjson": b64(config.encode())},
+              "stringData": {"EXTRA": "plain-value"}}
+    values = decoded_values(secret)
+    assert {"hunter2", b64(b"hunter2"), b64(b"\xff\xfe"), auth, "registry-pass", "id-token-1",
+            "plain-value"} <= set(values)
+    assert "registry.example.com" not in values and "pusher" not in values

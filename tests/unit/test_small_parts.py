@@ -10,7 +10,7 @@ import pytest
 
 from core.durations import format_duration, parse_duration
 from core.errors import BadInput
-from core.masking import MASK, Masker, is_sensitive_key, mask_mapping
+from core.masking import MASK, Masker, is_sensitive_key, mask_mapping, secret_forms
 from core.names import closest, is_dns_label, is_dns_subdomain
 from core.overrides import parse_overrides
 from core.procs import ProcessId
@@ -39,6 +39,16 @@ def test_masker_hides_secrets_longest_first() -> None:
     masker = Masker(["hunter2", "hunter2-extended", "ab"])
     assert masker.mask("pw=hunter2-extended x=hunter2 ab") == f"pw={MASK} x={MASK} ab"
     assert not Masker([]) and Masker([]).mask("x") == "x"
+
+
+def test_secret_forms_are_the_ways_a_job_prints_a_value() -> None:
+    forms = secret_forms(["pa$$\"word\n", "-----BEGIN-----\nkey-line-one\n-----END-----", "abc"])
+    assert {"pa$$\"word\n", "pa$$\"word", 'pa$$\\"word', "cGEkJCJ3b3Jk"} <= forms
+    assert {"key-line-one", "-----BEGIN-----"} <= forms
+    assert not any("abc" in form for form in forms)  # too short to mask without harm
+    masker = Masker(forms)
+    assert masker.mask('json {"pw": "pa$$\\"word"} b64 cGEkJCJ3b3Jk key-line-one abc') == (
+        f'json {{"pw": "{MASK}"}} b64 {MASK} {MASK} abc')
 
 
 def test_sensitive_keys() -> None:

@@ -117,7 +117,7 @@ def job_manifest(app: AppSpec, job: JobSpec, run: RunInfo,
     }
     secrets = job.secrets if secrets is None else secrets
     if secrets:
-        # Values stay in the cluster: jobbot names the Secrets and never reads them.
+        # The kubelet hands the values to the pod; jobbot reads them only to mask logs.
         container["envFrom"] = [{"secretRef": {"name": name}} for name in secrets]
     resources = {k: v for k, v in (("cpu", job.resources.cpu),
                                    ("memory", job.resources.memory)) if v}
