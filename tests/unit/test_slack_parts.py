@@ -140,7 +140,7 @@ def test_huge_fields_are_cut_to_fit() -> None:
     text, blocks = render.end_reply(run, ["line " + "y" * 500] * 100)
     assert_within_limits(blocks)
     assert len(text) <= render.MAX_FALLBACK
-    assert blocks[-1]["text"]["text"].rstrip("`").endswith("y")  # the end of the log is kept
+    assert blocks[-1]["text"]["text"].rstrip("`\n").endswith("y")  # the end of the log is kept
 
 
 def test_long_lists_stay_within_fifty_blocks() -> None:
