@@ -706,7 +706,7 @@ async def test_command_answers_quoting_input_render_inert(gh: support.Harness) -
     assert await runs(gh) == []
 
 
-async def test_check_runs_show_log_tails_and_config_errors_inert(gh: support.Harness) -> None:
+async def test_check_run_log_tails_render_inert(gh: support.Harness) -> None:
     await comment(gh, "/run noisy")
     [check] = gh.fake.checks_for("jobbot: noisy")
     output = check["output"]
@@ -715,6 +715,9 @@ async def test_check_runs_show_log_tails_and_config_errors_inert(gh: support.Har
     # The whole tail in one code block, exactly as the job printed it.
     [block] = re.findall(r"<pre><code>(.*?)</code></pre>", html, re.S)
     assert html_unescape(block).splitlines() == HOSTILE_LOG.splitlines()
+
+
+async def test_config_errors_in_check_runs_render_inert(gh: support.Harness) -> None:
     await installed(gh)
     key = "x`<img src=x>`@acme/admins|y"
     gh.fake.add_tree(REPO, HEAD, {"app.yaml": json.dumps({"app": "shop", "jobs": [

@@ -18,7 +18,10 @@ from core.models import RunState
 from core.policy import Actor
 from core.service import JobService
 from core.store import Store
-from tests.support.apps import python_job, service_for
+from jobbot import server
+from jobbot.settings import Settings
+from jobbot.wiring import build_runtime
+from tests.support.apps import python_job, service_for, write_app
 from tests.support.pages import GATED, KEY, WEB_TOKEN, make_app
 from web.context import WEB
 
@@ -434,6 +437,33 @@ async def test_without_a_public_url_the_origin_must_be_the_requests_host(
     await service.shutdown()
 
 
+@pytest.mark.parametrize("public_url", ["https://jobbot.example.com", None])
+async def test_the_server_checks_page_posts_against_jobbot_public_url(
+        tmp_path: Path, public_url: str | None) -> None:
+    config = write_app(tmp_path / "work", [python_job("hello", "print(1)")])
+    runtime = build_runtime(Settings(JOBBOT_DATA_DIR=tmp_path / ".jobbot",
+                                     JOBBOT_SECRET_KEY="k" * 32,
+                                     JOBBOT_PUBLIC_URL=public_url), config)
+    missing = "0123456789abcdef"  # a valid link to no run: past the origin check it is 404
+    form = {"t": runtime.links.token(missing)}
+    try:
+        async with TestClient(TestServer(server.make_app(runtime))) as client:
+            own_host = str(client.make_url("/")).rstrip("/")
+            # Behind a proxy the Host header names jobbot's internal address.
+            headers = {"Host": "jobbot.internal:8080"} if public_url else {}
+            allowed = public_url or own_host
+            response = await client.post(f"/runs/{missing}/cancel", data=form,
+                                         headers={**headers, "Origin": allowed})
+            assert response.status == 404
+            refused = own_host if public_url else "https://jobbot.example.com"
+            response = await client.post(f"/runs/{missing}/cancel", data=form,
+                                         headers={**headers, "Origin": refused})
+            assert response.status == 403
+            assert "own page" in await response.text()
+    finally:
+        runtime.close()
+
+
 async def test_a_page_form_that_cannot_be_read_is_400(
         client: TestClient, service: JobService, links: Links, tmp_path: Path) -> None:
     run_id = await started_run(service, "gated")
@@ -443,7 +473,7 @@ async def test_a_page_form_that_cannot_be_read_is_400(
             ("application/x-www-form-urlencoded", b"\xff\xfe=1"),
             ("application/x-www-form-urlencoded; charset=no-such-charset", b"t=1")]:
         response = await client.post(f"/runs/{run_id}/cancel", data=body, headers={
-            "Origin": PUBLIC_URL, "Content-Type": content_type})
+            "Origin": PUBLIC_URL, "Host": "jobbot.test", "Content-Type": content_type})
         assert response.status == 400, content_type
         assert "could not be read" in await response.text()
     assert (await service.get_run(run_id)).state == RunState.RUNNING
