@@ -166,8 +166,7 @@ class Router:
                                                 answer="declined", key=key)
         await self.service.audit(actor, "confirm", f"/job {pending.command.describe()}"[:255],
                                  "declined")
-        text = f"not run: {pending.command.describe()}"
-        return render.reply(text, [render.section(text)])
+        return render.plain(f"not run: {pending.command.describe()}")
 
     async def rerun(self, run_id: str, actor: Actor, idempotency_key: str,
                     origin: dict[str, Any]) -> Reply:
@@ -258,8 +257,8 @@ class Router:
         act = self.service.pause if pause else self.service.resume
         changed = await act(target.key, actor)
         word = "paused" if pause else "resumed"
-        text = f"{target.key} {word}" if changed else f"{target.key} was already {word}"
-        return render.reply(text, [render.section(text)])
+        return render.plain(f"{target.key} {word}" if changed
+                            else f"{target.key} was already {word}")
 
     async def _status(self, command: Command) -> Reply:
         if command.run:

@@ -18,6 +18,7 @@ from core.logs import LogStore
 from core.masking import is_sensitive_key
 from core.metrics import QUEUE_DEPTH, RUN_DURATION, RUNS_FINISHED, RUNS_STARTED
 from core.models import Attempt, JobState, Run, RunState
+from core.numbers import INT32_MAX, bounded_int
 from core.overrides import check_override
 from core.policy import Action, Actor, decide
 from core.procs import ProcessId
@@ -29,7 +30,7 @@ from core.store import AuditRecord, NewRun, Store
 logger = logging.getLogger(__name__)
 P = ParamSpec("P")
 T = TypeVar("T")
-_RUN_NUMBER = re.compile(r"^(?:(?P<app>[a-z0-9-]+)/)?(?P<job>[a-z0-9-]+)#(?P<number>\d+)$")
+_RUN_NUMBER = re.compile(r"(?:(?P<app>[a-z0-9-]+)/)?(?P<job>[a-z0-9-]+)#(?P<number>[0-9]+)")
 # Lines per step when reading a finished attempt in batches.
 _READ_BATCH = 5000
 
@@ -334,11 +335,12 @@ class JobService:
         run: Run | None = None
         if is_run_id(text):
             run = await self._db(self.store.get_run, text)
-        elif match := _RUN_NUMBER.match(text):
+        elif match := _RUN_NUMBER.fullmatch(text):
             job_name = f"{match['app']}/{match['job']}" if match["app"] else match["job"]
             target = self.catalog.resolve(job_name)
+            number = bounded_int(match["number"], 1, INT32_MAX, name="a run number")
             run = await self._db(self.store.run_by_number, target.app.app, target.job.name,
-                                 int(match["number"]))
+                                 number)
         else:
             raise BadInput(f"{run_ref!r} is not a run: give its id or JOB#NUMBER (e.g. migrate#4)")
         if run is None:

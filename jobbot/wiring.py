@@ -58,7 +58,8 @@ def build_runtime(settings: Settings, config: Path | None = None, *,
     if executor is None:
         executor = make_executor(settings, logs, owner, data_dir, catalog)
     service = JobService(catalog, store, executor, logs, owner=owner, changes=Changes())
-    links = Links(settings.public_url, signing_key(settings, data_dir))
+    links = Links(settings.public_url, signing_key(settings, data_dir),
+                  guessed=settings.JOBBOT_PUBLIC_URL is None)
     return Runtime(settings, app, store, service, links)
 
 

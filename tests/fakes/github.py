@@ -17,6 +17,7 @@ import jwt
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from markdown_it import MarkdownIt
 
 from tests.fakes import github_payloads as shapes
 
@@ -29,6 +30,25 @@ def private_key_pem() -> tuple[str, str]:
     public = key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
     return private, public
+
+
+# GitHub's Markdown as far as jobbot's text needs it: CommonMark with tables and
+# strikethrough, raw HTML passed through (GitHub sanitizes it afterwards, but an <img> or a
+# link still shows).
+_MARKDOWN = MarkdownIt("commonmark").enable(["table", "strikethrough"])
+_CODE_HTML = re.compile(r"<(code|pre)[^>]*>.*?</\1>", re.S)
+# A mention as GitHub links it: @login or @org/team after a non-word character.
+_MENTION = re.compile(r"(?<![\w`])@[A-Za-z0-9][A-Za-z0-9-]*(?:/[A-Za-z0-9_.-]+)?")
+
+
+def render_markdown(text: str) -> str:
+    """A comment's or check run's Markdown as GitHub renders it (HTML)."""
+    return _MARKDOWN.render(text)
+
+
+def mentions(html: str) -> list[str]:
+    """The people and teams a rendered text would notify (code never notifies)."""
+    return _MENTION.findall(_CODE_HTML.sub("", html))
 
 
 def tarball(top: str, files: dict[str, str]) -> bytes:

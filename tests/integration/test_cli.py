@@ -189,6 +189,22 @@ def test_logs_of_an_attempt_the_run_does_not_have_is_an_error(tmp_path: Path) ->
             f"jobbot: retried #1 has 2 attempts: there is no attempt {attempt}"]
 
 
+def test_numbers_in_options_are_bounded_digits_or_exit_2(workdir: Path) -> None:
+    assert jobbot(workdir, "run", "hello").returncode == 0
+    for args in (("runs", "--limit", "99999999999999999999"), ("runs", "--limit", "-5"),
+                 ("runs", "--limit", "0"), ("runs", "--limit", "٣"),
+                 ("runs", "--limit", "9" * 5000), ("logs", "hello#1", "--attempt", "²"),
+                 ("logs", "hello#1", "--attempt", "99999999999999999999"),
+                 ("logs", "hello#1", "--attempt", "-1"), ("schedule", "hello", "--count", "1_0")):
+        result = jobbot(workdir, *args)
+        assert result.returncode == 2, args
+        assert "must be a whole number from" in result.stderr, args
+        assert "Traceback" not in result.stderr and result.stdout == "", args
+        assert len(result.stderr) < 1000  # the bad value is quoted back cut short
+    listed = jobbot(workdir, "runs", "--limit", "1000")
+    assert listed.returncode == 0 and "hello" in listed.stdout
+
+
 def test_a_broken_app_yaml_exits_2_naming_file_and_line(tmp_path: Path) -> None:
     (tmp_path / "app.yaml").write_text("app: demo\njobs:\n  - name: x\n    comand: [true]\n")
     result = jobbot(tmp_path, "run", "x")
@@ -308,3 +324,10 @@ def test_serve_with_half_configured_slack_refuses_to_start(workdir: Path) -> Non
     assert result.stderr.splitlines() == [
         "jobbot: Slack is half configured: SLACK_BOT_TOKEN needs SLACK_SIGNING_SECRET "
         "(HTTP mode) or SLACK_APP_TOKEN (Socket Mode)"]
+
+
+def test_a_run_number_too_large_for_the_database_is_exit_2(workdir: Path) -> None:
+    result = jobbot(workdir, "logs", "hello#99999999999999999999")
+    assert result.returncode == 2
+    assert result.stderr.startswith("jobbot: ")
+    assert "Traceback" not in result.stderr

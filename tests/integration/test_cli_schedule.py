@@ -54,7 +54,7 @@ def test_schedule_refuses_bad_input(tmp_path: Path) -> None:
     assert "--from 'tomorrow' is not an ISO 8601 time" in bad.stderr
     zero = jobbot(tmp_path, "schedule", "nightly", "--count", "0")
     assert zero.returncode == 2
-    assert "--count must be between 1 and 10000" in zero.stderr
+    assert "--count must be a whole number from 1 to 10000, not '0'" in zero.stderr
     assert not (tmp_path / ".jobbot").exists()  # nothing written
 
 

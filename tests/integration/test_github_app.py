@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import errno
 import json
+import re
 import sys
 from collections.abc import AsyncIterator
+from html import unescape as html_unescape
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from core.spec import load_app
 from core.store import NewDelivery, NewRun, Store
 from github_app.render import HELP_MARKER, RUNS_MARKER
 from tests.fakes import github_payloads as p
+from tests.fakes.github import mentions, render_markdown
 from tests.support import github as support
 from tests.support.apps import python_job, write_app
 
@@ -26,6 +29,10 @@ HEAD = "1" * 40
 NEW_HEAD = "2" * 40
 PR = 7
 PY = sys.executable
+# Text that would ping a team, show an image, break a table or end a code block if it were
+# taken as Markdown.
+HOSTILE = "sleeps | <img src=x> @acme/admins ``` [click](https://evil.example) &#64;acme/ops"
+HOSTILE_LOG = "```\n</code></pre><img src=x> @acme/admins | x\n````\nend"
 
 
 def server_app(tmp_path: Path) -> Any:
@@ -35,8 +42,9 @@ def server_app(tmp_path: Path) -> Any:
         python_job("leaky", "import os; print('secret:', os.environ.get('DB_PASSWORD', 'none'))",
                    secrets=["db"], pull_requests=True),
         python_job("admin-only", "print('admin')", allow={"github_permission": "admin"}),
-        python_job("slow", "import time; time.sleep(60)"),
+        python_job("slow", "import time; time.sleep(60)", description=HOSTILE),
         python_job("echo", "import os; print('greeting', os.environ.get('GREETING'))"),
+        python_job("noisy", f"import sys; print({HOSTILE_LOG!r}); sys.exit(1)"),
     ]
     app = load_app(write_app(tmp_path / "server", jobs, app="shop"))
     secrets = tmp_path / "data" / "secrets"
@@ -663,3 +671,58 @@ async def test_a_second_repository_cannot_take_an_apps_name(gh: support.Harness)
     row = gh.store.delivery("d-copy")
     assert row is not None
     assert row.outcome == "refused: app shop is defined by acme/shop"
+
+
+# -- what people and jobs write is never markup -------------------------------------------
+
+
+def assert_inert(html: str) -> None:
+    """Nothing in a rendered text that the input could have put there: no image, no HTML,
+    no link but jobbot's own, no mention."""
+    assert "<img" not in html and "</code></pre><img" not in html
+    assert re.findall(r'<a href="(?!http://jobbot\.test/)', html) == []
+    assert mentions(html) == []
+
+
+async def test_command_answers_quoting_input_render_inert(gh: support.Harness) -> None:
+    # Words of a PR command have no spaces: the job name and a malformed KEY=VALUE.
+    await comment(gh, "/run nosuch|x<img>@mallory```[a](javascript:alert(1))")
+    await comment(gh, "/run check `<img>`@acme/ops|y")
+    await comment(gh, "/jobs")
+    html = render_markdown(pr_comment(gh))
+    assert_inert(html)
+    assert "'nosuch|x&lt;img&gt;@\u200dmallory```[a](javascript:alert(1))'" in html
+    # Backticks pair up as GitHub pairs them: code stays code, the rest is text.
+    assert "``&lt;img&gt;<code>@acme/ops|y</code> is not KEY=VALUE" in html
+    # The /jobs table: one row per job, three cells each, the description shown as written.
+    rows = re.findall(r"<tr>(.*?)</tr>", html, re.S)
+    assert len(rows) == 1 + len(gh.service.catalog.app("shop").jobs)
+    assert all(row.count("<td>") == 3 for row in rows[1:])
+    assert ("sleeps | &lt;img src=x&gt; @\u200dacme/admins ``` [click](https://evil.example) "
+            "&amp;#64;acme/ops") in html
+    assert await runs(gh) == []
+
+
+async def test_check_run_log_tails_render_inert(gh: support.Harness) -> None:
+    await comment(gh, "/run noisy")
+    [check] = gh.fake.checks_for("jobbot: noisy")
+    output = check["output"]
+    html = render_markdown(output["summary"]) + render_markdown(output["text"])
+    assert_inert(html)
+    # The whole tail in one code block, exactly as the job printed it.
+    [block] = re.findall(r"<pre><code>(.*?)</code></pre>", html, re.S)
+    assert html_unescape(block).splitlines() == HOSTILE_LOG.splitlines()
+
+
+async def test_config_errors_in_check_runs_render_inert(gh: support.Harness) -> None:
+    await installed(gh)
+    key = "x`<img src=x>`@acme/admins|y"
+    gh.fake.add_tree(REPO, HEAD, {"app.yaml": json.dumps({"app": "shop", "jobs": [
+        {"name": "x", "image": "python:3", "command": ["true"], key: 1}]})})
+    await gh.deliver("push", p.push(REPO, "main", HEAD))
+    await gh.settle()
+    [invalid] = gh.fake.checks_for("jobbot: app.yaml")
+    html = render_markdown(invalid["output"]["summary"])
+    assert_inert(html)
+    [problem] = re.findall(r"<li><code>(.*?)</code></li>", html, re.S)  # the line, all code
+    assert key in html_unescape(problem)

@@ -37,6 +37,9 @@ from tests.fakes.slack import (
     FakeSlack,
     Message,
     SlackSender,
+    inline_code,
+    live_markup,
+    outside_code,
 )
 from tests.support.apps import python_job, write_app
 
@@ -68,6 +71,13 @@ JOBS: list[dict[str, Any]] = [
     python_job("nowhere", "print('x')", notify={"slack_channel": "#missing"}),
     python_job("secretive", "print('x')", notify={"slack_channel": "#private"}),
     python_job("sched", "print('x')", schedule="0 3 * * *"),
+    python_job("shouty", """
+        import sys
+        print('```')
+        print('<!here> look: <https://evil.example|click to fix> & `<!channel>`')
+        print('```')
+        sys.exit(1)
+    """),
 ]
 
 
@@ -758,3 +768,61 @@ async def test_odd_signature_headers_get_401(bot: Bot, timestamp: str | None, si
         assert resp.status == 401
     assert await bot.runtime.service.runs() == []
     assert "Traceback" not in caplog.text
+
+
+# -- what people and jobs write is never markup -----------------------------------------------
+
+EVIL_REF = "fix`<!channel>`<https://evil.example|click to fix>"
+# How the ref shows: as typed, inside the Ref field's inline code, backticks as look-alikes.
+SHOWN_REF = "fix\u02cb&lt;!channel&gt;\u02cb&lt;https://evil.example|click to fix&gt;"
+
+
+def as_slack_sends(text: str) -> str:
+    """Command text as Slack sends it: `&`, `<` and `>` as entities."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def jobbots_own(markup: str) -> bool:
+    """Markup jobbot writes itself: links to its run pages, and the person who ran a command."""
+    return markup.startswith("http://jobbot.test/runs/") or markup == "@U0ALICE"
+
+
+async def test_refs_errors_and_log_tails_are_never_live_markup(bot: Bot) -> None:
+    run_id = bot.run_id_from(await bot.ask(as_slack_sends(f"run hello --ref '{EVIL_REF}'")))
+    assert (await bot.runtime.service.get_run(run_id)).ref == EVIL_REF
+    await bot.wait_final(run_id)
+    parent = await bot.fake.wait_for(lambda: parent_of(bot.fake, "demo/hello #1"))
+    await bot.fake.wait_for(lambda: "succeeded" in parent.text and bot.fake.replies(parent))
+    ref_field = next(f["text"] for f in parent.blocks[1]["fields"] if "*Ref*" in f["text"])
+    assert inline_code(ref_field) == [SHOWN_REF]
+    assert "evil" not in outside_code(ref_field)
+    # The ephemeral answers: a confirmation quoting the command, errors quoting the input.
+    question = await bot.ask(as_slack_sends(f"run risky --ref '{EVIL_REF}'"))
+    assert SHOWN_REF in inline_code(question)[0]
+    assert "no job '&lt;!channel&gt;'" in await bot.ask(as_slack_sends("run <!channel>"))
+    status, ack, _ = await bot.command(as_slack_sends("logs hello#1 --tail <!here>"))
+    assert status == 200 and "--tail takes a number" in ack and "&lt;!here&gt;" in ack
+    # A failing job's log tail, in the thread and in `/job logs`.
+    failed = bot.run_id_from(await bot.ask("run shouty"))
+    await bot.wait_final(failed)
+    thread = await bot.fake.wait_for(lambda: parent_of(bot.fake, "demo/shouty #1"))
+    [end] = await bot.fake.wait_for(lambda: bot.fake.replies(thread))
+    tail = end.blocks[-1]["text"]["text"]
+    assert tail.count("```") == 2  # jobbot's fences only: the job's ``` are not fences
+    assert "&lt;!here&gt; look: &lt;https://evil.example|click to fix&gt; &amp;" in tail
+    logs = await bot.ask("logs shouty#1")
+    assert logs.count("```") == 2 and "&lt;!channel&gt;" in logs
+    sent = bot.fake.texts_sent()
+    assert any("evil.example" in text for text in sent)
+    assert [m for text in sent for m in live_markup(text) if not jobbots_own(m)] == []
+    assert bot.fake.refused == []
+
+
+@pytest.mark.parametrize("tail", ["²", "٣", "9" * 5000, "0", "201", "-1", "1e3", ""])
+async def test_a_bad_tail_is_answered_with_what_would_work(bot: Bot, tail: str) -> None:
+    status, ack, _ = await bot.command(f"logs hello#1 --tail '{tail}'")
+    assert status == 200
+    assert "--tail takes a number from 1 to 200" in ack
+    assert len(ack) < 500  # the bad value is quoted back cut short
+    await bot.app[BOT].backlog.join()
+    assert await bot.runtime.service.runs() == []

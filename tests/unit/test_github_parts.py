@@ -6,6 +6,7 @@ import io
 import json
 import tarfile
 import urllib.parse
+from html import escape as html_escape
 from pathlib import Path
 
 import pytest
@@ -16,12 +17,12 @@ from core.errors import JobbotError
 from core.masking import Masker
 from core.models import Run, RunState
 from core.spec import AppSpec, BuildSpec
-from github_app import commands, render
+from github_app import commands, markdown, render
 from github_app.app import _payload
 from github_app.config import GitHubConfig
 from github_app.signature import sign, verify
 from tests.fakes import github_payloads as payloads
-from tests.fakes.github import tarball
+from tests.fakes.github import mentions, render_markdown, tarball
 
 
 @pytest.mark.parametrize(("body", "name", "args", "overrides"), [
@@ -109,7 +110,30 @@ def test_check_output_masks_and_fences_the_log_tail() -> None:
                                  ["line", "```", "s3cr3t"], Masker(["s3cr3t"]))
     assert output["title"] == "deploy #3 failed"
     assert "s3cr3t" not in output["summary"] + output["text"]
-    assert output["text"].count("```") == 2
+    # A fence longer than the log's own ``` : the log cannot close it.
+    assert output["text"] == "````\nline\n```\n********\n````"
+
+
+@pytest.mark.parametrize("value", [
+    "<img src=x>", "@acme/admins and @bob", "[a](https://evil.example) ![i](x)", "a|b\nc",
+    "`x` ``y`` \\`", "&#64;acme &lt;b&gt;", "*bold* _it_ ~~no~~", "```\n<b>x</b>\n```"])
+def test_text_and_code_show_markdown_as_typed(value: str) -> None:
+    flat = " ".join(value.splitlines())
+    text = render_markdown(markdown.text(value))
+    # As typed, with a zero-width joiner after each `@`: nothing pings.
+    assert text == f"<p>{html_escape(flat.replace('@', '@' + markdown.ZWJ), quote=False)}</p>\n"
+    code = render_markdown(markdown.code(value))
+    assert code == f"<p><code>{html_escape(flat, quote=False)}</code></p>\n"
+    fenced = render_markdown(markdown.fence(value))
+    assert fenced == f"<pre><code>{html_escape(value, quote=False)}\n</code></pre>\n"
+    for html in (text, code, fenced):
+        assert mentions(html) == []
+
+
+def test_a_table_cell_holds_one_cell_whatever_it_says() -> None:
+    row = f"| {markdown.code('a|b', table=True)} | {markdown.text('c|d<e>')} |"
+    html = render_markdown(f"| x | y |\n| - | - |\n{row}")
+    assert "<td><code>a|b</code></td>\n<td>c|d&lt;e&gt;</td>" in html
 
 
 def _request(sha: str = "a" * 40, context: str = ".") -> BuildRequest:
