@@ -36,7 +36,8 @@ def server_app(tmp_path: Path) -> Any:
                    secrets=["db"], pull_requests=True),
         python_job("admin-only", "print('admin')", allow={"github_permission": "admin"}),
         python_job("slow", "import time; time.sleep(60)"),
-        python_job("echo", "import os; print('greeting', os.environ.get('GREETING'))"),
+        python_job("echo", "import os; print('greeting', os.environ.get('GREETING'))",
+                   env={"GREETING": "hi"}),
     ]
     app = load_app(write_app(tmp_path / "server", jobs, app="shop"))
     secrets = tmp_path / "data" / "secrets"

@@ -29,7 +29,7 @@ jobs:
     command: [python, migrate.py]
     backoff_limit: 2
     time_limit: 60
-    env: {MODE: fast}
+    env: {MODE: fast, API_TOKEN: ""}
   - name: report
     image: python:3.12-slim
     command: [python, report.py]

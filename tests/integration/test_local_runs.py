@@ -147,7 +147,7 @@ async def test_secret_values_are_masked_in_logs(store: Store, tmp_path: Path) ->
         print("password is", os.environ["DB_PASSWORD"])
         print("token is", os.environ["API_TOKEN"])
         print("user is", os.environ["DB_USER"])
-    """, secrets=["db-credentials"])])
+    """, secrets=["db-credentials"], env={"API_TOKEN": ""})])
     run_id, state = await run_to_end(service, "leaky", overrides={"API_TOKEN": "tok-123456"})
     assert state == "succeeded"
     lines = await log_of(service, run_id)
@@ -217,7 +217,7 @@ async def test_manual_trigger_reports_other_active_runs(store: Store, tmp_path: 
 
 async def test_rerun_repeats_the_overrides(store: Store, tmp_path: Path) -> None:
     service = service_for(tmp_path, store, [python_job(
-        "hello", "import os; print(os.environ.get('X'))")])
+        "hello", "import os; print(os.environ.get('X'))", env={"X": "1"})])
     run_id, _ = await run_to_end(service, "hello", overrides={"X": "42"}, ref="main")
     again = await service.rerun("hello#1", Actor.cli("bob"))
     final = await service.wait(again.run.id)

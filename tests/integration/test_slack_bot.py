@@ -39,13 +39,13 @@ from tests.support.apps import python_job, write_app
 
 SECRET_VALUE = "hunter2-very-secret-value"
 JOBS: list[dict[str, Any]] = [
-    python_job("hello", "print('hello from the job')"),
+    python_job("hello", "print('hello from the job')", env={"GREETING": "hello"}),
     python_job("broken", """
         import os, sys
         print('connecting with', os.environ['DB_PASSWORD'])
         print('bad things happened')
         sys.exit(3)
-    """, env={"DB_PASSWORD": SECRET_VALUE}),
+    """, env={"DB_PASSWORD": SECRET_VALUE, "API_TOKEN": "placeholder-token", "NOTE": ""}),
     python_job("flaky", """
         import pathlib, sys
         marker = pathlib.Path('flaky-marker')
