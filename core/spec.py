@@ -420,8 +420,11 @@ class _Checker:
         for key, value in job.env.items():
             reason = forbidden(key)
             if not is_env_name(key):
-                self.problem((*path, "env", key), "not a valid environment variable name: "
-                             "use letters, digits and '_', not starting with a digit")
+                # Quoted if need be, so a name with a newline stays on its one line.
+                shown = key if key.isprintable() else repr(key)
+                self.problem((*path, "env", shown), "not a valid environment variable "
+                             "name: use letters, digits and '_', not starting with a digit",
+                             self.lines.line((*path, "env", key)))
             elif reason is not None:
                 hint = "" if key.upper().startswith(RESERVED_PREFIX) else (
                     " (set it in the image or the command instead)")
