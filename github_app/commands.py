@@ -6,6 +6,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from core.errors import BadInput
+from core.overrides import parse_overrides
+
 KNOWN = ("run", "rerun", "cancel", "jobs", "ok-to-test")
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _COMMAND = re.compile(r"^/(?P<name>[A-Za-z][A-Za-z0-9_-]*)(?:\s+(?P<rest>.*))?$")
@@ -68,10 +71,9 @@ def _run(words: list[str]) -> Command:
     if not words:
         return Command("run", problem="say which job: `/run JOB [KEY=VALUE ...]`")
     job, *rest = words
-    overrides: dict[str, str] = {}
-    for word in rest:
-        key, sep, value = word.partition("=")
-        if not sep or not key:
-            return Command("run", (job,), problem=f"`{word}` is not KEY=VALUE")
-        overrides[key] = value
+    try:
+        # The same syntax as Slack and the CLI; the job's rule is the service's to apply.
+        overrides = parse_overrides(rest)
+    except BadInput as exc:
+        return Command("run", (job,), problem=str(exc))
     return Command("run", (job,), overrides)

@@ -16,14 +16,15 @@ from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
 
-from core.catalog import Catalog
+from core.catalog import Catalog, JobRef
 from core.durations import format_duration
 from core.errors import BadInput, ConfigError, Conflict, JobbotError, NotFound, PermissionDenied
 from core.models import RunState
 from core.numbers import INT32_MAX, bounded_int
-from core.overrides import parse_overrides
+from core.overrides import check_overrides, parse_overrides
 from core.policy import Actor
 from core.scheduler import fire_times
+from core.secrets import LocalSecrets
 from core.service import unscheduled
 from jobbot import render
 from jobbot.logsetup import setup_logging
@@ -142,6 +143,16 @@ def _actor() -> Actor:
     return Actor.cli(user)
 
 
+def _checked_overrides(settings: Settings, target: JobRef, items: list[str]) -> dict[str, str]:
+    """KEY=VALUE arguments, checked by the rule every run follows before anything is written
+    (the service checks them again), with the keys of the local executor's secret files."""
+    overrides = parse_overrides(items)
+    keys: frozenset[str] = frozenset()
+    if overrides and target.job.secrets and settings.JOBBOT_EXECUTOR == "local":
+        keys = LocalSecrets(settings.JOBBOT_DATA_DIR / "secrets").keys(target.job.secrets)
+    return check_overrides(target.job, overrides, keys)
+
+
 def _with_runtime(settings: Settings, body: Callable[[Runtime], Coroutine[Any, Any, int]]) -> int:
     runtime = build_runtime(settings)
     try:
@@ -165,7 +176,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     # Everything that can be wrong with the request is checked before anything is written.
     app = load_config(settings)
     target = Catalog([app]).resolve(args.job)
-    overrides = parse_overrides(args.overrides)
+    overrides = _checked_overrides(settings, target, args.overrides)
     if target.job.confirm and not args.yes:
         if not sys.stdin.isatty():
             raise BadInput(f"{target.job.name} asks for confirmation: pass --yes to run it")
@@ -358,7 +369,7 @@ def cmd_render(args: argparse.Namespace, settings: Settings) -> int:
         if not args.job:
             raise BadInput("name a job to render (or --build NAME)")
         target = Catalog([app]).resolve(args.job)
-        overrides = parse_overrides(args.overrides)
+        overrides = _checked_overrides(settings, target, args.overrides)
         run = manifests.RunInfo(id=manifests.PLACEHOLDER_RUN_ID,
                                 number=manifests.PLACEHOLDER_NUMBER, source="cli",
                                 actor=_actor().id, sha=args.sha, ref=args.ref)

@@ -25,7 +25,7 @@ SLOW = python_job("slow", """
     time.sleep(60)
 """, stop_grace_period=1)
 JOBS = [
-    python_job("hello", "print('hello from the job')"),
+    python_job("hello", "print('hello from the job')", env={"GREETING": "hello"}),
     python_job("broken", "import sys; print('bad'); sys.exit(3)"),
     SLOW,
 ]
@@ -108,6 +108,26 @@ def test_validate_lists_jobs(workdir: Path) -> None:
     (("pause", "nope"), "no job 'nope'"),
     (("pause", "hello"), "hello has no schedule: nothing to pause"),
     (("runs", "nope"), "no job 'nope'"),
+    (("run", "hello", "PATH=/tmp/x"), "PATH changes how programs are loaded or started: no run "
+     "may set it; a run of hello may set only GREETING"),
+    (("run", "hello", "GREETING=hi", "LD_PRELOAD=/tmp/x.so"), "LD_PRELOAD changes how programs "
+     "are loaded or started: no run may set it; a run of hello may set only GREETING"),
+    (("run", "hello", "DB_HOST=attacker.example"), "hello does not declare DB_HOST in its env; "
+     "a run of hello may set only GREETING"),
+    (("run", "broken", "GREETING=hi"), "broken does not declare GREETING in its env; a run of "
+     "broken may set no variables (it declares none in its env)"),
+    (("run", "hello", "JOBBOT_JOB=other"), "JOBBOT_JOB is set by jobbot itself (JOBBOT_ "
+     "variables are jobbot's): no run may set it; a run of hello may set only GREETING"),
+    (("run", "hello", "GREETING\n=1"), "bad override 'GREETING\\n': names are letters, "
+     "digits and _, not starting with a digit"),
+    (("run", "hello", "GREETING=two\nlines"), "bad override GREETING: the value contains a "
+     "newline; values are one line of text"),
+    (("run", "hello", "GREETING=" + "x" * 4097), "bad override GREETING: the value is longer "
+     "than 4096 characters"),
+    (("render", "hello", "PYTHONPATH=/tmp"), "PYTHONPATH changes how programs are loaded or "
+     "started: no run may set it; a run of hello may set only GREETING"),
+    (("render", "hello", "EXTRA=1"), "hello does not declare EXTRA in its env; a run of hello "
+     "may set only GREETING"),
 ])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(
         workdir: Path, args: tuple[str, ...], message: str) -> None:
@@ -115,6 +135,27 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"jobbot: {message}"]
     assert not (workdir / ".jobbot").exists()
+
+
+def test_a_run_may_not_set_a_key_of_the_jobs_secrets(tmp_path: Path) -> None:
+    write_app(tmp_path, [python_job("dbjob", "import os; print('env', os.environ['RAILS_ENV'])",
+                                    env={"RAILS_ENV": "production", "DB_HOST": "db.internal"},
+                                    secrets=["db-credentials"])])
+    secrets = tmp_path / ".jobbot" / "secrets"
+    secrets.mkdir(parents=True)
+    (secrets / "db-credentials.env").write_text("DB_HOST=db.prod\nDB_PASSWORD=hunter2-long\n")
+    for command in ("run", "render"):
+        for key in ("DB_HOST", "DB_PASSWORD"):
+            result = jobbot(tmp_path, command, "dbjob", f"{key}=attacker.example")
+            assert result.returncode == 2
+            assert result.stderr.splitlines() == [
+                f"jobbot: {key} comes from the secrets of dbjob: no run may set it; a run of "
+                "dbjob may set only RAILS_ENV"]
+            assert result.stdout == ""
+    assert sorted(p.name for p in (tmp_path / ".jobbot").iterdir()) == ["secrets"]
+    result = jobbot(tmp_path, "run", "dbjob", "RAILS_ENV=staging", "--follow")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "env staging\n"
 
 
 @pytest.mark.parametrize(("env", "message"), [

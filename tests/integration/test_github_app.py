@@ -43,7 +43,8 @@ def server_app(tmp_path: Path) -> Any:
                    secrets=["db"], pull_requests=True),
         python_job("admin-only", "print('admin')", allow={"github_permission": "admin"}),
         python_job("slow", "import time; time.sleep(60)", description=HOSTILE),
-        python_job("echo", "import os; print('greeting', os.environ.get('GREETING'))"),
+        python_job("echo", "import os; print('greeting', os.environ.get('GREETING'))",
+                   env={"GREETING": "hi"}),
         python_job("noisy", f"import sys; print({HOSTILE_LOG!r}); sys.exit(1)"),
     ]
     app = load_app(write_app(tmp_path / "server", jobs, app="shop"))
@@ -278,9 +279,22 @@ async def test_unknown_job_and_bad_arguments_are_explained(gh: support.Harness) 
     second = await comment(gh, "/run check NOTKEYVALUE")
     body = pr_comment(gh)
     assert "no job 'chekc' (did you mean check?)" in body
-    assert "`NOTKEYVALUE` is not KEY=VALUE" in body or "NOTKEYVALUE" in body
+    assert "bad override 'NOTKEYVALUE': use KEY=VALUE" in body
     assert reactions(gh, first)[-1] == "confused"
     assert reactions(gh, second)[-1] == "confused"
+    assert await runs(gh) == []
+
+
+async def test_a_run_command_sets_only_names_the_job_declares(gh: support.Harness) -> None:
+    loader = await comment(gh, "/run echo GREETING=hi LD_PRELOAD=/tmp/evil.so")
+    secret = await comment(gh, "/run leaky DB_PASSWORD=x")
+    body = pr_comment(gh)
+    assert ("LD_PRELOAD changes how programs are loaded or started: no run may set it; a run "
+            "of echo may set only GREETING") in body
+    assert ("DB_PASSWORD comes from the secrets of leaky: no run may set it; a run of leaky "
+            "may set no variables") in body
+    assert reactions(gh, loader)[-1] == "confused"
+    assert reactions(gh, secret)[-1] == "confused"
     assert await runs(gh) == []
 
 

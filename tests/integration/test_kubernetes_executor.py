@@ -29,7 +29,7 @@ jobs:
     command: [python, migrate.py]
     backoff_limit: 2
     time_limit: 60
-    env: {MODE: fast}
+    env: {MODE: fast, API_TOKEN: ""}
   - name: report
     image: python:3.12-slim
     command: [python, report.py]
@@ -317,7 +317,7 @@ async def test_manifest_sent_is_the_rendered_one(service: JobService, fake: Fake
     name = await _job_of(fake, run)
     sent = fake.job(NS, name)
     expected = job_manifest(app, app.job("migrate"), run_info(run),
-                            env={"MODE": "slow"})
+                            env={**app.job("migrate").env, "MODE": "slow"})
     assert sent["spec"] == expected["spec"]
     assert sent["metadata"]["labels"] == expected["metadata"]["labels"]
     assert sent["metadata"]["annotations"] == expected["metadata"]["annotations"]

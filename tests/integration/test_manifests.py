@@ -72,7 +72,8 @@ def rendered(app: AppSpec) -> list[dict[str, Any]]:
     for job in app.jobs:
         run = RunInfo(id="0123456789abcdef", number=12345, source="slack", actor="slack:U123",
                       sha=PLACEHOLDER_SHA, ref="refs/heads/main")
-        docs.append(job_manifest(app, job, run, env={**job.env, "EXTRA": "1"}))
+        overrides = {"RAILS_ENV": "staging"} if "RAILS_ENV" in job.env else {}
+        docs.append(job_manifest(app, job, run, env={**job.env, **overrides}))
     for build in app.builds:
         docs.append(build_manifest(app, build, sha="a" * 40,
                                    repository="https://git.example.com/shop/api.git"))

@@ -25,6 +25,7 @@ from bot.router import Router
 from core.errors import BadInput
 from core.models import RunState
 from core.policy import Actor
+from core.store import NewRun
 from jobbot.server import OUTBOX, make_app
 from jobbot.settings import Settings
 from jobbot.wiring import Runtime, build_runtime
@@ -45,13 +46,13 @@ from tests.support.apps import python_job, write_app
 
 SECRET_VALUE = "hunter2-very-secret-value"
 JOBS: list[dict[str, Any]] = [
-    python_job("hello", "print('hello from the job')"),
+    python_job("hello", "print('hello from the job')", env={"GREETING": "hello"}),
     python_job("broken", """
         import os, sys
         print('connecting with', os.environ['DB_PASSWORD'])
         print('bad things happened')
         sys.exit(3)
-    """, env={"DB_PASSWORD": SECRET_VALUE}),
+    """, env={"DB_PASSWORD": SECRET_VALUE, "API_TOKEN": "placeholder-token", "NOTE": ""}),
     python_job("flaky", """
         import pathlib, sys
         marker = pathlib.Path('flaky-marker')
@@ -78,7 +79,12 @@ JOBS: list[dict[str, Any]] = [
         print('```')
         sys.exit(1)
     """),
+    python_job("dbjob", "import os; print('env', os.environ['RAILS_ENV'])",
+               env={"RAILS_ENV": "production", "DB_HOST": "db.internal"},
+               secrets=["db-credentials"]),
 ]
+# The local executor's stand-in for the Kubernetes Secret `db-credentials`.
+DB_CREDENTIALS = "DB_HOST=db.prod.internal\nDB_PASSWORD=hunter2-db-password\n"
 
 
 @dataclass
@@ -120,6 +126,8 @@ async def start_bot(tmp_path: Path, fake: FakeSlack, database_url: str | None = 
     port; the default database is SQLite in its data dir."""
     workdir = tmp_path / "work"
     config = write_app(workdir, JOBS if jobs is None else jobs)
+    (workdir / ".jobbot" / "secrets").mkdir(parents=True, exist_ok=True)
+    (workdir / ".jobbot" / "secrets" / "db-credentials.env").write_text(DB_CREDENTIALS)
     slack = slack or {"SLACK_SIGNING_SECRET": SIGNING_SECRET}
     if database_url is not None:
         slack["JOBBOT_DATABASE_URL"] = database_url
@@ -242,6 +250,84 @@ async def test_run_starts_a_run_with_overrides_and_ref(bot: Bot) -> None:
     assert run.ref == "main"
     assert run.actor == "slack:U0ALICE"
     assert run.origin["slack_channel"] == "C0COMMAND"
+
+
+async def test_a_run_sets_only_names_its_job_declares(bot: Bot) -> None:
+    only_greeting = "; a run of hello may set only GREETING"
+    loader = "changes how programs are loaded or started: no run may set it"
+    refusals = {
+        "run hello PATH=/tmp/x": f"PATH {loader}{only_greeting}",
+        "run hello LD_PRELOAD=/tmp/evil.so": f"LD_PRELOAD {loader}{only_greeting}",
+        "run hello PYTHONPATH=/tmp": f"PYTHONPATH {loader}{only_greeting}",
+        "run hello NODE_OPTIONS=--require=/tmp/x.js": f"NODE_OPTIONS {loader}{only_greeting}",
+        "run hello GREETING=hi BASH_ENV=/tmp/x.sh": f"BASH_ENV {loader}{only_greeting}",
+        "run hello JOBBOT_RUN_ID=forged": "JOBBOT_RUN_ID is set by jobbot itself (JOBBOT_ "
+                                          f"variables are jobbot's): no run may set it"
+                                          f"{only_greeting}",
+        "run hello DB_HOST=attacker.example": f"hello does not declare DB_HOST in its env"
+                                              f"{only_greeting}",
+        # A key of the job's secret, undeclared or declared in env too: never.
+        "run dbjob DB_PASSWORD=x": "DB_PASSWORD comes from the secrets of dbjob: no run may "
+                                   "set it; a run of dbjob may set only RAILS_ENV",
+        "run dbjob DB_HOST=attacker.example": "DB_HOST comes from the secrets of dbjob: no run "
+                                              "may set it; a run of dbjob may set only RAILS_ENV",
+        # Refused before a confirmation is asked for.
+        "run risky X=1": "risky does not declare X in its env; a run of risky may set no "
+                         "variables (it declares none in its env)",
+    }
+    for text, refusal in refusals.items():
+        answer = await bot.ask(text)
+        assert refusal in answer, (text, answer)
+        assert "(id `" not in answer and "asks for confirmation" not in answer
+    assert await bot.runtime.service.runs() == []
+    entries = await asyncio.to_thread(bot.runtime.store.audit_log)
+    assert ("/job run hello PATH=/tmp/x", "rejected") in [(e.target, e.result) for e in entries]
+    run_id = bot.run_id_from(await bot.ask("run dbjob RAILS_ENV=staging"))
+    assert await bot.wait_final(run_id) == RunState.SUCCEEDED
+    assert "env staging" in await bot.ask(f"logs {run_id}")
+
+
+async def test_override_names_are_whole_and_values_one_bounded_line(bot: Bot) -> None:
+    bad = {
+        "run hello 'GREETING\n=1'": "bad override 'GREETING\\n': names are letters, digits "
+                                     "and _",
+        "run hello 'GREETING =1'": "bad override 'GREETING ': names are letters",
+        'run hello "GREETING=two\nlines"': "bad override GREETING: the value contains a "
+                                          "newline; values are one line of text",
+        'run hello "GREETING=a\rb"': "bad override GREETING: the value contains a carriage return",
+        'run hello "GREETING=a\x00b"': "bad override GREETING: the value contains a NUL character",
+        'run hello "GREETING=a\x1bb"': "the value contains U+001B, a control or invalid character",
+        'run hello "GREETING=a\x7fb"': "the value contains U+007F, a control or invalid character",
+        f"run hello GREETING={'x' * 4097}": "bad override GREETING: the value is longer than "
+                                          "4096 characters",
+    }
+    for text, refusal in bad.items():
+        status, ack, _ = await bot.command(text)
+        assert status == 200
+        assert refusal in ack, (text, ack)
+    assert await bot.runtime.service.runs() == []
+    run_id = bot.run_id_from(await bot.ask(f"run hello GREETING={'x' * 4096}"))
+    assert await bot.wait_final(run_id) == RunState.SUCCEEDED
+
+
+async def test_a_rerun_of_overrides_no_longer_allowed_is_refused(bot: Bot) -> None:
+    # Runs recorded before the rule, or before app.yaml stopped declaring a name.
+    store = bot.runtime.store
+    old = await asyncio.to_thread(store.create_run, NewRun(
+        app="demo", job="hello", source="slack", actor="slack:U0ALICE", state=RunState.FAILED,
+        overrides={"GREETING": "hi", "LD_PRELOAD": "/tmp/evil.so"}))
+    risky = await asyncio.to_thread(store.create_run, NewRun(
+        app="demo", job="risky", source="slack", actor="slack:U0ALICE", state=RunState.FAILED,
+        overrides={"MODE": "fast"}))
+    refusal = ("cannot rerun hello #1: LD_PRELOAD changes how programs are loaded or started: "
+               "no run may set it; a run of hello may set only GREETING")
+    assert refusal in await bot.ask("rerun hello#1")
+    _, key = await bot.slack.click("jobbot_rerun", old.run.id)
+    assert refusal in (await bot.slack.answer(key))["text"]
+    answer = await bot.ask(f"rerun {risky.run.id}")
+    assert "cannot rerun risky #1: risky does not declare MODE in its env" in answer
+    assert "asks for confirmation" not in answer
+    assert [r.id for r in await bot.runtime.service.runs()] == [risky.run.id, old.run.id]
 
 
 async def test_typos_are_answered_in_the_ack_with_the_closest_name(bot: Bot) -> None:

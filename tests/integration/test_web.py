@@ -41,7 +41,8 @@ def links() -> Links:
 def service(tmp_path: Path, sqlite_store: Store) -> JobService:
     gate = str(tmp_path / "gate")
     return service_for(tmp_path, sqlite_store, [
-        python_job("gated", GATED, env={"GATE": gate}, schedule="0 3 * * *",
+        python_job("gated", GATED, env={"GATE": gate, "API_TOKEN": "", "MODE": ""},
+                   schedule="0 3 * * *",
                    timezone="Europe/Berlin", description="Waits for the test"),
         python_job("colours", 'print("\\x1b[31mred\\x1b[0m & <script>alert(1)</script>")'),
         # A colour code no terminal knows, with a 5,000-digit parameter, then text.

@@ -22,7 +22,7 @@ GATED = """
 import os, sys, time
 gate = sys.argv[1] if len(sys.argv) > 1 else os.environ["GATE"]
 print("\\x1b[1;32mstarting\\x1b[0m <b>bold?</b>", flush=True)
-print("token is", os.environ.get("API_TOKEN", "none"), flush=True)
+print("token is", os.environ.get("API_TOKEN") or "none", flush=True)
 n = 0
 while not os.path.exists(gate):
     n += 1

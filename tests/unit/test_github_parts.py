@@ -52,7 +52,7 @@ def test_no_command_outside_the_first_visible_line(body: str) -> None:
 
 
 @pytest.mark.parametrize(("body", "problem"), [
-    ("/run", "say which job"), ("/run x NOPE", "`NOPE` is not KEY=VALUE"),
+    ("/run", "say which job"), ("/run x NOPE", "bad override 'NOPE': use KEY=VALUE"),
     ("/rerun a b", "at most one job"), ("/jobs all", "takes no arguments"),
 ])
 def test_malformed_commands_say_what_is_wrong(body: str, problem: str) -> None:

@@ -62,7 +62,8 @@ def test_parse_overrides() -> None:
     assert parse_overrides(["A=1", "B=two words", "C=x=y", "D="]) == {
         "A": "1", "B": "two words", "C": "x=y", "D": ""}
     for bad, message in [("A", "use KEY=VALUE"), ("1A=x", "names are letters"),
-                         ("JOBBOT_X=1", "set by jobbot"), ("A=" + "x" * 5000, "longer than")]:
+                         ("K\n=1", "names are letters"), ("A=a\nb", "contains a newline"),
+                         ("A=" + "x" * 5000, "longer than")]:
         with pytest.raises(BadInput, match=message):
             parse_overrides([bad])
 
