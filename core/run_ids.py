@@ -24,8 +24,7 @@ def new_run_ids(count: int) -> list[str]:
     in the run events' index: a batch of N runs adds to the last pages of each, where random
     ids dirtied about N pages, and SQLite writes every dirty page to its WAL at commit. The
     second alone was not fine enough: batches made within one second (a scheduler on virtual
-    time, a burst of triggers) each scattered their ids among the earlier ones of that second
-    (bench/scheduler.py: about 500 WAL pages per commit of 125 runs; 300 with this prefix).
+    time, a burst of triggers) each scattered their ids among the earlier ones of that second.
     """
     now = time.time()
     prefix = f"{int(now):08x}{int(now % 1 * 65536):04x}"

@@ -93,8 +93,8 @@ _NAMESPACES_USED = ("checks", "issues", "pulls", "reactions", "repos")
 
 def import_what_calls_need() -> None:
     """Import, at start-up, the modules githubkit would import at the first call of each
-    endpoint jobbot uses: its models package alone takes ~150 ms, and during a burst of
-    webhooks each such import held the event loop, stalling every answer under way."""
+    endpoint jobbot uses: its models package is large, and an import at the first call holds
+    the event loop, stalling every answer under way."""
     github = GitHub("unused")  # never calls: its namespaces hold it only weakly
     namespaces = [getattr(github.rest, name) for name in _NAMESPACES_USED]
     # e.g. githubkit_schemas.v2026_03_10.rest.repos -> githubkit_schemas.v2026_03_10.models
@@ -110,7 +110,7 @@ class _SharedPool(httpx.AsyncBaseTransport):
     connection, so the clients get this one, whose pool outlives them."""
 
     def __init__(self) -> None:
-        # One TLS context: loading the CA bundle costs ~60 ms of CPU each time.
+        # One TLS context: loading the CA bundle is slow, so it is loaded once.
         self._pool = httpx.AsyncHTTPTransport(
             verify=ssl.create_default_context(cafile=certifi.where()),
             limits=httpx.Limits(max_connections=POOL_CONNECTIONS,
@@ -135,8 +135,8 @@ class GitHubClients:
         self._pool = _SharedPool()
         # Our own token cache: tokens of one App configuration are never shared with another
         # (githubkit's default cache is process-wide). No HTTP cache: githubkit's (hishel on an
-        # in-memory SQLite, reached through a thread per step) never evicts and made each call
-        # cost 100-250 ms of mostly waiting, growing with the number of calls made.
+        # in-memory SQLite, reached through a thread per step) never evicts, and each call
+        # grows slower with the number made.
         options: dict[str, Any] = {"auto_retry": False, "timeout": 30.0,
                                    "cache_strategy": MemCacheStrategy(), "http_cache": False,
                                    "async_transport": self._pool}
