@@ -28,13 +28,13 @@ from core.executors.k8s.manifests import (
     job_manifest,
     job_name,
 )
-from core.executors.k8s.secrets import SecretMissing, secret_values
+from core.executors.k8s.secrets import SecretMissing, secret_keys, secret_values
 from core.executors.k8s.status import PodState, job_outcome, last_exit_code, pod_state
 from core.executors.k8s.watch import JobWatch, WatchEvent
 from core.logs import LogStore
 from core.masking import Masker, is_sensitive_key, secret_forms
 from core.models import Attempt, Run, RunState
-from core.spec import JobSpec
+from core.spec import AppSpec, JobSpec
 
 logger = logging.getLogger(__name__)
 RUN_SELECTOR = f"{SELECTOR},{LABEL_RUN_ID}"
@@ -97,6 +97,10 @@ class KubernetesExecutor(ReporterBinding):
         return run_id in self._runs
 
     # -- launching ------------------------------------------------------------------------
+
+    async def secret_keys(self, app: AppSpec, job: JobSpec) -> frozenset[str]:
+        """The names the job's Secrets hold, read from the API: runs may not override them."""
+        return await secret_keys(self.api, app.namespace, job.secrets)
 
     async def launch(self, launch: Launch) -> None:
         run = launch.run

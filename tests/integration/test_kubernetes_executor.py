@@ -508,3 +508,15 @@ async def test_an_adopted_run_whose_secret_is_gone_has_its_pod_log_withheld(
 
 async def _log_has(service: JobService, run: Run, line: str) -> bool:
     return line in [text async for _, text in service.logs(run.id)]
+
+
+async def test_a_run_may_not_override_a_name_its_secret_holds(
+        service: JobService, fake: FakeKubernetes) -> None:
+    # DB_USER is declared in env, and the Secret holds it too: envFrom gives the pod the
+    # Secret's value unless a run's env shadows it, so no run may set it.
+    fake.add_secret(NS, "db-credentials", {"DB_PASSWORD": DB_PASSWORD, "DB_USER": "admin"})
+    with pytest.raises(BadInput, match="DB_USER"):
+        await service.trigger("db", ACTOR, overrides={"DB_USER": "attacker"})
+    assert fake.jobs == {}
+    run = (await service.trigger("db", ACTOR, overrides={"API_TOKEN": "fine-1234"})).run
+    assert await _job_of(fake, run)

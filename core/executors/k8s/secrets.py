@@ -50,6 +50,20 @@ async def secret_values(api: KubeApi, namespace: str, names: Iterable[str], *,
     return values
 
 
+async def secret_keys(api: KubeApi, namespace: str, names: Iterable[str]) -> frozenset[str]:
+    """The variable names the named Secrets hold (never their values). A Secret that cannot
+    be read adds none: its run fails at launch anyway, saying why."""
+    keys: set[str] = set()
+    for name in dict.fromkeys(names):
+        try:
+            secret = await api.read_secret(namespace, name)
+        except (ExecutorError, ApiException):
+            continue
+        for field in ("data", "stringData"):
+            keys.update(key for key in (secret or {}).get(field) or {} if isinstance(key, str))
+    return frozenset(keys)
+
+
 def decoded_values(secret: Obj) -> list[str]:
     """The values of one Secret object: `data` (base64, as stored and decoded) and
     `stringData` (plain; only present in what is written, read defensively)."""
