@@ -1,6 +1,7 @@
-"""Benchmark: GitHub's side of `jobbot serve`, on SQLite and on PostgreSQL: answers to signed
-webhook deliveries against a bare and a naive durable handler, answers under overload, and how
-soon a pull request's check run appears after a `/run` comment.
+"""Benchmark: `jobbot serve`'s GitHub intake on SQLite and PostgreSQL (answers, overload, feedback).
+
+Answers to signed webhook deliveries against a bare and a naive durable handler, answers under
+overload, and how soon a pull request's check run appears after a `/run` comment.
 
 Per database, this process is the clients and drives five others: the fake GitHub REST API
 (tests/fakes/github.py, which records when each call arrives; its records are read over HTTP)
@@ -8,10 +9,15 @@ and three servers taking POST /github/webhook, each served by aiohttp on 127.0.0
 
 - bare: a handler that verifies X-Hub-Signature-256 and answers 202;
 - naive durable: the same, which first INSERTs the delivery (a row with its payload) and
-  commits, in a worker thread, through a SQLAlchemy engine on the same kind of database;
-- jobbot: `jobbot serve`, driven as a black box (HTTP in, the fake GitHub out), with the local
-  executor it has without Kubernetes; the job runs `true`, so a `/run` really creates and
-  runs a run and its check run, and the processes cost little beside the intake.
+  commits, in a worker thread, through a SQLAlchemy engine on the same kind of database
+  (SQLite in WAL mode with synchronous=NORMAL, as jobbot opens it);
+- jobbot: `jobbot serve`, driven as a black box (HTTP in, the fake GitHub out), so nothing is
+  injected into it: it runs the local executor it has without Kubernetes. The job runs
+  `true`, so a `/run` really creates and runs a run and its check run, and the processes
+  cost little beside the intake.
+
+On PostgreSQL, jobbot and the naive handler each have a database in one throwaway cluster
+(tests/support/postgres.py); on SQLite, each its own file.
 
 Three parts, each printed per database, then a summary:
 
@@ -20,9 +26,9 @@ Three parts, each printed per database, then a summary:
   sha), half `/jobs` comments on 50 pull requests (jobbot reacts, lists the jobs in its PR
   comment, reacts again), each comment new. After each jobbot round the bench waits until the
   fake has seen the last API call of every delivery's work, so the next round has the machine
-  to itself. Per server: p50, p99 and max latency, answers per second, errors (anything but a
-  2xx, or no answer within GitHub's 10 s); jobbot/bare and jobbot/naive ratios. Goals:
-  jobbot's p99 under 100 ms, its throughput at least the naive handler's.
+  to itself. Per server: p50, p99 and max latency (of every request), answers per second,
+  errors (anything but a 2xx, or no answer within GitHub's 10 s); jobbot/bare and jobbot/naive
+  ratios. Goals: jobbot's p99 under 100 ms, its throughput at least the naive handler's.
 - Overload: 1,000 deliveries from 500 concurrent connections to each server. Goal: no errors
   from jobbot, p99 under 1 s.
 - Feedback: 20 `/run check` comments a second for 30 s to jobbot, each on its own pull request
@@ -101,12 +107,12 @@ def sign(body: bytes) -> str:
 # -- the roles run in child processes -----------------------------------------------------
 
 
-async def serve_fake_github(public_key: str, streamed: str, port_file: str) -> None:
+async def serve_fake_github(public_key: str, pulls: str, port_file: str) -> None:
     fake = FakeGitHub(payloads.APP_ID, public_key)
     fake.permissions[(REPO, "alice")] = "write"
     for number in range(1, PULLS + 1):
         fake.add_pull(REPO, number, "b" * 40)
-    for number in range(FIRST_STREAMED_PULL, FIRST_STREAMED_PULL + int(streamed)):
+    for number in range(FIRST_STREAMED_PULL, FIRST_STREAMED_PULL + int(pulls)):
         fake.add_pull(REPO, number, head_sha(number))
     fake.add_file(REPO, APP_SHA, "app.yaml", APP_YAML)
     port = free_port()
@@ -150,8 +156,8 @@ class GitHubIntake(Intake):
     seen_what = "the pull request's check run created"
     deadline = 10.0  # GitHub's wait for an answer
 
-    def __init__(self, streamed: int) -> None:
-        self.streamed = streamed
+    def __init__(self, pulls: int) -> None:
+        self.pulls = pulls  # how many the stream comments on
         self.comment_ids = itertools.count(10_000_000)
         self.push = json.dumps(payloads.push(REPO, "feature", APP_SHA)).encode()
         # One checked payload per pull request; each delivery gets its own comment id.
@@ -169,7 +175,7 @@ class GitHubIntake(Intake):
             (work / "app.pub").write_text(public)
             port_file = work / "fake-github.json"
             procs.append(fake := start_role(MODULE, "fake-github", str(work / "app.pub"),
-                                            str(self.streamed), str(port_file)))
+                                            str(self.pulls), str(port_file)))
             urls = json.loads(wait_file(port_file, fake))
             (work / "app.yaml").write_text(APP_YAML)
             ports = {name: free_port() for name in ("bare", "naive", "jobbot")}
@@ -245,7 +251,7 @@ def delivery(kind: str, event: str, body: bytes) -> Request:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_arguments(parser, count=2000, rounds=2)
+    add_arguments(parser, names=["--deliveries", "--commands"], count=2000, rounds=2)
     parser.add_argument("--role", choices=["fake-github", "bare", "naive"],
                         help=argparse.SUPPRESS)
     parser.add_argument("--arg", action="append", default=[], help=argparse.SUPPRESS)

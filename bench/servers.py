@@ -471,9 +471,11 @@ class Intake(ABC):
         """The key of the stream's request that this record shows to a person, if any."""
 
 
-def add_arguments(parser: argparse.ArgumentParser, *, count: int, rounds: int) -> None:
+def add_arguments(parser: argparse.ArgumentParser, *, names: Sequence[str], count: int,
+                  rounds: int) -> None:
+    """The options both benches take; `names` are those of the request count."""
     parser.add_argument("--database", choices=["sqlite", "postgres", "both"], default="both")
-    parser.add_argument("--commands", "--deliveries", dest="count", type=int, default=count,
+    parser.add_argument(*names, dest="count", type=int, default=count,
                         help="requests per server in the answer rounds, in all")
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=rounds)

@@ -1,6 +1,7 @@
-"""Benchmark: Slack's side of `jobbot serve`, on SQLite and on PostgreSQL: answers to signed
-`/job run` commands against a bare and a naive durable handler, answers under overload, and
-how soon a person sees the run's thread.
+"""Benchmark: `jobbot serve`'s Slack intake on SQLite and PostgreSQL (answers, overload, feedback).
+
+Answers to signed `/job run` commands against a bare and a naive durable handler, answers under
+overload, and how soon a person sees the run's thread.
 
 Per database, this process is the clients and drives five others: the fake Slack Web API
 (tests/fakes/slack.py, which records when each call arrives; its records are read over HTTP)
@@ -9,19 +10,24 @@ and three servers taking POST /slack/events:
 - bare: a slack-bolt AsyncApp whose `/job` listener only acks (Bolt verifies the signature),
   behind slack-bolt's aiohttp adapter;
 - naive durable: the same app, whose listener first INSERTs the request (a row with its body)
-  and commits, in a worker thread, through a SQLAlchemy engine on the same kind of database;
-- jobbot: `jobbot serve`, driven as a black box (HTTP in, the fake Slack out), with the local
-  executor it has without Kubernetes. The job runs `true`: every command really creates and
-  runs a run and posts its thread, and the processes cost little beside the intake.
+  and commits, in a worker thread, through a SQLAlchemy engine on the same kind of database
+  (SQLite in WAL mode with synchronous=NORMAL, as jobbot opens it);
+- jobbot: `jobbot serve`, driven as a black box (HTTP in, the fake Slack out), so nothing is
+  injected into it: it runs the local executor it has without Kubernetes. The job runs
+  `true`: every command really creates and runs a run and posts its thread, and the
+  processes cost little beside the intake.
+
+On PostgreSQL, jobbot and the naive handler each have a database in one throwaway cluster
+(tests/support/postgres.py); on SQLite, each its own file.
 
 Three parts, each printed per database, then a summary:
 
 - Answers: the same commands to each server from 50 concurrent connections, in alternating
   rounds (bare, naive, jobbot). After each jobbot round the bench waits until the fake has seen
   the last thread reply of every run it started, so the next round has the machine to itself.
-  Per server: p50, p99 and max latency, answers per second, errors (anything but a 2xx, or no
-  answer within Slack's 3 s); jobbot/bare and jobbot/naive ratios. Goals: jobbot's p99 under
-  100 ms, its throughput at least the naive handler's.
+  Per server: p50, p99 and max latency (of every request), answers per second, errors
+  (anything but a 2xx, or no answer within Slack's 3 s); jobbot/bare and jobbot/naive ratios.
+  Goals: jobbot's p99 under 100 ms, its throughput at least the naive handler's.
 - Overload: 1,000 commands from 500 concurrent connections to each server. Goal: no errors
   from jobbot, p99 under 1 s.
 - Feedback: 20 commands a second for 30 s to jobbot, each from its own user; the time from
@@ -212,7 +218,7 @@ class SlackIntake(Intake):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_arguments(parser, count=1000, rounds=5)
+    add_arguments(parser, names=["--commands"], count=1000, rounds=5)
     parser.add_argument("--role", choices=["fake-slack", "bare", "naive"],
                         help=argparse.SUPPRESS)
     parser.add_argument("--arg", action="append", default=[], help=argparse.SUPPRESS)
