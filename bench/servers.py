@@ -409,7 +409,12 @@ TABLE_HEAD = (f"  {'server':<44} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'ans
 
 
 def ms(seconds: float) -> str:
-    return "never" if math.isinf(seconds) else f"{seconds * 1000:.1f}"
+    return f"{seconds * 1000:.1f}"
+
+
+def took(seconds: float) -> str:
+    """A duration in ms, or "never" for what did not happen."""
+    return "never" if math.isinf(seconds) else f"{seconds * 1000:.1f} ms"
 
 
 def met(ok: bool) -> str:
@@ -639,7 +644,7 @@ class IntakeBench:
         print(f"  jobbot/naive: p99 {ratio(jobbot.p99, naive.p99)}   "
               f"throughput {ratio(jobbot.rate, naive.rate)}")
         print(f"  goal: jobbot p99 < {ANSWER_P99_GOAL * 1000:.0f} ms: "
-              f"{met(jobbot.p99 < ANSWER_P99_GOAL)} ({ms(jobbot.p99)} ms);  jobbot throughput "
+              f"{met(jobbot.p99 < ANSWER_P99_GOAL)} ({took(jobbot.p99)});  jobbot throughput "
               f">= naive's: {met(jobbot.rate >= naive.rate)} ({ratio(jobbot.rate, naive.rate)})")
         print("  jobbot's work after each round was done "
               + ", ".join(f"{d:.1f}" for d in drains) + " s after its last answer")
@@ -654,12 +659,12 @@ class IntakeBench:
         print(f"Feedback: {len(lags)} {self.intake.streamed} to jobbot, {args.rate:g} a second for "
               f"{len(lags) / args.rate:g} s; time from each sent to {self.intake.seen_what}")
         answered = Figures.of([stream_answers])
-        print(f"  {'answers':<22} p50 {ms(answered.p50):>7} ms   p99 {ms(answered.p99):>7} ms"
-              f"   max {ms(answered.max):>7} ms   errors {answered.error_count}"
+        print(f"  {'answers':<12} p50 {took(answered.p50):>10}   p99 {took(answered.p99):>10}"
+              f"   max {took(answered.max):>10}   errors {answered.error_count}"
               + answered.error_kinds())
         p99 = percentile(lags, 0.99)
-        print(f"  {'first seen':<22} p50 {ms(statistics.median(lags)):>7} ms   "
-              f"p99 {ms(p99):>7} ms   max {ms(max(lags)):>7} ms   never appeared: {never} of "
+        print(f"  {'first seen':<12} p50 {took(statistics.median(lags)):>10}   "
+              f"p99 {took(p99):>10}   max {took(max(lags)):>10}   never appeared: {never} of "
               f"{len(lags)} (waited {args.grace:g} s after the last)")
         print(f"  goal: p99 < {FEEDBACK_P99_GOAL:.0f} s: {met(p99 < FEEDBACK_P99_GOAL)}")
         sys.stdout.flush()
@@ -671,7 +676,7 @@ def summary(sections: list[Section]) -> None:
     print("\n== Summary (jobbot serve) ==")
     print(f"  {'':<44}" + "".join(f"{s.label:>16}" for s in sections))
     lines: list[tuple[str, Callable[[Section], str]]] = [
-        ("answers p99 (goal < 100 ms)", lambda s: f"{ms(s.answers['jobbot'].p99)} ms"),
+        ("answers p99 (goal < 100 ms)", lambda s: took(s.answers["jobbot"].p99)),
         ("answers p99, jobbot/bare", lambda s: ratio(s.answers["jobbot"].p99,
                                                      s.answers["bare"].p99)),
         ("answers p99, jobbot/naive", lambda s: ratio(s.answers["jobbot"].p99,
@@ -682,8 +687,8 @@ def summary(sections: list[Section]) -> None:
                                                                  s.answers["naive"].rate)),
         ("answer errors", lambda s: str(s.answers["jobbot"].error_count)),
         ("overload errors (goal 0)", lambda s: str(s.overload["jobbot"].error_count)),
-        ("overload p99 (goal < 1 s)", lambda s: f"{ms(s.overload['jobbot'].p99)} ms"),
-        ("feedback p99 (goal < 2 s)", lambda s: f"{ms(percentile(s.lags, 0.99))} ms"),
+        ("overload p99 (goal < 1 s)", lambda s: took(s.overload["jobbot"].p99)),
+        ("feedback p99 (goal < 2 s)", lambda s: took(percentile(s.lags, 0.99))),
         ("feedback never appeared", lambda s: f"{s.never} of {len(s.lags)}"),
     ]
     for name, value in lines:
