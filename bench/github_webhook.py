@@ -71,7 +71,6 @@ from bench.servers import (
     Target,
     add_arguments,
     child_env,
-    free_port,
     listen,
     serve_records,
     start_role,
@@ -82,6 +81,7 @@ from bench.servers import (
 )
 from tests.fakes import github_payloads as payloads
 from tests.fakes.github import FakeGitHub, private_key_pem
+from tests.support.net import free_port
 
 MODULE = "bench.github_webhook"
 REPO = "acme/shop"

@@ -13,7 +13,6 @@ import os
 import re
 import resource
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,7 @@ import aiohttp
 import sqlalchemy
 from aiohttp import web
 
+from tests.support.net import free_port
 from tests.support.postgres import Cluster
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -39,12 +39,6 @@ DATABASES = {"sqlite": "SQLite", "postgres": "PostgreSQL"}
 ANSWER_P99_GOAL = 0.100
 OVERLOAD_P99_GOAL = 1.0
 FEEDBACK_P99_GOAL = 2.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_healthy(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:

@@ -63,7 +63,6 @@ from bench.servers import (
     Target,
     add_arguments,
     child_env,
-    free_port,
     listen,
     serve_records,
     start_role,
@@ -72,6 +71,7 @@ from bench.servers import (
     wait_healthy,
 )
 from tests.fakes.slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack, SlackSender
+from tests.support.net import free_port
 
 APP_YAML = """\
 app: bench
