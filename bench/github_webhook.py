@@ -53,7 +53,6 @@ import itertools
 import json
 import subprocess
 import sys
-import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -63,7 +62,6 @@ from aiohttp import web
 from bench.servers import (
     Databases,
     Intake,
-    IntakeBench,
     NaiveStore,
     Records,
     Request,
@@ -72,6 +70,7 @@ from bench.servers import (
     add_arguments,
     child_env,
     listen,
+    run_bench,
     serve_records,
     start_role,
     stop_all,
@@ -263,8 +262,7 @@ def main() -> None:
     elif args.role == "naive":
         asyncio.run(serve_handler(int(args.arg[0]), args.arg[1]))
     else:
-        with tempfile.TemporaryDirectory(prefix="jobbot-bench-") as tmp:
-            IntakeBench(GitHubIntake(stream_count(args)), args).run(Path(tmp))
+        run_bench(GitHubIntake(stream_count(args)), args)
 
 
 if __name__ == "__main__":

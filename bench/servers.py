@@ -12,10 +12,12 @@ import math
 import os
 import re
 import resource
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from abc import ABC, abstractmethod
@@ -296,6 +298,8 @@ class Sample:
     latencies: list[float] = field(default_factory=list)  # every request, answered or failed
     errors: Counter[str] = field(default_factory=Counter)  # what failed, by kind
     answered: Counter[str] = field(default_factory=Counter)  # 2xx answers, by request kind
+    # No answer (a timeout, a broken connection): the server may have taken these, by kind.
+    unanswered: Counter[str] = field(default_factory=Counter)
     elapsed: float = 0.0
 
 
@@ -311,8 +315,10 @@ async def _send(session: aiohttp.ClientSession, url: str, request: Request,
                 sample.errors[f"HTTP {response.status}"] += 1
     except TimeoutError:
         sample.errors["no answer in time"] += 1
+        sample.unanswered[request.kind] += 1
     except aiohttp.ClientError as exc:
         sample.errors[type(exc).__name__] += 1
+        sample.unanswered[request.kind] += 1
     sample.latencies.append(time.perf_counter() - started)
 
 
@@ -488,6 +494,20 @@ def add_arguments(parser: argparse.ArgumentParser, *, names: Sequence[str], coun
                         help="feedback: how long after the last request to wait for the rest")
     parser.add_argument("--drain-timeout", type=float, default=600,
                         help="how long to wait for jobbot to finish a round's work")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the working directory (jobbot's logs and SQLite files)")
+
+
+def run_bench(intake: Intake, args: argparse.Namespace) -> None:
+    """Run the bench in a fresh working directory, removed afterwards unless --keep."""
+    work = Path(tempfile.mkdtemp(prefix="jobbot-bench-"))
+    try:
+        IntakeBench(intake, args).run(work)
+    finally:
+        if args.keep:
+            print(f"working directory kept: {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def stream_count(args: argparse.Namespace) -> int:
@@ -512,8 +532,12 @@ class IntakeBench:
     def __init__(self, intake: Intake, args: argparse.Namespace) -> None:
         self.intake = intake
         self.args = args
-        # Successful answers jobbot gave, by request kind (what its work must catch up with).
+        # Per section: jobbot's 2xx answers and its requests without an answer, by kind (what
+        # its work must catch up with), and the requests whose work the fake saw end.
         self.jobbot_answered: Counter[str] = Counter()
+        self.jobbot_unanswered: Counter[str] = Counter()
+        self.done: Counter[str] = Counter()
+        self.counted = 0  # records of the fake counted into `done`
 
     def run(self, work: Path) -> None:
         raise_open_files(self.args.overload_clients * 2 + 1024)
@@ -528,7 +552,8 @@ class IntakeBench:
     def section(self, work: Path, dbs: Databases) -> Section:
         args = self.args
         servers = self.intake.start(work, dbs)
-        self.jobbot_answered = Counter()
+        self.jobbot_answered, self.jobbot_unanswered = Counter(), Counter()
+        self.done, self.counted = Counter(), 0
         try:
             targets = servers.targets
             for name in targets:  # unmeasured: connections, pools, first-use imports
@@ -542,20 +567,22 @@ class IntakeBench:
                     answers[name].append(self.measure(servers, name, self.intake.requests(size),
                                                       args.clients, drains))
             overload: dict[str, Figures] = {}
+            overload_drain: list[float] = []
             for name in targets:
                 overload[name] = Figures.of([self.measure(
                     servers, name, self.intake.requests(args.overload_clients * 2),
-                    args.overload_clients)])
+                    args.overload_clients, overload_drain)])
             lags, never, stream_answers = self.feedback(servers)
         except BaseException:
             print(f"jobbot's log ({servers.jobbot_log}), last lines:\n"
                   f"{log_tail(servers.jobbot_log)}", file=sys.stderr)
             raise
         finally:
-            stop_all(servers.procs)
+            for proc in reversed(servers.procs):  # jobbot first, while its fake still answers
+                stop_all([proc])
         figures = {name: Figures.of(samples) for name, samples in answers.items()}
-        self.report(dbs, targets, figures, answers, drains, overload, stream_answers, lags,
-                    never)
+        self.report(dbs, targets, figures, answers, drains, overload, overload_drain,
+                    stream_answers, lags, never)
         return Section(dbs.label, figures, overload, lags, never)
 
     def measure(self, servers: Servers, name: str, requests: list[Request], clients: int,
@@ -568,37 +595,41 @@ class IntakeBench:
         sample = run_round(burst(target.url, requests, clients, self.intake.deadline))
         if name == "jobbot":
             self.jobbot_answered += sample.answered
+            self.jobbot_unanswered += sample.unanswered
             took = self.drain(servers)
             if drains is not None:
                 drains.append(took)
         return sample
 
-    def drain(self, servers: Servers, quiet: float = 0.5) -> float:
-        """Seconds until the fake has seen the end of the work of every request jobbot
-        answered, and then nothing for `quiet` seconds."""
-        started = time.monotonic()
+    def drain(self, servers: Servers, quiet: float = 2.0) -> float:
+        """Seconds from the end of a jobbot round to the last call its work made to the fake:
+        waits until the fake has seen the end of the work of every request jobbot answered,
+        and of every one it may have taken without answering (or, for those, until the fake
+        has heard nothing for `quiet` seconds)."""
+        started = changed = time.monotonic()
         deadline = started + self.args.drain_timeout
+        answered, maybe = self.jobbot_answered, self.jobbot_answered + self.jobbot_unanswered
+        count = -1
         while True:
             rows = servers.records.refresh()
-            done = Counter(kind for row in rows if (kind := self.intake.handled(row)))
-            if all(done[k] >= n for k, n in self.jobbot_answered.items()):
-                break
+            now = time.monotonic()
+            if len(rows) != count:
+                count, changed = len(rows), now
+            self.done.update(kind for row in rows[self.counted:]
+                             if (kind := self.intake.handled(row)))
+            self.counted = len(rows)
+            if all(self.done[k] >= n for k, n in answered.items()):
+                everything = all(self.done[k] >= n for k, n in maybe.items())
+                if now - changed >= (0.5 if everything else quiet):
+                    return changed - started
             if servers.targets["jobbot"].proc.poll() is not None:
                 raise RuntimeError("jobbot exited")
-            if time.monotonic() > deadline:
-                missing = {k: n - done[k] for k, n in self.jobbot_answered.items()
-                           if done[k] < n}
+            if now > deadline:
+                missing = {k: n - self.done[k] for k, n in answered.items() if self.done[k] < n}
                 print(f"warning: jobbot had not finished its work {self.args.drain_timeout:.0f} s"
                       f" after the round (missing: {missing})", file=sys.stderr)
-                break
+                return now - started
             time.sleep(0.1)
-        took = time.monotonic() - started
-        seen = len(rows)
-        while True:
-            time.sleep(quiet)
-            if len(servers.records.refresh()) == seen:
-                return took
-            seen = len(servers.records.rows)
 
     def feedback(self, servers: Servers) -> tuple[list[float], int, Sample]:
         """The steady stream to jobbot; each request's time from sent to first seen (inf:
@@ -609,19 +640,22 @@ class IntakeBench:
                                         count, args.rate, self.intake.deadline))
         first: dict[str, float] = {}
         until = time.monotonic() + args.grace
+        scanned = 0
         while len(first) < len(sent) and time.monotonic() < until:
             time.sleep(0.5)
-            for row in servers.records.refresh():
+            rows = servers.records.refresh()
+            for row in rows[scanned:]:
                 key = self.intake.seen(row)
                 if key in sent and key not in first:
                     first[key] = float(row["at"])
+            scanned = len(rows)
         lags = [first[k] - at if k in first else math.inf for k, at in sent.items()]
         return lags, len(sent) - len(first), sample
 
     def report(self, dbs: Databases, targets: dict[str, Target], figures: dict[str, Figures],
                answers: dict[str, list[Sample]], drains: list[float],
-               overload: dict[str, Figures], stream_answers: Sample, lags: list[float],
-               never: int) -> None:
+               overload: dict[str, Figures], overload_drain: list[float],
+               stream_answers: Sample, lags: list[float], never: int) -> None:
         args = self.args
         bare, naive, jobbot = figures["bare"], figures["naive"], figures["jobbot"]
         print(f"\n== {dbs.label}: {os.cpu_count()} CPUs, load average {load_average()} ==")
@@ -640,8 +674,8 @@ class IntakeBench:
         print(f"  goal: jobbot p99 < {ANSWER_P99_GOAL * 1000:.0f} ms: "
               f"{met(jobbot.p99 < ANSWER_P99_GOAL)} ({took(jobbot.p99)});  jobbot throughput "
               f">= naive's: {met(jobbot.rate >= naive.rate)} ({ratio(jobbot.rate, naive.rate)})")
-        print("  jobbot's work after each round was done "
-              + ", ".join(f"{d:.1f}" for d in drains) + " s after its last answer")
+        print("  jobbot's work for each round was done "
+              + ", ".join(f"{d:.1f}" for d in drains) + " s after the round")
         print(f"Overload: {args.overload_clients * 2} {self.intake.what} per server, "
               f"{args.overload_clients} concurrent clients")
         print(TABLE_HEAD)
@@ -650,6 +684,7 @@ class IntakeBench:
         loaded = overload["jobbot"]
         print(f"  goal: jobbot no errors and p99 < {OVERLOAD_P99_GOAL:.0f} s: "
               f"{met(loaded.error_count == 0 and loaded.p99 < OVERLOAD_P99_GOAL)}")
+        print(f"  jobbot's work for it was done {overload_drain[0]:.1f} s after the round")
         print(f"Feedback: {len(lags)} {self.intake.streamed} to jobbot, {args.rate:g} a second for "
               f"{len(lags) / args.rate:g} s; time from each sent to {self.intake.seen_what}")
         answered = Figures.of([stream_answers])

@@ -48,14 +48,12 @@ import json
 import re
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from bench.servers import (
     Databases,
     Intake,
-    IntakeBench,
     NaiveStore,
     Records,
     Request,
@@ -64,6 +62,7 @@ from bench.servers import (
     add_arguments,
     child_env,
     listen,
+    run_bench,
     serve_records,
     start_role,
     stop_all,
@@ -230,8 +229,7 @@ def main() -> None:
     elif args.role == "naive":
         asyncio.run(serve_bolt(int(args.arg[0]), args.arg[1], args.arg[2]))
     else:
-        with tempfile.TemporaryDirectory(prefix="jobbot-bench-") as tmp:
-            IntakeBench(SlackIntake(), args).run(Path(tmp))
+        run_bench(SlackIntake(), args)
 
 
 if __name__ == "__main__":
