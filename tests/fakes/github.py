@@ -9,6 +9,7 @@ import io
 import itertools
 import re
 import tarfile
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -73,6 +74,8 @@ class Call:
     method: str
     path: str
     body: Any
+    # When the call arrived (time.time()), for benchmarks; not part of a call's equality.
+    at: float = field(default_factory=time.time, compare=False)
 
 
 @dataclass

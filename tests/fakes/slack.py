@@ -34,6 +34,8 @@ MAX_BLOCKS, MAX_SECTION_TEXT, MAX_BUTTON_VALUE, MAX_MESSAGE_TEXT = 50, 3000, 200
 class Call:
     method: str
     params: dict[str, Any]
+    # When the call arrived (time.time()), for benchmarks; not part of a call's equality.
+    at: float = field(default_factory=time.time, compare=False)
 
 
 @dataclass
