@@ -138,8 +138,9 @@ class Context:
             return server
         branch = delivery.get("repository", "default_branch")
         where = f"no {APP_FILE} on {branch}" if isinstance(branch, str) else f"no {APP_FILE}"
-        raise BadInput(f"{repository} has no app of its own ({where}) and jobbot serves "
-                       f"several apps, none of them this repository's: nothing runs from it")
+        raise BadInput(f"{repository} has no app of its own ({where}), so it reaches no jobs "
+                       f"(the server's {APP_FILE} serves every repository only while it is "
+                       f"the one app jobbot serves)")
 
     async def _default_branch_app(self, api: InstallationApi, delivery: Delivery) -> str | None:
         """The app the repository's app.yaml on its default branch defines, now served; None

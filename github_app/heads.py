@@ -84,7 +84,8 @@ def named_head(word: str, heads: Sequence[Head], current: str) -> str:
     pull request had."""
     prefix = word.lower()
     if not _SHA.fullmatch(prefix):
-        raise BadInput(f"`{word[:80]}` is not a commit sha: give at least its first 7 hex digits")
+        raise BadInput("`/ok-to-test` takes a commit sha: all of it, or at least its first 7 "
+                       "hex digits")
     known = list(dict.fromkeys([*(head.sha for head in heads), current]))
     matches = [sha for sha in known if sha.lower().startswith(prefix)]
     if not matches:

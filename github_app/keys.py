@@ -27,9 +27,11 @@ def comment(delivery: Delivery) -> str:
 
 
 def pull_request(delivery: Delivery) -> str:
-    """A pull_request event: the repository, the pull request, its head sha and the action."""
+    """A pull_request event: the repository, the pull request, its head sha and the action,
+    and when it happened (reopened twice at one sha is two events)."""
     return _key("pull", delivery.repository, delivery.number("pull_request", "number"),
-                delivery.text("pull_request", "head", "sha"), delivery.action or "")
+                delivery.text("pull_request", "head", "sha"), delivery.action or "",
+                delivery.get("pull_request", "updated_at") or "")
 
 
 def check_run(delivery: Delivery) -> str:
@@ -46,5 +48,8 @@ def check_suite(delivery: Delivery) -> str:
 
 
 def push(delivery: Delivery) -> str:
-    """A push: the repository, the ref and the sha it moved to."""
-    return _key("push", delivery.repository, delivery.text("ref"), delivery.text("after"))
+    """A push: the repository, the ref, the shas it moved from and to, and when it happened
+    (a branch moved back to a sha it had is deployed again)."""
+    return _key("push", delivery.repository, delivery.text("ref"),
+                delivery.get("before") or "", delivery.text("after"),
+                delivery.get("repository", "pushed_at") or "")

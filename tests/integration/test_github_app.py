@@ -892,6 +892,14 @@ async def test_a_replayed_push_builds_and_deploys_once(gh: support.Harness) -> N
         await gh.deliver("push", pushed, delivery_id=delivery_id)
         await gh.settle()
     assert sorted(r.job for r in await runs(gh)) == ["deploy", "site", "smoke"]
+    # Moved on and back again: that push to the same sha is a new one, and deploys again.
+    gh.fake.add_tree(REPO, NEW_HEAD, {"app.yaml": repo_app_yaml(), "VERSION": "2"})
+    await gh.deliver("push", p.push(REPO, "main", NEW_HEAD, before=HEAD))
+    await gh.settle()
+    await gh.deliver("push", p.push(REPO, "main", HEAD, before=NEW_HEAD))
+    await gh.settle()
+    deploys = [r.sha for r in await runs(gh) if r.job == "deploy"]
+    assert deploys == [HEAD, NEW_HEAD, HEAD]  # newest first
 
 
 async def fork_opened(gh: support.Harness) -> None:
@@ -937,8 +945,9 @@ async def test_ok_to_test_with_a_sha_approves_that_head(gh: support.Harness) -> 
     body = pr_comment(gh)
     assert (f"1234567 is not a head this pull request had (heads: {HEAD[:7]}, "
             f"{NEW_HEAD[:7]})") in body
-    assert "`zz` is not a commit sha: give at least its first 7 hex digits" in body
-    assert "`2222` is not a commit sha" in body
+    assert body.count("`/ok-to-test` takes a commit sha: all of it, or at least its first 7 "
+                      "hex digits") == 2  # zz, 2222
+    assert "222222222222 is not a head this pull request had" in body  # 41 digits
     await comment(gh, f"/ok-to-test {NEW_HEAD[:10]}", created_at="2026-11-22T04:30:00Z")
     assert gh.store.approval(REPO, NEW_HEAD) is not None
     assert {r.sha for r in await runs(gh)} == {NEW_HEAD}
