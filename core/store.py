@@ -25,6 +25,7 @@ from sqlalchemy import (
     tuple_,
     update,
 )
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import configure_mappers
 from sqlalchemy.pool import QueuePool
 from sqlalchemy.sql import Select
@@ -39,6 +40,7 @@ from core.models import (
     ForkApproval,
     JobState,
     PullRequestComment,
+    PullRequestHead,
     RepositoryApp,
     Run,
     RunEvent,
@@ -1008,6 +1010,39 @@ class Store:
                  .order_by(col(Run.created_at).desc()).limit(limit))
         with self._read() as session:
             return list(session.exec(query))
+
+    # -- GitHub: which app a repository defines, and the heads a pull request had ---------
+
+    def repository_app(self, repository: str) -> RepositoryApp | None:
+        """The app `repository` defines, as last stored (by any replica)."""
+        with self._read() as session:
+            return session.get(RepositoryApp, repository)
+
+    def record_pull_request_head(self, repository: str, number: int, sha: str,
+                                 since: datetime) -> None:
+        """Remember that `sha` became the head of the pull request at `since` (once: a
+        repeated event changes nothing)."""
+        try:
+            with self._write() as session:
+                found = session.exec(orm_select(PullRequestHead).where(
+                    col(PullRequestHead.repository) == repository,
+                    col(PullRequestHead.pull_request) == number,
+                    col(PullRequestHead.since) == since,
+                    col(PullRequestHead.sha) == sha)).first()
+                if found is None:
+                    session.add(PullRequestHead(repository=repository, pull_request=number,
+                                                sha=sha, since=since))
+        except IntegrityError:
+            return  # another replica recorded the same event at the same moment
+
+    def pull_request_heads(self, repository: str, number: int) -> list[PullRequestHead]:
+        """The heads the pull request had, in the order they became head (the same second:
+        in the order jobbot heard of them)."""
+        with self._read() as session:
+            return list(session.exec(orm_select(PullRequestHead).where(
+                col(PullRequestHead.repository) == repository,
+                col(PullRequestHead.pull_request) == number)
+                .order_by(col(PullRequestHead.since), col(PullRequestHead.id))))
 
 
 def _make_engine(url: str, *, echo: bool) -> Engine:

@@ -1,5 +1,6 @@
 """Pull-request comment commands: `/run JOB [KEY=VALUE ...]`, `/rerun [JOB]`, `/cancel [JOB]`,
-`/jobs`, `/ok-to-test`; parsed from the comment's first line outside code blocks and quotes."""
+`/jobs`, `/ok-to-test [SHA]`; parsed from the comment's first line outside code blocks and
+quotes."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from core.errors import BadInput
 from core.overrides import parse_overrides
 
 KNOWN = ("run", "rerun", "cancel", "jobs", "ok-to-test")
+# Commands with an optional argument, and what it is.
+_ONE_ARGUMENT = {"rerun": "job name", "cancel": "job name", "ok-to-test": "commit sha"}
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _COMMAND = re.compile(r"^/(?P<name>[A-Za-z][A-Za-z0-9_-]*)(?:\s+(?P<rest>.*))?$")
 
@@ -58,9 +61,10 @@ def parse(body: str) -> Command | None:
         return Command(name, tuple(words))
     if name == "run":
         return _run(words)
-    if name in ("rerun", "cancel"):
+    if name in _ONE_ARGUMENT:
         if len(words) > 1:
-            return Command(name, tuple(words), problem=f"`/{name}` takes at most one job name")
+            return Command(name, tuple(words),
+                           problem=f"`/{name}` takes at most one {_ONE_ARGUMENT[name]}")
         return Command(name, tuple(words))
     if words:
         return Command(name, tuple(words), problem=f"`/{name}` takes no arguments")

@@ -35,7 +35,7 @@ jobbot commands (one per comment, on the first line):
 | `/rerun JOB` | rerun the latest run of JOB on this pull request |
 | `/cancel [JOB]` | cancel this pull request's running runs (of JOB) |
 | `/jobs` | what can run here, with each job's last state |
-| `/ok-to-test` | (write access) allow runs for this head commit of a fork's pull request |
+| `/ok-to-test [SHA]` | (write access) allow runs of a fork's head: the one you saw, or SHA |
 """
 
 

@@ -1,6 +1,7 @@
 """A fake GitHub REST API on 127.0.0.1 speaking GitHub's wire format (JWT app auth,
-installation tokens, contents, tarballs, reactions, comments, check runs, permissions, pulls),
-recording every call; failures (rate limits, outages) can be queued per route."""
+installation tokens, branches, contents, tarballs, reactions, comments, check runs,
+permissions, pulls), recording every call; failures (rate limits, outages) can be queued per
+route."""
 
 from __future__ import annotations
 
@@ -96,6 +97,7 @@ class FakeGitHub:
     tarballs: dict[tuple[str, str], bytes] = field(default_factory=dict)
     permissions: dict[tuple[str, str], str] = field(default_factory=dict)
     pulls: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
+    branches: dict[tuple[str, str], str] = field(default_factory=dict)
     comments: dict[tuple[str, int], list[dict[str, Any]]] = field(default_factory=dict)
     reactions: list[tuple[str, int, str]] = field(default_factory=list)
     check_runs: dict[int, dict[str, Any]] = field(default_factory=dict)
@@ -116,6 +118,9 @@ class FakeGitHub:
             self.add_file(repository, sha, path, text)
         top = f"{repository.replace('/', '-')}-{sha[:7]}"
         self.tarballs[(repository, sha)] = tarball(top, files)
+
+    def add_branch(self, repository: str, branch: str, sha: str) -> None:
+        self.branches[(repository, branch)] = sha
 
     def add_pull(self, repository: str, number: int, head_sha: str, *, author: str = "alice",
                  head_repo: str | None = None) -> None:
@@ -155,6 +160,7 @@ class FakeGitHub:
         r.add_patch(base + "/check-runs/{id}", self._update_check)
         r.add_get(base + "/collaborators/{user}/permission", self._permission)
         r.add_get(base + "/pulls/{number}", self._pull)
+        r.add_get(base + "/branches/{branch:.+}", self._branch)
         return app
 
     @web.middleware
@@ -295,6 +301,14 @@ class FakeGitHub:
     async def _pull(self, request: web.Request) -> web.Response:
         pull = self.pulls.get((self._repo(request), int(request.match_info["number"])))
         return web.json_response(pull) if pull else _error(404, "Not Found")
+
+
+    async def _branch(self, request: web.Request) -> web.Response:
+        repo, branch = self._repo(request), request.match_info["branch"]
+        sha = self.branches.get((repo, branch))
+        if sha is None:
+            return _error(404, "Branch not found")
+        return web.json_response(shapes.branch(repo, branch, sha))
 
 
 def _check_shape(repo: str, check: dict[str, Any]) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from tests.fakes.github import mentions, render_markdown, tarball
     ("/cancel", "cancel", (), {}),
     ("/JOBS", "jobs", (), {}),
     ("/ok-to-test", "ok-to-test", (), {}),
+    ("/ok-to-test 1a2b3c4", "ok-to-test", ("1a2b3c4",), {}),
     ("> quoted\n/run x", "run", ("x",), {}),
 ])
 def test_commands_are_parsed(body: str, name: str, args: tuple[str, ...],
@@ -54,6 +55,7 @@ def test_no_command_outside_the_first_visible_line(body: str) -> None:
 @pytest.mark.parametrize(("body", "problem"), [
     ("/run", "say which job"), ("/run x NOPE", "bad override 'NOPE': use KEY=VALUE"),
     ("/rerun a b", "at most one job"), ("/jobs all", "takes no arguments"),
+    ("/ok-to-test 1a2b3c4 5d6e7f8", "at most one commit sha"),
 ])
 def test_malformed_commands_say_what_is_wrong(body: str, problem: str) -> None:
     command = commands.parse(body)
