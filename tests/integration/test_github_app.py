@@ -709,7 +709,8 @@ async def test_command_answers_quoting_input_render_inert(gh: support.Harness) -
     assert_inert(html)
     assert "'nosuch|x&lt;img&gt;@\u200dmallory```[a](javascript:alert(1))'" in html
     # Backticks pair up as GitHub pairs them: code stays code, the rest is text.
-    assert "``&lt;img&gt;<code>@acme/ops|y</code> is not KEY=VALUE" in html
+    assert ("bad override '<code>&lt;img&gt;</code>@\u200dacme/ops|y': use KEY=VALUE"
+            in html)
     # The /jobs table: one row per job, three cells each, the description shown as written.
     rows = re.findall(r"<tr>(.*?)</tr>", html, re.S)
     assert len(rows) == 1 + len(gh.service.catalog.app("shop").jobs)
