@@ -215,7 +215,9 @@ class Context:
     async def start(self, target: JobRef, actor: Actor, *, repository: str, sha: str, ref: str,
                     key: str, origin: dict[str, Any], overrides: dict[str, str] | None = None,
                     image: str | None = None) -> TriggerResult:
-        """Run a job at a sha; jobs with image_from_build get their build (made if needed)."""
+        """Run a job at a sha; jobs with image_from_build get their build (made if needed).
+        Overrides the job refuses are refused before anything is built."""
+        await self.service.check_overrides(target, overrides)
         if target.job.image_from_build and image is None:
             outcome = await self.build(target.app, target.job.image_from_build, repository, sha,
                                        ref, actor, f"{key}:build", origin)
