@@ -83,7 +83,7 @@ class GitHubApp:
         try:
             # Committed before the answer, so a 2xx is never lost to a restart; the insert is
             # also the redelivery check.
-            new = await asyncio.to_thread(self.store.record_delivery, NewDelivery(
+            new = await self.intake.record(self.store.record_delivery, NewDelivery(
                 delivery_id, event, action, text, owner=str(self.intake.owner), head=head))
         except Exception:
             logger.exception("delivery %s could not be recorded", delivery_id,
