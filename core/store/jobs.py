@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -22,6 +23,7 @@ from core.store.base import (
     RUNS,
     StoreBase,
     chunks,
+    upsert_for,
 )
 
 # app, job, schedule fingerprint, last slot handled
@@ -30,10 +32,20 @@ ScheduleRow = tuple[str, str, str, datetime]
 _SLOWEST_CURSOR = select(func.min(CURSORS.c.last_event_id))
 
 
-def count_runs(conn: Connection, upsert: Any, counts: dict[tuple[str, str], int],
+@functools.cache
+def _count_statement(dialect: str) -> Any:
+    statement = upsert_for(dialect)(JOB_STATE)
+    return statement.on_conflict_do_update(index_elements=["app", "job"], set_={
+        "last_number": JOB_STATE.c.last_number + statement.excluded.last_number,
+        "fingerprint": func.coalesce(statement.excluded.fingerprint, JOB_STATE.c.fingerprint),
+        "last_slot": func.coalesce(statement.excluded.last_slot, JOB_STATE.c.last_slot),
+    })
+
+
+def count_runs(conn: Connection, counts: dict[tuple[str, str], int],
                schedules: Sequence[ScheduleRow] = ()) -> dict[tuple[str, str], int]:
     """Add `counts` new runs to each job's counter and save `schedules`, creating the jobs'
-    rows where missing; each job's last run number now.
+    rows where missing; the last run number of each job in `counts`.
 
     The rows stay locked until the transaction ends, so runs of one job are numbered one
     transaction after the other, without gaps. They are written in (app, job) order: two
@@ -44,15 +56,15 @@ def count_runs(conn: Connection, upsert: Any, counts: dict[tuple[str, str], int]
              "fingerprint": saved.get((app, job), (None, None))[0],
              "last_slot": saved.get((app, job), (None, None))[1]}
             for app, job in sorted(counts.keys() | saved.keys())]
-    if not rows:
-        return {}
-    statement = upsert(JOB_STATE)
-    statement = statement.on_conflict_do_update(index_elements=["app", "job"], set_={
-        "last_number": JOB_STATE.c.last_number + statement.excluded.last_number,
-        "fingerprint": func.coalesce(statement.excluded.fingerprint, JOB_STATE.c.fingerprint),
-        "last_slot": func.coalesce(statement.excluded.last_slot, JOB_STATE.c.last_slot),
-    }).returning(JOB_STATE.c.app, JOB_STATE.c.job, JOB_STATE.c.last_number)
-    return {(app, job): number for app, job, number in conn.execute(statement, rows)}
+    if rows:
+        # An executemany, not RETURNING: psycopg would parse a multi-row statement's text.
+        conn.execute(_count_statement(conn.dialect.name), rows)
+    numbers: dict[tuple[str, str], int] = {}
+    for chunk in chunks(list(counts)):
+        numbers.update(((app, job), number) for app, job, number in conn.execute(
+            select(JOB_STATE.c.app, JOB_STATE.c.job, JOB_STATE.c.last_number)
+            .where(tuple_(JOB_STATE.c.app, JOB_STATE.c.job).in_(chunk))))
+    return numbers
 
 
 def _ranked_history(beyond: int, touched_after: int | None = None) -> Select[Any]:
@@ -91,7 +103,7 @@ class JobStore(StoreBase):
     def set_paused(self, app: str, job: str, paused: bool, actor: str) -> bool:
         """Pause or resume; returns False if the job already was in that state."""
         with self._writing() as conn:
-            count_runs(conn, self._upsert, {(app, job): 0})
+            count_runs(conn, {(app, job): 0})
             result = conn.execute(
                 update(JOB_STATE)
                 .where(JOB_STATE.c.app == app, JOB_STATE.c.job == job,
@@ -118,7 +130,7 @@ class JobStore(StoreBase):
         each scheduler only saves slots it has handled, and slots only move forward."""
         if states:
             with self._writing() as conn:
-                count_runs(conn, self._upsert, {}, states)
+                count_runs(conn, {}, states)
 
     def forget_schedule_states(self, jobs: Sequence[tuple[str, str]]) -> None:
         """Forget the schedule of (app, job) pairs that no longer exist (their run numbers

@@ -3,19 +3,28 @@ run-event outbox with its subscribers' cursors."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, func, select, tuple_, update
+from sqlalchemy import Connection, bindparam, func, select, tuple_, update
 from sqlmodel import Session, col
 from sqlmodel import select as orm_select
 
 from core.models import Attempt, Run, RunEvent, RunState, SubscriberCursor, utcnow
 from core.run_ids import new_run_ids
 from core.store.audit import AuditRecord
-from core.store.base import AUDIT_LOG, LIVE_STATES, RUN_EVENTS, RUNS, StoreBase, chunks
+from core.store.base import (
+    AUDIT_LOG,
+    LIVE_STATES,
+    RUN_EVENTS,
+    RUNS,
+    StoreBase,
+    chunks,
+    upsert_for,
+)
 from core.store.jobs import ScheduleRow, count_runs
 
 # From which states each state may be reached; a final state is never left.
@@ -91,12 +100,24 @@ class _KeyUsed(Exception):
     """An idempotency key of the runs being written is used: the transaction rolls back."""
 
 
+# Statements of the trigger path are built once: building one costs more than running it.
+_ACTIVE = (select(RUNS.c.id, RUNS.c.number, RUNS.c.state, RUNS.c.actor)
+           .where(RUNS.c.app == bindparam("app"), RUNS.c.job == bindparam("job"),
+                  RUNS.c.id != bindparam("id"), RUNS.c.state.in_(LIVE_STATES))
+           .order_by(RUNS.c.number.desc()).limit(ACTIVE_LIMIT))
+_INSERT_EVENT = RUN_EVENTS.insert()
+_INSERT_AUDIT = AUDIT_LOG.insert()
+
+
+@functools.cache
+def _insert_statement(dialect: str) -> Any:
+    # The number of rows written tells whether a key was used (psycopg sums an executemany's).
+    return (upsert_for(dialect)(RUNS).on_conflict_do_nothing(index_elements=["idempotency_key"])
+            .execution_options(preserve_rowcount=True))
+
+
 def _active(conn: Connection, run: Run) -> list[ActiveRun]:
-    rows = conn.execute(
-        select(RUNS.c.id, RUNS.c.number, RUNS.c.state, RUNS.c.actor)
-        .where(RUNS.c.app == run.app, RUNS.c.job == run.job, RUNS.c.id != run.id,
-               RUNS.c.state.in_(LIVE_STATES))
-        .order_by(RUNS.c.number.desc()).limit(ACTIVE_LIMIT))
+    rows = conn.execute(_ACTIVE, {"app": run.app, "job": run.job, "id": run.id})
     return [ActiveRun(*row) for row in rows]
 
 
@@ -136,7 +157,9 @@ class RunStore(StoreBase):
         fresh = list(news)
         if not fresh and not schedule_states:
             return []
-        while True:
+        # A pass meets a used key only if another process used it after the check: the whole
+        # batch rolls back (so no run number is skipped) and goes again without it.
+        for _ in range(len(fresh) + 1):
             try:
                 with self._writing() as conn:
                     used = self._used_keys(conn, [n.idempotency_key for n in fresh
@@ -146,10 +169,8 @@ class RunStore(StoreBase):
                     runs = self._insert_runs(conn, fresh, audits, schedule_states)
                 return [Created(run, True, []) for run in runs]
             except _KeyUsed:
-                # Another process used a key between the check and the insert: the whole
-                # batch rolls back (so no run number is skipped) and goes again without it.
-                # Each pass finds at least one more used key, so this ends.
                 continue
+        raise RuntimeError("every pass of a batch of runs met an idempotency key not seen used")
 
     def _insert_runs(self, conn: Connection, news: Sequence[NewRun],
                      audits: Sequence[AuditRecord | None],
@@ -159,7 +180,7 @@ class RunStore(StoreBase):
         counts: dict[tuple[str, str], int] = {}
         for new in news:
             counts[(new.app, new.job)] = counts.get((new.app, new.job), 0) + 1
-        last = count_runs(conn, self._upsert, counts, schedules)
+        last = count_runs(conn, counts, schedules)
         if not news:
             return []
         numbers = {key: last[key] - count for key, count in counts.items()}
@@ -168,19 +189,16 @@ class RunStore(StoreBase):
         for new, run_id in zip(news, new_run_ids(len(news)), strict=True):
             numbers[(new.app, new.job)] += 1
             rows.append(new.row(run_id, numbers[(new.app, new.job)], now))
-        inserted = conn.execute(self._upsert(RUNS)
-                                .on_conflict_do_nothing(index_elements=["idempotency_key"])
-                                .returning(RUNS.c.id), rows).all()
-        if len(inserted) != len(rows):
+        if conn.execute(_insert_statement(self.dialect), rows).rowcount != len(rows):
             raise _KeyUsed()
-        conn.execute(RUN_EVENTS.insert(), [
+        conn.execute(_INSERT_EVENT, [
             {"run_id": row["id"], "kind": "created", "state": row["state"],
              "data": {"reason": row["reason"]} if row["reason"] else {}, "created_at": now}
             for row in rows])
         lines = [record.row(f"#{row['number']} ({row['id']})")
                  for record, row in zip(audits, rows, strict=True) if record is not None]
         if lines:
-            conn.execute(AUDIT_LOG.insert(), lines)
+            conn.execute(_INSERT_AUDIT, lines)
         return [Run.model_construct(**row) for row in rows]
 
     @staticmethod

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 import sqlalchemy as sa
 
 from core.migrations.runner import downgrade, upgrade
@@ -37,6 +38,25 @@ def test_a_batch_numbers_runs_per_job_and_leaves_out_used_keys(store: Store) -> 
     assert [e.kind for e in store.events_for(skipped.id)] == ["created"]
     assert store.audit_log(limit=10)[0].action == "run"
     assert store.create_runs([]) == []
+
+
+def test_a_batch_meeting_a_key_used_after_its_check_goes_again_without_it(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    store.create_runs([slot("a", 1)])
+    checked: list[list[str]] = []
+    check = store._used_keys
+
+    def late_check(conn: sa.Connection, keys: list[str]) -> set[str]:
+        # The first check runs before another process's slot a1 commits.
+        checked.append(keys)
+        return set() if len(checked) == 1 else check(conn, keys)
+
+    monkeypatch.setattr(store, "_used_keys", late_check)
+    created = store.create_runs([slot("a", 1), slot("a", 2), slot("b", 1)])
+    assert [(c.run.job, c.run.number) for c in created] == [("a", 2), ("b", 1)]
+    assert len(checked) == 2
+    assert [r.number for r in store.list_runs(app="demo", job="a")] == [2, 1]  # no gap
+    assert len(store.list_runs(app="demo", job="b")) == 1
 
 
 def test_schedule_state_and_paused_jobs(store: Store) -> None:
