@@ -23,9 +23,8 @@ from core.overrides import check_overrides
 from core.policy import Action, Actor, decide
 from core.procs import ProcessId
 from core.run_ids import is_run_id
-from core.run_insert import ActiveRun, ScheduleRow
 from core.spec import JobSpec
-from core.store import AuditRecord, NewRun, Store
+from core.store import ActiveRun, AuditRecord, NewRun, ScheduleRow, Store
 
 logger = logging.getLogger(__name__)
 P = ParamSpec("P")
