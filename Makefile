@@ -13,6 +13,7 @@ help:
 	@echo "make test    lint, type-check, check layering, unit, integration and browser tests"
 	@echo "make browser-test  the run pages in headless Chromium (installs Debian's chromium)"
 	@echo "make e2e     end-to-end tests against a real Kubernetes control plane"
+	@echo "make fuzz    the fuzz suite at length (10,000+ cases; make test runs a bounded one)"
 	@echo "make bench   benchmarks (figures printed, nothing asserted)"
 
 venv: $(STAMP)

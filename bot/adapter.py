@@ -28,6 +28,11 @@ MAX_AGE = 300
 # Fields Slack sends as objects; a payload with another type there is not Slack's.
 _OBJECT_FIELDS = ("user", "channel", "team", "enterprise", "container", "view", "event",
                   "message", "state")
+# Fields Slack sends as strings, at the top and in `user` and `channel`: the listeners answer
+# to response_url and name people and channels by them.
+_TEXT_FIELDS = ("type", "response_url", "trigger_id", "user_id", "user_name", "channel_id",
+                "text", "command")
+_ID_FIELDS = ("id", "name", "username", "team_id")
 # A form has a few dozen fields at most; Slack's payloads are far below this.
 _MAX_FIELDS = 100
 
@@ -60,10 +65,15 @@ async def to_bolt_request(request: web.Request, secret: bytes) -> AsyncBoltReque
     body = _parse(raw, request.content_type)
     headers: dict[str, str | Sequence[str]] = {
         name.lower(): request.headers.getall(name) for name in request.headers}
-    # Bolt takes a parsed body only in its "socket_mode" mode, which otherwise only skips
-    # Bolt's signature check: checked here already.
-    return AsyncBoltRequest(body=body, query=request.query_string, headers=headers,
-                            mode="socket_mode")
+    try:
+        # Bolt takes a parsed body only in its "socket_mode" mode, which otherwise only skips
+        # Bolt's signature check: checked here already.
+        return AsyncBoltRequest(body=body, query=request.query_string, headers=headers,
+                                mode="socket_mode")
+    except (TypeError, AttributeError, KeyError, IndexError, ValueError):
+        # Bolt reads the ids of a request from a dozen places of Slack's payloads (user,
+        # channel, team, authorizations, event...) and trusts their types there.
+        raise Refused(400, "the body is not of a shape Slack sends") from None
 
 
 def to_aiohttp_response(bolt_response: BoltResponse) -> web.Response:
@@ -98,9 +108,13 @@ def _parse(raw: bytes, content_type: str) -> dict[str, Any]:
 
 def _slack_shaped(body: Mapping[str, Any]) -> bool:
     """The fields Bolt and the listeners read have the types Slack gives them."""
-    if not isinstance(body.get("type", ""), str):
+    if not _texts(body, _TEXT_FIELDS):
         return False
+    if "command" in body and not body.get("user_id"):
+        return False  # Slack names who typed every slash command
     if any(not isinstance(body.get(name), dict | None) for name in _OBJECT_FIELDS):
+        return False
+    if not all(_texts(body.get(name) or {}, _ID_FIELDS) for name in ("user", "channel")):
         return False
     actions = body.get("actions", [])
     return isinstance(actions, list) and all(
@@ -108,3 +122,7 @@ def _slack_shaped(body: Mapping[str, Any]) -> bool:
                                          for name in ("action_id", "value", "block_id",
                                                       "action_ts"))
         for action in actions)
+
+
+def _texts(fields: Mapping[str, Any], names: tuple[str, ...]) -> bool:
+    return all(isinstance(fields.get(name, ""), str) for name in names)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import re
 import shlex
 from dataclasses import dataclass, field
 
@@ -15,6 +16,8 @@ from core.run_ids import is_run_id
 
 DEFAULT_TAIL = 30
 MAX_TAIL = 200
+# ASCII digits only: str.isdigit() is true for "²", which int() refuses.
+_TAIL = re.compile(r"[0-9]{1,4}")
 
 # Usage line and one-sentence help per command, in the order `help` lists them.
 USAGE: dict[str, tuple[str, str]] = {

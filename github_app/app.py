@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,9 @@ ROUTER = Router.merge(comments.router, pulls.router, checks.router, push.router,
 # and a redelivery must still find its record so it starts nothing.
 KEEP_HANDLED = timedelta(days=7)
 PRUNE_EVERY = timedelta(hours=6)
+# GitHub's event names and delivery ids (UUIDs); anything else (bytes that are not UTF-8
+# among them) is no delivery of GitHub's, and could not be stored as text either.
+_HEADER = re.compile(r"[\x21-\x7e]{1,64}")
 
 
 class GitHubApp:
@@ -69,9 +73,9 @@ class GitHubApp:
             return _answer(401, "the X-Hub-Signature-256 signature is missing or wrong")
         event = request.headers.get("X-GitHub-Event", "")
         delivery_id = request.headers.get("X-GitHub-Delivery", "")
-        if not (0 < len(event) <= 64 and 0 < len(delivery_id) <= 64):
+        if not (_HEADER.fullmatch(event) and _HEADER.fullmatch(delivery_id)):
             return _answer(400, "X-GitHub-Event and X-GitHub-Delivery headers are required "
-                                "(64 characters at most)")
+                                "(64 visible ASCII characters at most)")
         parsed = _payload(body, request.content_type)
         if parsed is None:
             return _answer(400, "the body is not a JSON object (nor a form with `payload`)")
@@ -150,6 +154,10 @@ class GitHubApp:
             await asyncio.sleep(PRUNE_EVERY.total_seconds())
 
 
+# The mounted App on the aiohttp app, for whoever needs its intake or reporter (tests).
+GITHUB = web.AppKey("github_app", GitHubApp)
+
+
 def _payload(body: bytes, content_type: str) -> tuple[dict[str, Any], str] | None:
     """The payload and its JSON text, or None if the body is not a JSON object."""
     try:
@@ -185,6 +193,7 @@ def setup(app: web.Application, *, config: GitHubConfig, service: JobService, li
     subscribe the check-run reporter to run events. Without `builder`, a LocalBuilder under
     `workspaces`."""
     github = GitHubApp(config, service, links, builder=builder, workers=workers)
+    app[GITHUB] = github
     if builder is None and workspaces is not None:
         github.ctx.builder = LocalBuilder(workspaces, github.fetch_tarball)
     app.router.add_post("/github/webhook", github.webhook)

@@ -26,7 +26,7 @@ from core.errors import BadInput
 from core.models import RunState
 from core.policy import Actor
 from core.store import NewRun
-from jobbot.server import OUTBOX, make_app
+from jobbot.server import make_app
 from jobbot.settings import Settings
 from jobbot.wiring import Runtime, build_runtime
 from tests.fakes.slack import (
@@ -43,6 +43,7 @@ from tests.fakes.slack import (
     outside_code,
 )
 from tests.support.apps import python_job, write_app
+from tests.support.server import serve
 
 SECRET_VALUE = "hunter2-very-secret-value"
 JOBS: list[dict[str, Any]] = [
@@ -135,26 +136,14 @@ async def start_bot(tmp_path: Path, fake: FakeSlack, database_url: str | None = 
                         JOBBOT_PUBLIC_URL="http://jobbot.test", JOBBOT_SECRET_KEY="k" * 32,
                         SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_API_URL=fake.api_url,
                         **(extra or {}), **slack)  # type: ignore[arg-type]
-    runtime = build_runtime(settings, config)
-    app = make_app(runtime)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    url = f"http://127.0.0.1:{port}/slack/events"
-    outbox = asyncio.create_task(app[OUTBOX].run())
-    slack = SlackSender(fake, url)
+    served = await serve(settings, config)
+    slack = SlackSender(fake, f"{served.base_url}/slack/events")
 
     async def stop() -> None:
-        outbox.cancel()
-        await asyncio.gather(outbox, return_exceptions=True)
-        await runtime.service.shutdown("test over")
         await slack.close()
-        await runner.cleanup()
-        runtime.close()
+        await served.stop()
 
-    return Bot(fake, slack, runtime, url, app), stop
+    return Bot(fake, slack, served.runtime, slack.target, served.app), stop
 
 
 @pytest.fixture

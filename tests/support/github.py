@@ -72,13 +72,25 @@ async def start(tmp_path: Path, app: AppSpec, store: Store, *, workers: int = 4,
                 service: ServiceFactory = make_service) -> tuple[Harness, list[Any]]:
     """Fake GitHub + jobbot with the App; returns the harness and what to close. `service`
     builds jobbot's service (the local executor unless a test passes another)."""
+    fake, fake_server = await start_fake()
+    harness = await _start_jobbot(tmp_path, app, store, fake, workers, service)
+    return harness, [fake_server]
+
+
+async def start_fake() -> tuple[FakeGitHub, TestServer]:
+    """The fake GitHub on a free port (its `url` set), knowing the App's public key; the
+    App's private key is `private_key()`."""
     _, public = _KEYS
     fake = FakeGitHub(APP_ID, public)
     fake_server = TestServer(fake.app(), host="127.0.0.1")
     await fake_server.start_server()
     fake.url = str(fake_server.make_url("")).rstrip("/")
-    harness = await _start_jobbot(tmp_path, app, store, fake, workers, service)
-    return harness, [fake_server]
+    return fake, fake_server
+
+
+def private_key() -> str:
+    """The App's private key (PEM), the one the fake GitHub checks its JWTs against."""
+    return _KEYS[0]
 
 
 async def _start_jobbot(tmp_path: Path, app: AppSpec, store: Store, fake: FakeGitHub,
