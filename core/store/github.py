@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Table, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 from sqlmodel import select as orm_select
@@ -25,6 +25,7 @@ from core.models import (
 )
 from core.store.base import BRANCH_HEADS, DELIVERIES, Abandoned, StoreBase
 
+REPOSITORY_APPS: Table = RepositoryApp.__table__  # type: ignore[attr-defined]
 # The outcome of a delivery recorded but not handled yet.
 RECEIVED = "received"
 
@@ -139,18 +140,17 @@ class GitHubStore(StoreBase):
     def save_repository_app(self, repository: str, app: str, sha: str, app_yaml: str) -> str | None:
         """Remember the app `repository` defines; if another repository already defines an app
         of that name, nothing changes and that repository is returned."""
-        with self._write() as session:
-            other = session.exec(orm_select(RepositoryApp).where(
-                col(RepositoryApp.app) == app,
-                col(RepositoryApp.repository) != repository)).first()
+        with self._writing() as conn:
+            other = conn.execute(select(REPOSITORY_APPS.c.repository).where(
+                REPOSITORY_APPS.c.app == app, REPOSITORY_APPS.c.repository != repository)
+            ).scalar()
             if other is not None:
-                return other.repository
-            row = session.get(RepositoryApp, repository)
-            if row is None:
-                session.add(RepositoryApp(repository=repository, app=app, sha=sha,
-                                          app_yaml=app_yaml, updated_at=utcnow()))
-            else:
-                row.app, row.sha, row.app_yaml, row.updated_at = app, sha, app_yaml, utcnow()
+                return str(other)
+            # An upsert: two deliveries of one repository may save its app at once.
+            row = self._upsert(REPOSITORY_APPS).values(
+                repository=repository, app=app, sha=sha, app_yaml=app_yaml, updated_at=utcnow())
+            conn.execute(row.on_conflict_do_update(index_elements=["repository"], set_={
+                name: row.excluded[name] for name in ("app", "sha", "app_yaml", "updated_at")}))
             return None
 
     def pull_request_comment(self, repository: str, number: int) -> int | None:
