@@ -1,244 +1,269 @@
-"""Benchmark: time to answer signed GitHub deliveries, `jobbot serve` against a bare handler.
+"""Benchmark: `jobbot serve`'s GitHub intake on SQLite and PostgreSQL (answers, overload, feedback).
 
-Three processes besides this one: the fake GitHub REST API (niced: GitHub's own work is not
-jobbot's), `jobbot serve` (local executor, SQLite, the GitHub App on POST /github/webhook) and
-a bare aiohttp handler that only verifies the signature, served the same way (AppRunner and
-TCPSite on 127.0.0.1, no access log). This process is the client for both: 2,000 deliveries,
-pushes and `/jobs` comments on 50 pull requests mixed, from 50 concurrent connections. Rounds
-alternate between the two; after each jobbot round the bench waits until jobbot has handled
-every delivery (the API calls happen after the answer), so a bare round never shares the
-machine with jobbot's leftover work, and prints how long that took. It also prints each
-server's CPU time per delivery during the rounds, which varies less from run to run than the
-latencies do. Goal: p99 under 100 ms and no more than 1.5x the bare handler.
+Answers to signed webhook deliveries against a bare and a naive durable handler, answers under
+overload, and how soon a pull request's check run appears after a `/run` comment.
 
-    .venv/bin/python -m bench.github_webhook [--deliveries 2000] [--clients 50] [--rounds 2]
+Per database, this process is the clients and drives five others: the fake GitHub REST API
+(tests/fakes/github.py, which records when each call arrives; its records are read over HTTP)
+and three servers taking POST /github/webhook, each served by aiohttp on 127.0.0.1:
+
+- bare: a handler that verifies X-Hub-Signature-256 and answers 202;
+- naive durable: the same, which first INSERTs the delivery (a row with its payload) and
+  commits, in a worker thread, through a SQLAlchemy engine on the same kind of database
+  (SQLite in WAL mode with synchronous=NORMAL, as jobbot opens it);
+- jobbot: `jobbot serve`, driven as a black box (HTTP in, the fake GitHub out), so nothing is
+  injected into it: it runs the local executor it has without Kubernetes. The job runs
+  `true`, so a `/run` really creates and runs a run and its check run, and the processes
+  cost little beside the intake.
+
+On PostgreSQL, jobbot and the naive handler each have a database in one throwaway cluster
+(tests/support/postgres.py); on SQLite, each its own file.
+
+Three parts, each printed per database, then a summary:
+
+- Answers: the same deliveries to each server from 50 concurrent connections, in alternating
+  rounds (bare, naive, jobbot): half pushes to a feature branch (jobbot reads app.yaml at the
+  sha), half `/jobs` comments on 50 pull requests (jobbot reacts, lists the jobs in its PR
+  comment, reacts again), each comment new. After each jobbot round the bench waits until the
+  fake has seen the last API call of every delivery's work, so the next round has the machine
+  to itself. Per server: p50, p99 and max latency (of every request), answers per second,
+  errors (anything but a 2xx, or no answer within GitHub's 10 s); jobbot/bare and jobbot/naive
+  ratios. Goals: jobbot's p99 under 100 ms, its throughput at least the naive handler's.
+- Overload: 1,000 deliveries from 500 concurrent connections to each server, then the wait
+  for jobbot's work, which counts the requests it may have taken without answering in time.
+  Goal: no errors from jobbot, p99 under 1 s.
+- Feedback: 20 `/run check` comments a second for 30 s to jobbot, each on its own pull request
+  (its own head sha); the time from sending each to the fake receiving the POST that creates
+  the check run for that sha. Goal: p99 under 2 s.
+
+    .venv/bin/python -m bench.github_webhook [--database sqlite|postgres|both]
+        [--deliveries 2000] [--clients 50] [--rounds 2] [--overload-clients 500] [--rate 20]
+        [--seconds 30] [--keep]
+
+A quick smoke run: `--commands 200 --rounds 1 --seconds 5 --warm-up 50` (`--commands` is
+another name for `--deliveries`).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
+import hmac
+import itertools
 import json
-import os
-import statistics
 import subprocess
 import sys
-import tempfile
-import time
 import uuid
 from pathlib import Path
+from typing import Any
 
-import aiohttp
 from aiohttp import web
 
-from bench.servers import cpu_seconds, free_port, run_round, stop_all, wait_healthy
-from bench.trigger import percentile
-from core.store import Store
-from github_app.signature import sign, verify
+from bench.servers import (
+    Databases,
+    Intake,
+    NaiveStore,
+    Records,
+    Request,
+    Servers,
+    Target,
+    add_arguments,
+    child_env,
+    listen,
+    run_bench,
+    serve_records,
+    start_role,
+    stop_all,
+    stream_count,
+    wait_file,
+    wait_healthy,
+)
 from tests.fakes import github_payloads as payloads
 from tests.fakes.github import FakeGitHub, private_key_pem
-from tests.support.apps import python_job
+from tests.support.net import free_port
 
+MODULE = "bench.github_webhook"
 REPO = "acme/shop"
-PULLS = 50
+PULLS = 50  # the pull requests of the `/jobs` comments: 1 to 50
+FIRST_STREAMED_PULL = 1001  # the stream's pull requests, one per `/run`, from this number on
 SECRET = "bench-webhook-secret"
-APP_YAML = json.dumps({"app": "shop", "jobs": [python_job("check", "print(1)")]})
+APP_SHA = "a" * 40
+APP_YAML = json.dumps({"app": "shop", "jobs": [
+    {"name": "check", "image": "busybox", "command": ["true"]}]})
+# Stand-ins in payload templates, replaced in the JSON text by each delivery's own values.
+COMMENT_ID = 777_000_777
+PULL_NUMBER = 987_654
 
 
-# -- the servers run in child processes ---------------------------------------------------
+def head_sha(number: int) -> str:
+    return f"f{number:039d}"
 
 
-async def listen(app: web.Application, port: int) -> None:
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    await asyncio.Event().wait()
+def sign(body: bytes) -> str:
+    return "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
 
 
-async def serve_fake_github(port: int, public_key: str, ready_file: str) -> None:
-    os.nice(10)
+# -- the roles run in child processes -----------------------------------------------------
+
+
+async def serve_fake_github(public_key: str, pulls: str, port_file: str) -> None:
     fake = FakeGitHub(payloads.APP_ID, public_key)
     fake.permissions[(REPO, "alice")] = "write"
-    for pr in range(1, PULLS + 1):
-        fake.add_pull(REPO, pr, "b" * 40)
-    fake.add_file(REPO, "a" * 40, "app.yaml", APP_YAML)
+    for number in range(1, PULLS + 1):
+        fake.add_pull(REPO, number, "b" * 40)
+    for number in range(FIRST_STREAMED_PULL, FIRST_STREAMED_PULL + int(pulls)):
+        fake.add_pull(REPO, number, head_sha(number))
+    fake.add_file(REPO, APP_SHA, "app.yaml", APP_YAML)
+    port = free_port()
     fake.url = f"http://127.0.0.1:{port}"
     runner = web.AppRunner(fake.app(), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
-    await asyncio.to_thread(Path(ready_file).write_text, "ready")
-    await asyncio.Event().wait()
+
+    def rows(since: int) -> list[dict[str, Any]]:
+        return [{"method": c.method, "path": c.path, "at": c.at,
+                 **({k: c.body.get(k) for k in ("content", "head_sha", "status")}
+                    if isinstance(c.body, dict) else {})} for c in fake.calls[since:]]
+
+    await serve_records(rows, Path(port_file), fake.url)
 
 
-async def bare_handler(request: web.Request) -> web.Response:
-    body = await request.read()
-    if not verify(SECRET.encode(), body, request.headers.get("X-Hub-Signature-256")):
-        return web.json_response({"error": "bad signature"}, status=401)
-    return web.json_response({"status": "accepted", "message": "accepted"}, status=202)
+async def serve_handler(port: int, naive_url: str | None) -> None:
+    """Verify the signature and answer 202 (bare), or first commit the delivery (naive)."""
+    store = NaiveStore(naive_url) if naive_url else None
 
+    async def webhook(request: web.Request) -> web.Response:
+        body = await request.read()
+        if not hmac.compare_digest(sign(body), request.headers.get("X-Hub-Signature-256", "")):
+            return web.json_response({"error": "bad signature"}, status=401)
+        if store is not None:
+            await asyncio.to_thread(store.insert, request.headers.get("X-GitHub-Delivery", ""),
+                                    body)
+        return web.json_response({"status": "accepted"}, status=202)
 
-async def serve_bare(port: int) -> None:
     app = web.Application()
-    app.router.add_post("/github/webhook", bare_handler)
-    app.router.add_get("/healthz", lambda _: web.json_response({"status": "ok"}))  # type: ignore[arg-type,return-value]
+    app.router.add_post("/github/webhook", webhook)
     await listen(app, port)
 
 
-# -- the clients ----------------------------------------------------------------------------
+# -- the bench ----------------------------------------------------------------------------
 
 
-def deliveries(count: int) -> list[tuple[str, str, bytes]]:
-    """Half pushes to a feature branch, half `/jobs` comments on 50 PRs: each its own id."""
-    push = json.dumps(payloads.push(REPO, "feature", "a" * 40)).encode()
-    comments = [json.dumps(payloads.issue_comment(REPO, pr, "/jobs")).encode()
-                for pr in range(1, PULLS + 1)]
-    return [("push", str(uuid.uuid4()), push) if i % 2 else
-            ("issue_comment", str(uuid.uuid4()), comments[i // 2 % PULLS])
-            for i in range(count)]
+class GitHubIntake(Intake):
+    what = "signed deliveries"
+    streamed = "`/run check` comments, each on its own pull request,"
+    seen_what = "the pull request's check run created"
+    deadline = 10.0  # GitHub's wait for an answer
 
+    def __init__(self, pulls: int) -> None:
+        self.pulls = pulls  # how many the stream comments on
+        self.comment_ids = itertools.count(10_000_000)
+        self.push = json.dumps(payloads.push(REPO, "feature", APP_SHA)).encode()
+        # One checked payload per pull request; each delivery gets its own comment id.
+        self.jobs = [json.dumps(payloads.issue_comment(REPO, pr, "/jobs", comment_id=COMMENT_ID))
+                     for pr in range(1, PULLS + 1)]
+        self.run = json.dumps(payloads.issue_comment(REPO, PULL_NUMBER, "/run check",
+                                                     comment_id=COMMENT_ID))
+        self.count = 0
 
-async def send(url: str, items: list[tuple[str, str, bytes]], clients: int) -> list[float]:
-    latencies: list[float] = []
-    queue = list(reversed(items))
-    connector = aiohttp.TCPConnector(limit=clients)
-    async with aiohttp.ClientSession(connector=connector) as session:
-
-        async def client() -> None:
-            while queue:
-                event, delivery_id, body = queue.pop()
-                headers = {"X-GitHub-Event": event, "X-GitHub-Delivery": delivery_id,
-                           "X-Hub-Signature-256": sign(SECRET.encode(), body),
-                           "Content-Type": "application/json"}
-                started = time.perf_counter()
-                async with session.post(url, data=body, headers=headers) as response:
-                    await response.read()
-                    if response.status >= 300:
-                        raise RuntimeError(f"answer {response.status}")
-                latencies.append(time.perf_counter() - started)
-
-        await asyncio.gather(*(client() for _ in range(clients)))
-    return latencies
-
-
-def wait_handled(store: Store, sent: list[str], timeout: float = 300) -> float:
-    """Seconds until jobbot has recorded every delivery sent (it writes a delivery's row in
-    the first quiet spell after answering) and handled every one it recorded."""
-    started = time.perf_counter()
-    deadline = time.monotonic() + timeout
-    while len(store.known_deliveries(sent)) < len(sent) or store.unhandled_delivery_count():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"jobbot did not handle its deliveries within {timeout:.0f}s")
-        time.sleep(0.1)
-    return time.perf_counter() - started
-
-
-def report(name: str, latencies: list[float], elapsed: float) -> tuple[float, float, float]:
-    rate = len(latencies) / elapsed
-    p50, p99 = statistics.median(latencies) * 1000, percentile(latencies, 0.99) * 1000
-    print(f"{name:<8} {len(latencies):>6} deliveries  {rate:8.0f}/s  p50 {p50:6.1f} ms  "
-          f"p99 {p99:6.1f} ms  max {max(latencies) * 1000:6.1f} ms")
-    return rate, p50, p99
-
-
-def run(count: int, clients: int, rounds: int) -> None:
-    procs: list[subprocess.Popen[bytes]] = []
-    with tempfile.TemporaryDirectory(prefix="jobbot-bench-") as tmp:
-        work = Path(tmp)
+    def start(self, work: Path, dbs: Databases) -> Servers:
+        procs: list[subprocess.Popen[bytes]] = []
         try:
             private, public = private_key_pem()
             (work / "app.pem").write_text(private)
             (work / "app.pub").write_text(public)
-            ready = work / "fake-github-ready"
-            fake_port = free_port()
-            procs.append(subprocess.Popen([sys.executable, "-m", "bench.github_webhook",
-                                           "--role", "fake-github", "--arg", str(fake_port),
-                                           "--arg", str(work / "app.pub"), "--arg", str(ready)]))
-            while not ready.exists():
-                time.sleep(0.05)
+            port_file = work / "fake-github.json"
+            procs.append(fake := start_role(MODULE, "fake-github", str(work / "app.pub"),
+                                            str(self.pulls), str(port_file)))
+            urls = json.loads(wait_file(port_file, fake))
             (work / "app.yaml").write_text(APP_YAML)
-            jobbot_port, bare_port = free_port(), free_port()
-            env = {**os.environ, "JOBBOT_APP_CONFIG": str(work / "app.yaml"),
-                   "JOBBOT_DATA_DIR": str(work / ".jobbot"), "JOBBOT_PORT": str(jobbot_port),
-                   "JOBBOT_SECRET_KEY": "b" * 32, "GITHUB_APP_ID": str(payloads.APP_ID),
-                   "GITHUB_PRIVATE_KEY_PATH": str(work / "app.pem"),
-                   "GITHUB_WEBHOOK_SECRET": SECRET, "GITHUB_API_URL": f"http://127.0.0.1:{fake_port}"}
-            jobbot = subprocess.Popen([sys.executable, "-m", "jobbot", "serve"], env=env,
-                                      cwd=work, stderr=subprocess.DEVNULL)
-            procs.append(jobbot)
-            bare = subprocess.Popen([sys.executable, "-m", "bench.github_webhook", "--role",
-                                     "bare", "--arg", str(bare_port)])
-            procs.append(bare)
-            wait_healthy(jobbot_port, jobbot)
-            wait_healthy(bare_port, bare)
-            store = Store(f"sqlite:///{work / '.jobbot' / 'jobbot.db'}")
-            targets = {"bare": f"http://127.0.0.1:{bare_port}/github/webhook",
-                       "jobbot": f"http://127.0.0.1:{jobbot_port}/github/webhook"}
-            pids = {"bare": bare.pid, "jobbot": jobbot.pid}
-            results: dict[str, tuple[list[float], float]] = {n: ([], 0.0) for n in targets}
-            cpu: dict[str, float] = dict.fromkeys(targets, 0.0)
-            load_before = Path("/proc/loadavg").read_text().split()[:3]
-            # Warm up both (imports on first use, installation token, pools), unmeasured.
-            warm_up = deliveries(100)
-            for url in targets.values():
-                asyncio.run(send(url, warm_up, clients))
-            wait_handled(store, [i for _, i, _ in warm_up])
-            drains: list[float] = []
-            round_p99: dict[str, list[float]] = {}
-            comment_ids: list[str] = []
-            for _ in range(rounds):
-                for name, url in targets.items():
-                    items = deliveries(count // rounds)
-                    started, cpu_before = time.perf_counter(), cpu_seconds(pids[name])
-                    latencies = run_round(send(url, items, clients))
-                    elapsed = time.perf_counter() - started
-                    cpu[name] += cpu_seconds(pids[name]) - cpu_before
-                    so_far, total = results[name]
-                    results[name] = (so_far + latencies, total + elapsed)
-                    round_p99.setdefault(name, []).append(percentile(latencies, 0.99) * 1000)
-                    if name == "jobbot":
-                        drains.append(wait_handled(store, [i for _, i, _ in items]))
-                        comment_ids += [i for e, i, _ in items if e == "issue_comment"]
-            done = sum(1 for i in comment_ids if (row := store.delivery(i)) is not None
-                       and row.outcome.startswith("/jobs: done"))
-            store.close()
-            load_after = Path("/proc/loadavg").read_text().split()[:3]
-            print(f"{count} signed deliveries per server, {clients} concurrent clients, "
-                  f"{rounds} alternating rounds, {os.cpu_count()} CPUs, load average "
-                  f"{' '.join(load_before)} before, {' '.join(load_after)} after")
-            bare_rate, bare_p50, bare_p99 = report("bare", *results["bare"])
-            rate, p50, p99 = report("jobbot", *results["jobbot"])
-            for name, p99s in round_p99.items():
-                print(f"  p99 of each round, {name + ':':<7} "
-                      + "  ".join(f"{p:6.1f}" for p in p99s) + " ms")
-            print(f"jobbot handled {done} of {len(comment_ids)} `/jobs` comments (and the "
-                  f"pushes) {' s, '.join(f'{d:.1f}' for d in drains)} s after each round's "
-                  f"last answer")
-            answered = {name: len(results[name][0]) for name in targets}
-            print("CPU per delivery while answering (the server's every thread): "
-                  + "   ".join(f"{name} {cpu[name] / answered[name] * 1000:.3f} ms"
-                             for name in targets)
-                  + f"   ratio {cpu['jobbot'] / cpu['bare']:.2f}x")
-            print(f"ratio jobbot/bare: p50 {p50 / bare_p50:.2f}x   p99 {p99 / bare_p99:.2f}x   "
-                  f"throughput {rate / bare_rate:.2f}x   (goal: p99 < 100 ms and <= 1.5x)")
-        finally:
+            ports = {name: free_port() for name in ("bare", "naive", "jobbot")}
+            procs.append(bare := start_role(MODULE, "bare", str(ports["bare"])))
+            procs.append(naive := start_role(MODULE, "naive", str(ports["naive"]), dbs.naive))
+            log = work / "jobbot.log"
+            with log.open("wb") as out:
+                procs.append(jobbot := subprocess.Popen(
+                    [sys.executable, "-m", "jobbot", "serve"], cwd=work, stdout=out, stderr=out,
+                    env=child_env({
+                        "JOBBOT_APP_CONFIG": str(work / "app.yaml"),
+                        "JOBBOT_DATA_DIR": str(work / ".jobbot"),
+                        "JOBBOT_DATABASE_URL": dbs.jobbot,
+                        "JOBBOT_PORT": str(ports["jobbot"]), "JOBBOT_SECRET_KEY": "b" * 32,
+                        "GITHUB_APP_ID": str(payloads.APP_ID),
+                        "GITHUB_PRIVATE_KEY_PATH": str(work / "app.pem"),
+                        "GITHUB_WEBHOOK_SECRET": SECRET, "GITHUB_API_URL": urls["api"]})))
+            by_name = {"bare": bare, "naive": naive, "jobbot": jobbot}
+            for name, proc in by_name.items():
+                wait_healthy(ports[name], proc)
+        except BaseException:
             stop_all(procs)
+            raise
+        labels = {"bare": "bare: verify the signature, answer",
+                  "naive": "naive durable: commit the delivery, answer",
+                  "jobbot": "jobbot serve"}
+        targets = {name: Target(labels[name], f"http://127.0.0.1:{ports[name]}/github/webhook",
+                                proc) for name, proc in by_name.items()}
+        return Servers(Records(urls["records"]), targets, procs, log)
+
+    def _comment(self, template: str, pull: int | None = None) -> bytes:
+        text = template.replace(str(COMMENT_ID), str(next(self.comment_ids)))
+        if pull is not None:
+            text = text.replace(str(PULL_NUMBER), str(pull))
+        return text.encode()
+
+    def requests(self, count: int) -> list[Request]:
+        made = []
+        for _ in range(count):
+            self.count += 1
+            if self.count % 2:
+                made.append(delivery("push", "push", self.push))
+            else:
+                made.append(delivery("comment", "issue_comment",
+                                     self._comment(self.jobs[self.count // 2 % PULLS])))
+        return made
+
+    def feedback(self, index: int) -> tuple[str, Request]:
+        pull = FIRST_STREAMED_PULL + index
+        return head_sha(pull), delivery("run", "issue_comment", self._comment(self.run, pull))
+
+    def handled(self, row: dict[str, Any]) -> str | None:
+        # A push's work ends with reading app.yaml at its sha (feature is no build branch);
+        # a `/jobs` comment's with the reaction that says it is done.
+        if row["method"] == "GET" and row["path"].endswith("/contents/app.yaml"):
+            return "push"
+        if (row["method"] == "POST" and row["path"].endswith("/reactions")
+                and row.get("content") in ("rocket", "confused")):
+            return "comment"
+        return None
+
+    def seen(self, row: dict[str, Any]) -> str | None:
+        if row["method"] == "POST" and row["path"].endswith("/check-runs"):
+            return str(row.get("head_sha"))
+        return None
+
+
+def delivery(kind: str, event: str, body: bytes) -> Request:
+    return Request(kind, body, {"X-GitHub-Event": event, "X-GitHub-Delivery": str(uuid.uuid4()),
+                                "X-Hub-Signature-256": sign(body),
+                                "Content-Type": "application/json"})
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--deliveries", type=int, default=2000)
-    parser.add_argument("--clients", type=int, default=50)
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--role", choices=["fake-github", "bare"], help=argparse.SUPPRESS)
+    add_arguments(parser, names=["--deliveries", "--commands"], count=2000, rounds=2)
+    parser.add_argument("--role", choices=["fake-github", "bare", "naive"],
+                        help=argparse.SUPPRESS)
     parser.add_argument("--arg", action="append", default=[], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.role == "fake-github":
-        asyncio.run(serve_fake_github(int(args.arg[0]), Path(args.arg[1]).read_text(),
-                                      args.arg[2]))
+        asyncio.run(serve_fake_github(Path(args.arg[0]).read_text(), args.arg[1], args.arg[2]))
     elif args.role == "bare":
-        asyncio.run(serve_bare(int(args.arg[0])))
+        asyncio.run(serve_handler(int(args.arg[0]), None))
+    elif args.role == "naive":
+        asyncio.run(serve_handler(int(args.arg[0]), args.arg[1]))
     else:
-        run(args.deliveries, args.clients, args.rounds)
+        run_bench(GitHubIntake(stream_count(args)), args)
 
 
 if __name__ == "__main__":

@@ -1,47 +1,78 @@
-"""Benchmark: time to Slack's HTTP answer for signed `/job run` commands, jobbot vs bare Bolt.
+"""Benchmark: `jobbot serve`'s Slack intake on SQLite and PostgreSQL (answers, overload, feedback).
 
-Three processes besides this one: the fake Slack Web API, `jobbot serve` (the local executor,
-SQLite, the Slack bot on POST /slack/events) and a bare slack-bolt AsyncApp that only acks,
-mounted the same way (same aiohttp adapter, same Bolt options). The clients (this process)
-send the same signed commands to each from 50 concurrent connections, in alternating rounds
-(bare, then jobbot, then until jobbot has finished every run it was asked for), so the
-machine's load drifts over both alike. Every jobbot command really creates and runs a run with
-the local executor: jobbot records each request in its database before the ack and starts the
-runs right after a burst of acks (its backlog gives way to acks; see bot/backlog.py). So that
-this deferral is visible, the bench also prints how long after sending each command its run
-was created, and how long jobbot took to finish all runs. Goal: p99 < 100 ms, <= 1.5x bare.
+Answers to signed `/job run` commands against a bare and a naive durable handler, answers under
+overload, and how soon a person sees the run's thread.
 
-A second `jobbot serve` (its own database) is measured in the same rounds with an executor that
-really creates, starts and finishes every run (run events, Slack threads, answers) but launches
-no process (InstantExecutor below): the local executor starts 1,000 processes on the same two
-cores as the servers and the clients, and the two jobbot lines together show what that costs.
+Per database, this process is the clients and drives five others: the fake Slack Web API
+(tests/fakes/slack.py, which records when each call arrives; its records are read over HTTP)
+and three servers taking POST /slack/events:
 
-    .venv/bin/python -m bench.slack_ack [--commands 1000] [--clients 50] [--rounds 5]
-                                        [--profile FILE]
+- bare: a slack-bolt AsyncApp whose `/job` listener only acks (Bolt verifies the signature),
+  behind slack-bolt's aiohttp adapter;
+- naive durable: the same app, whose listener first INSERTs the request (a row with its body)
+  and commits, in a worker thread, through a SQLAlchemy engine on the same kind of database
+  (SQLite in WAL mode with synchronous=NORMAL, as jobbot opens it);
+- jobbot: `jobbot serve`, driven as a black box (HTTP in, the fake Slack out), so nothing is
+  injected into it: it runs the local executor it has without Kubernetes. The job runs
+  `true`: every command really creates and runs a run and posts its thread, and the
+  processes cost little beside the intake.
+
+On PostgreSQL, jobbot and the naive handler each have a database in one throwaway cluster
+(tests/support/postgres.py); on SQLite, each its own file.
+
+Three parts, each printed per database, then a summary:
+
+- Answers: the same commands to each server from 50 concurrent connections, in alternating
+  rounds (bare, naive, jobbot). After each jobbot round the bench waits until the fake has seen
+  the last thread reply of every run it started, so the next round has the machine to itself.
+  Per server: p50, p99 and max latency (of every request), answers per second, errors
+  (anything but a 2xx, or no answer within Slack's 3 s); jobbot/bare and jobbot/naive ratios.
+  Goals: jobbot's p99 under 100 ms, its throughput at least the naive handler's.
+- Overload: 1,000 commands from 500 concurrent connections to each server, then the wait
+  for jobbot's work, which counts the requests it may have taken without answering in time.
+  Goal: no errors from jobbot, p99 under 1 s.
+- Feedback: 20 commands a second for 30 s to jobbot, each from its own user; the time from
+  sending each to the fake receiving the chat.postMessage of its run's thread parent (found by
+  the user it mentions). Goal: p99 under 2 s.
+
+    .venv/bin/python -m bench.slack_ack [--database sqlite|postgres|both] [--commands 1000]
+        [--clients 50] [--rounds 5] [--overload-clients 500] [--rate 20] [--seconds 30] [--keep]
+
+A quick smoke run: `--commands 200 --rounds 1 --seconds 5 --warm-up 50`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import statistics
+import json
+import re
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
+from typing import Any
 
-import aiohttp
-
-from bench.servers import cpu_seconds, free_port, run_round, stop_all, wait_healthy
-from bench.trigger import percentile
-from core.executors.base import Launch, ReporterBinding
-from core.models import Attempt, Run, RunState
+from bench.servers import (
+    Databases,
+    Intake,
+    NaiveStore,
+    Records,
+    Request,
+    Servers,
+    Target,
+    add_arguments,
+    child_env,
+    listen,
+    run_bench,
+    serve_records,
+    start_role,
+    stop_all,
+    wait_file,
+    wait_healthy,
+)
 from tests.fakes.slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack, SlackSender
+from tests.support.net import free_port
 
-# Commands sent to each server before the measured rounds.
-WARM_UP = 200
 APP_YAML = """\
 app: bench
 jobs:
@@ -49,6 +80,8 @@ jobs:
     image: busybox
     command: ["true"]
 """
+MODULE = "bench.slack_ack"
+MENTION = re.compile(r"<@(U[A-Z0-9]+)>")
 
 
 # -- the roles run in child processes -----------------------------------------------------
@@ -57,274 +90,147 @@ jobs:
 async def serve_fake_slack(port_file: str) -> None:
     fake = FakeSlack()
     url = await fake.start()
-    await asyncio.to_thread(Path(port_file).write_text, url)
-    await asyncio.Event().wait()
+
+    def rows(since: int) -> list[dict[str, Any]]:
+        return [{"method": c.method, "at": c.at, "thread": bool(c.params.get("thread_ts")),
+                 "text": str(c.params.get("text") or "")[:300]} for c in fake.calls[since:]]
+
+    await serve_records(rows, Path(port_file), url)
 
 
-async def serve_bare_bolt(port: int, api_url: str) -> None:
-    """A Bolt app that acks `/job` and does nothing else, behind the same aiohttp adapter."""
+async def serve_bolt(port: int, api_url: str, naive_url: str | None) -> None:
+    """A Bolt app that acks `/job` and does nothing else (bare), or that first commits the
+    request to its database (naive), behind slack-bolt's aiohttp adapter."""
     from aiohttp import web
+    from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
     from slack_bolt.async_app import AsyncAck, AsyncApp
+    from slack_bolt.request.async_request import AsyncBoltRequest
     from slack_sdk.web.async_client import AsyncWebClient
 
-    from bot.adapter import to_aiohttp_response, to_bolt_request
-
-    # The same Bolt options as jobbot's app (bot.app.build), so only the listener differs.
     bolt = AsyncApp(client=AsyncWebClient(token=BOT_TOKEN, base_url=api_url),
                     signing_secret=SIGNING_SECRET, process_before_response=True)
+    if naive_url is None:
+        async def ack_only(ack: AsyncAck) -> None:
+            await ack()
 
-    async def ack_only(ack: AsyncAck) -> None:
-        await ack()
+        bolt.command("/job")(ack_only)
+    else:
+        store = NaiveStore(naive_url)
 
-    bolt.command("/job")(ack_only)
+        async def commit_then_ack(ack: AsyncAck, body: dict[str, Any],
+                                  request: AsyncBoltRequest) -> None:
+            await asyncio.to_thread(store.insert, str(body.get("trigger_id")),
+                                    request.raw_body.encode())
+            await ack()
+
+        bolt.command("/job")(commit_then_ack)
 
     async def events(request: web.Request) -> web.Response:
-        return to_aiohttp_response(await bolt.async_dispatch(await to_bolt_request(request)))
+        return await to_aiohttp_response(await bolt.async_dispatch(
+            await to_bolt_request(request)))
 
     app = web.Application()
     app.router.add_post("/slack/events", events)
-    app.router.add_get("/healthz", lambda _: web.json_response({"status": "ok"}))  # type: ignore[arg-type,return-value]
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    await asyncio.Event().wait()
+    await listen(app, port)
 
 
-class InstantExecutor(ReporterBinding):
-    """Starts and finishes each run at once (exit code 0) without launching a process."""
+# -- the bench ----------------------------------------------------------------------------
 
-    name = "instant"
+
+async def signer(fake_url: str) -> SlackSender:
+    """A SlackSender for its signed bodies and headers only (its own session closed at once):
+    response_url values point at the fake Slack."""
+    fake = FakeSlack()
+    fake.url = fake_url
+    sender = SlackSender(fake, "")
+    await sender.close()
+    return sender
+
+
+class SlackIntake(Intake):
+    what = "signed `/job run` commands"
+    streamed = "`/job run` commands, each from its own user,"
+    seen_what = "the run's Slack thread posted"
+    deadline = 3.0  # Slack's wait for an acknowledgement
 
     def __init__(self) -> None:
-        self._finishing: set[asyncio.Task[None]] = set()
+        self.sender: SlackSender | None = None
 
-    async def launch(self, launch: Launch) -> None:
-        await self.reporter.run_started(launch.run.id)
-        task = asyncio.create_task(self.reporter.run_finished(
-            launch.run.id, RunState.SUCCEEDED, exit_code=0))
-        self._finishing.add(task)
-        task.add_done_callback(self._finishing.discard)
+    def start(self, work: Path, dbs: Databases) -> Servers:
+        procs: list[subprocess.Popen[bytes]] = []
+        try:
+            port_file = work / "fake-slack.json"
+            procs.append(fake := start_role(MODULE, "fake-slack", str(port_file)))
+            urls = json.loads(wait_file(port_file, fake))
+            self.sender = asyncio.run(signer(urls["api"]))
+            api_url = f"{urls['api']}/api/"
+            (work / "app.yaml").write_text(APP_YAML)
+            ports = {name: free_port() for name in ("bare", "naive", "jobbot")}
+            procs.append(bare := start_role(MODULE, "bare", str(ports["bare"]), api_url))
+            procs.append(naive := start_role(MODULE, "naive", str(ports["naive"]), api_url,
+                                             dbs.naive))
+            log = work / "jobbot.log"
+            with log.open("wb") as out:
+                procs.append(jobbot := subprocess.Popen(
+                    [sys.executable, "-m", "jobbot", "serve"], cwd=work, stdout=out, stderr=out,
+                    env=child_env({
+                        "JOBBOT_APP_CONFIG": str(work / "app.yaml"),
+                        "JOBBOT_DATA_DIR": str(work / ".jobbot"),
+                        "JOBBOT_DATABASE_URL": dbs.jobbot,
+                        "JOBBOT_PORT": str(ports["jobbot"]), "JOBBOT_SECRET_KEY": "b" * 32,
+                        "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+                        "SLACK_API_URL": api_url})))
+            procs_by_name = {"bare": bare, "naive": naive, "jobbot": jobbot}
+            for name, proc in procs_by_name.items():
+                wait_healthy(ports[name], proc)
+        except BaseException:
+            stop_all(procs)
+            raise
+        labels = {"bare": "bare: slack-bolt AsyncApp, ack only",
+                  "naive": "naive durable: commit the request, then ack",
+                  "jobbot": "jobbot serve"}
+        targets = {name: Target(labels[name], f"http://127.0.0.1:{ports[name]}/slack/events",
+                                proc) for name, proc in procs_by_name.items()}
+        return Servers(Records(urls["records"]), targets, procs, log)
 
-    async def cancel(self, run: Run, actor: str) -> bool:
-        return False
+    def _command(self, user: str) -> Request:
+        assert self.sender is not None
+        body, _ = self.sender.command_body("run hello", user=user)
+        return Request("command", body.encode(), self.sender.headers(body))
 
-    async def reconcile(self, runs: list[tuple[Run, list[Attempt]]]) -> None:
-        for run, _ in runs:
-            await self.reporter.run_finished(run.id, RunState.FAILED, reason="bench restarted")
+    def requests(self, count: int) -> list[Request]:
+        return [self._command("U0ALICE") for _ in range(count)]
 
-    async def shutdown(self, reason: str) -> None:
-        await asyncio.gather(*self._finishing, return_exceptions=True)
+    def feedback(self, index: int) -> tuple[str, Request]:
+        user = f"U0F{index:07d}"
+        return user, self._command(user)
 
+    def handled(self, row: dict[str, Any]) -> str | None:
+        # A run's last thread reply (it succeeded) ends the work of its command.
+        return "command" if row["method"] == "chat.postMessage" and row["thread"] else None
 
-def serve_jobbot_instant() -> int:
-    """`jobbot serve` with the InstantExecutor (settings from the environment, as `serve`)."""
-    from jobbot.server import serve
-    from jobbot.settings import Settings
-    from jobbot.wiring import build_runtime
-
-    runtime = build_runtime(Settings(), executor=InstantExecutor())
-    try:
-        return asyncio.run(serve(runtime))
-    finally:
-        runtime.close()
-
-
-# -- the clients ----------------------------------------------------------------------------
-
-
-async def measure(url: str, fake_url: str, commands: int, clients: int,
-                  sent: dict[str, float] | None = None) -> list[float]:
-    """Seconds from sending each signed command to its HTTP answer (send times into `sent`)."""
-    fake = FakeSlack()
-    fake.url = fake_url  # only used to build response_url values
-    connector = aiohttp.TCPConnector(limit=clients)
-    sender = SlackSender(fake, url, session=aiohttp.ClientSession(connector=connector))
-    times: list[float] = []
-    queue: asyncio.Queue[int] = asyncio.Queue()
-    for i in range(commands):
-        queue.put_nowait(i)
-
-    async def client() -> None:
-        while True:
-            try:
-                queue.get_nowait()
-            except asyncio.QueueEmpty:
-                return
-            body, trigger = sender.command_body("run hello")
-            headers = sender.headers(body)
-            if sent is not None:
-                sent[trigger] = time.time()
-            start = time.perf_counter()
-            status, text = await sender.post(body, headers)
-            times.append(time.perf_counter() - start)
-            if status != 200:
-                raise RuntimeError(f"HTTP {status}: {text}")
-
-    await asyncio.gather(*(client() for _ in range(clients)))
-    await sender.close()
-    return times
-
-
-def wait_drained(data_dir: Path, runs: int, timeout: float = 600) -> None:
-    """Until jobbot has recorded `runs` runs, none is queued or running, and all is notified."""
-    from core.store import Store
-
-    store = Store(f"sqlite:///{data_dir / 'jobbot.db'}")
-    try:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            known = store.list_runs(app="bench", job="hello", limit=1)
-            unfinished = store.list_runs(states=(RunState.QUEUED, RunState.RUNNING), limit=1)
-            # ... and the Slack notifications of every run event have been sent.
-            notified = (store.cursor("slack") or 0) >= store.last_event_id()
-            if known and known[0].number >= runs and not unfinished and notified:
-                return
-            time.sleep(0.2)
-        raise RuntimeError(f"jobbot did not finish {runs} runs within {timeout}s")
-    finally:
-        store.close()
-
-
-def creation_lags(data_dir: Path, sent: dict[str, float]) -> list[float]:
-    """Seconds from sending each command to the creation of its run (the key is the request's)."""
-    from core.store import Store
-
-    store = Store(f"sqlite:///{data_dir / 'jobbot.db'}")
-    try:
-        lags = []
-        for trigger, at in sent.items():
-            run = store.run_by_key(f"slack:command:{trigger}")
-            if run is None:
-                raise RuntimeError(f"no run for acknowledged command {trigger}")
-            lags.append(run.created_at.timestamp() - at)
-        return lags
-    finally:
-        store.close()
-
-
-def report(name: str, times: list[float]) -> tuple[float, float]:
-    p50, p99 = statistics.median(times) * 1000, percentile(times, 0.99) * 1000
-    print(f"{name:<32} n={len(times):<5} p50 {p50:7.1f} ms   p99 {p99:7.1f} ms   "
-          f"max {max(times) * 1000:7.1f} ms")
-    return p50, p99
+    def seen(self, row: dict[str, Any]) -> str | None:
+        if row["method"] != "chat.postMessage" or row["thread"]:
+            return None
+        found = MENTION.search(row["text"])
+        return found[1] if found else None
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--commands", type=int, default=1000)
-    parser.add_argument("--clients", type=int, default=50)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--profile", metavar="FILE",
-                        help="run `jobbot serve` under cProfile and write its stats to FILE")
-    parser.add_argument("--role", choices=["fake-slack", "bare", "jobbot-instant"],
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(parser, names=["--commands"], count=1000, rounds=5)
+    parser.add_argument("--role", choices=["fake-slack", "bare", "naive"],
                         help=argparse.SUPPRESS)
     parser.add_argument("--arg", action="append", default=[], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.role == "fake-slack":
         asyncio.run(serve_fake_slack(args.arg[0]))
-        return
-    if args.role == "bare":
-        asyncio.run(serve_bare_bolt(int(args.arg[0]), args.arg[1]))
-        return
-    if args.role == "jobbot-instant":
-        sys.exit(serve_jobbot_instant())
-    run(args.commands, args.clients, args.rounds, args.profile)
-
-
-def run(commands: int, clients: int, rounds: int, profile: str | None = None) -> None:
-    procs: list[subprocess.Popen[bytes]] = []
-    with tempfile.TemporaryDirectory(prefix="jobbot-bench-") as tmp:
-        work = Path(tmp)
-        try:
-            port_file = work / "fake-slack-url"
-            procs.append(subprocess.Popen([sys.executable, "-m", "bench.slack_ack", "--role",
-                                           "fake-slack", "--arg", str(port_file)]))
-            while not port_file.exists() or not port_file.read_text():
-                time.sleep(0.05)
-            fake_url = port_file.read_text()
-            (work / "app.yaml").write_text(APP_YAML)
-            bare_port = free_port()
-            local_dir, instant_dir = work / "local" / ".jobbot", work / "instant" / ".jobbot"
-            local_port, instant_port = free_port(), free_port()
-            env = {**os.environ, "JOBBOT_APP_CONFIG": str(work / "app.yaml"),
-                   "JOBBOT_SECRET_KEY": "b" * 32, "SLACK_BOT_TOKEN": BOT_TOKEN,
-                   "SLACK_SIGNING_SECRET": SIGNING_SECRET, "SLACK_API_URL": f"{fake_url}/api/"}
-            profiler = ["-m", "cProfile", "-o", str(Path(profile).resolve())] if profile else []
-            local = subprocess.Popen(
-                [sys.executable, *profiler, "-m", "jobbot", "serve"], cwd=work,
-                env={**env, "JOBBOT_DATA_DIR": str(local_dir), "JOBBOT_PORT": str(local_port)},
-                stderr=subprocess.DEVNULL)
-            procs.append(local)
-            instant = subprocess.Popen(
-                [sys.executable, "-m", "bench.slack_ack", "--role", "jobbot-instant"], cwd=work,
-                env={**env, "JOBBOT_DATA_DIR": str(instant_dir),
-                     "JOBBOT_PORT": str(instant_port), "PYTHONPATH": str(Path.cwd())},
-                stderr=subprocess.DEVNULL)
-            procs.append(instant)
-            bare = subprocess.Popen([sys.executable, "-m", "bench.slack_ack", "--role", "bare",
-                                     "--arg", str(bare_port), "--arg", f"{fake_url}/api/"])
-            procs.append(bare)
-            for port, proc in ((local_port, local), (instant_port, instant), (bare_port, bare)):
-                wait_healthy(port, proc)
-            bare_url = f"http://127.0.0.1:{bare_port}/slack/events"
-            local_url = f"http://127.0.0.1:{local_port}/slack/events"
-            instant_url = f"http://127.0.0.1:{instant_port}/slack/events"
-            # Warm-up, unmeasured, at full concurrency: auth.test, pools, and the first burst on
-            # fresh connections (a smaller warm-up left that cold burst in the first round's
-            # figures, the slowest 1% of every server's answers).
-            for url in (bare_url, local_url, instant_url):
-                asyncio.run(measure(url, fake_url, WARM_UP, clients))
-            wait_drained(local_dir, WARM_UP)
-            wait_drained(instant_dir, WARM_UP)
-            bare_times: list[float] = []
-            local_times: list[float] = []
-            instant_times: list[float] = []
-            round_p99: dict[str, list[float]] = {"bare": [], "local": [], "instant": []}
-            sent: dict[str, float] = {}
-            drained = 0.0
-            pids = {"bare": bare.pid, "local": local.pid, "instant": instant.pid}
-            cpu = dict.fromkeys(pids, 0.0)
-
-            def measured(name: str, url: str, size: int,
-                         sent: dict[str, float] | None = None) -> list[float]:
-                before = cpu_seconds(pids[name])
-                times = run_round(measure(url, fake_url, size, clients, sent))
-                cpu[name] += cpu_seconds(pids[name]) - before
-                return times
-
-            for round_ in range(rounds):
-                size = commands // rounds + (1 if round_ < commands % rounds else 0)
-                bare_times += measured("bare", bare_url, size)
-                local_times += measured("local", local_url, size, sent)
-                started = time.perf_counter()
-                wait_drained(local_dir, WARM_UP + len(local_times))
-                drained += time.perf_counter() - started
-                instant_times += measured("instant", instant_url, size)
-                for name, times in (("bare", bare_times), ("local", local_times),
-                                    ("instant", instant_times)):
-                    round_p99[name].append(percentile(times[-size:], 0.99) * 1000)
-                wait_drained(instant_dir, WARM_UP + len(instant_times))
-            lags = creation_lags(local_dir, sent)
-            print(f"{commands} signed `/job run` commands, {clients} concurrent clients, "
-                  f"{rounds} alternating rounds, {os.cpu_count()} CPUs, "
-                  f"load average {Path('/proc/loadavg').read_text().split()[0]}")
-            b50, b99 = report("bare slack-bolt AsyncApp (ack)", bare_times)
-            j50, j99 = report("jobbot serve, local executor", local_times)
-            report("  ... command sent -> run created", lags)
-            i50, i99 = report("jobbot serve, instant executor", instant_times)
-            for name, p99s in round_p99.items():
-                print(f"  p99 of each round, {name + ':':<8} "
-                      + "  ".join(f"{p:6.1f}" for p in p99s) + " ms")
-            print(f"jobbot finished each round's runs (local executor) {drained / rounds:.1f} s "
-                  "after its last answer, on average")
-            print("CPU per command while answering (the server's every thread): "
-                  + "   ".join(f"{name} {cpu[name] / commands * 1000:.3f} ms" for name in cpu))
-            print(f"ratio jobbot/bare, local executor:   p50 {j50 / b50:.2f}x   "
-                  f"p99 {j99 / b99:.2f}x   (goal: p99 < 100 ms and <= 1.5x)")
-            print(f"ratio jobbot/bare, instant executor: p50 {i50 / b50:.2f}x   "
-                  f"p99 {i99 / b99:.2f}x")
-        finally:
-            stop_all(procs)
+    elif args.role == "bare":
+        asyncio.run(serve_bolt(int(args.arg[0]), args.arg[1], None))
+    elif args.role == "naive":
+        asyncio.run(serve_bolt(int(args.arg[0]), args.arg[1], args.arg[2]))
+    else:
+        run_bench(SlackIntake(), args)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ from aiohttp import web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.response import BoltResponse
-from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.adapter import Refused, refusal, to_aiohttp_response, to_bolt_request
@@ -89,7 +88,7 @@ class SlackBot:
     # What the pages' Sign in with Slack asks: the workspace, user groups (shared cache).
     workspace: Workspace
     # HTTP mode: checks each request's signature at the edge (bot/adapter.py).
-    verifier: SignatureVerifier | None = None
+    signing_secret: bytes | None = None
     socket: AsyncSocketModeHandler | None = None
 
 
@@ -115,9 +114,9 @@ def build(config: SlackConfig, service: JobService, links: Links) -> SlackBot:
     respond = Responder()
     register_listeners(bolt, router, backlog, respond)
     notifier = Notifier(client, service, links)
-    verifier = None if config.socket_mode else SignatureVerifier(config.signing_secret or "")
+    secret = None if config.socket_mode else (config.signing_secret or "").encode()
     return SlackBot(bolt, client, router, notifier, backlog, respond, Workspace(client, groups),
-                    verifier)
+                    secret)
 
 
 def setup(app: web.Application, config: SlackConfig, service: JobService, links: Links,
@@ -172,9 +171,9 @@ async def _listener_failed(error: Exception) -> BoltResponse:
 
 async def _events(request: web.Request) -> web.Response:
     bot = request.app[BOT]
-    assert bot.verifier is not None  # the route exists in HTTP mode only
+    assert bot.signing_secret is not None  # the route exists in HTTP mode only
     try:
-        bolt_request = await to_bolt_request(request, bot.verifier)
+        bolt_request = await to_bolt_request(request, bot.signing_secret)
     except Refused as exc:
         return refusal(exc)
     return to_aiohttp_response(await bot.bolt.async_dispatch(bolt_request))

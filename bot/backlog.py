@@ -37,8 +37,8 @@ class Backlog:
         """Commit the request, then queue its work; False (nothing queued) for a known key."""
         if kind not in self.handlers:
             raise ValueError(f"no handler for Slack work of kind {kind!r}")
-        fresh = await asyncio.to_thread(self._store.record_slack_work, key, kind, body,
-                                        str(self._intake.owner))
+        fresh = await self._intake.record(self._store.record_slack_work, key, kind, body,
+                                          str(self._intake.owner))
         if fresh:
             self._put(key, kind, body)
         return fresh

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from core.errors import BadInput, NotFound
 from core.masking import mask_mapping
 from core.names import closest
+from core.numbers import bounded_int, shown
 from core.overrides import parse_overrides
 from core.run_ids import is_run_id
 
@@ -151,10 +152,12 @@ def _logs(args: list[str]) -> Command:
     rest = iter(args)
     for word in rest:
         if word in ("--tail", "-n") or word.startswith("--tail="):
-            value = word.partition("=")[2] if "=" in word else next(rest, "")
-            if not _TAIL.fullmatch(value) or not 1 <= int(value) <= MAX_TAIL:
-                raise BadInput(f"--tail takes a number from 1 to {MAX_TAIL}, not {value!r}")
-            tail = int(value)
+            value = word.partition("=")[2] if "=" in word else next(rest, None)
+            try:
+                tail = bounded_int(value, 1, MAX_TAIL, name="--tail")
+            except BadInput:
+                raise BadInput(f"--tail takes a number from 1 to {MAX_TAIL}, not "
+                               f"{shown(value)}: {usage('logs')}") from None
         elif word.startswith("-"):
             raise BadInput(f"unknown option {word!r}: {usage('logs')}")
         elif run is None:

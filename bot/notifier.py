@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from typing import Any
 
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
-from bot import render
+from bot import mrkdwn, render
 from bot.router import last_lines, masker_for
 from bot.slackapi import PermanentSlackError, call
 from core.errors import NotFound
@@ -24,6 +25,7 @@ TAIL_LINES = 25
 # Post errors that mean "not in that channel": worth a join, or a DM to whoever started the run.
 UNREACHABLE = frozenset({"not_in_channel", "channel_not_found", "is_archived"})
 MAX_LIST_PAGES = 20
+_CHANNEL_ID = re.compile(r"[CGD][A-Z0-9]{2,20}")
 
 
 def category(event: RunEvent) -> str | None:
@@ -179,8 +181,8 @@ class Notifier:
 def _in_dm(channel: str, error: str | None, text: str, blocks: list[dict[str, Any]]
            ) -> tuple[str, list[dict[str, Any]]]:
     """A run's parent message as shown in a DM, saying why it is not in `channel`."""
-    where = channel if channel.startswith("#") else f"<#{channel}>"
-    why = f" ({error})" if error else ""
+    where = f"<#{channel}>" if _CHANNEL_ID.fullmatch(channel) else mrkdwn.escape(channel)
+    why = f" ({mrkdwn.escape(error)})" if error else ""
     note = (f":warning: I cannot post in {where}{why}, so this run's updates come here. "
             "Invite me there (`/invite @jobbot`) for the next runs.")
     return f"{note}\n{text}", [render.context(note), *blocks][:render.MAX_BLOCKS]

@@ -1,11 +1,17 @@
-"""Pure functions from runs and jobs to Slack messages (Block Kit), kept within Slack's limits."""
+"""Pure functions from runs and jobs to Slack messages (Block Kit), kept within Slack's limits.
+
+Every string that is not jobbot's own (refs, names, reasons, descriptions, log lines, errors)
+goes through bot.mrkdwn before it is put into a message, so it shows as typed and is never
+live markup; limits are applied after that escaping."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from bot import mrkdwn
 from core.durations import format_duration
 from core.links import Links
 from core.models import Attempt, Run
@@ -19,6 +25,7 @@ MAX_FALLBACK = 3000
 ELLIPSIS = "…"
 
 Block = dict[str, Any]
+_SLACK_ID = re.compile(r"[UW][A-Z0-9]{2,20}")
 
 CANCEL_ACTION = "jobbot_cancel"
 RERUN_ACTION = "jobbot_rerun"
@@ -44,13 +51,15 @@ class Reply:
 
 
 def clip(text: str, limit: int = MAX_TEXT) -> str:
-    """`text` cut to `limit` characters, marked as cut."""
-    return text if len(text) <= limit else text[: limit - 1] + ELLIPSIS
+    """`text` cut to `limit` characters, marked as cut (never in the middle of an entity)."""
+    return text if len(text) <= limit else mrkdwn.cut_end(text, limit - 1) + ELLIPSIS
 
 
 def clip_start(text: str, limit: int) -> str:
     """`text` with its beginning cut away (for log tails, where the end matters)."""
-    return text if len(text) <= limit else ELLIPSIS + text[-(limit - 1):]
+    if len(text) <= limit:
+        return text
+    return ELLIPSIS + mrkdwn.cut_start(text, len(text) - (limit - 1))
 
 
 def section(text: str) -> Block:
@@ -90,41 +99,50 @@ def reply(text: str, blocks: Sequence[Block] = (), *, ok: bool = True,
 
 
 def error(text: str) -> Reply:
-    return reply(f":warning: {text}", [section(f":warning: {text}")], ok=False)
+    """An answer saying what went wrong; `text` (which may quote the asker's input) is escaped,
+    keeping only the user, group and channel references of refusals."""
+    shown = mrkdwn.escape_keeping_references(text)
+    return reply(f":warning: {shown}", [section(f":warning: {shown}")], ok=False)
+
+
+def plain(text: str) -> Reply:
+    """An answer of one section whose `text` is not jobbot's own markup."""
+    shown = mrkdwn.escape(text)
+    return reply(shown, [section(shown)])
 
 
 def who(run: Run) -> str:
     """Who or what started a run, as Slack shows it."""
     kind, _, name = run.actor.partition(":")
-    if kind == "slack" and name:
+    if kind == "slack" and _SLACK_ID.fullmatch(name):
         return f"<@{name}>"
     if kind == "cli" and name:
-        return f"{name} (CLI)"
+        return f"{mrkdwn.escape(name)} (CLI)"
     if kind == "github" and name:
-        return f"{name} on GitHub"
+        return f"{mrkdwn.escape(name)} on GitHub"
     if run.source == "schedule":
         return "the schedule"
-    return run.actor
+    return mrkdwn.escape(run.actor)
 
 
 def state_text(run: Run) -> str:
     text = f"{STATE_EMOJI.get(run.state, '')} {run.state}".strip()
     if run.cancel_requested_by and not run.run_state.is_final:
-        text += f" (cancel requested by {run.cancel_requested_by})"
+        text += f" (cancel requested by {mrkdwn.escape(run.cancel_requested_by)})"
     return text
 
 
 def where(run: Run) -> str:
     parts = []
     if run.ref:
-        parts.append(f"`{run.ref}`")
+        parts.append(mrkdwn.code(run.ref))
     if run.sha:
-        parts.append(f"`{run.sha[:12]}`")
+        parts.append(mrkdwn.code(run.sha[:12]))
     return " @ ".join(parts) if parts else "-"
 
 
 def run_title(run: Run) -> str:
-    return f"{run.app}/{run.job} #{run.number}"
+    return mrkdwn.escape(f"{run.app}/{run.job} #{run.number}")
 
 
 def run_parent(run: Run, links: Links) -> tuple[str, list[Block]]:
@@ -142,7 +160,7 @@ def run_parent(run: Run, links: Links) -> tuple[str, list[Block]]:
         {"type": "section", "fields": [{"type": "mrkdwn", "text": clip(f, 2000)} for f in fields]},
     ]
     if run.reason and run.state != "succeeded":
-        blocks.append(context(clip(f"reason: {run.reason}", 2000)))
+        blocks.append(context(clip(f"reason: {mrkdwn.escape(run.reason)}", 2000)))
     actions = [button("View logs", action_id="jobbot_view_logs", url=url)]
     if run.run_state.is_final:
         actions.append(button("Rerun", action_id=RERUN_ACTION, value=run.id))
@@ -156,7 +174,7 @@ def run_parent(run: Run, links: Links) -> tuple[str, list[Block]]:
 def retry_reply(run: Run, attempt: int, previous: Attempt | None) -> tuple[str, list[Block]]:
     why = ""
     if previous is not None:
-        why = f": attempt {previous.index} ended {previous.state}"
+        why = f": attempt {previous.index} ended {mrkdwn.escape(previous.state)}"
         if previous.exit_code is not None:
             why += f" (exit code {previous.exit_code})"
     text = f":repeat: {run_title(run)}: attempt {attempt} started{why}"
@@ -170,7 +188,7 @@ def end_reply(run: Run, log_tail: Sequence[str]) -> tuple[str, list[Block]]:
     if run.exit_code not in (None, 0):
         text += f" (exit code {run.exit_code})"
     if run.reason and run.state != "succeeded":
-        text += f": {run.reason}"
+        text += f": {mrkdwn.escape(run.reason)}"
     blocks = [section(text)]
     if log_tail:
         blocks.append(section(code_block(log_tail, title="Last lines of the log:")))
@@ -178,22 +196,23 @@ def end_reply(run: Run, log_tail: Sequence[str]) -> tuple[str, list[Block]]:
 
 
 def code_block(lines: Iterable[str], *, title: str = "") -> str:
-    """Lines in a code block that fits one section; the beginning goes first if too long."""
+    """Lines (not jobbot's: escaped, no way out) in a code block that fits one section after
+    escaping; the beginning goes first if too long. `title` is jobbot's own markup."""
     head = f"{title}\n" if title else ""
-    fence = "```"
-    room = MAX_TEXT - len(head) - 2 * len(fence) - 2
-    body = clip_start("\n".join(line.replace(fence, "'''") for line in lines), room)
-    return f"{head}{fence}\n{body}{fence}" if body else f"{head}(no output)"
+    room = MAX_TEXT - len(head) - len(mrkdwn.code_block(""))
+    body = clip_start(mrkdwn.in_code("\n".join(lines)), room)
+    return f"{head}```\n{body}\n```" if body else f"{head}(no output)"
 
 
 def started(run: Run, created: bool, links: Links, others: Sequence[str] = ()) -> Reply:
     url = links.run_url(run.id)
     if created:
-        text = f":rocket: started <{url}|{run_title(run)}> (id `{run.id}`)"
+        text = f":rocket: started <{url}|{run_title(run)}> (id {mrkdwn.code(run.id)})"
     else:
-        text = f"already started: <{url}|{run_title(run)}> is {run.state}"
+        text = f"already started: <{url}|{run_title(run)}> is {mrkdwn.escape(run.state)}"
     if others:
-        text += f"\nnote: other runs of {run.job} are active: {', '.join(others)}"
+        text += (f"\nnote: other runs of {mrkdwn.escape(run.job)} are active: "
+                 f"{mrkdwn.escape(', '.join(others))}")
     return reply(text, [section(text)], started_run=run.id if created else None)
 
 
@@ -206,13 +225,13 @@ def job_list(jobs: Sequence[JobSummary]) -> Reply:
 
 
 def job_line(job: JobSummary) -> str:
-    parts = [f"*{job.app}/{job.name}*"]
+    parts = [f"*{mrkdwn.escape(job.app)}/{mrkdwn.escape(job.name)}*"]
     if job.description:
-        parts.append(job.description)
+        parts.append(mrkdwn.escape(job.description))
     if job.schedule:
-        parts.append(f"`{' | '.join(job.schedule)}` {job.timezone}")
+        parts.append(f"{mrkdwn.code(' | '.join(job.schedule))} {mrkdwn.escape(job.timezone)}")
     if job.paused:
-        parts.append(f":double_vertical_bar: paused by {job.paused_by or 'someone'}")
+        parts.append(f":double_vertical_bar: paused by {mrkdwn.escape(job.paused_by or 'someone')}")
     if job.active:
         parts.append(", ".join(f"#{r.number} {r.state}" for r in job.active))
     elif job.last_run is not None:
@@ -239,20 +258,21 @@ def chunks(lines: Sequence[str], limit: int = MAX_TEXT) -> list[str]:
 def run_line(run: Run, links: Links) -> str:
     duration = format_duration(run.duration) if run.duration is not None else "-"
     return (f"<{links.run_url(run.id)}|#{run.number}> {state_text(run)} · {who(run)} · "
-            f"{duration}" + (f" · {clip(run.reason, 200)}" if run.reason else ""))
+            f"{duration}" + (f" · {clip(mrkdwn.escape(run.reason), 200)}" if run.reason else ""))
 
 
 def run_list(title: str, runs: Sequence[Run], links: Links) -> Reply:
+    title = mrkdwn.escape(title)
     if not runs:
         return reply(f"{title}: no runs yet", [section(f"*{title}*: no runs yet")])
-    lines = [f"{run.job} {run_line(run, links)}" for run in runs]
+    lines = [f"{mrkdwn.escape(run.job)} {run_line(run, links)}" for run in runs]
     return reply(f"{title}\n" + "\n".join(lines),
                  [section(f"*{title}*"), *(section(c) for c in chunks(lines))])
 
 
 def run_status(run: Run, attempts: Sequence[Attempt], links: Links) -> Reply:
     text, blocks = run_parent(run, links)
-    lines = [f"attempt {a.index}: {a.state}" + (f" (exit code {a.exit_code})"
+    lines = [f"attempt {a.index}: {mrkdwn.escape(a.state)}" + (f" (exit code {a.exit_code})"
                                                   if a.exit_code is not None else "")
              for a in attempts]
     if lines:
@@ -275,7 +295,7 @@ def log_tail(run: Run, lines: Sequence[str]) -> Reply:
 
 
 def confirmation(job: str, summary: str, pending_id: str, minutes: int) -> Reply:
-    text = (f":question: *{job}* asks for confirmation: run `{summary}`? "
+    text = (f":question: *{mrkdwn.escape(job)}* asks for confirmation: run {mrkdwn.code(summary)}? "
             f"(this question expires in {minutes} minutes)")
     blocks = [section(text), {"type": "actions", "elements": [
         button("Run", action_id=CONFIRM_ACTION, value=pending_id, style="primary"),

@@ -17,7 +17,7 @@ from bot.render import Reply
 from core.errors import BadInput, Conflict, JobbotError, PermissionDenied
 from core.links import Links
 from core.masking import Masker, is_sensitive_key
-from core.models import SlackConfirmation, Source, utcnow
+from core.models import Run, SlackConfirmation, Source, utcnow
 from core.policy import Action, Actor, decide, needs_confirmation
 from core.service import JobService
 from core.spec import JobSpec
@@ -166,8 +166,7 @@ class Router:
                                                 answer="declined", key=key)
         await self.service.audit(actor, "confirm", f"/job {pending.command.describe()}"[:255],
                                  "declined")
-        text = f"not run: {pending.command.describe()}"
-        return render.reply(text, [render.section(text)])
+        return render.plain(f"not run: {pending.command.describe()}")
 
     async def rerun(self, run_id: str, actor: Actor, idempotency_key: str,
                     origin: dict[str, Any]) -> Reply:
@@ -209,7 +208,8 @@ class Router:
             return await self._rerun(command.run, request)
         return await self._pause(command, request.actor, pause=name == "pause")
 
-    async def _run(self, command: Command, request: Request) -> Reply:
+    async def _run(self, command: Command, request: Request, *,
+                   rerun_of: Run | None = None) -> Reply:
         assert command.job is not None
         target = self.service.catalog.resolve(command.job)
         actor = await self.actor_for(target.job, request.actor)
@@ -217,6 +217,8 @@ class Router:
             decision = decide(target.job, Action.RUN, actor)
             if not decision.allowed:
                 raise PermissionDenied(decision.reason)
+            # Refused overrides are refused now, not after a click.
+            await self.service.check_overrides(target, command.overrides, rerun_of=rerun_of)
             pending = await self.confirmations.add(command, actor, request.origin)
             return render.confirmation(target.key, command.describe(), pending.id,
                                        max(1, round(self.confirmations.ttl / 60)))
@@ -238,7 +240,8 @@ class Router:
         actor = await self.actor_for(target.job, request.actor)
         if needs_confirmation(target.job, actor) and not request.confirmed:
             command = Command("run", job=target.key, overrides=dict(old.overrides), ref=old.ref)
-            return await self._run(command, dataclasses.replace(request, actor=actor))
+            return await self._run(command, dataclasses.replace(request, actor=actor),
+                                   rerun_of=old)
         result = await self.service.rerun(old.id, actor, idempotency_key=request.idempotency_key,
                                           origin=request.origin)
         return render.started(result.run, result.created, self.links)
@@ -258,8 +261,8 @@ class Router:
         act = self.service.pause if pause else self.service.resume
         changed = await act(target.key, actor)
         word = "paused" if pause else "resumed"
-        text = f"{target.key} {word}" if changed else f"{target.key} was already {word}"
-        return render.reply(text, [render.section(text)])
+        return render.plain(f"{target.key} {word}" if changed
+                            else f"{target.key} was already {word}")
 
     async def _status(self, command: Command) -> Reply:
         if command.run:

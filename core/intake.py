@@ -9,15 +9,21 @@ else ends it. Its outcome is then recorded, so a restart replays only what was n
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from core.errors import JobbotError, TemporaryFailure
 from core.models import utcnow
 from core.procs import ProcessId
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
+# Threads that commit requests before their answer (see Intake.record).
+RECORDERS = 2
 
 # A piece of work says what it did.
 Work = Callable[[], Awaitable[str]]
@@ -54,10 +60,19 @@ class Intake:
         self._tries = tries
         self._max_delay = max_delay
         self._queue: asyncio.Queue[tuple[str, Work]] = asyncio.Queue()
+        # Requests are committed by threads of their own: in the shared default pool they
+        # would queue behind the background work's database calls while Slack or GitHub waits.
+        self._recorders = ThreadPoolExecutor(RECORDERS, thread_name_prefix=f"{name}-record")
         self._tasks: list[asyncio.Task[None]] = []
         self._busy = 0
         self._idle = asyncio.Event()
         self._idle.set()
+
+    async def record(self, write: Callable[..., T], *args: object) -> T:
+        """Run `write(*args)` (a blocking Store call that commits a request) in a recorder
+        thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._recorders, functools.partial(write, *args))
 
     def put(self, key: str, work: Work) -> None:
         """Queue a recorded request's work; the workers start with the first one."""
@@ -78,6 +93,7 @@ class Intake:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        await asyncio.to_thread(self._recorders.shutdown)
 
     async def _work(self) -> None:
         while True:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 from collections.abc import Iterable, Mapping
 
@@ -16,6 +18,28 @@ _SENSITIVE_KEY = re.compile(
 def is_sensitive_key(name: str) -> bool:
     """True for names such as DB_PASSWORD or GITHUB_TOKEN, whose values are never shown."""
     return bool(_SENSITIVE_KEY.search(name))
+
+
+def secret_forms(values: Iterable[str]) -> set[str]:
+    """Each secret value and the forms a job is likely to print it in.
+
+    The value itself; without surrounding whitespace (a Secret made from a file ends in a
+    newline); each line of a multi-line value (a key file printed line by line); its base64
+    (a Secret's `data` as stored, a Basic auth header); and its JSON string escaping. Forms
+    shorter than MIN_SECRET_LENGTH are left out, as the Masker would ignore them anyway.
+    """
+    forms: set[str] = set()
+    for value in values:
+        if len(value.strip()) < MIN_SECRET_LENGTH:
+            continue
+        candidates: set[str] = set()
+        for plain in (value, value.strip()):
+            candidates.update((plain, json.dumps(plain)[1:-1],
+                               base64.b64encode(plain.encode()).decode()))
+        if "\n" in value.strip():
+            candidates.update(line.strip() for line in value.splitlines())
+        forms.update(c for c in candidates if len(c) >= MIN_SECRET_LENGTH)
+    return forms
 
 
 class Masker:

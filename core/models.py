@@ -325,6 +325,25 @@ class BranchHead(SQLModel, table=True):
     updated_at: datetime = _ts(nullable=False)
 
 
+class PullRequestHead(SQLModel, table=True):
+    """A head sha a pull request had and when it became head (from pull_request events), so
+    `/ok-to-test` binds to the head that was current when its comment was written."""
+
+    __tablename__ = "github_pull_request_heads"
+    __table_args__ = (UniqueConstraint("repository", "pull_request", "since", "sha",
+                                       name="uq_github_pull_request_heads"),)
+
+    # Also the order jobbot heard of heads that became head in the same second.
+    id: int | None = Field(
+        default=None,
+        sa_column=Column(BigId, primary_key=True, autoincrement=True),
+    )
+    repository: str = Field(sa_column=Column(String(255), nullable=False))
+    pull_request: int = Field(sa_column=Column(Integer, nullable=False))
+    sha: str = Field(sa_column=Column(String(64), nullable=False))
+    since: datetime = _ts(nullable=False)
+
+
 class PullRequestComment(SQLModel, table=True):
     """jobbot's one comment per pull request (the runs table it keeps up to date)."""
 

@@ -6,8 +6,7 @@ import os
 import re
 import time
 
-# 28 hex digits now; 24 for runs created while the prefix was the second alone, and 16 for
-# runs created before ids began with their creation time.
+# 28 hex digits; runs recorded by earlier versions have ids of 24 or 16, and keep them.
 _RUN_ID = re.compile(r"(?:[0-9a-f]{8}(?:[0-9a-f]{4})?)?[0-9a-f]{16}")
 
 
@@ -20,12 +19,9 @@ def new_run_id() -> str:
 def new_run_ids(count: int) -> list[str]:
     """`count` run ids, with one read of the system's randomness for all of them.
 
-    The time in front keeps new ids after the ones before them in the runs' primary key and
-    in the run events' index: a batch of N runs adds to the last pages of each, where random
-    ids dirtied about N pages, and SQLite writes every dirty page to its WAL at commit. The
-    second alone was not fine enough: batches made within one second (a scheduler on virtual
-    time, a burst of triggers) each scattered their ids among the earlier ones of that second
-    (bench/scheduler.py: about 500 WAL pages per commit of 125 runs; 300 with this prefix).
+    The creation time in front, to 1/65536 s, keeps new ids after older ones in the runs'
+    primary key and the run events' index: a batch of runs adds to the last pages of each
+    instead of dirtying a page per run, and SQLite writes every dirty page at commit.
     """
     now = time.time()
     prefix = f"{int(now):08x}{int(now % 1 * 65536):04x}"

@@ -17,6 +17,18 @@ class LocalSecrets:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
+    def keys(self, names: Iterable[str]) -> frozenset[str]:
+        """The variable names the secrets' files hold; missing files and lines that are not
+        KEY=VALUE add none (a run of the job fails on them, saying why)."""
+        found: set[str] = set()
+        for name in names:
+            try:
+                text = (self.directory / f"{name}.env").read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                continue
+            found.update(m[1] for m in map(_LINE.match, text.splitlines()) if m)
+        return frozenset(found)
+
     def load(self, names: Iterable[str]) -> dict[str, str]:
         values: dict[str, str] = {}
         for name in names:

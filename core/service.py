@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
@@ -13,23 +13,23 @@ from typing import Any, ParamSpec, TypeVar
 from core.catalog import Catalog, JobRef
 from core.errors import BadInput, Conflict, ExecutorError, NotFound, PermissionDenied
 from core.events import Changes
-from core.executors.base import Executor, Launch
+from core.executors.base import Executor, Launch, SecretKeys
 from core.logs import LogStore
 from core.masking import is_sensitive_key
 from core.metrics import QUEUE_DEPTH, RUN_DURATION, RUNS_FINISHED, RUNS_STARTED
 from core.models import Attempt, JobState, Run, RunState
-from core.overrides import check_override
+from core.numbers import INT32_MAX, bounded_int
+from core.overrides import check_overrides
 from core.policy import Action, Actor, decide
 from core.procs import ProcessId
 from core.run_ids import is_run_id
-from core.run_insert import ActiveRun, ScheduleRow
 from core.spec import JobSpec
-from core.store import AuditRecord, NewRun, Store
+from core.store import ActiveRun, AuditRecord, NewRun, ScheduleRow, Store
 
 logger = logging.getLogger(__name__)
 P = ParamSpec("P")
 T = TypeVar("T")
-_RUN_NUMBER = re.compile(r"^(?:(?P<app>[a-z0-9-]+)/)?(?P<job>[a-z0-9-]+)#(?P<number>\d+)$")
+_RUN_NUMBER = re.compile(r"(?:(?P<app>[a-z0-9-]+)/)?(?P<job>[a-z0-9-]+)#(?P<number>[0-9]+)")
 # Lines per step when reading a finished attempt in batches.
 _READ_BATCH = 5000
 
@@ -135,9 +135,7 @@ class JobService:
         """Start a run of `job_name` (checked against policy); a known key returns its run."""
         target = self.catalog.resolve(job_name)
         await self._authorize(target, Action.RUN, actor)
-        overrides = dict(overrides or {})
-        for key, value in overrides.items():
-            check_override(key, value)
+        overrides = await self.check_overrides(target, overrides)
         new = NewRun(
             app=target.app.app, job=target.job.name, source=actor.source.value, actor=actor.id,
             ref=ref, sha=sha, image=image or target.job.image, overrides=overrides,
@@ -153,6 +151,24 @@ class JobService:
             QUEUE_DEPTH.labels(outcome.run.app, outcome.run.job).inc()
             await self._launch(target, outcome.run)
         return TriggerResult(outcome.run, outcome.created, outcome.active)
+
+    async def check_overrides(self, target: JobRef, overrides: Mapping[str, str] | None, *,
+                              rerun_of: Run | None = None) -> dict[str, str]:
+        """The overrides, if a run of `target` may have them (core.overrides.check_overrides,
+        with the keys of the job's secrets when the executor can read them); BadInput says
+        which one is refused and what the job accepts. Every trigger passes here; front ends
+        that ask something first (a confirmation) call it before asking."""
+        if not overrides:
+            return {}
+        keys: frozenset[str] = frozenset()
+        if target.job.secrets and isinstance(self.executor, SecretKeys):
+            keys = await self.executor.secret_keys(target.app, target.job)
+        try:
+            return check_overrides(target.job, overrides, keys)
+        except BadInput as exc:
+            if rerun_of is None:
+                raise
+            raise BadInput(f"cannot rerun {rerun_of.label}: {exc}") from None
 
     async def record_skipped(self, job_name: str, *, reason: str, scheduled_for: datetime,
                              idempotency_key: str) -> TriggerResult:
@@ -222,8 +238,12 @@ class JobService:
     async def rerun(self, run_ref: str, actor: Actor, *,
                     idempotency_key: str | None = None,
                     origin: dict[str, Any] | None = None) -> TriggerResult:
-        """A new run of the same job with the same ref, sha, image and overrides."""
+        """A new run of the same job with the same ref, sha, image and overrides, if those
+        overrides are still allowed."""
         old = await self.get_run(run_ref)
+        target = self.catalog.resolve(f"{old.app}/{old.job}")
+        await self._authorize(target, Action.RUN, actor)
+        await self.check_overrides(target, old.overrides, rerun_of=old)
         return await self.trigger(
             f"{old.app}/{old.job}", actor, ref=old.ref, sha=old.sha, image=old.image,
             overrides=dict(old.overrides), idempotency_key=idempotency_key,
@@ -334,11 +354,12 @@ class JobService:
         run: Run | None = None
         if is_run_id(text):
             run = await self._db(self.store.get_run, text)
-        elif match := _RUN_NUMBER.match(text):
+        elif match := _RUN_NUMBER.fullmatch(text):
             job_name = f"{match['app']}/{match['job']}" if match["app"] else match["job"]
             target = self.catalog.resolve(job_name)
+            number = bounded_int(match["number"], 1, INT32_MAX, name="a run number")
             run = await self._db(self.store.run_by_number, target.app.app, target.job.name,
-                                 int(match["number"]))
+                                 number)
         else:
             raise BadInput(f"{run_ref!r} is not a run: give its id or JOB#NUMBER (e.g. migrate#4)")
         if run is None:

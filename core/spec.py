@@ -19,13 +19,13 @@ from pydantic import (
 )
 
 from core.durations import parse_duration
+from core.envnames import RESERVED_PREFIX, forbidden, is_env_name
 from core.errors import ConfigError, ConfigProblem, NotFound
 from core.names import closest, is_dns_label, is_dns_subdomain
 from core.yamlsource import LineMap, Problem, dotted, load
 
 Duration = Annotated[int, BeforeValidator(parse_duration)]
 DnsLabel = Annotated[str, Field(min_length=1, max_length=63)]
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _QUANTITY = re.compile(r"^\d+(\.\d+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
 _IMAGE = re.compile(r"^[a-z0-9]+([._-][a-z0-9]+)*(:\d+)?(/[a-z0-9]+([._-]{1,2}[a-z0-9]+)*)*$")
 # An image reference as a container runtime takes it: [host[:port]/]path[:tag][@digest].
@@ -417,10 +417,22 @@ class _Checker:
         path: tuple[str | int, ...] = ("jobs", index)
         if not is_dns_label(job.name):
             self.problem((*path, "name"), _dns_message(job.name))
-        for key in job.env:
-            if not _ENV_NAME.match(key):
-                self.problem((*path, "env", key), "not a valid environment variable name: "
-                             "use letters, digits and '_', not starting with a digit")
+        for key, value in job.env.items():
+            reason = forbidden(key)
+            if not is_env_name(key):
+                # Quoted if need be, so a name with a newline stays on its one line.
+                shown = key if key.isprintable() else repr(key)
+                self.problem((*path, "env", shown), "not a valid environment variable "
+                             "name: use letters, digits and '_', not starting with a digit",
+                             self.lines.line((*path, "env", key)))
+            elif reason is not None:
+                hint = "" if key.upper().startswith(RESERVED_PREFIX) else (
+                    " (set it in the image or the command instead)")
+                self.problem((*path, "env", key),
+                             f"{key} {reason}: neither env nor a run may set it{hint}")
+            if "\0" in value:
+                self.problem((*path, "env", key), "the value contains a NUL character, which "
+                             "no environment variable can hold")
         for i, secret in enumerate(job.secrets):
             if not is_dns_subdomain(secret):
                 self.problem((*path, "secrets", i),

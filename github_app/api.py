@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import importlib
 import logging
@@ -80,8 +81,9 @@ def _message(response: Response[Any]) -> str:
 # What githubkit imports inside the REST functions jobbot calls (`from ..models import ...`
 # runs at each function's first call): their response, request-body and error models.
 _MODELS_USED = (
-    "BasicError", "CheckRun", "ContentDirectoryItems", "ContentFile", "ContentSubmodule",
-    "ContentSymlink", "EventsGetResponse503", "IssueComment", "PullRequest", "Reaction",
+    "BasicError", "BranchWithProtection", "CheckRun", "ContentDirectoryItems", "ContentFile",
+    "ContentSubmodule", "ContentSymlink", "EventsGetResponse503", "IssueComment", "PullRequest",
+    "Reaction",
     "ReposOwnerRepoCheckRunsCheckRunIdPatchBodyAnyof0",
     "ReposOwnerRepoCheckRunsCheckRunIdPatchBodyAnyof1", "ReposOwnerRepoCheckRunsPostBodyOneof0",
     "ReposOwnerRepoCheckRunsPostBodyOneof1", "ReposOwnerRepoIssuesCommentsCommentIdPatchBody",
@@ -93,8 +95,8 @@ _NAMESPACES_USED = ("checks", "issues", "pulls", "reactions", "repos")
 
 def import_what_calls_need() -> None:
     """Import, at start-up, the modules githubkit would import at the first call of each
-    endpoint jobbot uses: its models package alone takes ~150 ms, and during a burst of
-    webhooks each such import held the event loop, stalling every answer under way."""
+    endpoint jobbot uses: its models package is large, and an import at the first call holds
+    the event loop, stalling every answer under way."""
     github = GitHub("unused")  # never calls: its namespaces hold it only weakly
     namespaces = [getattr(github.rest, name) for name in _NAMESPACES_USED]
     # e.g. githubkit_schemas.v2026_03_10.rest.repos -> githubkit_schemas.v2026_03_10.models
@@ -110,7 +112,7 @@ class _SharedPool(httpx.AsyncBaseTransport):
     connection, so the clients get this one, whose pool outlives them."""
 
     def __init__(self) -> None:
-        # One TLS context: loading the CA bundle costs ~60 ms of CPU each time.
+        # One TLS context: loading the CA bundle is slow, so it is loaded once.
         self._pool = httpx.AsyncHTTPTransport(
             verify=ssl.create_default_context(cafile=certifi.where()),
             limits=httpx.Limits(max_connections=POOL_CONNECTIONS,
@@ -135,8 +137,8 @@ class GitHubClients:
         self._pool = _SharedPool()
         # Our own token cache: tokens of one App configuration are never shared with another
         # (githubkit's default cache is process-wide). No HTTP cache: githubkit's (hishel on an
-        # in-memory SQLite, reached through a thread per step) never evicts and made each call
-        # cost 100-250 ms of mostly waiting, growing with the number of calls made.
+        # in-memory SQLite, reached through a thread per step) never evicts, and each call
+        # grows slower with the number made.
         options: dict[str, Any] = {"auto_retry": False, "timeout": 30.0,
                                    "cache_strategy": MemCacheStrategy(), "http_cache": False,
                                    "async_transport": self._pool}
@@ -165,9 +167,22 @@ class InstallationApi:
 
     def __init__(self, github: GitHub[Any]) -> None:
         self.github = github
+        # Until a first call has succeeded (and so fetched the installation token), calls
+        # go one at a time: githubkit fetches a token for each call that finds none cached.
+        self._first_call = asyncio.Lock()
+        self._has_token = False
 
     async def _call(self, kind: str, what: str, call: Callable[[], Awaitable[T]]) -> T:
         """`kind` labels the metrics (a fixed name per method); `what` is for messages."""
+        if not self._has_token:
+            async with self._first_call:
+                if not self._has_token:
+                    result = await self._request(kind, what, call)
+                    self._has_token = True
+                    return result
+        return await self._request(kind, what, call)
+
+    async def _request(self, kind: str, what: str, call: Callable[[], Awaitable[T]]) -> T:
         async with _errors(what, kind):
             return await call()
         raise AssertionError("unreachable")  # pragma: no cover  (mypy: the context re-raises)
@@ -227,6 +242,23 @@ class InstallationApi:
             self.github.rest.pulls.async_get(owner, name, number)))
         body: Any = response.json()
         return dict(body)
+
+    async def branch_sha(self, repository: str, branch: str) -> str | None:
+        """The sha a branch points at, or None if there is no such branch."""
+        owner, name = split(repository)
+        try:
+            response = await self._call("branch", f"branch {branch[:60]}", lambda: (
+                self.github.rest.repos.async_get_branch(owner, name, branch)))
+        except GitHubApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        body = response.json()
+        commit = body.get("commit") if isinstance(body, dict) else None
+        sha = commit.get("sha") if isinstance(commit, dict) else None
+        if not isinstance(sha, str) or not sha:
+            raise GitHubApiError(f"branch {branch[:60]}: GitHub gave no commit sha")
+        return sha
 
     async def file(self, repository: str, path: str, ref: str) -> str | None:
         """A file's text at `ref`, or None if it does not exist there."""

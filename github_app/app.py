@@ -89,7 +89,7 @@ class GitHubApp:
         try:
             # Committed before the answer, so a 2xx is never lost to a restart; the insert is
             # also the redelivery check.
-            new = await asyncio.to_thread(self.store.record_delivery, NewDelivery(
+            new = await self.intake.record(self.store.record_delivery, NewDelivery(
                 delivery_id, event, action, text, owner=str(self.intake.owner), head=head))
         except Exception:
             logger.exception("delivery %s could not be recorded", delivery_id,
@@ -170,11 +170,16 @@ def _payload(body: bytes, content_type: str) -> tuple[dict[str, Any], str] | Non
             if not values:
                 return None
             text = values[0]
-        data = json.loads(text)
+        data = json.loads(text, parse_constant=_not_json)
     except (UnicodeDecodeError, ValueError, RecursionError):
         # RecursionError: a signed body nested deeper than the parser goes.
         return None
     return (data, text) if isinstance(data, dict) else None
+
+
+def _not_json(constant: str) -> None:
+    """NaN and Infinity: Python's parser takes them, JSON (and GitHub) has no such thing."""
+    raise ValueError(f"{constant} is not JSON")
 
 
 def _answer(status: int, message: str, *, status_text: str | None = None) -> web.Response:

@@ -1,12 +1,18 @@
 """Pull-request comment commands: `/run JOB [KEY=VALUE ...]`, `/rerun [JOB]`, `/cancel [JOB]`,
-`/jobs`, `/ok-to-test`; parsed from the comment's first line outside code blocks and quotes."""
+`/jobs`, `/ok-to-test [SHA]`; parsed from the comment's first line outside code blocks and
+quotes."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
 
+from core.errors import BadInput
+from core.overrides import parse_overrides
+
 KNOWN = ("run", "rerun", "cancel", "jobs", "ok-to-test")
+# Commands with an optional argument, and what it is.
+_ONE_ARGUMENT = {"rerun": "job name", "cancel": "job name", "ok-to-test": "commit sha"}
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _COMMAND = re.compile(r"^/(?P<name>[A-Za-z][A-Za-z0-9_-]*)(?:\s+(?P<rest>.*))?$")
 
@@ -55,9 +61,10 @@ def parse(body: str) -> Command | None:
         return Command(name, tuple(words))
     if name == "run":
         return _run(words)
-    if name in ("rerun", "cancel"):
+    if name in _ONE_ARGUMENT:
         if len(words) > 1:
-            return Command(name, tuple(words), problem=f"`/{name}` takes at most one job name")
+            return Command(name, tuple(words),
+                           problem=f"`/{name}` takes at most one {_ONE_ARGUMENT[name]}")
         return Command(name, tuple(words))
     if words:
         return Command(name, tuple(words), problem=f"`/{name}` takes no arguments")
@@ -68,10 +75,9 @@ def _run(words: list[str]) -> Command:
     if not words:
         return Command("run", problem="say which job: `/run JOB [KEY=VALUE ...]`")
     job, *rest = words
-    overrides: dict[str, str] = {}
-    for word in rest:
-        key, sep, value = word.partition("=")
-        if not sep or not key:
-            return Command("run", (job,), problem=f"`{word}` is not KEY=VALUE")
-        overrides[key] = value
+    try:
+        # The same syntax as Slack and the CLI; the job's rule is the service's to apply.
+        overrides = parse_overrides(rest)
+    except BadInput as exc:
+        return Command("run", (job,), problem=str(exc))
     return Command("run", (job,), overrides)

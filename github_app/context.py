@@ -12,9 +12,10 @@ from typing import Any, ParamSpec, TypeVar
 
 from core.builds import Builder, BuildOutcome, BuildRequest
 from core.catalog import JobRef
-from core.errors import ConfigError, NotFound
+from core.errors import BadInput, ConfigError, NotFound, PermissionDenied
 from core.links import Links
-from core.models import Run, RunState, Source
+from core.models import RepositoryApp, Run, RunState, Source
+from core.names import closest
 from core.policy import Actor
 from core.service import JobService, TriggerResult
 from core.spec import AppSpec, parse_app
@@ -25,6 +26,7 @@ from github_app.routing import Delivery
 logger = logging.getLogger(__name__)
 P = ParamSpec("P")
 NOTES_KEPT = 5
+APP_FILE = "app.yaml"
 T = TypeVar("T")
 
 
@@ -83,16 +85,19 @@ class Context:
 
     async def load_state(self) -> None:
         """The repositories' apps, as stored, back into the catalog."""
-        store = self.service.store
-        for row in await self.db(store.repository_apps):
-            try:
-                app = parse_app(row.app_yaml, f"{row.repository}@{row.sha[:7]}:app.yaml")
-            except ConfigError as exc:  # valid when stored; a newer jobbot may be stricter
-                logger.warning("the stored app.yaml of %s is no longer valid: %s",
-                               row.repository, exc)
-                continue
-            self.service.catalog.replace(app)
-            self.repo_apps[row.repository] = app.app
+        for row in await self.db(self.service.store.repository_apps):
+            self._serve_stored(row)
+
+    def _serve_stored(self, row: RepositoryApp) -> str | None:
+        try:
+            app = parse_app(row.app_yaml, f"{row.repository}@{row.sha[:7]}:{APP_FILE}")
+        except ConfigError as exc:  # valid when stored; a newer jobbot may be stricter
+            logger.warning("the stored app.yaml of %s is no longer valid: %s",
+                           row.repository, exc)
+            return None
+        self.service.catalog.replace(app)
+        self.repo_apps[row.repository] = app.app
+        return app.app
 
     async def define_app(self, repository: str, app: AppSpec, sha: str, text: str) -> str | None:
         """Serve the app `repository` defines (its app.yaml at `sha`), remembered across
@@ -113,18 +118,79 @@ class Context:
         return Actor(id=f"github:{login}", source=Source.GITHUB, display=login,
                      github_login=login, github_permission=permission)
 
-    def resolve(self, repository: str, job: str) -> JobRef:
-        """A job of the repository's app (or any app, if the repository's is not known yet)."""
-        app = self.repo_apps.get(repository)
-        return self.service.catalog.resolve(f"{app}/{job}" if app and "/" not in job else job)
-
-    def repo_app(self, repository: str) -> AppSpec | None:
+    async def repository_app(self, api: InstallationApi, delivery: Delivery) -> AppSpec:
+        """The app of the delivery's repository, the only one its pull requests, pushes and
+        check runs reach: the app its app.yaml defines (as learnt from pushes, stored by any
+        replica, or read from its default branch now); failing that, the server's own
+        app.yaml while it is the one app jobbot serves and no repository defines one.
+        BadInput saying why when the repository has none."""
+        repository = delivery.repository
         name = self.repo_apps.get(repository)
         if name is None:
-            apps = self.service.catalog.apps
-            # One app served and no repository app known: the server's own app.yaml.
-            return next(iter(apps.values())) if len(apps) == 1 else None
-        return self.service.catalog.app(name)
+            row = await self.db(self.service.store.repository_app, repository)
+            name = self._serve_stored(row) if row is not None else None
+        if name is None:
+            name = await self._default_branch_app(api, delivery)
+        if name is not None:
+            return self.service.catalog.app(name)
+        server = await self._only_the_server_app()
+        if server is not None:
+            return server
+        branch = delivery.get("repository", "default_branch")
+        where = f"no {APP_FILE} on {branch}" if isinstance(branch, str) else f"no {APP_FILE}"
+        raise BadInput(f"{repository} has no app of its own ({where}), so it reaches no jobs "
+                       f"(the server's {APP_FILE} serves every repository only while it is "
+                       f"the one app jobbot serves)")
+
+    async def _default_branch_app(self, api: InstallationApi, delivery: Delivery) -> str | None:
+        """The app the repository's app.yaml on its default branch defines, now served; None
+        if it has none. Its app is otherwise learnt from pushes: this covers a repository
+        not pushed to since jobbot was installed."""
+        repository = delivery.repository
+        branch = delivery.get("repository", "default_branch")
+        if not isinstance(branch, str) or not branch:
+            return None
+        sha = await api.branch_sha(repository, branch)
+        text = await api.file(repository, APP_FILE, sha) if sha is not None else None
+        if sha is None or text is None:
+            return None
+        try:
+            app = parse_app(text, f"{repository}@{sha[:7]}:{APP_FILE}")
+        except ConfigError as exc:
+            raise BadInput(f"the {APP_FILE} of {repository} on {branch} is invalid "
+                           f"({len(exc.problems)} problems): nothing runs until it is "
+                           f"fixed") from None
+        claimed_by = await self.define_app(repository, app, sha, text)
+        if claimed_by is not None:
+            raise BadInput(f"the {APP_FILE} of {repository} defines the app {app.app}, which "
+                           f"jobbot serves from {claimed_by}: nothing runs here")
+        return app.app
+
+    async def _only_the_server_app(self) -> AppSpec | None:
+        """The server's own app, while it is the one app served and no repository defines
+        one (as stored by any replica): then every repository jobbot serves drives it."""
+        apps = list(self.service.catalog.apps.values())
+        if len(apps) != 1 or self.repo_apps:
+            return None
+        stored = await self.db(self.service.store.repository_apps)
+        for row in stored:
+            self._serve_stored(row)
+        return None if stored else apps[0]
+
+    @staticmethod
+    def job_of(app: AppSpec, repository: str, name: str) -> JobRef:
+        """`job`, or `app/job` naming the repository's app: never a job of another app."""
+        app_name, slash, job_name = name.partition("/")
+        if not slash:
+            job_name = app_name
+        elif app_name != app.app:
+            raise PermissionDenied(
+                f"{name[:130]!r} is not a job of {repository}: its pull requests reach only "
+                f"the jobs of its app {app.app}")
+        for job in app.jobs:
+            if job.name == job_name:
+                return JobRef(app, job)
+        raise NotFound(f"no job {job_name[:64]!r}", closest(job_name, [j.name for j in app.jobs]))
 
     async def build(self, app: AppSpec, build_name: str, repository: str, sha: str, ref: str,
                     actor: Actor, key: str, origin: dict[str, Any]) -> BuildOutcome:
@@ -149,7 +215,9 @@ class Context:
     async def start(self, target: JobRef, actor: Actor, *, repository: str, sha: str, ref: str,
                     key: str, origin: dict[str, Any], overrides: dict[str, str] | None = None,
                     image: str | None = None) -> TriggerResult:
-        """Run a job at a sha; jobs with image_from_build get their build (made if needed)."""
+        """Run a job at a sha; jobs with image_from_build get their build (made if needed).
+        Overrides the job refuses are refused before anything is built."""
+        await self.service.check_overrides(target, overrides)
         if target.job.image_from_build and image is None:
             outcome = await self.build(target.app, target.job.image_from_build, repository, sha,
                                        ref, actor, f"{key}:build", origin)

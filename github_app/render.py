@@ -1,4 +1,7 @@
-"""Pure functions from runs to GitHub text: the PR status comment, help, check-run output."""
+"""Pure functions from runs to GitHub text: the PR status comment, help, check-run output.
+
+Every string that is not jobbot's own (names, refs, reasons, logins, log lines, and the answers
+to commands, which quote their input) goes through github_app.markdown."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ from typing import Any
 
 from core.masking import Masker
 from core.models import Run, RunState
+from github_app import markdown
 
 RUNS_MARKER = "<!-- jobbot:runs -->"
 HELP_MARKER = "<!-- jobbot:help -->"
@@ -31,13 +35,8 @@ jobbot commands (one per comment, on the first line):
 | `/rerun JOB` | rerun the latest run of JOB on this pull request |
 | `/cancel [JOB]` | cancel this pull request's running runs (of JOB) |
 | `/jobs` | what can run here, with each job's last state |
-| `/ok-to-test` | (write access) allow runs for this head commit of a fork's pull request |
+| `/ok-to-test [SHA]` | (write access) allow runs of a fork's head: the one you saw, or SHA |
 """
-
-
-def cell(text: str) -> str:
-    """Text safe inside a Markdown table cell."""
-    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def runs_comment(runs: Sequence[Run], run_url: Callable[[str], str],
@@ -48,21 +47,25 @@ def runs_comment(runs: Sequence[Run], run_url: Callable[[str], str],
         lines += ["| run | state | commit | started by | logs |", "| --- | --- | --- | --- | --- |"]
         for run in runs:
             state = run.run_state
-            reason = f" ({cell(run.reason)})" if run.reason and state.is_final else ""
+            reason = (f" ({markdown.text(run.reason)})" if run.reason and state.is_final
+                      else "")
             lines.append(
-                f"| {cell(run.label)} | {_ICONS.get(state, '')} {state.value}{reason} "
-                f"| `{(run.sha or '')[:7]}` | {cell(run.actor.removeprefix('github:'))} "
+                f"| {markdown.text(run.label)} | {_ICONS.get(state, '')} {state.value}{reason} "
+                f"| {markdown.code((run.sha or '')[:7], table=True)} "
+                f"| {markdown.text(run.actor.removeprefix('github:'))} "
                 f"| [logs]({run_url(run.id)}) |")
     else:
         lines.append("No runs yet.")
     for note in notes:
-        # One-line notes (a command's answer) as quotes; longer ones (the /jobs table) as is.
-        lines += ["", note if "\n" in note else f"> {note}"]
+        # A command's answer quotes what was asked: only its code spans (and the /jobs
+        # table's cells) stay markup. One-line answers as quotes.
+        lines += ["", markdown.sanitize_block(note) if "\n" in note
+                  else f"> {markdown.sanitize(note)}"]
     return "\n".join(lines) + "\n"
 
 
 def help_comment(unknown: str) -> str:
-    return f"{HELP_MARKER}\njobbot does not know `/{cell(unknown)}`.\n\n{HELP}"
+    return f"{HELP_MARKER}\njobbot does not know {markdown.code('/' + unknown)}.\n\n{HELP}"
 
 
 def jobs_comment(rows: Sequence[tuple[str, str, Run | None]]) -> str:
@@ -70,7 +73,8 @@ def jobs_comment(rows: Sequence[tuple[str, str, Run | None]]) -> str:
     lines = ["| job | description | last run |", "| --- | --- | --- |"]
     for name, description, last in rows:
         state = f"{last.label}: {last.state}" if last else "never run"
-        lines.append(f"| `{cell(name)}` | {cell(description)} | {cell(state)} |")
+        lines.append(f"| {markdown.code(name, table=True)} | {markdown.text(description)} "
+                     f"| {markdown.text(state)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -82,26 +86,37 @@ def check_output(run: Run, log_tail: Sequence[str], masker: Masker) -> dict[str,
     """Title, summary and the (masked) tail of the log for a check run."""
     state = run.run_state
     title = f"{run.label} {state.value}"
-    summary = f"{run.label} of app `{run.app}` is {state.value}"
+    summary = (f"{markdown.text(run.label)} of app {markdown.code(run.app)} is "
+               f"{state.value}")
     if run.reason:
-        summary += f": {masker.mask(run.reason)}"
+        summary += f": {markdown.text(masker.mask(run.reason))}"
     text = masker.mask("\n".join(log_tail))
-    if len(text) > MAX_OUTPUT:
-        text = text[-MAX_OUTPUT:]
-    output: dict[str, Any] = {"title": title[:255], "summary": summary[:60_000]}
+    room = MAX_OUTPUT - markdown.fence_length(text)
+    if len(text) > room:
+        text = text[-room:]
+    # The title is plain text on GitHub (not Markdown).
+    output: dict[str, Any] = {"title": title[:255], "summary": summary[:MAX_OUTPUT]}
     if text:
-        output["text"] = f"```\n{text.replace('```', '` ` `')}\n```"
+        output["text"] = markdown.fence(text)
     return output
 
 
 def config_error_output(errors: Sequence[str]) -> dict[str, Any]:
-    listing = "\n".join(f"- `{cell(line)}`" for line in errors)
-    return {"title": "app.yaml is invalid: nothing runs",
-            "summary": f"{len(errors)} problem(s) in app.yaml:\n\n{listing}"[:60_000]}
+    """The problems of an app.yaml, as many as fit (whole lines: a cut one could leave code
+    unclosed)."""
+    summary = f"{len(errors)} problem(s) in app.yaml:\n"
+    for shown, line in enumerate(errors):
+        item = f"\n- {markdown.code(line)}"
+        if len(summary) + len(item) > MAX_OUTPUT - 100:
+            summary += f"\n\n({len(errors) - shown} more not shown)"
+            break
+        summary += item
+    return {"title": "app.yaml is invalid: nothing runs", "summary": summary}
 
 
 def app_claimed_output(app: str, claimed_by: str) -> dict[str, Any]:
     return {"title": f"app {app} belongs to another repository: nothing runs",
-            "summary": (f"This app.yaml defines the app `{cell(app)}`, which jobbot already "
-                        f"serves from `{cell(claimed_by)}`. App names are unique per jobbot: "
-                        f"rename the app here (`app:`), or remove it from {cell(claimed_by)}.")}
+            "summary": (f"This app.yaml defines the app {markdown.code(app)}, which jobbot "
+                        f"already serves from {markdown.code(claimed_by)}. App names are unique "
+                        f"per jobbot: rename the app here (`app:`), or remove it from "
+                        f"{markdown.text(claimed_by)}.")}

@@ -16,13 +16,15 @@ from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
 
-from core.catalog import Catalog
+from core.catalog import Catalog, JobRef
 from core.durations import format_duration
 from core.errors import BadInput, ConfigError, Conflict, JobbotError, NotFound, PermissionDenied
 from core.models import RunState
-from core.overrides import parse_overrides
+from core.numbers import INT32_MAX, bounded_int
+from core.overrides import check_overrides, parse_overrides
 from core.policy import Actor
 from core.scheduler import fire_times
+from core.secrets import LocalSecrets
 from core.service import unscheduled
 from jobbot import render
 from jobbot.logsetup import setup_logging
@@ -30,6 +32,8 @@ from jobbot.settings import Settings, settings_error
 from jobbot.wiring import Runtime, build_runtime, load_config
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+MAX_LIMIT = 1000  # runs listed by `jobbot runs`
+MAX_COUNT = 10_000  # fire times printed by `jobbot schedule`
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -83,11 +87,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--yes", "-y", action="store_true", help="do not ask for confirm: jobs")
     runs = add("runs", cmd_runs, "list recent runs")
     runs.add_argument("job", nargs="?")
-    runs.add_argument("--limit", type=int, default=20)
+    runs.add_argument("--limit", type=_number(1, MAX_LIMIT, "--limit"), default=20,
+                      help=f"how many (default 20, at most {MAX_LIMIT})")
     logs = add("logs", cmd_logs, "print a run's log")
     logs.add_argument("run", help="run id or JOB#NUMBER")
     logs.add_argument("--follow", "-f", action="store_true")
-    logs.add_argument("--attempt", type=int)
+    logs.add_argument("--attempt", type=_number(0, INT32_MAX, "--attempt"),
+                      help="only this attempt's log")
     cancel = add("cancel", cmd_cancel, "cancel a queued or running run")
     cancel.add_argument("run", help="run id or JOB#NUMBER")
     pause = add("pause", cmd_pause, "stop scheduling a job")
@@ -111,10 +117,22 @@ def _parser() -> argparse.ArgumentParser:
     schedule.add_argument("--from", dest="start", metavar="ISO8601",
                           help="start after this time (default now; without an offset it is "
                                "read in the job's time zone)")
-    schedule.add_argument("--count", "-n", type=int, default=5, help="how many (default 5)")
+    schedule.add_argument("--count", "-n", type=_number(1, MAX_COUNT, "--count"), default=5,
+                          help=f"how many (default 5, at most {MAX_COUNT})")
     serve = add("serve", cmd_serve, "serve HTTP, run jobs and schedules")
     serve.add_argument("--verbose", "-v", action="store_true")
     return parser
+
+
+def _number(lo: int, hi: int, name: str) -> Callable[[str], int]:
+    """An argparse type: a bounded whole number (argparse answers bad ones with exit code 2)."""
+    def parse(text: str) -> int:
+        try:
+            return bounded_int(text, lo, hi, name=name)
+        except BadInput as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
 
 
 def _actor() -> Actor:
@@ -123,6 +141,16 @@ def _actor() -> Actor:
     except (KeyError, OSError):
         user = "unknown"
     return Actor.cli(user)
+
+
+def _checked_overrides(settings: Settings, target: JobRef, items: list[str]) -> dict[str, str]:
+    """KEY=VALUE arguments, checked by the rule every run follows before anything is written
+    (the service checks them again), with the keys of the local executor's secret files."""
+    overrides = parse_overrides(items)
+    keys: frozenset[str] = frozenset()
+    if overrides and target.job.secrets and settings.JOBBOT_EXECUTOR == "local":
+        keys = LocalSecrets(settings.JOBBOT_DATA_DIR / "secrets").keys(target.job.secrets)
+    return check_overrides(target.job, overrides, keys)
 
 
 def _with_runtime(settings: Settings, body: Callable[[Runtime], Coroutine[Any, Any, int]]) -> int:
@@ -148,7 +176,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     # Everything that can be wrong with the request is checked before anything is written.
     app = load_config(settings)
     target = Catalog([app]).resolve(args.job)
-    overrides = parse_overrides(args.overrides)
+    overrides = _checked_overrides(settings, target, args.overrides)
     if target.job.confirm and not args.yes:
         if not sys.stdin.isatty():
             raise BadInput(f"{target.job.name} asks for confirmation: pass --yes to run it")
@@ -341,7 +369,7 @@ def cmd_render(args: argparse.Namespace, settings: Settings) -> int:
         if not args.job:
             raise BadInput("name a job to render (or --build NAME)")
         target = Catalog([app]).resolve(args.job)
-        overrides = parse_overrides(args.overrides)
+        overrides = _checked_overrides(settings, target, args.overrides)
         run = manifests.RunInfo(id=manifests.PLACEHOLDER_RUN_ID,
                                 number=manifests.PLACEHOLDER_NUMBER, source="cli",
                                 actor=_actor().id, sha=args.sha, ref=args.ref)
@@ -354,6 +382,7 @@ def cmd_render(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.mrkdwn import unescape
     from bot.router import Request, Router
 
     load_config(settings)
@@ -363,7 +392,7 @@ def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
         await service.reconcile()
         router = Router(service, runtime.links)
         answer = await router.handle(Request(args.text, _actor(), confirmed=args.yes))
-        print(answer.text)
+        print(unescape(answer.text))
         if answer.started_run is None:
             return EXIT_OK if answer.ok else EXIT_BAD_INPUT
         # Nothing else drives a local run once this process ends: stay until it is done.
@@ -378,8 +407,6 @@ def cmd_schedule(args: argparse.Namespace, settings: Settings) -> int:
     job = Catalog([load_config(settings)]).resolve(args.job).job
     if not job.is_scheduled:
         raise BadInput(f"{job.name} has no schedule")
-    if not 1 <= args.count <= 10_000:
-        raise BadInput(f"--count must be between 1 and 10000, not {args.count}")
     zone = ZoneInfo(job.timezone)
     if args.start is None:
         start = datetime.now(UTC)

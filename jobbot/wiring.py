@@ -58,7 +58,8 @@ def build_runtime(settings: Settings, config: Path | None = None, *,
     if executor is None:
         executor = make_executor(settings, logs, owner, data_dir, catalog)
     service = JobService(catalog, store, executor, logs, owner=owner, changes=Changes())
-    links = Links(settings.public_url, signing_key(settings, data_dir))
+    links = Links(settings.public_url, signing_key(settings, data_dir),
+                  guessed=settings.JOBBOT_PUBLIC_URL is None)
     return Runtime(settings, app, store, service, links)
 
 
@@ -137,4 +138,5 @@ def make_executor(settings: Settings, logs: LogStore, owner: ProcessId,
                        f"({type(exc).__name__}: {exc}); set JOBBOT_KUBECONFIG or run in "
                        "a pod with a ServiceAccount") from exc
     return KubernetesExecutor(KubeApi(api_client), logs,
-                              lambda app: catalog.app(app).namespace)
+                              lambda app: catalog.app(app).namespace,
+                              job_of=lambda app, job: catalog.app(app).job(job))

@@ -13,6 +13,7 @@ import sqlalchemy
 from core.store import Store
 from tests.support import hang_guard
 from tests.support.postgres import Cluster
+from tests.support.stores import sqlite_store  # noqa: F401  (a fixture, for every test)
 
 BACKENDS = ["sqlite", "postgresql"]
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from core.links import Links
+from core.links import Links, origin_of, secrets_equal
 from core.models import Source
 from core.policy import Actor
 from web.sessions import Signer, Viewer
@@ -64,11 +63,15 @@ class Access:
             return True
         expected = self.session_value()
         given = request.cookies.get(SESSION_COOKIE, "")
-        return expected is not None and hmac.compare_digest(given, expected)
+        return expected is not None and secrets_equal(given, expected)
 
     def token_given(self, request: web.Request) -> bool:
         given = request.query.get("token", "")
-        return bool(self.web_token) and hmac.compare_digest(given, self.web_token or "")
+        return bool(self.web_token) and secrets_equal(given, self.web_token or "")
+
+    def same_origin(self, request: web.Request) -> bool:
+        """A form post from jobbot's own pages (CSRF): see `same_origin`."""
+        return same_origin(request, self.links.public_origin)
 
     def run_token(self, request: web.Request, run_id: str) -> str | None:
         """A token valid for this run's page, or None: the link's own, or one for a browser."""
@@ -94,9 +97,15 @@ class Access:
         response.del_cookie(USER_COOKIE, path="/")
 
 
-def same_origin(request: web.Request) -> bool:
-    """A form post from this site (CSRF): Origin, else Referer, must name this host."""
+def same_origin(request: web.Request, public_origin: str | None) -> bool:
+    """A form post from this site (CSRF): the origin of Origin, else of Referer, must be
+    jobbot's public origin (JOBBOT_PUBLIC_URL: a proxy in front may rewrite Host); only when
+    that is not known, the host the request was sent to."""
     source = request.headers.get("Origin") or request.headers.get("Referer")
-    if not source or source == "null":
+    given = origin_of(source) if source and source != "null" else None
+    if given is None:
         return False
-    return urlsplit(source).netloc == request.host
+    if public_origin is not None:
+        return given == public_origin
+    scheme = given.partition(":")[0]
+    return given == origin_of(f"{scheme}://{request.host}")

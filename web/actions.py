@@ -12,7 +12,6 @@ from core.errors import BadInput, Conflict, NotFound, PermissionDenied
 from core.models import Run
 from core.policy import Action, Actor, decide
 from core.spec import JobSpec
-from web.access import same_origin
 from web.context import WEB, WebContext
 
 logger = logging.getLogger(__name__)
@@ -66,9 +65,12 @@ async def rerun(request: web.Request) -> web.Response:
 async def _act(request: web.Request, action: str) -> web.Response:
     ctx = request.app[WEB]
     run_id = request.match_info["id"]
-    if not same_origin(request):
+    if not ctx.access.same_origin(request):
         return ctx.error(403, "Refused", "This form must be sent from jobbot's own page.")
-    form = await request.post()
+    try:
+        form = await request.post()
+    except (ValueError, LookupError) as exc:  # a malformed body, or a charset Python lacks
+        return ctx.error(400, "Bad form", f"This form could not be read ({type(exc).__name__}).")
     token = form.get("t")
     if not isinstance(token, str) or not ctx.access.links.verify(run_id, token):
         return ctx.error(403, "This link is not valid", "Open the run again from its link.")

@@ -11,6 +11,15 @@ _CSI = re.compile(r"\x1b\[([0-9;:?]*)([@-~])")
 _CONTROL = re.compile(r"\x1b[@-Z\\-_]?|[\x00-\x08\x0b-\x1f\x7f]")
 # Most log lines hold none of these: they are returned as they are, which is 10x faster.
 _NEEDS_WORK = re.compile(r"[<>&\x00-\x08\x0b-\x1f\x7f]")
+# SGR parameters are small (codes up to 107, colour parts up to 255); a longer one is not read
+# as a number at all (a job printing 5,000 digits must not stop its log from showing).
+_MAX_PARAM_DIGITS = 5
+
+
+def _params(text: str) -> list[int | None]:
+    """SGR parameters: an empty one is 0 (reset); one too long to be real is None (ignored)."""
+    return [0 if not p else int(p) if p.isdigit() and len(p) <= _MAX_PARAM_DIGITS else None
+            for p in re.split("[;:]", text or "0")]
 
 
 class _Style:
@@ -22,11 +31,13 @@ class _Style:
         self.bg: str | None = None
 
     def apply(self, params: str) -> None:
-        codes = [int(p) if p.isdigit() else 0 for p in re.split("[;:]", params or "0")]
+        codes = _params(params)
         i = 0
         while i < len(codes):
             code = codes[i]
-            if code == 0:
+            if code is None:
+                pass  # not a parameter anyone means: ignored
+            elif code == 0:
                 self.__init__()  # type: ignore[misc]
             elif code == 1:
                 self.bold = True
@@ -83,15 +94,21 @@ class _Style:
         return f"<span{attrs}>"
 
 
-def _extended(rest: list[int]) -> tuple[str | None, int]:
-    """38;5;N (256 colours) or 38;2;R;G;B (true colour); returns the colour and codes used."""
+def _extended(rest: list[int | None]) -> tuple[str | None, int]:
+    """38;5;N (256 colours) or 38;2;R;G;B (true colour); returns the colour and codes used
+    (no colour when a part of it is not a number)."""
     if len(rest) >= 2 and rest[0] == 5:
         n = rest[1]
+        if n is None:
+            return None, 2
         if n < 16:
             return f"c{n}", 2
         return _xterm256(n), 2
     if len(rest) >= 4 and rest[0] == 2:
-        r, g, b = (max(0, min(255, v)) for v in rest[1:4])
+        parts = rest[1:4]
+        if any(v is None for v in parts):
+            return None, 4
+        r, g, b = (max(0, min(255, v or 0)) for v in parts)
         return f"#{r:02x}{g:02x}{b:02x}", 4
     return None, len(rest)
 

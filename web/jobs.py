@@ -9,8 +9,9 @@ from typing import Any
 from aiohttp import web
 from markupsafe import Markup
 
-from core.errors import NotFound
+from core.errors import BadInput, NotFound
 from core.models import Run
+from core.numbers import INT32_MAX, bounded_int
 from core.service import JobSummary
 from web import present
 from web.context import WEB, WebContext
@@ -82,14 +83,18 @@ async def job_page(request: web.Request) -> web.Response:
         return refused
     name = request.match_info["name"]
     before_text = request.query.get("before")
-    if before_text is not None and not before_text.isdigit():
-        return ctx.error(400, "Bad page", f"before must be a run number, not {before_text!r}")
+    try:
+        before = (None if before_text is None
+                  else bounded_int(before_text, 1, INT32_MAX, name="before (a run number)"))
+    except BadInput as exc:
+        return ctx.error(400, "Bad page", str(exc))
     try:
         job = await ctx.service.job_summary(name)
-        runs = await ctx.service.history(name, limit=PAGE,
-                                         before_number=int(before_text) if before_text else None)
+        runs = await ctx.service.history(name, limit=PAGE, before_number=before)
     except NotFound as exc:
         return ctx.error(404, "No such job", str(exc))
+    except BadInput as exc:
+        return ctx.error(400, "Not a job", str(exc))
     values: dict[str, Any] = {
         "job": job, "runs": runs, "token": ctx.access.links.token,
         "schedule": [describe(expr, job.timezone) for expr in job.schedule],

@@ -13,6 +13,7 @@ from aiohttp import web
 from core.errors import BadInput, NotFound
 from core.masking import mask_mapping
 from core.models import Attempt, Run
+from core.numbers import INT32_MAX, bounded_int, shown
 from core.service import RunDetail
 from web import actions, present
 from web.ansi import to_html
@@ -99,7 +100,11 @@ async def run_logs(request: web.Request) -> web.StreamResponse:
         ctx.streams.add(task)
     try:
         if "text/event-stream" in request.headers.get("Accept", ""):
-            return await _events(ctx, request, run)
+            try:
+                position = _position(request)
+            except BadInput as exc:
+                return web.Response(status=400, text=f"{exc}\n", headers=HEADERS)
+            return await _events(ctx, request, run, position)
         return await _raw(ctx, request, detail)
     finally:
         if task is not None:
@@ -109,11 +114,14 @@ async def run_logs(request: web.Request) -> web.StreamResponse:
 async def _raw(ctx: WebContext, request: web.Request, detail: RunDetail) -> web.StreamResponse:
     run = detail.run
     attempt_text = request.query.get("attempt")
-    if attempt_text is not None and not attempt_text.isdigit():
-        return web.Response(status=400, text=f"attempt must be a number, not {attempt_text!r}\n")
+    try:
+        attempt = (None if attempt_text is None
+                   else bounded_int(attempt_text, 0, INT32_MAX, name="attempt"))
+    except BadInput as exc:
+        return web.Response(status=400, text=f"{exc}\n", headers=HEADERS)
     follow = request.query.get("follow", "") in ("1", "true", "yes")
-    if attempt_text is not None:
-        missing = detail.missing_attempt(int(attempt_text), follow=follow)
+    if attempt is not None:
+        missing = detail.missing_attempt(attempt, follow=follow)
         if missing:
             return web.Response(status=404, text=missing + "\n", headers=HEADERS)
     response = web.StreamResponse(headers={
@@ -123,18 +131,17 @@ async def _raw(ctx: WebContext, request: web.Request, detail: RunDetail) -> web.
     })
     await response.prepare(request)
     if not follow or run.run_state.is_final:
-        await _copy_files(ctx, response, run.id, int(attempt_text) if attempt_text else None)
+        await _copy_files(ctx, response, run.id, attempt)
         await response.write_eof()
         return response
     buffer: list[str] = []
     size = 0
-    shown = None
-    lines = ctx.service.logs(run.id, attempt=int(attempt_text) if attempt_text else None,
-                             follow=follow)
-    async for attempt, line in lines:
-        if attempt != shown and attempt_text is None and (shown is not None or attempt > 1):
-            buffer.append(f"----- attempt {attempt} -----\n")
-        shown = attempt
+    previous = None
+    lines = ctx.service.logs(run.id, attempt=attempt, follow=follow)
+    async for index, line in lines:
+        if index != previous and attempt is None and (previous is not None or index > 1):
+            buffer.append(f"----- attempt {index} -----\n")
+        previous = index
         buffer.append(line + "\n")
         size += len(line) + 1
         # While following, send each line at once; a finished log goes out in big pieces.
@@ -163,12 +170,17 @@ async def _copy_files(ctx: WebContext, response: web.StreamResponse, run_id: str
 
 
 def _position(request: web.Request) -> tuple[int, int]:
-    """Where the client is: (attempt, lines of it already shown), from Last-Event-ID or ?from=."""
-    text = request.headers.get("Last-Event-ID") or request.query.get("from", "1:0")
-    attempt, _, seen = text.partition(":")
-    if attempt.isdigit() and seen.isdigit():
-        return max(int(attempt), 1), int(seen)
-    return 1, 0
+    """Where the client is: (attempt, lines of it already shown), from Last-Event-ID (the id
+    of the last event it received) or ?from=ATTEMPT:LINES; BadInput if neither is that."""
+    given = request.headers.get("Last-Event-ID")
+    name = "Last-Event-ID"
+    if not given:
+        given, name = request.query.get("from", "1:0"), "from"
+    attempt, colon, seen = given.partition(":")
+    if not colon:
+        raise BadInput(f"{name} must be ATTEMPT:LINES, not {shown(given)}")
+    return (max(bounded_int(attempt, 0, INT32_MAX, name=f"{name}'s attempt"), 1),
+            bounded_int(seen, 0, INT32_MAX, name=f"{name}'s line count"))
 
 
 def _state_data(run: Run) -> str:
@@ -181,7 +193,8 @@ def _state_data(run: Run) -> str:
     })
 
 
-async def _events(ctx: WebContext, request: web.Request, run: Run) -> web.StreamResponse:
+async def _events(ctx: WebContext, request: web.Request, run: Run,
+                  position: tuple[int, int]) -> web.StreamResponse:
     """Log lines ([attempt, number, text as safe HTML]) and state changes, until the end.
 
     A viewer that falls too far behind is cut off (without the `end` event): EventSource
@@ -191,7 +204,7 @@ async def _events(ctx: WebContext, request: web.Request, run: Run) -> web.Stream
         "X-Accel-Buffering": "no",
     })
     await response.prepare(request)
-    start, seen = _position(request)
+    start, seen = position
     logger.info("live log opened", extra={"run_id": run.id})
     try:
         # `retry`: reconnect after a second (not the browsers' default three) when cut off.

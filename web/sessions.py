@@ -38,8 +38,8 @@ class Signer:
 
     def loads(self, text: str | None) -> dict[str, Any] | None:
         """The values, or None when the text is missing, forged, from elsewhere or expired."""
-        if not text or text.count(".") != 1:
-            return None
+        if not text or not text.isascii() or text.count(".") != 1:
+            return None  # what this signer writes is ASCII: anything else is not from here
         body, mac = text.split(".")
         try:
             good = hmac.compare_digest(_unb64(mac), self._mac(body))

@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from web.access import LOGIN_COOKIE, LOGIN_TTL, same_origin
+from web.access import LOGIN_COOKIE, LOGIN_TTL
 from web.context import WEB, WebContext
 from web.oidc import ISSUER, SignInFailed, SlackSignIn, exchange
 from web.sessions import Viewer
@@ -85,7 +85,7 @@ async def callback(request: web.Request) -> web.StreamResponse:
 async def sign_out(request: web.Request) -> web.StreamResponse:
     """POST /auth/signout (from this site's own form): forget the session cookie."""
     ctx = request.app[WEB]
-    if not same_origin(request):
+    if not ctx.access.same_origin(request):
         return ctx.error(403, "Refused", "This form must be sent from jobbot's own page.")
     response = ctx.render("error.html", {"status": 200, "title": "Signed out",
                                          "message": "You are signed out of jobbot."})

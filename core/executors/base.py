@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from core.models import Attempt, Run, RunState
 from core.spec import AppSpec, JobSpec
@@ -73,6 +73,16 @@ class Executor(Protocol):
 
     async def shutdown(self, reason: str) -> None:
         """Stop everything this process drives; runs end `cancelled` with `reason`."""
+        ...
+
+
+@runtime_checkable
+class SecretKeys(Protocol):
+    """An executor that can tell which variable names a job's secrets hold (never their
+    values): runs may not override them."""
+
+    async def secret_keys(self, app: AppSpec, job: JobSpec) -> frozenset[str]:
+        """The keys of the job's secrets this executor can read; empty when it knows none."""
         ...
 
 

@@ -1,6 +1,8 @@
 """Run jobs as batch/v1 Jobs: one Job per run, status from a watch, attempts and logs from pods.
 
 The Job keeps running when jobbot stops; the next jobbot process adopts it in `reconcile()`.
+Pod logs and reasons are masked with the run's sensitive env values and the values of the
+Secrets it gets, which jobbot reads (in memory only) before it creates the Job.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from core.errors import BadInput, ExecutorError
+from core.errors import BadInput, ExecutorError, JobbotError
 from core.executors.base import Launch, ReporterBinding, secret_names
 from core.executors.k8s.api import KubeApi, Obj, interrupt
 from core.executors.k8s.manifests import (
@@ -26,11 +28,13 @@ from core.executors.k8s.manifests import (
     job_manifest,
     job_name,
 )
+from core.executors.k8s.secrets import SecretMissing, secret_keys, secret_values
 from core.executors.k8s.status import PodState, job_outcome, last_exit_code, pod_state
 from core.executors.k8s.watch import JobWatch, WatchEvent
 from core.logs import LogStore
-from core.masking import Masker, is_sensitive_key
+from core.masking import Masker, is_sensitive_key, secret_forms
 from core.models import Attempt, Run, RunState
+from core.spec import AppSpec, JobSpec
 
 logger = logging.getLogger(__name__)
 RUN_SELECTOR = f"{SELECTOR},{LABEL_RUN_ID}"
@@ -57,10 +61,15 @@ class _Tracked:
     latest: Obj | None = None
     syncing: asyncio.Task[None] | None = None
     done: bool = False
+    # Why pod logs are not copied (a Secret of an adopted run could not be read to mask it).
+    withheld: str | None = None
 
     @property
     def external_id(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    def mask(self, text: str | None) -> str | None:
+        return self.masker.mask(text) if text else text
 
 
 class KubernetesExecutor(ReporterBinding):
@@ -69,9 +78,13 @@ class KubernetesExecutor(ReporterBinding):
     name = "kubernetes"
 
     def __init__(self, api: KubeApi, logs: LogStore, namespace_of: Callable[[str], str], *,
+                 job_of: Callable[[str, str], JobSpec] | None = None,
                  watch_timeout: int = 300, log_drain: float = 10.0,
                  pod_annotations: Callable[[Launch], dict[str, str]] | None = None) -> None:
+        """`job_of(app, job)` gives a job's current definition: an adopted run also masks the
+        sensitive `env` values it has now (besides those its Job's pods got)."""
         self._pod_annotations = pod_annotations
+        self._job_of = job_of
         self.api = api
         self._logs = logs
         self._namespace_of = namespace_of
@@ -85,6 +98,10 @@ class KubernetesExecutor(ReporterBinding):
 
     # -- launching ------------------------------------------------------------------------
 
+    async def secret_keys(self, app: AppSpec, job: JobSpec) -> frozenset[str]:
+        """The names the job's Secrets hold, read from the API: runs may not override them."""
+        return await secret_keys(self.api, app.namespace, job.secrets)
+
     async def launch(self, launch: Launch) -> None:
         run = launch.run
         try:
@@ -94,7 +111,10 @@ class KubernetesExecutor(ReporterBinding):
         except BadInput as exc:
             raise ExecutorError(str(exc)) from exc
         namespace, name = launch.app.namespace, manifest["metadata"]["name"]
-        track = _Tracked(run.id, namespace, name, Masker(launch.sensitive_values))
+        # Read before the Job exists: a Secret jobbot cannot read is a run it cannot mask.
+        values = await secret_values(self.api, namespace, secret_names(launch))
+        masker = Masker(secret_forms((*values, *launch.sensitive_values)))
+        track = _Tracked(run.id, namespace, name, masker)
         self._runs[run.id] = track
         await self._ensure_watch(namespace)
         try:
@@ -224,10 +244,16 @@ class KubernetesExecutor(ReporterBinding):
             await self._drain(track, pod.name)
             track.finished.add(pod.name)
             await self.reporter.attempt_finished(track.run_id, index, pod.finished,
-                                                 exit_code=pod.exit_code, reason=pod.reason)
+                                                 exit_code=pod.exit_code,
+                                                 reason=track.mask(pod.reason))
 
     async def _copy_log(self, track: _Tracked, pod: str, index: int, *, follow: bool) -> None:
         """Copy one pod's log into the LogStore (masked), following it while it runs."""
+        if track.withheld:
+            writer = self._logs.writer(track.run_id, index, track.masker)
+            writer.line(f"the log of pod {pod} is not copied: {track.withheld}")
+            writer.close()
+            return
         loop = asyncio.get_running_loop()
         try:
             response = await self.api.open_log(track.namespace, pod, CONTAINER, follow=follow)
@@ -275,6 +301,7 @@ class KubernetesExecutor(ReporterBinding):
         if track.done:
             return
         track.done = True
+        reason = track.mask(reason)
         for pod, index in sorted(track.attempts.items(), key=lambda item: item[1]):
             if pod in track.finished:
                 continue
@@ -337,9 +364,9 @@ class KubernetesExecutor(ReporterBinding):
                     reason=f"its Kubernetes Job {namespace}/{name} {what} while jobbot was "
                            "not watching; marked failed at start-up")
                 continue
-            sensitive = [v for k, v in run.overrides.items() if is_sensitive_key(k)]
-            track = _Tracked(run.id, namespace, name, Masker(sensitive),
-                             uid=job["metadata"].get("uid"))
+            masker, withheld = await self._adopted_masker(run, namespace, job)
+            track = _Tracked(run.id, namespace, name, masker, uid=job["metadata"].get("uid"),
+                             withheld=withheld)
             for attempt in attempts:
                 if attempt.handle:
                     track.attempts[attempt.handle] = attempt.index
@@ -353,6 +380,42 @@ class KubernetesExecutor(ReporterBinding):
                         extra={"run_id": run.id})
             track.launched.set()
             self._schedule(track, job)
+
+    async def _adopted_masker(self, run: Run, namespace: str,
+                              job: Obj) -> tuple[Masker, str | None]:
+        """The masker a launch would have built, rebuilt after a restart: sensitive values of
+        the job's `env` (as defined now, and as its Job's pods got it) and of the run's
+        overrides, and the values of the Secrets its pods get (the Job's `envFrom`, which is
+        what the launch gave it); and why logs are withheld if a Secret cannot be read."""
+        container = _container(job)
+        env = [(e.get("name", ""), e.get("value")) for e in container.get("env") or []]
+        env += list(run.overrides.items())
+        spec = self._job_spec(run)
+        if spec is not None:
+            env += list(spec.env.items())
+        sensitive = [v for k, v in env if isinstance(v, str) and is_sensitive_key(str(k))]
+        names = [(ref.get("secretRef") or {}).get("name") for ref in container.get("envFrom")
+                 or []]
+        try:
+            values = await secret_values(self.api, namespace,
+                                         [n for n in names if isinstance(n, str) and n])
+        except SecretMissing as exc:
+            withheld = f"Secret {exc.where} no longer exists, so its values cannot be masked"
+        except ExecutorError as exc:
+            withheld = str(exc)
+        else:
+            return Masker(secret_forms((*values, *sensitive))), None
+        logger.warning("adopted run %s: its pod logs are not copied: %s", run.id, withheld,
+                       extra={"run_id": run.id})
+        return Masker(secret_forms(sensitive)), withheld
+
+    def _job_spec(self, run: Run) -> JobSpec | None:
+        if self._job_of is None:
+            return None
+        try:
+            return self._job_of(run.app, run.job)
+        except JobbotError:
+            return None  # no longer defined: the Job's own pod template still says enough
 
     async def shutdown(self, reason: str) -> None:
         """Stop following; the Jobs keep running and the next jobbot process adopts them."""
@@ -371,6 +434,15 @@ class KubernetesExecutor(ReporterBinding):
         self._runs.clear()
         await asyncio.gather(*tasks, return_exceptions=True)
         logger.info("stopped following Kubernetes Jobs (%s); they keep running", reason)
+
+
+def _container(job: Obj) -> Obj:
+    """The job container of a Job's pod template (empty if the object is not jobbot's)."""
+    spec = ((job.get("spec") or {}).get("template") or {}).get("spec") or {}
+    containers = spec.get("containers") or []
+    mine = [c for c in containers if c.get("name") == CONTAINER]
+    found: Obj = mine[0] if mine else {}
+    return found
 
 
 def _run_id(job: Obj) -> str:

@@ -10,13 +10,16 @@ import signal
 from dataclasses import dataclass, field
 
 from core.durations import format_duration
-from core.errors import ExecutorError
+from core.envnames import RESERVED_PREFIX
+from core.errors import BadInput, ExecutorError
 from core.executors.base import Launch, ReporterBinding, secret_names
 from core.logs import LogStore, LogWriter
-from core.masking import Masker
+from core.masking import Masker, secret_forms
 from core.models import Attempt, Run, RunState
+from core.overrides import run_environment
 from core.procs import ProcessId
 from core.secrets import LocalSecrets
+from core.spec import AppSpec, JobSpec
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +76,9 @@ class LocalExecutor(ReporterBinding):
 
     def drives(self, run_id: str) -> bool:
         return run_id in self._runs
+
+    async def secret_keys(self, app: AppSpec, job: JobSpec) -> frozenset[str]:
+        return await asyncio.to_thread(self._secrets.keys, job.secrets)
 
     async def launch(self, launch: Launch) -> None:
         state = _LocalRun(launch)
@@ -140,7 +146,7 @@ class LocalExecutor(ReporterBinding):
             await self.reporter.run_finished(run.id, RunState.FAILED, reason=str(exc))
             self._runs.pop(run.id, None)
             return
-        masker = Masker((*secret_values, *launch.sensitive_values))
+        masker = Masker(secret_forms((*secret_values, *launch.sensitive_values)))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + job.time_limit if job.time_limit else None
         await self.reporter.run_started(run.id, external_id=str(self.owner))
@@ -216,7 +222,13 @@ class LocalExecutor(ReporterBinding):
         env["PYTHONUNBUFFERED"] = "1"  # so Python jobs' output reaches the live log at once
         secret_env = self._secrets.load(secret_names(launch))
         env.update(secret_env)
-        env.update(launch.env)
+        try:
+            env.update(run_environment(launch.job, launch.env))
+        except BadInput as exc:
+            raise ExecutorError(str(exc)) from None
+        # The JOBBOT_ variables are jobbot's alone: none comes from a secret, the job or the run.
+        for key in [k for k in env if k.upper().startswith(RESERVED_PREFIX)]:
+            del env[key]
         run = launch.run
         env.update({"JOBBOT_APP": run.app, "JOBBOT_JOB": run.job, "JOBBOT_RUN_ID": run.id,
                     "JOBBOT_RUN_NUMBER": str(run.number)})

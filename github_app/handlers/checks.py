@@ -1,12 +1,15 @@
-"""check_run rerequested / requested_action and check_suite rerequested: run again."""
+"""check_run rerequested / requested_action and check_suite rerequested: run again, only runs
+of the repository's own app."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from core.errors import NotFound
+from core.errors import BadInput, NotFound
 from core.models import Run
 from core.policy import Actor
+from core.spec import AppSpec
+from github_app import keys
 from github_app.context import Context
 from github_app.routing import Delivery, Router
 
@@ -19,8 +22,13 @@ def _origin(run: Run, delivery: Delivery) -> dict[str, Any]:
     return {**origin, "delivery": delivery.id}
 
 
-async def rerun(ctx: Context, delivery: Delivery, actor: Actor, run: Run) -> str:
-    key = f"github:{delivery.id}:{run.id}"
+def _ours(run: Run, app: AppSpec, repository: str) -> bool:
+    return run.app == app.app and run.origin.get("repository") == repository
+
+
+async def rerun(ctx: Context, delivery: Delivery, actor: Actor, run: Run, key: str) -> str:
+    # Per job: a replay of the same request finds this rerun, whichever run is latest by then.
+    key = f"{key}:{run.app}/{run.job}"
     if run.executor == "build":
         app = ctx.service.catalog.app(run.app)
         outcome = await ctx.build(app, run.job, delivery.repository, run.sha or "",
@@ -28,6 +36,8 @@ async def rerun(ctx: Context, delivery: Delivery, actor: Actor, run: Run) -> str
         return f"rebuilt {run.job}: {outcome.state.value}"
     result = await ctx.service.rerun(run.id, actor, idempotency_key=key,
                                      origin=_origin(run, delivery))
+    if not result.created:
+        return f"{run.label} was already rerun for this request as {result.run.label}"
     return f"reran {run.label} as {result.run.label}"
 
 
@@ -43,20 +53,35 @@ async def on_check_run(delivery: Delivery, ctx: Context) -> str:
         run = await ctx.service.get_run(run_id)
     except NotFound:
         return f"ignored: no run {run_id}"
-    actor = await ctx.actor(ctx.api(delivery), delivery.repository, delivery.sender)
-    return await rerun(ctx, delivery, actor, run)
+    repository = delivery.repository
+    api = ctx.api(delivery)
+    try:
+        app = await ctx.repository_app(api, delivery)
+    except BadInput as exc:
+        return f"refused: {exc}"
+    if not _ours(run, app, repository):
+        return (f"refused: {run.label} is not a run of {repository}'s app {app.app}: its check "
+                f"runs rerun only that app's runs")
+    actor = await ctx.actor(api, repository, delivery.sender)
+    return await rerun(ctx, delivery, actor, run, keys.check_run(delivery))
 
 
 @router.register("check_suite", "rerequested")
 async def on_check_suite(delivery: Delivery, ctx: Context) -> str:
     repository = delivery.repository
     sha = delivery.text("check_suite", "head_sha")
+    api = ctx.api(delivery)
+    try:
+        app = await ctx.repository_app(api, delivery)
+    except BadInput as exc:
+        return f"refused: {exc}"
     latest: dict[tuple[str, str], Run] = {}
     for run in await ctx.db(ctx.service.store.runs_for_sha, sha):
-        if run.origin.get("repository") == repository:
+        if _ours(run, app, repository):
             latest.setdefault((run.app, run.job), run)  # newest first
     if not latest:
-        return "ignored: no runs of this suite"
-    actor = await ctx.actor(ctx.api(delivery), repository, delivery.sender)
-    done = [await rerun(ctx, delivery, actor, run) for run in latest.values()]
+        return f"ignored: no runs of app {app.app} in this suite"
+    actor = await ctx.actor(api, repository, delivery.sender)
+    key = keys.check_suite(delivery)
+    done = [await rerun(ctx, delivery, actor, run, key) for run in latest.values()]
     return "; ".join(done)

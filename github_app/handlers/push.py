@@ -9,13 +9,12 @@ from core.errors import BadInput, ConfigError, Conflict, PermissionDenied
 from core.models import RunState, Source
 from core.policy import Actor
 from core.spec import AppSpec, parse_app
-from github_app import render
-from github_app.context import Context
+from github_app import keys, render
+from github_app.context import APP_FILE, Context
 from github_app.routing import Delivery, Router
 
 logger = logging.getLogger(__name__)
 router = Router()
-APP_FILE = "app.yaml"
 _ZERO_SHA = "0" * 40
 
 
@@ -93,8 +92,10 @@ async def _build_and_deploy(ctx: Context, delivery: Delivery, app: AppSpec, buil
     repository = delivery.repository
     if await _stale(ctx, repository, branch, sha):
         return f"{build}: superseded by a newer push to {branch}"
+    # Keyed by the push (repository, ref, sha), not the delivery id: a replay reuses its runs.
+    key = keys.push(delivery)
     outcome = await ctx.build(app, build, repository, sha, f"refs/heads/{branch}", actor,
-                              f"github:{delivery.id}:{build}", origin)
+                              f"{key}:{build}", origin)
     if outcome.state is not RunState.SUCCEEDED:
         return f"{build}: {outcome.state.value}"
     if await _stale(ctx, repository, branch, sha):
@@ -107,7 +108,7 @@ async def _build_and_deploy(ctx: Context, delivery: Delivery, app: AppSpec, buil
         try:
             result = await ctx.start(target, actor, repository=repository, sha=sha,
                                      ref=f"refs/heads/{branch}", image=outcome.image,
-                                     key=f"github:{delivery.id}:{target.key}", origin=origin)
+                                     key=f"{key}:{target.key}", origin=origin)
         except (BadInput, PermissionDenied) as exc:
             logger.warning("delivery %s: %s not started: %s", delivery.id, job.name, exc,
                            extra={"delivery_id": delivery.id})

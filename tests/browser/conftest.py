@@ -41,7 +41,8 @@ def service(tmp_path: Path) -> AsyncIterator[JobService]:
     store = Store(f"sqlite:///{tmp_path / 'jobbot.db'}")
     store.migrate()
     gate = str(tmp_path / "gate")
-    yield service_for(tmp_path, store, [python_job("gated", GATED, env={"GATE": gate})])  # type: ignore[misc]
+    jobs = [python_job("gated", GATED, env={"GATE": gate, "API_TOKEN": ""})]
+    yield service_for(tmp_path, store, jobs)  # type: ignore[misc]
     store.close()
 
 

@@ -19,7 +19,8 @@ from core.service import JobService
 from core.store import Store
 from tests.fakes.slack import BOT_TOKEN, CLIENT_ID, CLIENT_SECRET, FakeSlack, Person
 from tests.support.apps import python_job, service_for
-from tests.support.pages import GATED, KEY, free_port, make_app, serving
+from tests.support.net import free_port
+from tests.support.pages import GATED, KEY, make_app, serving
 from web.oidc import SlackSignIn
 
 

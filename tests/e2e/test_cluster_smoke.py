@@ -20,6 +20,7 @@ JOBBOT_RULES: list[dict[str, Any]] = [
     },
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
     {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
 ]
 TIMEOUT = 60.0
 
@@ -280,6 +281,10 @@ def test_deleted_pod_goes_away(admin_client: client.ApiClient, namespace: str) -
         pytest.param(
             lambda api, ns: client.CoreV1Api(api).delete_collection_namespaced_secret(ns),
             id="delete-secrets",
+        ),
+        pytest.param(
+            lambda api, ns: client.CoreV1Api(api).list_namespaced_secret(ns),
+            id="list-secrets",
         ),
         pytest.param(
             lambda api, ns: client.CoreV1Api(api).create_namespaced_pod(

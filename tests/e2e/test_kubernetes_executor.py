@@ -43,7 +43,11 @@ OUTCOMES: dict[str, dict[str, str]] = {
     "forever": {"e2e.jobbot.dev/run": "forever"},
     "five-seconds": {"e2e.jobbot.dev/duration": "5s"},
     "batch": {},
+    "leaky": {},
+    "unsecured": {},
 }
+# What the Secret db-credentials holds; the pods of job `leaky` print it.
+DB_PASSWORD = "hunter2-in-a-real-cluster"
 
 
 def _app(namespace: str) -> AppSpec:
@@ -55,6 +59,10 @@ def _app(namespace: str) -> AppSpec:
         {"name": "five-seconds", "image": "busybox:1.37", "command": ["sleep", "5"]},
         {"name": "batch", "image": "busybox:1.37", "command": ["echo", "part"],
          "completions": 3, "parallelism": 2},
+        {"name": "leaky", "image": "busybox:1.37", "command": ["env"],
+         "secrets": ["db-credentials"]},
+        {"name": "unsecured", "image": "busybox:1.37", "command": ["env"],
+         "secrets": ["no-such-secret"]},
     ]
     return parse_app(json.dumps({"app": "e2e", "kubernetes": {"namespace": namespace},
                                  "jobs": jobs}))
@@ -165,6 +173,35 @@ async def test_parallel_completions(service: JobService) -> None:
     assert final.state == "succeeded"
     attempts = (await service.detail(run.id)).attempts
     assert [a.state for a in attempts] == ["succeeded"] * 3
+
+
+async def test_a_secret_printed_by_a_pod_is_masked(service: JobService, namespace: str,
+                                                   kube_cluster: KubeCluster) -> None:
+    # Read with the Role from manifests/ (get on secrets), as the jobbot ServiceAccount.
+    client.CoreV1Api(kube_cluster.admin).create_namespaced_secret(namespace, client.V1Secret(
+        metadata=client.V1ObjectMeta(name="db-credentials"),
+        string_data={"DB_PASSWORD": DB_PASSWORD}))
+    kube_cluster.set_default_log([f"DB_PASSWORD={DB_PASSWORD}", "done"])
+    try:
+        run = (await service.trigger("leaky", ACTOR)).run
+        final = await _final(service, run)
+    finally:
+        kube_cluster.set_default_log(["hello from jobbot e2e"])
+    assert final.state == "succeeded"
+    log = "\n".join([line async for _, line in service.logs(run.id)])
+    assert "DB_PASSWORD=********" in log
+    assert DB_PASSWORD not in log
+
+
+async def test_a_missing_secret_fails_the_run_before_its_job(service: JobService,
+                                                            namespace: str) -> None:
+    run = (await service.trigger("unsecured", ACTOR)).run
+    final = await _final(service, run)
+    assert final.state == "failed"
+    assert final.reason == (f"could not start: Secret {namespace}/no-such-secret does not "
+                            "exist, so the pod could not start: create it, or remove it from "
+                            "the job's secrets")
+    assert final.external_id is None
 
 
 async def test_restart_adopts_the_running_job(app: AppSpec, store: Store, tmp_path: Path,

@@ -1,6 +1,7 @@
 """A fake GitHub REST API on 127.0.0.1 speaking GitHub's wire format (JWT app auth,
-installation tokens, contents, tarballs, reactions, comments, check runs, permissions, pulls),
-recording every call; failures (rate limits, outages) can be queued per route."""
+installation tokens, branches, contents, tarballs, reactions, comments, check runs,
+permissions, pulls), recording every call; failures (rate limits, outages) can be queued per
+route."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import io
 import itertools
 import re
 import tarfile
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,6 +19,7 @@ import jwt
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from markdown_it import MarkdownIt
 
 from tests.fakes import github_payloads as shapes
 
@@ -29,6 +32,25 @@ def private_key_pem() -> tuple[str, str]:
     public = key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
     return private, public
+
+
+# GitHub's Markdown as far as jobbot's text needs it: CommonMark with tables and
+# strikethrough, raw HTML passed through (GitHub sanitizes it afterwards, but an <img> or a
+# link still shows).
+_MARKDOWN = MarkdownIt("commonmark").enable(["table", "strikethrough"])
+_CODE_HTML = re.compile(r"<(code|pre)[^>]*>.*?</\1>", re.S)
+# A mention as GitHub links it: @login or @org/team after a non-word character.
+_MENTION = re.compile(r"(?<![\w`])@[A-Za-z0-9][A-Za-z0-9-]*(?:/[A-Za-z0-9_.-]+)?")
+
+
+def render_markdown(text: str) -> str:
+    """A comment's or check run's Markdown as GitHub renders it (HTML)."""
+    return _MARKDOWN.render(text)
+
+
+def mentions(html: str) -> list[str]:
+    """The people and teams a rendered text would notify (code never notifies)."""
+    return _MENTION.findall(_CODE_HTML.sub("", html))
 
 
 def tarball(top: str, files: dict[str, str]) -> bytes:
@@ -53,6 +75,8 @@ class Call:
     method: str
     path: str
     body: Any
+    # When the call arrived (time.time()), for benchmarks; not part of a call's equality.
+    at: float = field(default_factory=time.time, compare=False)
 
 
 @dataclass
@@ -73,6 +97,7 @@ class FakeGitHub:
     tarballs: dict[tuple[str, str], bytes] = field(default_factory=dict)
     permissions: dict[tuple[str, str], str] = field(default_factory=dict)
     pulls: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
+    branches: dict[tuple[str, str], str] = field(default_factory=dict)
     comments: dict[tuple[str, int], list[dict[str, Any]]] = field(default_factory=dict)
     reactions: list[tuple[str, int, str]] = field(default_factory=list)
     check_runs: dict[int, dict[str, Any]] = field(default_factory=dict)
@@ -93,6 +118,9 @@ class FakeGitHub:
             self.add_file(repository, sha, path, text)
         top = f"{repository.replace('/', '-')}-{sha[:7]}"
         self.tarballs[(repository, sha)] = tarball(top, files)
+
+    def add_branch(self, repository: str, branch: str, sha: str) -> None:
+        self.branches[(repository, branch)] = sha
 
     def add_pull(self, repository: str, number: int, head_sha: str, *, author: str = "alice",
                  head_repo: str | None = None) -> None:
@@ -132,6 +160,7 @@ class FakeGitHub:
         r.add_patch(base + "/check-runs/{id}", self._update_check)
         r.add_get(base + "/collaborators/{user}/permission", self._permission)
         r.add_get(base + "/pulls/{number}", self._pull)
+        r.add_get(base + "/branches/{branch:.+}", self._branch)
         return app
 
     @web.middleware
@@ -272,6 +301,14 @@ class FakeGitHub:
     async def _pull(self, request: web.Request) -> web.Response:
         pull = self.pulls.get((self._repo(request), int(request.match_info["number"])))
         return web.json_response(pull) if pull else _error(404, "Not Found")
+
+
+    async def _branch(self, request: web.Request) -> web.Response:
+        repo, branch = self._repo(request), request.match_info["branch"]
+        sha = self.branches.get((repo, branch))
+        if sha is None:
+            return _error(404, "Branch not found")
+        return web.json_response(shapes.branch(repo, branch, sha))
 
 
 def _check_shape(repo: str, check: dict[str, Any]) -> dict[str, Any]:

@@ -108,6 +108,28 @@ def push(full_name: str, branch: str, sha: str, *, pusher: str = "alice",
     })
 
 
+def branch(full_name: str, name: str, sha: str) -> dict[str, Any]:
+    """A branch as `GET /repos/{owner}/{repo}/branches/{branch}` shows it."""
+    url = f"{API}/repos/{full_name}"
+    person = {"name": "alice", "email": "alice@example.com", "date": "2026-11-22T05:00:00Z"}
+    return {
+        "name": name, "protected": False, "protection_url": f"{url}/branches/{name}/protection",
+        "protection": {"enabled": False,
+                       "required_status_checks": {"enforcement_level": "off", "contexts": [],
+                                                  "checks": []}},
+        "_links": {"self": f"{url}/branches/{name}", "html": f"{WEB}/{full_name}/tree/{name}"},
+        "commit": {
+            "sha": sha, "node_id": f"C_{sha[:12]}", "url": f"{url}/commits/{sha}",
+            "html_url": f"{WEB}/{full_name}/commit/{sha}",
+            "comments_url": f"{url}/commits/{sha}/comments", "author": user("alice"),
+            "committer": user("alice"), "parents": [],
+            "commit": {"author": person, "committer": person, "message": "change things",
+                       "comment_count": 0, "url": f"{url}/git/commits/{sha}",
+                       "tree": {"sha": "f" * 40, "url": f"{url}/git/trees/{'f' * 40}"}},
+        },
+    }
+
+
 def _links(full_name: str, number: int) -> dict[str, Any]:
     url = f"{API}/repos/{full_name}"
     return {
@@ -122,10 +144,15 @@ def _links(full_name: str, number: int) -> dict[str, Any]:
     }
 
 
+PR_OPENED = "2026-11-22T04:00:00Z"
+COMMENTED = "2026-11-22T05:00:00Z"
+
+
 def pull_request(full_name: str, number: int, head_sha: str, *, author: str = "alice",
-                 head_repo: str | None = None, state: str = "open",
-                 head_ref: str = "feature") -> dict[str, Any]:
-    """A pull request as the REST API and the webhooks show it; `head_repo` for forks."""
+                 head_repo: str | None = None, state: str = "open", head_ref: str = "feature",
+                 created_at: str = PR_OPENED, updated_at: str | None = None) -> dict[str, Any]:
+    """A pull request as the REST API and the webhooks show it; `head_repo` for forks;
+    `updated_at` (the last change, such as a push to its head) defaults to `created_at`."""
     url = f"{API}/repos/{full_name}"
     head_name = head_repo or full_name
     base = repository(full_name)
@@ -139,7 +166,7 @@ def pull_request(full_name: str, number: int, head_sha: str, *, author: str = "a
         "patch_url": f"{WEB}/{full_name}/pull/{number}.patch",
         "issue_url": f"{url}/issues/{number}", "number": number, "state": state,
         "locked": False, "title": "Change things", "user": user(author), "body": None,
-        "created_at": "2026-11-22T04:00:00Z", "updated_at": "2026-11-22T04:00:00Z",
+        "created_at": created_at, "updated_at": updated_at or created_at,
         "closed_at": None if state == "open" else "2026-11-22T05:00:00Z", "merged_at": None,
         "merge_commit_sha": None, "assignee": None, "assignees": [],
         "requested_reviewers": [], "requested_teams": [], "labels": [], "milestone": None,
@@ -162,12 +189,16 @@ def pull_request(full_name: str, number: int, head_sha: str, *, author: str = "a
 
 def pull_request_event(action: str, full_name: str, number: int, head_sha: str, *,
                        author: str = "alice", head_repo: str | None = None,
-                       installation_id: int = 77, before: str | None = None) -> dict[str, Any]:
+                       installation_id: int = 77, before: str | None = None,
+                       created_at: str = PR_OPENED,
+                       updated_at: str | None = None) -> dict[str, Any]:
+    """A pull_request event; for `synchronize`, `updated_at` is when the push landed."""
     state = "closed" if action == "closed" else "open"
     payload: dict[str, Any] = {
         "action": action, "number": number,
         "pull_request": pull_request(full_name, number, head_sha, author=author,
-                                     head_repo=head_repo, state=state),
+                                     head_repo=head_repo, state=state, created_at=created_at,
+                                     updated_at=updated_at),
         "repository": repository(full_name), "sender": user(author),
         "installation": installation(installation_id),
     }
@@ -178,7 +209,9 @@ def pull_request_event(action: str, full_name: str, number: int, head_sha: str, 
 
 def issue_comment(full_name: str, number: int, body: str, *, login: str = "alice",
                   bot: bool = False, action: str = "created", comment_id: int | None = None,
-                  installation_id: int = 77, on_pull_request: bool = True) -> dict[str, Any]:
+                  installation_id: int = 77, on_pull_request: bool = True,
+                  created_at: str = COMMENTED, updated_at: str | None = None) -> dict[str, Any]:
+    """A comment on a pull request (or an issue); `created_at` is when it was written."""
     url = f"{API}/repos/{full_name}"
     cid = comment_id or next(_ids)
     issue: dict[str, Any] = {
@@ -202,8 +235,9 @@ def issue_comment(full_name: str, number: int, body: str, *, login: str = "alice
             "diff_url": f"{WEB}/{full_name}/pull/{number}.diff",
             "patch_url": f"{WEB}/{full_name}/pull/{number}.patch", "merged_at": None}
     payload: dict[str, Any] = {
-        "action": action, "issue": issue, "comment": comment(full_name, number, cid, body,
-                                                             login, bot=bot),
+        "action": action, "issue": issue,
+        "comment": comment(full_name, number, cid, body, login, bot=bot, created_at=created_at,
+                           updated_at=updated_at),
         "repository": repository(full_name), "sender": user(login, bot=bot),
         "installation": installation(installation_id),
     }
@@ -218,14 +252,15 @@ def _reactions(url: str) -> dict[str, Any]:
 
 
 def comment(full_name: str, number: int, comment_id: int, body: str, login: str, *,
-            bot: bool = False) -> dict[str, Any]:
+            bot: bool = False, created_at: str = COMMENTED,
+            updated_at: str | None = None) -> dict[str, Any]:
     """An issue comment as the REST API and the webhooks show it."""
     url = f"{API}/repos/{full_name}/issues/comments/{comment_id}"
     return {
         "url": url, "html_url": f"{WEB}/{full_name}/pull/{number}#issuecomment-{comment_id}",
         "issue_url": f"{API}/repos/{full_name}/issues/{number}", "id": comment_id,
         "node_id": f"IC_{comment_id}", "user": user(login, bot=bot),
-        "created_at": "2026-11-22T05:00:00Z", "updated_at": "2026-11-22T05:00:00Z",
+        "created_at": created_at, "updated_at": updated_at or created_at,
         "author_association": "NONE" if bot else "MEMBER", "body": body,
         "reactions": _reactions(f"{url}/reactions"), "performed_via_github_app": None,
     }

@@ -1,4 +1,5 @@
-"""A fake Kubernetes API server over HTTP: Jobs, pods, logs and watches in the real REST shapes.
+"""A fake Kubernetes API server over HTTP: Jobs, pods, logs, Secrets and watches in the real
+REST shapes.
 
 Only what jobbot calls is served. Tests drive pods and Job conditions from Python (the fake plays
 the Job controller and kubelet) and inject faults: any status (429 with Retry-After, 5xx, 403)
@@ -8,6 +9,7 @@ for the next N matching requests, dropped connections, and 410 Gone for old reso
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import uuid
@@ -66,6 +68,7 @@ class FakeKubernetes:
     def __init__(self) -> None:
         self.jobs: dict[tuple[str, str], Obj] = {}
         self.pods: dict[tuple[str, str], _Pod] = {}
+        self.secrets: dict[tuple[str, str], Obj] = {}
         self.events: list[tuple[int, str, Obj]] = []  # (resourceVersion, type, job)
         self.oldest_watchable = 0
         self.version = 100
@@ -88,6 +91,7 @@ class FakeKubernetes:
         app.router.add_delete(jobs + "/{name}", self._delete_job)
         app.router.add_get("/api/v1/namespaces/{ns}/pods", self._list_pods)
         app.router.add_get("/api/v1/namespaces/{ns}/pods/{name}/log", self._pod_log)
+        app.router.add_get("/api/v1/namespaces/{ns}/secrets/{name}", self._get_secret)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -197,6 +201,18 @@ class FakeKubernetes:
         entry.log.extend(lines)
         entry.changed.set()
 
+    def add_secret(self, namespace: str, name: str, string_data: dict[str, str], *,
+                   binary: dict[str, bytes] | None = None, kind: str = "Opaque") -> None:
+        """Store a Secret as the API server does with a write's `stringData`: merged into
+        `data`, base64-encoded; `stringData` itself is never returned by a read."""
+        data = {k: base64.b64encode(v.encode()).decode() for k, v in string_data.items()}
+        data.update({k: base64.b64encode(v).decode() for k, v in (binary or {}).items()})
+        self.version += 1
+        self.secrets[(namespace, name)] = {
+            "apiVersion": "v1", "kind": "Secret", "type": kind, "data": data,
+            "metadata": {"name": name, "namespace": namespace, "uid": str(uuid.uuid4()),
+                         "creationTimestamp": _now(), "resourceVersion": str(self.version)}}
+
     async def finish_job(self, namespace: str, name: str, condition: str,
                          reason: str = "", message: str = "") -> None:
         """Add a terminal condition (Complete, Failed, FailureTarget, SuccessCriteriaMet)."""
@@ -288,9 +304,16 @@ class FakeKubernetes:
                     await asyncio.wait_for(self._changed.wait(), 0.2)
         if drop.is_set():
             self.drop_watches = asyncio.Event()
-            assert request.transport is not None
-            request.transport.abort()
+            if request.transport is not None:  # None: the client already went away
+                request.transport.abort()
         return response
+
+    async def _get_secret(self, request: web.Request) -> web.Response:
+        secret = self.secrets.get((request.match_info["ns"], request.match_info["name"]))
+        if secret is None:
+            name = request.match_info["name"]
+            return _status(404, "NotFound", f'secrets "{name}" not found')
+        return web.json_response(secret)
 
     async def _list_pods(self, request: web.Request) -> web.Response:
         namespace = request.match_info["ns"]

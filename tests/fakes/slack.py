@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import itertools
 import json
+import re
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -32,6 +33,8 @@ MAX_BLOCKS, MAX_SECTION_TEXT, MAX_BUTTON_VALUE, MAX_MESSAGE_TEXT = 50, 3000, 200
 class Call:
     method: str
     params: dict[str, Any]
+    # When the call arrived (time.time()), for benchmarks; not part of a call's equality.
+    at: float = field(default_factory=time.time, compare=False)
 
 
 @dataclass
@@ -144,6 +147,17 @@ class FakeSlack:
 
     def replies(self, parent: Message) -> list[Message]:
         return [m for m in self.messages if m.thread_ts == parent.ts]
+
+    def texts_sent(self) -> list[str]:
+        """Every mrkdwn text jobbot sent (message texts, section and context texts, fields,
+        answers through response_url), as Slack reads them."""
+        bodies = [c.params for c in self.calls]
+        bodies += [r for rs in self.responses.values() for r in rs]
+        texts: list[str] = []
+        for body in bodies:
+            texts += [str(body["text"])] if body.get("text") else []
+            texts += _mrkdwn_texts(_blocks(body.get("blocks")))
+        return texts
 
     def everything_sent(self) -> str:
         """Every text Slack received from jobbot, for checks that no secret got out."""
@@ -519,6 +533,35 @@ def _invalid_blocks(raw: Any) -> str | None:
             if len(str(element.get("value", ""))) > MAX_BUTTON_VALUE:
                 return "invalid_blocks"
     return None
+
+
+def _mrkdwn_texts(node: Any) -> list[str]:
+    if isinstance(node, list):
+        return [text for item in node for text in _mrkdwn_texts(item)]
+    if not isinstance(node, dict):
+        return []
+    found = [str(node["text"])] if node.get("type") == "mrkdwn" else []
+    return found + [text for value in node.values() for text in _mrkdwn_texts(value)]
+
+
+_CONTROL = re.compile(r"<([^<>]*)>")
+_CODE = re.compile(r"```.*?```|`[^`\n]+`", re.S)
+
+
+def live_markup(text: str) -> list[str]:
+    """What Slack reads as markup in a mrkdwn text, in code or not: the insides of its `<...>`
+    (`!channel`, `@U123`, `#C123`, `!subteam^S1`, `https://x|label`)."""
+    return _CONTROL.findall(text)
+
+
+def outside_code(text: str) -> str:
+    """A mrkdwn text without its code blocks and inline code, as Slack pairs the backticks."""
+    return _CODE.sub("", text)
+
+
+def inline_code(text: str) -> list[str]:
+    """The insides of a mrkdwn text's inline code (outside code blocks)."""
+    return [m[1:-1] for m in _CODE.findall(text) if not m.startswith("```")]
 
 
 def _wire(message: Message) -> dict[str, Any]:

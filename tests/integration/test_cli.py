@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.apps import python_job, write_app
+from tests.support.net import free_port
 
 SLOW = python_job("slow", """
     import time
@@ -24,7 +25,7 @@ SLOW = python_job("slow", """
     time.sleep(60)
 """, stop_grace_period=1)
 JOBS = [
-    python_job("hello", "print('hello from the job')"),
+    python_job("hello", "print('hello from the job')", env={"GREETING": "hello"}),
     python_job("broken", "import sys; print('bad'); sys.exit(3)"),
     SLOW,
 ]
@@ -107,6 +108,26 @@ def test_validate_lists_jobs(workdir: Path) -> None:
     (("pause", "nope"), "no job 'nope'"),
     (("pause", "hello"), "hello has no schedule: nothing to pause"),
     (("runs", "nope"), "no job 'nope'"),
+    (("run", "hello", "PATH=/tmp/x"), "PATH changes how programs are loaded or started: no run "
+     "may set it; a run of hello may set only GREETING"),
+    (("run", "hello", "GREETING=hi", "LD_PRELOAD=/tmp/x.so"), "LD_PRELOAD changes how programs "
+     "are loaded or started: no run may set it; a run of hello may set only GREETING"),
+    (("run", "hello", "DB_HOST=attacker.example"), "hello does not declare DB_HOST in its env; "
+     "a run of hello may set only GREETING"),
+    (("run", "broken", "GREETING=hi"), "broken does not declare GREETING in its env; a run of "
+     "broken may set no variables (it declares none in its env)"),
+    (("run", "hello", "JOBBOT_JOB=other"), "JOBBOT_JOB is set by jobbot itself (JOBBOT_ "
+     "variables are jobbot's): no run may set it; a run of hello may set only GREETING"),
+    (("run", "hello", "GREETING\n=1"), "bad override 'GREETING\\n': names are letters, "
+     "digits and _, not starting with a digit"),
+    (("run", "hello", "GREETING=two\nlines"), "bad override GREETING: the value contains a "
+     "newline; values are one line of text"),
+    (("run", "hello", "GREETING=" + "x" * 4097), "bad override GREETING: the value is longer "
+     "than 4096 characters"),
+    (("render", "hello", "PYTHONPATH=/tmp"), "PYTHONPATH changes how programs are loaded or "
+     "started: no run may set it; a run of hello may set only GREETING"),
+    (("render", "hello", "EXTRA=1"), "hello does not declare EXTRA in its env; a run of hello "
+     "may set only GREETING"),
 ])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(
         workdir: Path, args: tuple[str, ...], message: str) -> None:
@@ -114,6 +135,27 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"jobbot: {message}"]
     assert not (workdir / ".jobbot").exists()
+
+
+def test_a_run_may_not_set_a_key_of_the_jobs_secrets(tmp_path: Path) -> None:
+    write_app(tmp_path, [python_job("dbjob", "import os; print('env', os.environ['RAILS_ENV'])",
+                                    env={"RAILS_ENV": "production", "DB_HOST": "db.internal"},
+                                    secrets=["db-credentials"])])
+    secrets = tmp_path / ".jobbot" / "secrets"
+    secrets.mkdir(parents=True)
+    (secrets / "db-credentials.env").write_text("DB_HOST=db.prod\nDB_PASSWORD=hunter2-long\n")
+    for command in ("run", "render"):
+        for key in ("DB_HOST", "DB_PASSWORD"):
+            result = jobbot(tmp_path, command, "dbjob", f"{key}=attacker.example")
+            assert result.returncode == 2
+            assert result.stderr.splitlines() == [
+                f"jobbot: {key} comes from the secrets of dbjob: no run may set it; a run of "
+                "dbjob may set only RAILS_ENV"]
+            assert result.stdout == ""
+    assert sorted(p.name for p in (tmp_path / ".jobbot").iterdir()) == ["secrets"]
+    result = jobbot(tmp_path, "run", "dbjob", "RAILS_ENV=staging", "--follow")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "env staging\n"
 
 
 @pytest.mark.parametrize(("env", "message"), [
@@ -145,7 +187,7 @@ def test_bad_settings_exit_2_with_one_line_naming_the_variable(
 
 def test_an_unreachable_database_is_one_line_without_the_password(workdir: Path) -> None:
     result = jobbot(workdir, "runs", env={
-        "JOBBOT_DATABASE_URL": f"postgresql://me:hunter2-password@127.0.0.1:{_free_port()}/x"})
+        "JOBBOT_DATABASE_URL": f"postgresql://me:hunter2-password@127.0.0.1:{free_port()}/x"})
     assert result.returncode == 1
     [line] = result.stderr.splitlines()
     assert line.startswith("jobbot: cannot open the database (JOBBOT_DATABASE_URL): ")
@@ -186,6 +228,22 @@ def test_logs_of_an_attempt_the_run_does_not_have_is_an_error(tmp_path: Path) ->
         assert result.stdout == ""
         assert result.stderr.splitlines() == [
             f"jobbot: retried #1 has 2 attempts: there is no attempt {attempt}"]
+
+
+def test_numbers_in_options_are_bounded_digits_or_exit_2(workdir: Path) -> None:
+    assert jobbot(workdir, "run", "hello").returncode == 0
+    for args in (("runs", "--limit", "99999999999999999999"), ("runs", "--limit", "-5"),
+                 ("runs", "--limit", "0"), ("runs", "--limit", "٣"),
+                 ("runs", "--limit", "9" * 5000), ("logs", "hello#1", "--attempt", "²"),
+                 ("logs", "hello#1", "--attempt", "99999999999999999999"),
+                 ("logs", "hello#1", "--attempt", "-1"), ("schedule", "hello", "--count", "1_0")):
+        result = jobbot(workdir, *args)
+        assert result.returncode == 2, args
+        assert "must be a whole number from" in result.stderr, args
+        assert "Traceback" not in result.stderr and result.stdout == "", args
+        assert len(result.stderr) < 1000  # the bad value is quoted back cut short
+    listed = jobbot(workdir, "runs", "--limit", "1000")
+    assert listed.returncode == 0 and "hello" in listed.stdout
 
 
 def test_a_broken_app_yaml_exits_2_naming_file_and_line(tmp_path: Path) -> None:
@@ -252,14 +310,8 @@ def test_ctrl_c_cancels_the_run_and_records_it(workdir: Path) -> None:
     assert "interrupted" in runs
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_serve_answers_health_and_stops_runs_cleanly_on_sigterm(workdir: Path) -> None:
-    port = _free_port()
+    port = free_port()
     server = spawn(workdir, "serve", env={"JOBBOT_PORT": str(port),
                                           "JOBBOT_METRICS_TOKEN": "scrape-me"})
     try:
@@ -306,10 +358,17 @@ def test_serve_on_a_port_in_use_is_one_line_and_exit_2(workdir: Path) -> None:
 
 
 def test_serve_with_half_configured_slack_refuses_to_start(workdir: Path) -> None:
-    result = jobbot(workdir, "serve", env={"JOBBOT_PORT": str(_free_port()),
+    result = jobbot(workdir, "serve", env={"JOBBOT_PORT": str(free_port()),
                                            "JOBBOT_SECRET_KEY": "k" * 32,
                                            "SLACK_BOT_TOKEN": "xoxb-half-configured"})
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
         "jobbot: Slack is half configured: SLACK_BOT_TOKEN needs SLACK_SIGNING_SECRET "
         "(HTTP mode) or SLACK_APP_TOKEN (Socket Mode)"]
+
+
+def test_a_run_number_too_large_for_the_database_is_exit_2(workdir: Path) -> None:
+    result = jobbot(workdir, "logs", "hello#99999999999999999999")
+    assert result.returncode == 2
+    assert result.stderr.startswith("jobbot: ")
+    assert "Traceback" not in result.stderr

@@ -12,9 +12,10 @@ from sqlalchemy.exc import OperationalError
 from core.scheduler import Scheduler
 from core.spec import load_app
 from core.store import Store
-from tests.integration.test_cli import _free_port, jobbot, spawn, wait_for
+from tests.integration.test_cli import jobbot, spawn, wait_for
 from tests.support.apps import make_service, python_job, write_app
 from tests.support.clock import VirtualClock
+from tests.support.net import free_port
 
 JOBS = [
     python_job("nightly", "pass", schedule="30 2 * * *", timezone="Europe/Berlin"),
@@ -53,7 +54,7 @@ def test_schedule_refuses_bad_input(tmp_path: Path) -> None:
     assert "--from 'tomorrow' is not an ISO 8601 time" in bad.stderr
     zero = jobbot(tmp_path, "schedule", "nightly", "--count", "0")
     assert zero.returncode == 2
-    assert "--count must be between 1 and 10000" in zero.stderr
+    assert "--count must be a whole number from 1 to 10000, not '0'" in zero.stderr
     assert not (tmp_path / ".jobbot").exists()  # nothing written
 
 
@@ -87,7 +88,7 @@ def test_runs_shows_skipped_slots_with_their_reasons(tmp_path: Path) -> None:
 
 def test_serve_runs_the_scheduler_and_stops_it_cleanly(tmp_path: Path) -> None:
     write_app(tmp_path, JOBS)
-    port = _free_port()
+    port = free_port()
     server = spawn(tmp_path, "serve", env={"JOBBOT_PORT": str(port)})
     database = tmp_path / ".jobbot" / "jobbot.db"
 

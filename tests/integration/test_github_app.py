@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
+import re
 import sys
+import time
 from collections.abc import AsyncIterator
+from html import unescape as html_unescape
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +21,7 @@ from core.spec import load_app
 from core.store import NewDelivery, NewRun, Store
 from github_app.render import HELP_MARKER, RUNS_MARKER
 from tests.fakes import github_payloads as p
+from tests.fakes.github import mentions, render_markdown
 from tests.support import github as support
 from tests.support.apps import python_job, write_app
 
@@ -26,6 +31,10 @@ HEAD = "1" * 40
 NEW_HEAD = "2" * 40
 PR = 7
 PY = sys.executable
+# Text that would ping a team, show an image, break a table or end a code block if it were
+# taken as Markdown.
+HOSTILE = "sleeps | <img src=x> @acme/admins ``` [click](https://evil.example) &#64;acme/ops"
+HOSTILE_LOG = "```\n</code></pre><img src=x> @acme/admins | x\n````\nend"
 
 
 def server_app(tmp_path: Path) -> Any:
@@ -35,8 +44,10 @@ def server_app(tmp_path: Path) -> Any:
         python_job("leaky", "import os; print('secret:', os.environ.get('DB_PASSWORD', 'none'))",
                    secrets=["db"], pull_requests=True),
         python_job("admin-only", "print('admin')", allow={"github_permission": "admin"}),
-        python_job("slow", "import time; time.sleep(60)"),
-        python_job("echo", "import os; print('greeting', os.environ.get('GREETING'))"),
+        python_job("slow", "import time; time.sleep(60)", description=HOSTILE),
+        python_job("echo", "import os; print('greeting', os.environ.get('GREETING'))",
+                   env={"GREETING": "hi"}),
+        python_job("noisy", f"import sys; print({HOSTILE_LOG!r}); sys.exit(1)"),
     ]
     app = load_app(write_app(tmp_path / "server", jobs, app="shop"))
     secrets = tmp_path / "data" / "secrets"
@@ -270,9 +281,22 @@ async def test_unknown_job_and_bad_arguments_are_explained(gh: support.Harness) 
     second = await comment(gh, "/run check NOTKEYVALUE")
     body = pr_comment(gh)
     assert "no job 'chekc' (did you mean check?)" in body
-    assert "`NOTKEYVALUE` is not KEY=VALUE" in body or "NOTKEYVALUE" in body
+    assert "bad override 'NOTKEYVALUE': use KEY=VALUE" in body
     assert reactions(gh, first)[-1] == "confused"
     assert reactions(gh, second)[-1] == "confused"
+    assert await runs(gh) == []
+
+
+async def test_a_run_command_sets_only_names_the_job_declares(gh: support.Harness) -> None:
+    loader = await comment(gh, "/run echo GREETING=hi LD_PRELOAD=/tmp/evil.so")
+    secret = await comment(gh, "/run leaky DB_PASSWORD=x")
+    body = pr_comment(gh).replace("\\_", "_")  # as GitHub shows the escaped Markdown
+    assert ("LD_PRELOAD changes how programs are loaded or started: no run may set it; a run "
+            "of echo may set only GREETING") in body
+    assert ("DB_PASSWORD comes from the secrets of leaky: no run may set it; a run of leaky "
+            "may set no variables") in body
+    assert reactions(gh, loader)[-1] == "confused"
+    assert reactions(gh, secret)[-1] == "confused"
     assert await runs(gh) == []
 
 
@@ -663,3 +687,323 @@ async def test_a_second_repository_cannot_take_an_apps_name(gh: support.Harness)
     row = gh.store.delivery("d-copy")
     assert row is not None
     assert row.outcome == "refused: app shop is defined by acme/shop"
+
+
+# -- what people and jobs write is never markup -------------------------------------------
+
+
+def assert_inert(html: str) -> None:
+    """Nothing in a rendered text that the input could have put there: no image, no HTML,
+    no link but jobbot's own, no mention."""
+    assert "<img" not in html and "</code></pre><img" not in html
+    assert re.findall(r'<a href="(?!http://jobbot\.test/)', html) == []
+    assert mentions(html) == []
+
+
+async def test_command_answers_quoting_input_render_inert(gh: support.Harness) -> None:
+    # Words of a PR command have no spaces: the job name and a malformed KEY=VALUE.
+    await comment(gh, "/run nosuch|x<img>@mallory```[a](javascript:alert(1))")
+    await comment(gh, "/run check `<img>`@acme/ops|y")
+    await comment(gh, "/jobs")
+    html = render_markdown(pr_comment(gh))
+    assert_inert(html)
+    assert "'nosuch|x&lt;img&gt;@\u200dmallory```[a](javascript:alert(1))'" in html
+    # Backticks pair up as GitHub pairs them: code stays code, the rest is text.
+    assert ("bad override '<code>&lt;img&gt;</code>@\u200dacme/ops|y': use KEY=VALUE"
+            in html)
+    # The /jobs table: one row per job, three cells each, the description shown as written.
+    rows = re.findall(r"<tr>(.*?)</tr>", html, re.S)
+    assert len(rows) == 1 + len(gh.service.catalog.app("shop").jobs)
+    assert all(row.count("<td>") == 3 for row in rows[1:])
+    assert ("sleeps | &lt;img src=x&gt; @\u200dacme/admins ``` [click](https://evil.example) "
+            "&amp;#64;acme/ops") in html
+    assert await runs(gh) == []
+
+
+async def test_check_run_log_tails_render_inert(gh: support.Harness) -> None:
+    await comment(gh, "/run noisy")
+    [check] = gh.fake.checks_for("jobbot: noisy")
+    output = check["output"]
+    html = render_markdown(output["summary"]) + render_markdown(output["text"])
+    assert_inert(html)
+    # The whole tail in one code block, exactly as the job printed it.
+    [block] = re.findall(r"<pre><code>(.*?)</code></pre>", html, re.S)
+    assert html_unescape(block).splitlines() == HOSTILE_LOG.splitlines()
+
+
+async def test_config_errors_in_check_runs_render_inert(gh: support.Harness) -> None:
+    await installed(gh)
+    key = "x`<img src=x>`@acme/admins|y"
+    gh.fake.add_tree(REPO, HEAD, {"app.yaml": json.dumps({"app": "shop", "jobs": [
+        {"name": "x", "image": "python:3", "command": ["true"], key: 1}]})})
+    await gh.deliver("push", p.push(REPO, "main", HEAD))
+    await gh.settle()
+    [invalid] = gh.fake.checks_for("jobbot: app.yaml")
+    html = render_markdown(invalid["output"]["summary"])
+    assert_inert(html)
+    [problem] = re.findall(r"<li><code>(.*?)</code></li>", html, re.S)  # the line, all code
+    assert key in html_unescape(problem)
+
+
+# -- trust: only the repository's own app, keys from the payload, /ok-to-test, reactions --
+
+
+OPS = "acme/ops"
+WEB = "acme/web"
+BASE = "b" * 40
+OPS_SHA = "3" * 40
+
+
+def app_yaml(app: str, *jobs: dict[str, object]) -> str:
+    return json.dumps({"app": app, "jobs": list(jobs)})
+
+
+async def other_apps(gh: support.Harness, *, shop_defines_its_own: bool = True) -> None:
+    """acme/ops defines the app ops (its deploy-prod uses the db secret); acme/shop defines
+    the app shop in the app.yaml on its default branch, which jobbot has not seen pushed."""
+    ops = app_yaml("ops", python_job("deploy-prod", "print('deploying prod')", secrets=["db"]))
+    gh.fake.add_tree(OPS, OPS_SHA, {"app.yaml": ops})
+    await gh.deliver("push", p.push(OPS, "main", OPS_SHA), delivery_id="d-ops")
+    await gh.settle()
+    row = gh.store.delivery("d-ops")
+    assert row is not None and row.outcome == "registered app ops; no build for main"
+    if shop_defines_its_own:
+        gh.fake.add_branch(REPO, "main", BASE)
+        gh.fake.add_file(REPO, BASE, "app.yaml", app_yaml(
+            "shop", python_job("check", "print('checked')", pull_requests=True)))
+
+
+def notes(gh: support.Harness, repository: str = REPO, number: int = PR) -> str:
+    mine = [c for c in gh.fake.comments.get((repository, number), [])
+            if RUNS_MARKER in c["body"]]
+    return str(mine[0]["body"]) if mine else ""
+
+
+async def test_a_pull_request_command_reaches_only_its_repositorys_app(
+        gh: support.Harness) -> None:
+    await other_apps(gh)
+    refused = await comment(gh, "/run ops/deploy-prod")
+    bare = await comment(gh, "/run deploy-prod")
+    assert await runs(gh) == []
+    assert reactions(gh, refused)[-1] == reactions(gh, bare)[-1] == "confused"
+    body = pr_comment(gh)
+    assert ("'ops/deploy-prod' is not a job of acme/shop: its pull requests reach only the "
+            "jobs of its app shop") in body
+    assert "no job 'deploy-prod'" in body
+    # acme/shop's own app, read from its default branch on first use, is what runs.
+    await comment(gh, "/run shop/check")
+    await comment(gh, "/run check")
+    assert [(r.app, r.job, r.state) for r in await runs(gh)] == [
+        ("shop", "check", "succeeded"), ("shop", "check", "succeeded")]
+    [stored] = [r for r in gh.store.repository_apps() if r.repository == REPO]
+    assert (stored.app, stored.sha) == ("shop", BASE)
+
+
+async def test_a_repository_without_an_app_reaches_no_jobs(gh: support.Harness) -> None:
+    await other_apps(gh, shop_defines_its_own=False)
+    gh.fake.permissions[(WEB, "alice")] = "admin"
+    gh.fake.add_pull(WEB, 3, HEAD)
+    for body in ("/run deploy-prod", "/run ops/deploy-prod", "/run check", "/jobs"):
+        await gh.deliver("issue_comment", p.issue_comment(WEB, 3, body))
+    await gh.deliver("pull_request", p.pull_request_event("opened", WEB, 3, HEAD),
+                     delivery_id="d-web-pr")
+    await gh.settle()
+    assert await runs(gh) == []
+    body = notes(gh, WEB, 3)
+    assert body.count("acme/web has no app of its own (no app.yaml on main)") == 4
+    row = gh.store.delivery("d-web-pr")
+    assert row is not None and row.outcome.startswith("ignored: acme/web has no app of its own")
+
+
+async def test_check_run_buttons_rerun_only_runs_of_the_repositorys_app(
+        gh: support.Harness) -> None:
+    await other_apps(gh)
+    # A failed run of another app with a check run on acme/shop (as the old lookup made).
+    origin = {"repository": REPO, "installation_id": 77, "pull_request": PR}
+    ops_run = gh.store.create_run(NewRun(
+        app="ops", job="deploy-prod", source="github", actor="github:alice", sha=HEAD,
+        ref="feature", origin=origin)).run
+    gh.store.transition(ops_run.id, RunState.FAILED)
+    await gh.deliver("check_run", p.check_run(REPO, HEAD, 9001, ops_run.id),
+                     delivery_id="d-button")
+    await gh.deliver("check_run", p.check_run(REPO, HEAD, 9001, ops_run.id,
+                                              action="requested_action"),
+                     delivery_id="d-action")
+    await gh.deliver("check_suite", p.check_suite(REPO, HEAD), delivery_id="d-suite")
+    await gh.settle()
+    assert [r.id for r in await runs(gh)] == [ops_run.id]
+    for delivery_id in ("d-button", "d-action"):
+        row = gh.store.delivery(delivery_id)
+        assert row is not None
+        assert row.outcome == (f"refused: {ops_run.label} is not a run of acme/shop's app shop: "
+                               f"its check runs rerun only that app's runs")
+    suite = gh.store.delivery("d-suite")
+    assert suite is not None and suite.outcome == "ignored: no runs of app shop in this suite"
+
+
+async def test_a_replay_under_a_new_delivery_id_starts_nothing_new(gh: support.Harness) -> None:
+    payload = p.issue_comment(REPO, PR, "/run check")
+    for delivery_id in ("d-first", "d-replayed"):
+        response = await gh.deliver("issue_comment", payload, delivery_id=delivery_id)
+        assert response.status == 202
+        await gh.settle()
+    assert [r.job for r in await runs(gh)] == ["check"]
+    row = gh.store.delivery("d-replayed")
+    assert row is not None and "this comment already started check #1" in row.outcome
+    # The same words in a new comment are a new command.
+    await comment(gh, "/run check")
+    assert len(await runs(gh)) == 2
+
+
+async def test_a_replayed_pull_request_event_starts_nothing_new(gh: support.Harness) -> None:
+    opened = p.pull_request_event("opened", REPO, PR, HEAD)
+    await gh.deliver("pull_request", opened, delivery_id="pr-1")
+    await gh.deliver("pull_request", opened, delivery_id="pr-2")
+    await gh.settle()
+    assert sorted(r.job for r in await runs(gh)) == ["check", "leaky"]
+    # Another action on the same head is another event.
+    await gh.deliver("pull_request", p.pull_request_event("reopened", REPO, PR, HEAD))
+    await gh.settle()
+    assert sorted(r.job for r in await runs(gh)) == ["check", "check", "leaky", "leaky"]
+
+
+async def test_replayed_check_run_and_suite_requests_start_nothing_new(
+        gh: support.Harness) -> None:
+    await comment(gh, "/run check")
+    await comment(gh, "/run failing")
+    [failed] = [r for r in await runs(gh) if r.job == "failing"]
+    [check] = gh.fake.checks_for("jobbot: failing")
+    button = p.check_run(REPO, HEAD, check["id"], failed.id)
+    suite = p.check_suite(REPO, HEAD)
+    for n in (1, 2):
+        await gh.deliver("check_run", button, delivery_id=f"button-{n}")
+        await gh.settle()
+        await gh.deliver("check_suite", suite, delivery_id=f"suite-{n}")
+        await gh.settle()
+    # One rerun from the button, and one of each job from the suite: not one per delivery.
+    assert sorted((r.job, r.number) for r in await runs(gh)) == [
+        ("check", 1), ("check", 2), ("failing", 1), ("failing", 2), ("failing", 3)]
+
+
+async def test_a_replayed_push_builds_and_deploys_once(gh: support.Harness) -> None:
+    await installed(gh)
+    gh.fake.add_tree(REPO, HEAD, {"app.yaml": repo_app_yaml(), "VERSION": "1"})
+    pushed = p.push(REPO, "main", HEAD)
+    for delivery_id in ("push-1", "push-2"):
+        await gh.deliver("push", pushed, delivery_id=delivery_id)
+        await gh.settle()
+    assert sorted(r.job for r in await runs(gh)) == ["deploy", "site", "smoke"]
+    # Moved on and back again: that push to the same sha is a new one, and deploys again.
+    gh.fake.add_tree(REPO, NEW_HEAD, {"app.yaml": repo_app_yaml(), "VERSION": "2"})
+    await gh.deliver("push", p.push(REPO, "main", NEW_HEAD, before=HEAD))
+    await gh.settle()
+    await gh.deliver("push", p.push(REPO, "main", HEAD, before=NEW_HEAD))
+    await gh.settle()
+    deploys = [r.sha for r in await runs(gh) if r.job == "deploy"]
+    assert deploys == [HEAD, NEW_HEAD, HEAD]  # newest first
+
+
+async def fork_opened(gh: support.Harness) -> None:
+    gh.fake.add_pull(REPO, PR, HEAD, author="mallory", head_repo=FORK)
+    gh.fake.permissions[(REPO, "mallory")] = "read"
+    await gh.deliver("pull_request", p.pull_request_event(
+        "opened", REPO, PR, HEAD, author="mallory", head_repo=FORK))  # created 04:00
+    await gh.settle()
+
+
+async def fork_pushed(gh: support.Harness, at: str) -> None:
+    gh.fake.add_pull(REPO, PR, NEW_HEAD, author="mallory", head_repo=FORK)
+    await gh.deliver("pull_request", p.pull_request_event(
+        "synchronize", REPO, PR, NEW_HEAD, author="mallory", head_repo=FORK, updated_at=at))
+    await gh.settle()
+
+
+async def test_ok_to_test_approves_the_head_when_the_comment_was_written(
+        gh: support.Harness) -> None:
+    await fork_opened(gh)
+    # The maintainer approves at 05:00; a push lands at 05:01, and is handled first.
+    await fork_pushed(gh, "2026-11-22T05:01:00Z")
+    approval = await comment(gh, "/ok-to-test", created_at="2026-11-22T05:00:00Z")
+    assert reactions(gh, approval)[-1] == "rocket"
+    assert gh.store.approval(REPO, HEAD) is not None
+    assert gh.store.approval(REPO, NEW_HEAD) is None
+    assert await runs(gh) == []  # the head now is the push nobody vouched for
+    assert (f"alice approved {HEAD[:7]} for testing; the head is now {NEW_HEAD[:7]}, which "
+            f"needs its own /ok-to-test") in pr_comment(gh)
+    # A comment written after the push approves it.
+    await comment(gh, "/ok-to-test", created_at="2026-11-22T05:02:00Z")
+    done = {r.job: r for r in await runs(gh)}
+    assert set(done) == {"check", "leaky"}
+    assert {r.sha for r in done.values()} == {NEW_HEAD}
+
+
+async def test_ok_to_test_with_a_sha_approves_that_head(gh: support.Harness) -> None:
+    await fork_opened(gh)
+    await fork_pushed(gh, "2026-11-22T05:01:00Z")
+    for word in ("1234567", "zz", "2222", "2" * 41):
+        await comment(gh, f"/ok-to-test {word}")
+    assert await runs(gh) == []
+    body = pr_comment(gh)
+    assert (f"1234567 is not a head this pull request had (heads: {HEAD[:7]}, "
+            f"{NEW_HEAD[:7]})") in body
+    assert body.count("`/ok-to-test` takes a commit sha: all of it, or at least its first 7 "
+                      "hex digits") == 2  # zz, 2222
+    assert "222222222222 is not a head this pull request had" in body  # 41 digits
+    await comment(gh, f"/ok-to-test {NEW_HEAD[:10]}", created_at="2026-11-22T04:30:00Z")
+    assert gh.store.approval(REPO, NEW_HEAD) is not None
+    assert {r.sha for r in await runs(gh)} == {NEW_HEAD}
+
+
+async def test_ok_to_test_refuses_when_it_cannot_tell_which_head_was_seen(
+        gh: support.Harness) -> None:
+    gh.fake.add_pull(REPO, PR, HEAD, author="mallory", head_repo=FORK)
+    # No pull_request event recorded yet: no head is known.
+    unknown = await comment(gh, "/ok-to-test")
+    await fork_opened(gh)
+    # Written before the pull request was opened (04:00).
+    early = await comment(gh, "/ok-to-test", created_at="2026-11-22T03:59:00Z")
+    # The same second as the head it would approve.
+    tie = await comment(gh, "/ok-to-test", created_at=p.PR_OPENED)
+    # A push jobbot has not heard of yet: the API's head is not among the recorded ones.
+    gh.fake.add_pull(REPO, PR, NEW_HEAD, author="mallory", head_repo=FORK)
+    moved = await comment(gh, "/ok-to-test")
+    for payload in (unknown, early, tie, moved):
+        assert reactions(gh, payload)[-1] == "confused"
+    assert gh.store.approval(REPO, HEAD) is None and gh.store.approval(REPO, NEW_HEAD) is None
+    assert await runs(gh) == []
+    body = pr_comment(gh)
+    assert body.count("comment `/ok-to-test SHA` with its sha") == 4
+    assert "knows of no head of this pull request from before this comment" in body
+    assert "the head changed in the second this comment was written" in body
+    assert f"the head moved to {NEW_HEAD[:7]} and jobbot cannot tell" in body
+
+
+async def test_a_failing_reaction_never_stops_the_command(
+        gh: support.Harness, caplog: pytest.LogCaptureFixture) -> None:
+    reactions_path = rf"/repos/{REPO}/issues/comments/\d+/reactions"
+    gh.fake.fail("POST", reactions_path, 404, times=2)  # the comment was deleted
+    with caplog.at_level(logging.WARNING, logger="github_app.handlers.comments"):
+        await gh.deliver("issue_comment", p.issue_comment(REPO, PR, "/run check"),
+                         delivery_id="d-gone")
+        await gh.settle()
+    [run] = await runs(gh)
+    assert (run.job, run.state) == ("check", "succeeded")
+    row = gh.store.delivery("d-gone")
+    assert row is not None and row.outcome == "/run: done: @alice started check #1"
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(m.startswith("delivery d-gone: no eyes reaction on comment") and "404" in m
+               for m in warned)
+    assert any(m.startswith("delivery d-gone: no rocket reaction") for m in warned)
+
+
+async def test_an_unexpected_reaction_answer_delays_nothing(gh: support.Harness) -> None:
+    gh.fake.fail("POST", rf"/repos/{REPO}/issues/comments/\d+/reactions", 502, times=20)
+    started = time.monotonic()
+    await gh.deliver("issue_comment", p.issue_comment(REPO, PR, "/run check"),
+                     delivery_id="d-502")
+    await gh.settle(timeout=10)
+    assert time.monotonic() - started < 8  # no retries with growing delays before the run
+    [run] = await runs(gh)
+    assert run.state == "succeeded"
+    row = gh.store.delivery("d-502")
+    assert row is not None and row.outcome == "/run: done: @alice started check #1"

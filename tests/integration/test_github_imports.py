@@ -42,6 +42,9 @@ async def main() -> None:
     await api.update_comment(REPO, comment, "hello again")
     assert (await api.pull(REPO, 7))["head"]["sha"] == SHA
     assert await api.file(REPO, "app.yaml", SHA) == "app: shop"
+    fake.add_branch(REPO, "main", SHA)
+    assert await api.branch_sha(REPO, "main") == SHA
+    assert await api.branch_sha(REPO, "gone") is None
     assert await api.tarball(REPO, SHA)
     check = await api.create_check_run(REPO, {"name": "jobbot", "head_sha": SHA,
                                               "status": "queued"})

@@ -118,3 +118,22 @@ def test_runs_are_found_by_pull_request_and_sha(store: Store) -> None:
     store.create_run(new("acme/b", 7, "1" * 40))
     assert [r.id for r in store.runs_for_pull_request("acme/a", 7)] == [second.id, first.id]
     assert len(store.runs_for_sha("1" * 40)) == 3
+
+
+def test_the_heads_a_pull_request_had_are_kept_in_order(store: Store) -> None:
+    opened, pushed = utcnow() - timedelta(hours=1), utcnow()
+    store.record_pull_request_head("acme/a", 7, "2" * 40, pushed)
+    store.record_pull_request_head("acme/a", 7, "1" * 40, opened)  # heard of late
+    store.record_pull_request_head("acme/a", 7, "1" * 40, opened)  # a replay changes nothing
+    store.record_pull_request_head("acme/a", 7, "3" * 40, pushed)  # the same second: after
+    store.record_pull_request_head("acme/a", 8, "4" * 40, opened)
+    heads = store.pull_request_heads("acme/a", 7)
+    assert [(h.sha[0], h.since) for h in heads] == [("1", opened), ("2", pushed), ("3", pushed)]
+    assert store.pull_request_heads("acme/b", 7) == []
+
+
+def test_a_repositorys_app_is_read_by_repository(store: Store) -> None:
+    assert store.repository_app("acme/a") is None
+    store.save_repository_app("acme/a", "shop", "1" * 40, "app: shop")
+    row = store.repository_app("acme/a")
+    assert row is not None and (row.app, row.sha) == ("shop", "1" * 40)

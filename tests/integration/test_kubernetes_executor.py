@@ -29,7 +29,7 @@ jobs:
     command: [python, migrate.py]
     backoff_limit: 2
     time_limit: 60
-    env: {MODE: fast}
+    env: {MODE: fast, API_TOKEN: ""}
   - name: report
     image: python:3.12-slim
     command: [python, report.py]
@@ -44,8 +44,16 @@ jobs:
     secrets: [preview-db]
     pull_requests: true
     fork_secrets: true
+  - name: db
+    image: python:3.12-slim
+    command: [python, db.py]
+    env: {DB_USER: app, SERVICE_PASSWORD: env-pass-1234, API_TOKEN: env-token-0000}
+    secrets: [db-credentials]
 """
 ACTOR = Actor.cli("alice")
+# What the Secret db-credentials holds; the pods of job `db` print it.
+DB_PASSWORD = "hunter2-in-the-cluster"
+CERT = "-----BEGIN KEY-----\nline-one-abcdef\nline-two-ghijkl\n-----END KEY-----\n"
 
 
 @pytest.fixture
@@ -59,14 +67,6 @@ async def fake() -> AsyncIterator[FakeKubernetes]:
 @pytest.fixture
 def app() -> AppSpec:
     return parse_app(APP_YAML)
-
-
-@pytest.fixture
-def sqlite_store(tmp_path: Path) -> AsyncIterator[Store]:
-    store = Store(f"sqlite:///{tmp_path / 'jobbot.db'}")
-    store.migrate()
-    yield store  # type: ignore[misc]
-    store.close()
 
 
 @pytest.fixture
@@ -317,7 +317,7 @@ async def test_manifest_sent_is_the_rendered_one(service: JobService, fake: Fake
     name = await _job_of(fake, run)
     sent = fake.job(NS, name)
     expected = job_manifest(app, app.job("migrate"), run_info(run),
-                            env={"MODE": "slow"})
+                            env={**app.job("migrate").env, "MODE": "slow"})
     assert sent["spec"] == expected["spec"]
     assert sent["metadata"]["labels"] == expected["metadata"]["labels"]
     assert sent["metadata"]["annotations"] == expected["metadata"]["annotations"]
@@ -333,6 +333,7 @@ async def test_fork_pull_request_runs_get_no_secrets_unless_the_job_says_so(
             "containers"][0]
         return list(container.get("envFrom", []))
 
+    fake.add_secret(NS, "preview-db", {"PREVIEW_PASSWORD": "preview-pass"})
     preview_db = [{"secretRef": {"name": "preview-db"}}]
     assert await secret_refs("preview", {"pull_request": 7}) == preview_db
     assert await secret_refs("preview", fork) == []
@@ -382,3 +383,140 @@ async def test_wiring_builds_the_executor_from_a_kubeconfig(
                        JOBBOT_EXECUTOR="kubernetes", JOBBOT_KUBECONFIG=tmp_path / "nope")
     with pytest.raises(BadInput, match="cannot load Kubernetes credentials"):
         build_runtime(missing)
+
+
+# -- masking: Secret values and sensitive env never reach the log or a reason -------------
+
+
+def _add_db_secret(fake: FakeKubernetes) -> None:
+    fake.add_secret(NS, "db-credentials", {"DB_PASSWORD": DB_PASSWORD, "CERT": CERT,
+                                           "DB_HOST": "db.internal"},
+                    binary={"BLOB": b"\xff\xfe-binary-value"})
+
+
+def _leaks(text: str) -> list[str]:
+    """The secret values (or their base64) that appear in `text`."""
+    import base64
+
+    values = [DB_PASSWORD, "line-two-ghijkl", "env-pass-1234", "override-tok-5678",
+              base64.b64encode(b"\xff\xfe-binary-value").decode()]
+    values += [base64.b64encode(v.encode()).decode() for v in values[:3]]
+    return [v for v in values if v in text]
+
+
+async def test_a_pod_printing_its_secret_has_it_masked_in_the_log_and_the_reason(
+        service: JobService, fake: FakeKubernetes, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    import base64
+
+    _add_db_secret(fake)
+    run = (await service.trigger("db", ACTOR, overrides={"API_TOKEN": "override-tok-5678"})).run
+    name = await _job_of(fake, run)
+    printed = [f"DB_PASSWORD={DB_PASSWORD}",
+               f"encoded {base64.b64encode(DB_PASSWORD.encode())!r}",
+               "second key line: line-two-ghijkl",
+               "env says env-pass-1234 and override-tok-5678",
+               "blob " + base64.b64encode(b"\xff\xfe-binary-value").decode(),
+               "connecting to db.internal as app"]
+    pod = await fake.add_pod(NS, name, log=printed)
+    await fake.set_pod(NS, pod, "Failed", exit_code=1)
+    await fake.finish_job(NS, name, "Failed", "PodFailurePolicy",
+                          f"container job exited with {DB_PASSWORD} in its message")
+    final = await _final(service, run)
+    assert final.state == "failed"
+    assert final.reason == "container job exited with ******** in its message; last exit code 1"
+    lines = [line async for _, line in service.logs(run.id)]
+    # Every value of the Secret is masked (DB_HOST too); a line of a multi-line value too.
+    assert lines == ["DB_PASSWORD=********", "encoded b'********'",
+                     "second key line: ********", "env says ******** and ********",
+                     "blob ********", "connecting to ******** as app"]
+    stored = (tmp_path / "jobbot.db").read_bytes().decode("latin-1")
+    assert _leaks(stored) == []
+    assert _leaks(caplog.text) == []
+    assert not any(DB_PASSWORD in str(r.args) for r in caplog.records)
+
+
+@pytest.mark.parametrize(("status", "expected"), [
+    (403, "cannot read Secret shop-jobs/db-credentials to mask its values: Kubernetes refused "
+          "to get secrets in namespace shop-jobs (HTTP 403, forbidden): give jobbot's "
+          "ServiceAccount a Role with verb 'get' on resource 'secrets' in namespace "
+          "'shop-jobs'"),
+    (404, "Secret shop-jobs/db-credentials does not exist, so the pod could not start: create "
+          "it, or remove it from the job's secrets"),
+])
+async def test_a_secret_jobbot_cannot_read_fails_the_run_before_its_job_exists(
+        service: JobService, fake: FakeKubernetes, status: int, expected: str) -> None:
+    if status == 403:
+        _add_db_secret(fake)
+        fake.fail("GET", "/secrets/db-credentials", 403, reason="Forbidden")
+    run = (await service.trigger("db", ACTOR)).run
+    final = await _final(service, run)
+    assert (final.state, final.reason) == ("failed", f"could not start: {expected}")
+    assert final.external_id is None
+    assert fake.jobs == {}
+
+
+async def test_an_adopted_run_keeps_masking_secrets_and_sensitive_env(
+        app: AppSpec, sqlite_store: Store, tmp_path: Path, fake: FakeKubernetes) -> None:
+    _add_db_secret(fake)
+    first = kube_service(app, sqlite_store, tmp_path / "data", api_for(fake.url))
+    run = (await first.trigger("db", ACTOR, overrides={"API_TOKEN": "override-tok-5678"})).run
+    name = await _job_of(fake, run)
+    pod = await fake.add_pod(NS, name, log=[f"before {DB_PASSWORD}"])
+    await eventually(lambda: _attempts(first, run, 1), "attempt 1")
+    await first.shutdown("jobbot restarting")
+    await fake.append_log(NS, pod, f"after {DB_PASSWORD}", "env-pass-1234 override-tok-5678",
+                          "line-two-ghijkl")
+    second = kube_service(app, sqlite_store, tmp_path / "data", api_for(fake.url))
+    try:
+        assert await second.reconcile() == 1
+        await fake.set_pod(NS, pod, "Succeeded")
+        await fake.finish_job(NS, name, "Complete")
+        assert (await _final(second, run)).state == "succeeded"
+        lines = [line async for _, line in second.logs(run.id)]
+        assert lines == ["before ********", "after ********", "******** ********", "********"]
+    finally:
+        await second.shutdown()
+
+
+async def test_an_adopted_run_whose_secret_is_gone_has_its_pod_log_withheld(
+        app: AppSpec, sqlite_store: Store, tmp_path: Path, fake: FakeKubernetes) -> None:
+    _add_db_secret(fake)
+    first = kube_service(app, sqlite_store, tmp_path / "data", api_for(fake.url))
+    run = (await first.trigger("db", ACTOR)).run
+    name = await _job_of(fake, run)
+    pod = await fake.add_pod(NS, name, log=[f"before {DB_PASSWORD}"])
+    await eventually(lambda: _log_has(first, run, "before ********"), "the masked first line")
+    await first.shutdown("jobbot restarting")
+    # Deleted while no jobbot watched: its pod still has the values, jobbot cannot know them.
+    del fake.secrets[(NS, "db-credentials")]
+    await fake.append_log(NS, pod, f"after {DB_PASSWORD}")
+    second = kube_service(app, sqlite_store, tmp_path / "data", api_for(fake.url))
+    try:
+        assert await second.reconcile() == 1
+        await fake.set_pod(NS, pod, "Succeeded")
+        await fake.finish_job(NS, name, "Complete")
+        assert (await _final(second, run)).state == "succeeded"
+        lines = [line async for _, line in second.logs(run.id)]
+        assert lines == [
+            "before ********",
+            f"[jobbot] the log of pod {pod} is not copied: Secret {NS}/db-credentials no longer "
+            "exists, so its values cannot be masked"]
+    finally:
+        await second.shutdown()
+
+
+async def _log_has(service: JobService, run: Run, line: str) -> bool:
+    return line in [text async for _, text in service.logs(run.id)]
+
+
+async def test_a_run_may_not_override_a_name_its_secret_holds(
+        service: JobService, fake: FakeKubernetes) -> None:
+    # DB_USER is declared in env, and the Secret holds it too: envFrom gives the pod the
+    # Secret's value unless a run's env shadows it, so no run may set it.
+    fake.add_secret(NS, "db-credentials", {"DB_PASSWORD": DB_PASSWORD, "DB_USER": "admin"})
+    with pytest.raises(BadInput, match="DB_USER"):
+        await service.trigger("db", ACTOR, overrides={"DB_USER": "attacker"})
+    assert fake.jobs == {}
+    run = (await service.trigger("db", ACTOR, overrides={"API_TOKEN": "fine-1234"})).run
+    assert await _job_of(fake, run)

@@ -12,8 +12,9 @@ from core.masking import MASK
 from core.models import RunState, Source
 from core.policy import Actor
 from core.service import JobService
+from core.spec import AppSpec
 from core.store import Store
-from tests.support.apps import python_job, service_for
+from tests.support.apps import make_service, python_job, service_for
 
 ADA = Actor.cli("ada")
 
@@ -138,6 +139,48 @@ async def test_parallel_completions(store: Store, tmp_path: Path) -> None:
     assert detail.attempts[2].started_at >= first_end
 
 
+async def test_jobbot_variables_come_from_jobbot_alone(store: Store, tmp_path: Path) -> None:
+    secrets = tmp_path / "data" / "secrets"
+    secrets.mkdir(parents=True)
+    (secrets / "vars.env").write_text("JOBBOT_JOB=forged\nJOBBOT_GIT_SHA=forged\n")
+    # A job built without `jobbot validate` (which refuses JOBBOT_ names in env).
+    app = AppSpec.model_validate({"app": "demo", "directory": str(tmp_path), "jobs": [
+        python_job("env", """
+            import os
+            print(sorted((k, v) for k, v in os.environ.items() if k.startswith("JOBBOT_")))
+        """, secrets=["vars"], env={"JOBBOT_RUN_ID": "forged", "JOBBOT_GIT_SHA": "forged",
+                                    "JOBBOT_ATTEMPT": "forged", "JOBBOT_EXTRA": "forged"})]})
+    service = make_service(app, store, tmp_path / "data")
+    run_id, state = await run_to_end(service, "env")
+    assert state == "succeeded"
+    assert await log_of(service, run_id) == [str([
+        ("JOBBOT_APP", "demo"), ("JOBBOT_ATTEMPT", "1"), ("JOBBOT_JOB", "env"),
+        ("JOBBOT_RUN_ID", run_id), ("JOBBOT_RUN_NUMBER", "1")])]
+
+
+async def test_a_run_never_overrides_its_secrets_or_undeclared_names(
+        store: Store, tmp_path: Path) -> None:
+    secrets = tmp_path / "data" / "secrets"
+    secrets.mkdir(parents=True)
+    (secrets / "db.env").write_text("DB_HOST=db.prod\nexport DB_PASSWORD='hunter2-long'\n")
+    service = service_for(tmp_path, store, [python_job(
+        "migrate", "import os; print(os.environ['DB_HOST'], os.environ['MODE'])",
+        env={"MODE": "fast", "DB_HOST": "db.internal"}, secrets=["db"])])
+    accepts = "; a run of migrate may set only MODE"
+    for overrides, refusal in [
+            ({"DB_HOST": "attacker.example"}, "DB_HOST comes from the secrets of migrate"),
+            ({"DB_PASSWORD": "x"}, "DB_PASSWORD comes from the secrets of migrate"),
+            ({"MODE": "slow", "PATH": "/tmp"}, "PATH changes how programs are loaded"),
+            ({"EXTRA": "1"}, "migrate does not declare EXTRA in its env")]:
+        with pytest.raises(BadInput) as refused:
+            await service.trigger("migrate", ADA, overrides=overrides)
+        assert str(refused.value).startswith(refusal)
+        assert str(refused.value).endswith(accepts)
+    assert await service.runs() == []
+    run_id, state = await run_to_end(service, "migrate", overrides={"MODE": "slow"})
+    assert (state, await log_of(service, run_id)) == ("succeeded", ["db.internal slow"])
+
+
 async def test_secret_values_are_masked_in_logs(store: Store, tmp_path: Path) -> None:
     secrets = tmp_path / "data" / "secrets"
     secrets.mkdir(parents=True)
@@ -147,7 +190,7 @@ async def test_secret_values_are_masked_in_logs(store: Store, tmp_path: Path) ->
         print("password is", os.environ["DB_PASSWORD"])
         print("token is", os.environ["API_TOKEN"])
         print("user is", os.environ["DB_USER"])
-    """, secrets=["db-credentials"])])
+    """, secrets=["db-credentials"], env={"API_TOKEN": ""})])
     run_id, state = await run_to_end(service, "leaky", overrides={"API_TOKEN": "tok-123456"})
     assert state == "succeeded"
     lines = await log_of(service, run_id)
@@ -217,7 +260,7 @@ async def test_manual_trigger_reports_other_active_runs(store: Store, tmp_path: 
 
 async def test_rerun_repeats_the_overrides(store: Store, tmp_path: Path) -> None:
     service = service_for(tmp_path, store, [python_job(
-        "hello", "import os; print(os.environ.get('X'))")])
+        "hello", "import os; print(os.environ.get('X'))", env={"X": "1"})])
     run_id, _ = await run_to_end(service, "hello", overrides={"X": "42"}, ref="main")
     again = await service.rerun("hello#1", Actor.cli("bob"))
     final = await service.wait(again.run.id)

@@ -72,7 +72,8 @@ def rendered(app: AppSpec) -> list[dict[str, Any]]:
     for job in app.jobs:
         run = RunInfo(id="0123456789abcdef", number=12345, source="slack", actor="slack:U123",
                       sha=PLACEHOLDER_SHA, ref="refs/heads/main")
-        docs.append(job_manifest(app, job, run, env={**job.env, "EXTRA": "1"}))
+        overrides = {"RAILS_ENV": "staging"} if "RAILS_ENV" in job.env else {}
+        docs.append(job_manifest(app, job, run, env={**job.env, **overrides}))
     for build in app.builds:
         docs.append(build_manifest(app, build, sha="a" * 40,
                                    repository="https://git.example.com/shop/api.git"))
@@ -110,7 +111,8 @@ def test_role_grants_only_what_the_executor_calls(deployed: list[dict[str, Any]]
                for r in rule["resources"] for v in rule["verbs"]}
     assert granted == {("batch", "jobs", v) for v in ("create", "get", "list", "watch",
                                                       "delete")} | {
-        ("", "pods", v) for v in ("get", "list", "watch")} | {("", "pods/log", "get")}
+        ("", "pods", v) for v in ("get", "list", "watch")} | {("", "pods/log", "get"),
+                                                              ("", "secrets", "get")}
     binding = next(d for d in deployed if d["kind"] == "RoleBinding")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "jobbot",
                                     "namespace": "jobbot"}]

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
+import os
 import sqlite3
 import time
 import urllib.parse
@@ -22,6 +25,7 @@ from bot.router import Router
 from core.errors import BadInput
 from core.models import RunState
 from core.policy import Actor
+from core.store import NewRun
 from jobbot.server import make_app
 from jobbot.settings import Settings
 from jobbot.wiring import Runtime, build_runtime
@@ -34,19 +38,22 @@ from tests.fakes.slack import (
     FakeSlack,
     Message,
     SlackSender,
+    inline_code,
+    live_markup,
+    outside_code,
 )
 from tests.support.apps import python_job, write_app
 from tests.support.server import serve
 
 SECRET_VALUE = "hunter2-very-secret-value"
 JOBS: list[dict[str, Any]] = [
-    python_job("hello", "print('hello from the job')"),
+    python_job("hello", "print('hello from the job')", env={"GREETING": "hello"}),
     python_job("broken", """
         import os, sys
         print('connecting with', os.environ['DB_PASSWORD'])
         print('bad things happened')
         sys.exit(3)
-    """, env={"DB_PASSWORD": SECRET_VALUE}),
+    """, env={"DB_PASSWORD": SECRET_VALUE, "API_TOKEN": "placeholder-token", "NOTE": ""}),
     python_job("flaky", """
         import pathlib, sys
         marker = pathlib.Path('flaky-marker')
@@ -66,7 +73,19 @@ JOBS: list[dict[str, Any]] = [
     python_job("nowhere", "print('x')", notify={"slack_channel": "#missing"}),
     python_job("secretive", "print('x')", notify={"slack_channel": "#private"}),
     python_job("sched", "print('x')", schedule="0 3 * * *"),
+    python_job("shouty", """
+        import sys
+        print('```')
+        print('<!here> look: <https://evil.example|click to fix> & `<!channel>`')
+        print('```')
+        sys.exit(1)
+    """),
+    python_job("dbjob", "import os; print('env', os.environ['RAILS_ENV'])",
+               env={"RAILS_ENV": "production", "DB_HOST": "db.internal"},
+               secrets=["db-credentials"]),
 ]
+# The local executor's stand-in for the Kubernetes Secret `db-credentials`.
+DB_CREDENTIALS = "DB_HOST=db.prod.internal\nDB_PASSWORD=hunter2-db-password\n"
 
 
 @dataclass
@@ -100,18 +119,23 @@ class Bot:
         return text.split("(id `", 1)[1].split("`", 1)[0]
 
 
-async def start_bot(tmp_path: Path, fake: FakeSlack, database_url: str | None = None,
-                    **slack: str) -> tuple[Bot, Callable[[], Any]]:
-    """jobbot with the bot on a free port; the default database is SQLite in its data dir."""
+async def start_bot(tmp_path: Path, fake: FakeSlack, database_url: str | None = None, *,
+                    jobs: list[dict[str, Any]] | None = None,
+                    extra: dict[str, Any] | None = None, **slack: str
+                    ) -> tuple[Bot, Callable[[], Any]]:
+    """jobbot serving Slack (these `jobs`, or JOBS) with `extra` settings added, on a free
+    port; the default database is SQLite in its data dir."""
     workdir = tmp_path / "work"
-    config = write_app(workdir, JOBS)
+    config = write_app(workdir, JOBS if jobs is None else jobs)
+    (workdir / ".jobbot" / "secrets").mkdir(parents=True, exist_ok=True)
+    (workdir / ".jobbot" / "secrets" / "db-credentials.env").write_text(DB_CREDENTIALS)
     slack = slack or {"SLACK_SIGNING_SECRET": SIGNING_SECRET}
     if database_url is not None:
         slack["JOBBOT_DATABASE_URL"] = database_url
     settings = Settings(JOBBOT_DATA_DIR=workdir / ".jobbot", JOBBOT_RETRY_DELAY=0.01,
                         JOBBOT_PUBLIC_URL="http://jobbot.test", JOBBOT_SECRET_KEY="k" * 32,
                         SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_API_URL=fake.api_url,
-                        **slack)  # type: ignore[arg-type]
+                        **(extra or {}), **slack)  # type: ignore[arg-type]
     served = await serve(settings, config)
     slack = SlackSender(fake, f"{served.base_url}/slack/events")
 
@@ -215,6 +239,84 @@ async def test_run_starts_a_run_with_overrides_and_ref(bot: Bot) -> None:
     assert run.ref == "main"
     assert run.actor == "slack:U0ALICE"
     assert run.origin["slack_channel"] == "C0COMMAND"
+
+
+async def test_a_run_sets_only_names_its_job_declares(bot: Bot) -> None:
+    only_greeting = "; a run of hello may set only GREETING"
+    loader = "changes how programs are loaded or started: no run may set it"
+    refusals = {
+        "run hello PATH=/tmp/x": f"PATH {loader}{only_greeting}",
+        "run hello LD_PRELOAD=/tmp/evil.so": f"LD_PRELOAD {loader}{only_greeting}",
+        "run hello PYTHONPATH=/tmp": f"PYTHONPATH {loader}{only_greeting}",
+        "run hello NODE_OPTIONS=--require=/tmp/x.js": f"NODE_OPTIONS {loader}{only_greeting}",
+        "run hello GREETING=hi BASH_ENV=/tmp/x.sh": f"BASH_ENV {loader}{only_greeting}",
+        "run hello JOBBOT_RUN_ID=forged": "JOBBOT_RUN_ID is set by jobbot itself (JOBBOT_ "
+                                          f"variables are jobbot's): no run may set it"
+                                          f"{only_greeting}",
+        "run hello DB_HOST=attacker.example": f"hello does not declare DB_HOST in its env"
+                                              f"{only_greeting}",
+        # A key of the job's secret, undeclared or declared in env too: never.
+        "run dbjob DB_PASSWORD=x": "DB_PASSWORD comes from the secrets of dbjob: no run may "
+                                   "set it; a run of dbjob may set only RAILS_ENV",
+        "run dbjob DB_HOST=attacker.example": "DB_HOST comes from the secrets of dbjob: no run "
+                                              "may set it; a run of dbjob may set only RAILS_ENV",
+        # Refused before a confirmation is asked for.
+        "run risky X=1": "risky does not declare X in its env; a run of risky may set no "
+                         "variables (it declares none in its env)",
+    }
+    for text, refusal in refusals.items():
+        answer = await bot.ask(text)
+        assert refusal in answer, (text, answer)
+        assert "(id `" not in answer and "asks for confirmation" not in answer
+    assert await bot.runtime.service.runs() == []
+    entries = await asyncio.to_thread(bot.runtime.store.audit_log)
+    assert ("/job run hello PATH=/tmp/x", "rejected") in [(e.target, e.result) for e in entries]
+    run_id = bot.run_id_from(await bot.ask("run dbjob RAILS_ENV=staging"))
+    assert await bot.wait_final(run_id) == RunState.SUCCEEDED
+    assert "env staging" in await bot.ask(f"logs {run_id}")
+
+
+async def test_override_names_are_whole_and_values_one_bounded_line(bot: Bot) -> None:
+    bad = {
+        "run hello 'GREETING\n=1'": "bad override 'GREETING\\n': names are letters, digits "
+                                     "and _",
+        "run hello 'GREETING =1'": "bad override 'GREETING ': names are letters",
+        'run hello "GREETING=two\nlines"': "bad override GREETING: the value contains a "
+                                          "newline; values are one line of text",
+        'run hello "GREETING=a\rb"': "bad override GREETING: the value contains a carriage return",
+        'run hello "GREETING=a\x00b"': "bad override GREETING: the value contains a NUL character",
+        'run hello "GREETING=a\x1bb"': "the value contains U+001B, a control or invalid character",
+        'run hello "GREETING=a\x7fb"': "the value contains U+007F, a control or invalid character",
+        f"run hello GREETING={'x' * 4097}": "bad override GREETING: the value is longer than "
+                                          "4096 characters",
+    }
+    for text, refusal in bad.items():
+        status, ack, _ = await bot.command(text)
+        assert status == 200
+        assert refusal in ack, (text, ack)
+    assert await bot.runtime.service.runs() == []
+    run_id = bot.run_id_from(await bot.ask(f"run hello GREETING={'x' * 4096}"))
+    assert await bot.wait_final(run_id) == RunState.SUCCEEDED
+
+
+async def test_a_rerun_of_overrides_no_longer_allowed_is_refused(bot: Bot) -> None:
+    # Runs recorded before the rule, or before app.yaml stopped declaring a name.
+    store = bot.runtime.store
+    old = await asyncio.to_thread(store.create_run, NewRun(
+        app="demo", job="hello", source="slack", actor="slack:U0ALICE", state=RunState.FAILED,
+        overrides={"GREETING": "hi", "LD_PRELOAD": "/tmp/evil.so"}))
+    risky = await asyncio.to_thread(store.create_run, NewRun(
+        app="demo", job="risky", source="slack", actor="slack:U0ALICE", state=RunState.FAILED,
+        overrides={"MODE": "fast"}))
+    refusal = ("cannot rerun hello #1: LD_PRELOAD changes how programs are loaded or started: "
+               "no run may set it; a run of hello may set only GREETING")
+    assert refusal in await bot.ask("rerun hello#1")
+    _, key = await bot.slack.click("jobbot_rerun", old.run.id)
+    assert refusal in (await bot.slack.answer(key))["text"]
+    answer = await bot.ask(f"rerun {risky.run.id}")
+    assert "cannot rerun risky #1: risky does not declare MODE in its env" in answer
+    assert "asks for confirmation" not in answer
+    assert [r.id for r in await bot.runtime.service.runs()] == [risky.run.id, old.run.id]
 
 
 async def test_typos_are_answered_in_the_ack_with_the_closest_name(bot: Bot) -> None:
@@ -675,3 +777,127 @@ async def test_the_server_offers_sign_in_with_slack_for_the_bots_workspace(
         assert CLIENT_SECRET not in response.headers["Location"]
     finally:
         await stop()
+
+
+@pytest.mark.parametrize("mode", ["http", "socket"])
+async def test_sign_in_settings_in_the_environment_leave_the_bot_on_its_token(
+        tmp_path: Path, fake: FakeSlack, monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
+    # Bolt reads these from the environment and would switch to OAuth installs ("please
+    # reinstall this app" for every command); jobbot's bot runs on its one bot token.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SLACK_CLIENT_ID", CLIENT_ID)
+    monkeypatch.setenv("SLACK_CLIENT_SECRET", CLIENT_SECRET)
+    credentials = ({"SLACK_SIGNING_SECRET": SIGNING_SECRET} if mode == "http"
+                   else {"SLACK_APP_TOKEN": APP_TOKEN})
+    bot, stop = await start_bot(tmp_path, fake, SLACK_CLIENT_ID=CLIENT_ID,
+                                SLACK_CLIENT_SECRET=CLIENT_SECRET, **credentials)
+    try:
+        body, trigger = bot.slack.command_body("run hello")
+        if mode == "http":
+            status, _ = await bot.slack.post(body, bot.slack.headers(body))
+            assert status == 200
+        else:
+            await fake.send_envelope("slash_commands", dict(urllib.parse.parse_qsl(body)))
+        answer = await bot.slack.answer(trigger)
+        assert "started" in answer["text"]
+        assert "reinstall" not in fake.everything_sent()
+        assert os.environ["SLACK_CLIENT_ID"] == CLIENT_ID  # left as it was
+    finally:
+        await stop()
+
+
+@pytest.mark.parametrize("body", [
+    b"\xff\xfe not utf-8", b"payload={not json", b"payload=%5B1%5D",
+    b"payload=" + b"%5B" * 100_000 + b"%5D" * 100_000,
+    b'payload={"type": "block_actions", "actions": "run", "user": {"id": "U0ALICE"}}',
+    b'payload={"type": "block_actions", "actions": [{"action_id": 7}], "user": "U0ALICE"}',
+])
+async def test_bodies_slack_never_sends_get_4xx_and_change_nothing(
+        bot: Bot, body: bytes, caplog: pytest.LogCaptureFixture) -> None:
+    unsigned = await bot.slack.post(body.decode("latin-1"), {
+        "Content-Type": "application/x-www-form-urlencoded"})
+    assert unsigned[0] == 401  # the signature is checked before anything is parsed
+    ts = str(int(time.time()))
+    mac = hmac.new(SIGNING_SECRET.encode(), f"v0:{ts}:".encode() + body, hashlib.sha256)
+    async with bot.slack.session.post(bot.url, data=body, headers={
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-Slack-Request-Timestamp": ts, "X-Slack-Signature": f"v0={mac.hexdigest()}",
+    }) as response:
+        assert response.status == 400
+    assert unfinished_work(bot) == []
+    assert await bot.runtime.service.runs() == []
+    assert "Traceback" not in caplog.text
+
+
+@pytest.mark.parametrize(("timestamp", "signature"), [
+    ("not-a-number", "v0=" + "0" * 64), ("9" * 5000, "v0=" + "0" * 64),
+    (None, "v0=é" + "0" * 63), (None, ""), (None, "v0=" + "0" * 6400)])
+async def test_odd_signature_headers_get_401(bot: Bot, timestamp: str | None, signature: str,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    body, _ = bot.slack.command_body("run hello")
+    headers = bot.slack.headers(body)
+    headers["X-Slack-Request-Timestamp"] = timestamp or headers["X-Slack-Request-Timestamp"]
+    headers["X-Slack-Signature"] = signature
+    async with bot.slack.session.post(bot.url, data=body.encode(), headers={
+            name: value.encode().decode("latin-1") for name, value in headers.items()}) as resp:
+        assert resp.status == 401
+    assert await bot.runtime.service.runs() == []
+    assert "Traceback" not in caplog.text
+
+
+# -- what people and jobs write is never markup -----------------------------------------------
+
+EVIL_REF = "fix`<!channel>`<https://evil.example|click to fix>"
+# How the ref shows: as typed, inside the Ref field's inline code, backticks as look-alikes.
+SHOWN_REF = "fix\u02cb&lt;!channel&gt;\u02cb&lt;https://evil.example|click to fix&gt;"
+
+
+def as_slack_sends(text: str) -> str:
+    """Command text as Slack sends it: `&`, `<` and `>` as entities."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def jobbots_own(markup: str) -> bool:
+    """Markup jobbot writes itself: links to its run pages, and the person who ran a command."""
+    return markup.startswith("http://jobbot.test/runs/") or markup == "@U0ALICE"
+
+
+async def test_refs_errors_and_log_tails_are_never_live_markup(bot: Bot) -> None:
+    run_id = bot.run_id_from(await bot.ask(as_slack_sends(f"run hello --ref '{EVIL_REF}'")))
+    assert (await bot.runtime.service.get_run(run_id)).ref == EVIL_REF
+    await bot.wait_final(run_id)
+    parent = await bot.fake.wait_for(lambda: parent_of(bot.fake, "demo/hello #1"))
+    await bot.fake.wait_for(lambda: "succeeded" in parent.text and bot.fake.replies(parent))
+    ref_field = next(f["text"] for f in parent.blocks[1]["fields"] if "*Ref*" in f["text"])
+    assert inline_code(ref_field) == [SHOWN_REF]
+    assert "evil" not in outside_code(ref_field)
+    # The ephemeral answers: a confirmation quoting the command, errors quoting the input.
+    question = await bot.ask(as_slack_sends(f"run risky --ref '{EVIL_REF}'"))
+    assert SHOWN_REF in inline_code(question)[0]
+    assert "no job '&lt;!channel&gt;'" in await bot.ask(as_slack_sends("run <!channel>"))
+    status, ack, _ = await bot.command(as_slack_sends("logs hello#1 --tail <!here>"))
+    assert status == 200 and "--tail takes a number" in ack and "&lt;!here&gt;" in ack
+    # A failing job's log tail, in the thread and in `/job logs`.
+    failed = bot.run_id_from(await bot.ask("run shouty"))
+    await bot.wait_final(failed)
+    thread = await bot.fake.wait_for(lambda: parent_of(bot.fake, "demo/shouty #1"))
+    [end] = await bot.fake.wait_for(lambda: bot.fake.replies(thread))
+    tail = end.blocks[-1]["text"]["text"]
+    assert tail.count("```") == 2  # jobbot's fences only: the job's ``` are not fences
+    assert "&lt;!here&gt; look: &lt;https://evil.example|click to fix&gt; &amp;" in tail
+    logs = await bot.ask("logs shouty#1")
+    assert logs.count("```") == 2 and "&lt;!channel&gt;" in logs
+    sent = bot.fake.texts_sent()
+    assert any("evil.example" in text for text in sent)
+    assert [m for text in sent for m in live_markup(text) if not jobbots_own(m)] == []
+    assert bot.fake.refused == []
+
+
+@pytest.mark.parametrize("tail", ["²", "٣", "9" * 5000, "0", "201", "-1", "1e3", ""])
+async def test_a_bad_tail_is_answered_with_what_would_work(bot: Bot, tail: str) -> None:
+    status, ack, _ = await bot.command(f"logs hello#1 --tail '{tail}'")
+    assert status == 200
+    assert "--tail takes a number from 1 to 200" in ack
+    assert len(ack) < 500  # the bad value is quoted back cut short
+    await bot.app[BOT].backlog.join()
+    assert await bot.runtime.service.runs() == []

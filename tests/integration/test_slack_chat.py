@@ -14,7 +14,8 @@ from tests.support.apps import python_job, write_app
 
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
-    write_app(tmp_path, [python_job("hello", "print('hello from the job')"),
+    write_app(tmp_path, [python_job("hello", "print('hello from the job')",
+                                    env={"GREETING": "hello"}),
                          python_job("risky", "print('risky')", confirm=True)])
     return tmp_path
 

@@ -18,7 +18,10 @@ from core.models import RunState
 from core.policy import Actor
 from core.service import JobService
 from core.store import Store
-from tests.support.apps import python_job, service_for
+from jobbot import server
+from jobbot.settings import Settings
+from jobbot.wiring import build_runtime
+from tests.support.apps import python_job, service_for, write_app
 from tests.support.pages import GATED, KEY, WEB_TOKEN, make_app
 from web.context import WEB
 
@@ -26,26 +29,24 @@ ADA = Actor.cli("ada")
 SECRET = "s3cr3t-value-4242"
 
 
-@pytest.fixture
-def sqlite_store(tmp_path: Path) -> AsyncIterator[Store]:
-    store = Store(f"sqlite:///{tmp_path / 'jobbot.db'}")
-    store.migrate()
-    yield store  # type: ignore[misc]
-    store.close()
+PUBLIC_URL = "http://jobbot.test"
 
 
 @pytest.fixture
 def links() -> Links:
-    return Links("http://jobbot.test", KEY)
+    return Links(PUBLIC_URL, KEY)
 
 
 @pytest.fixture
 def service(tmp_path: Path, sqlite_store: Store) -> JobService:
     gate = str(tmp_path / "gate")
     return service_for(tmp_path, sqlite_store, [
-        python_job("gated", GATED, env={"GATE": gate}, schedule="0 3 * * *",
+        python_job("gated", GATED, env={"GATE": gate, "API_TOKEN": "", "MODE": ""},
+                   schedule="0 3 * * *",
                    timezone="Europe/Berlin", description="Waits for the test"),
         python_job("colours", 'print("\\x1b[31mred\\x1b[0m & <script>alert(1)</script>")'),
+        # A colour code no terminal knows, with a 5,000-digit parameter, then text.
+        python_job("absurd", 'print("\\x1b[" + "9" * 5000 + "mstill shown\\x1b[0m after")'),
     ])
 
 
@@ -262,7 +263,7 @@ async def test_page_actions_refuse_cross_site_posts_and_people_without_identity(
                               headers={"Origin": "https://evil.example"})
     assert cross.status == 403
     assert "own page" in await cross.text()
-    origin = str(client.make_url("/")).rstrip("/")
+    origin = PUBLIC_URL  # what a browser on jobbot's page sends
     bad = await client.post(f"/runs/{run_id}/cancel", data={"t": "x"}, headers={"Origin": origin})
     assert bad.status == 403
     denied = await client.post(f"/runs/{run_id}/cancel", data={"t": token},
@@ -377,3 +378,165 @@ async def test_a_viewer_that_falls_behind_is_cut_off_and_resumes_from_its_last_l
     assert len(lines) == numbers[-1]
     assert any("fell behind" in r.getMessage() for r in caplog.records)
     assert client.app[WEB].live._feeds == {}  # nothing left behind for the cut-off viewers
+
+
+# -- the page buttons' cross-site check ---------------------------------------------------
+
+
+async def cancel_post(client: TestClient, run_id: str, token: str,
+                      **headers: str) -> tuple[int, str]:
+    response = await client.post(f"/runs/{run_id}/cancel", data={"t": token}, headers=headers)
+    return response.status, await response.text()
+
+
+async def test_page_buttons_compare_the_origin_with_the_public_url_behind_a_proxy(
+        client: TestClient, service: JobService, links: Links, tmp_path: Path) -> None:
+    run_id = await started_run(service, "gated")
+    token = links.token(run_id)
+    # A proxy in front of jobbot rewrites Host; the browser still names the public URL.
+    proxied = {"Host": "jobbot-internal:8080"}
+    for sent in ({"Origin": PUBLIC_URL}, {"Origin": "HTTP://JOBBOT.TEST:80"},
+                 {"Referer": f"{PUBLIC_URL}/runs/{run_id}?t={token}"}):
+        status, body = await cancel_post(client, run_id, token, **proxied, **sent)
+        # Past the cross-site check: refused only because nobody is signed in.
+        assert (status, "not signed in with Slack or GitHub" in body) == (403, True), sent
+    own_host = str(client.make_url("/")).rstrip("/")
+    for origin in ("https://evil.example", "http://jobbot.test.evil.example",
+                   "https://jobbot.test", "http://jobbot.test:8080", own_host, "null",
+                   "http://[", "http://jobbot.test:99999", "javascript:alert(1)", "²"):
+        status, body = await cancel_post(client, run_id, token, Origin=origin)
+        assert (status, "own page" in body) == (403, True), origin
+    status, body = await cancel_post(client, run_id, token, Referer="https://evil.example/x")
+    assert (status, "own page" in body) == (403, True)
+    assert (await service.get_run(run_id)).state == RunState.RUNNING
+    (tmp_path / "gate").touch()
+    await asyncio.wait_for(service.wait(run_id), 30)
+
+
+async def test_without_a_public_url_the_origin_must_be_the_requests_host(
+        service: JobService, tmp_path: Path) -> None:
+    guessed = Links("http://127.0.0.1:8080", KEY, guessed=True)  # JOBBOT_PUBLIC_URL unset
+    async with TestClient(TestServer(make_app(service, guessed))) as client:
+        run_id = await started_run(service, "gated")
+        token = guessed.token(run_id)
+        own_host = str(client.make_url("/")).rstrip("/")
+        status, body = await cancel_post(client, run_id, token, Origin=own_host)
+        assert (status, "not signed in with Slack or GitHub" in body) == (403, True)
+        for origin in ("https://evil.example", "http://127.0.0.1:8080"):
+            status, body = await cancel_post(client, run_id, token, Origin=origin)
+            assert (status, "own page" in body) == (403, True), origin
+        (tmp_path / "gate").touch()
+        await asyncio.wait_for(service.wait(run_id), 30)
+    await service.shutdown()
+
+
+@pytest.mark.parametrize("public_url", ["https://jobbot.example.com", None])
+async def test_the_server_checks_page_posts_against_jobbot_public_url(
+        tmp_path: Path, public_url: str | None) -> None:
+    config = write_app(tmp_path / "work", [python_job("hello", "print(1)")])
+    runtime = build_runtime(Settings(JOBBOT_DATA_DIR=tmp_path / ".jobbot",
+                                     JOBBOT_SECRET_KEY="k" * 32,
+                                     JOBBOT_PUBLIC_URL=public_url), config)
+    missing = "0123456789abcdef"  # a valid link to no run: past the origin check it is 404
+    form = {"t": runtime.links.token(missing)}
+    try:
+        async with TestClient(TestServer(server.make_app(runtime))) as client:
+            own_host = str(client.make_url("/")).rstrip("/")
+            # Behind a proxy the Host header names jobbot's internal address.
+            headers = {"Host": "jobbot.internal:8080"} if public_url else {}
+            allowed = public_url or own_host
+            response = await client.post(f"/runs/{missing}/cancel", data=form,
+                                         headers={**headers, "Origin": allowed})
+            assert response.status == 404
+            refused = own_host if public_url else "https://jobbot.example.com"
+            response = await client.post(f"/runs/{missing}/cancel", data=form,
+                                         headers={**headers, "Origin": refused})
+            assert response.status == 403
+            assert "own page" in await response.text()
+    finally:
+        runtime.close()
+
+
+async def test_a_page_form_that_cannot_be_read_is_400(
+        client: TestClient, service: JobService, links: Links, tmp_path: Path) -> None:
+    run_id = await started_run(service, "gated")
+    for content_type, body in [
+            ("multipart/form-data", b"t=1"),
+            ("multipart/form-data; boundary=zz", b"no parts here"),
+            ("application/x-www-form-urlencoded", b"\xff\xfe=1"),
+            ("application/x-www-form-urlencoded; charset=no-such-charset", b"t=1")]:
+        response = await client.post(f"/runs/{run_id}/cancel", data=body, headers={
+            "Origin": PUBLIC_URL, "Host": "jobbot.test", "Content-Type": content_type})
+        assert response.status == 400, content_type
+        assert "could not be read" in await response.text()
+    assert (await service.get_run(run_id)).state == RunState.RUNNING
+    (tmp_path / "gate").touch()
+    await asyncio.wait_for(service.wait(run_id), 30)
+
+
+# -- malformed numbers, tokens and cookies ------------------------------------------------
+
+HUGE = "9" * 5000
+
+
+async def test_malformed_tokens_and_cookies_are_refused_not_errors(
+        client: TestClient, service: JobService, links: Links) -> None:
+    run_id = await finished_run(service, "colours")
+    for query in ("token=%C2%B2", "token=%FF", f"token={WEB_TOKEN}%C2%B2", "token=" + HUGE):
+        response = await client.get(f"/jobs?{query}", allow_redirects=False)
+        assert response.status == 403, query
+    for cookie in ("jobbot_session=²", "jobbot_session=été", "jobbot_user=².²",
+                   "jobbot_user=" + "é" * 100 + "." + "x" * 40):
+        response = await client.get("/jobs", headers={"Cookie": cookie})
+        assert response.status == 403, cookie
+        assert "gated" not in await response.text()
+    for query in ("t=%C2%B2", "t=" + "é" * 40, "t=" + HUGE):
+        response = await client.get(f"/runs/{run_id}?{query}")
+        assert response.status == 403, query
+        raw = await client.get(f"/runs/{run_id}/logs?{query}")
+        assert raw.status == 403, query
+
+
+async def test_malformed_numbers_in_page_and_log_urls_are_400(
+        client: TestClient, service: JobService, links: Links) -> None:
+    run_id = await finished_run(service, "colours")
+    await client.get(f"/jobs?token={WEB_TOKEN}")
+    for before in ("%C2%B2", "%D9%A3", HUGE, "2147483648", "99999999999999999999", "-1", "0",
+                   "1e3", " 1", ""):
+        response = await client.get(f"/jobs/colours?before={before}")
+        assert response.status == 400, before
+        assert "before (a run number) must be a whole number" in await response.text()
+    assert (await client.get("/jobs/colours?before=2147483647")).status == 200
+    logs = f"/runs/{run_id}/logs?t={links.token(run_id)}"
+    for attempt in ("%C2%B2", HUGE, "2147483648", "-1", "+1"):
+        response = await client.get(f"{logs}&attempt={attempt}")
+        assert response.status == 400, attempt
+        assert "attempt must be a whole number" in await response.text()
+    stream = {"Accept": "text/event-stream"}
+    for position in ("1:" + HUGE, HUGE + ":0", "²:0", "1:-1", "1", "x:y"):
+        response = await client.get(logs, headers={**stream, "Last-Event-ID": position})
+        assert response.status == 400, position
+        assert "Last-Event-ID" in await response.text()
+        response = await client.get(f"{logs}&from={position}", headers=stream)
+        assert response.status == 400, position
+        assert "from" in await response.text()
+    # A good position still streams the rest of the log, to its end.
+    response = await client.get(logs, headers={**stream, "Last-Event-ID": "1:0"})
+    assert response.status == 200
+    events = [event async for event, _, _ in read_events(response)]
+    assert events[-1] == "end"
+
+
+async def test_an_absurd_colour_code_cannot_hide_a_jobs_log(
+        client: TestClient, service: JobService, links: Links) -> None:
+    run_id = await finished_run(service, "absurd")
+    page = await client.get(f"/runs/{run_id}?t={links.token(run_id)}")
+    body = await page.text()
+    assert page.status == 200
+    assert "still shown after" in body
+    assert body.rstrip().endswith("</html>")  # the whole page, not one cut off at the log
+    response = await client.get(f"/runs/{run_id}/logs?t={links.token(run_id)}&from=1:0",
+                                headers={"Accept": "text/event-stream"})
+    lines = [json.loads(data) async for event, _, data in read_events(response)
+             if event == "lines"]
+    assert [text for _, _, text in lines[0]] == ["still shown after"]

@@ -19,10 +19,11 @@ from core.links import Links
 from core.models import RunState
 from core.policy import Actor
 from core.service import JobService
-from core.store import Store
+from core.store import NewRun, Store
 from tests.fakes.slack import BOT_TOKEN, CLIENT_ID, CLIENT_SECRET, FakeSlack, Person
 from tests.support.apps import python_job, service_for
-from tests.support.pages import GATED, KEY, free_port, make_app, serving
+from tests.support.net import free_port
+from tests.support.pages import GATED, KEY, make_app, serving
 from web.access import USER_COOKIE, USER_TTL
 from web.oidc import SlackSignIn
 from web.sessions import Signer
@@ -141,6 +142,21 @@ async def test_an_allowed_person_signs_in_then_cancels_and_reruns(
     entries = [(e.actor, e.source, e.action, e.result) for e in site.store.audit_log()]
     assert ("slack:U0ALICE", "web", "cancel", "requested") in entries
     assert any(e[:3] == ("slack:U0ALICE", "web", "run") and e[3] != "denied" for e in entries)
+
+
+async def test_rerun_of_overrides_no_longer_allowed_is_refused_with_the_reason(
+        site: Site, browser: aiohttp.ClientSession) -> None:
+    # A run recorded before the rule (or before app.yaml stopped declaring the name).
+    old = await asyncio.to_thread(site.store.create_run, NewRun(
+        app="demo", job="gated", source="cli", actor="cli:ada", state=RunState.FAILED,
+        overrides={"PATH": "/tmp/x"}))
+    await sign_in(site, browser, ALICE)
+    status, text, _ = await post(site, browser, old.run.id, "rerun")
+    assert status == 400
+    assert html.escape("cannot rerun gated #1: PATH changes how programs are loaded or "
+                       "started: no run may set it; a run of gated may set only GATE",
+                       quote=False) in text
+    assert [r.id for r in await site.service.history("gated")] == [old.run.id]
 
 
 async def test_a_user_group_member_may_cancel(site: Site, browser: aiohttp.ClientSession) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,8 @@ from tests.support.apps import dead_process, make_service
 
 SECRET = b"webhook-secret-for-tests"
 _KEYS = private_key_pem()
+# Builds jobbot's JobService from the app, the store and a data directory (local by default).
+ServiceFactory = Callable[[AppSpec, Store, Path], JobService]
 
 
 @dataclass
@@ -65,11 +68,12 @@ class Harness:
         raise AssertionError("jobbot did not settle in time")
 
 
-async def start(tmp_path: Path, app: AppSpec, store: Store, *,
-                workers: int = 4) -> tuple[Harness, list[Any]]:
-    """Fake GitHub + jobbot with the App; returns the harness and what to close."""
+async def start(tmp_path: Path, app: AppSpec, store: Store, *, workers: int = 4,
+                service: ServiceFactory = make_service) -> tuple[Harness, list[Any]]:
+    """Fake GitHub + jobbot with the App; returns the harness and what to close. `service`
+    builds jobbot's service (the local executor unless a test passes another)."""
     fake, fake_server = await start_fake()
-    harness = await _start_jobbot(tmp_path, app, store, fake, workers)
+    harness = await _start_jobbot(tmp_path, app, store, fake, workers, service)
     return harness, [fake_server]
 
 
@@ -90,9 +94,9 @@ def private_key() -> str:
 
 
 async def _start_jobbot(tmp_path: Path, app: AppSpec, store: Store, fake: FakeGitHub,
-                        workers: int) -> Harness:
+                        workers: int, make: ServiceFactory = make_service) -> Harness:
     private, _ = _KEYS
-    service = make_service(app, store, tmp_path / "data")
+    service = make(app, store, tmp_path / "data")
     links = Links("http://jobbot.test", b"k" * 32)
     jobbot = web.Application()
     outbox = Outbox(store, service.changes, poll=0.05)

@@ -33,6 +33,7 @@ def kube_service(app: AppSpec, store: Store, data_dir: Path, api: KubeApi) -> Jo
     logs = LogStore(data_dir / "logs")
     catalog = Catalog([app])
     executor = KubernetesExecutor(api, logs, lambda name: catalog.app(name).namespace,
+                                  job_of=lambda name, job: catalog.app(name).job(job),
                                   watch_timeout=5, log_drain=5.0)
     return JobService(catalog, store, executor, logs, changes=Changes())
 

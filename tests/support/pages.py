@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -12,6 +11,7 @@ from aiohttp import web
 
 from core.links import Links
 from core.service import JobService
+from tests.support.net import free_port
 from web import routes
 
 KEY = b"test-signing-key-0123456789abcdef"
@@ -22,7 +22,7 @@ GATED = """
 import os, sys, time
 gate = sys.argv[1] if len(sys.argv) > 1 else os.environ["GATE"]
 print("\\x1b[1;32mstarting\\x1b[0m <b>bold?</b>", flush=True)
-print("token is", os.environ.get("API_TOKEN", "none"), flush=True)
+print("token is", os.environ.get("API_TOKEN") or "none", flush=True)
 n = 0
 while not os.path.exists(gate):
     n += 1
@@ -38,13 +38,6 @@ def make_app(service: JobService, links: Links, *, web_token: str | None = WEB_T
     app = web.Application()
     routes.setup(app, service, links, routes.WebSettings(web_token=web_token, **settings))
     return app
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @asynccontextmanager

@@ -12,6 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.support.net import free_port
+
 
 class PostgresError(RuntimeError):
     """The throwaway PostgreSQL cluster could not be set up."""
@@ -27,12 +29,6 @@ def _bin_dir() -> Path:
     return Path(found[-1]).parent
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class Cluster:
     """initdb + pg_ctl in a temp dir, trust auth on 127.0.0.1; stop() removes everything."""
 
@@ -40,7 +36,7 @@ class Cluster:
         self.bin = _bin_dir()
         self.root = Path(tempfile.mkdtemp(prefix="jobbot-pg-"))
         self.data = self.root / "data"
-        self.port = _free_port()
+        self.port = free_port()
         # initdb refuses to run as root: run the server as the postgres user then.
         self.user = "postgres" if os.geteuid() == 0 else None
 

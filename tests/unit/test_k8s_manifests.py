@@ -13,7 +13,7 @@ from core.executors.k8s.manifests import (
     job_name,
 )
 from core.names import is_dns_label
-from core.spec import parse_app
+from core.spec import JobSpec, parse_app
 
 APP = parse_app("""
 app: shop
@@ -103,3 +103,42 @@ def test_the_builder_turns_a_github_repository_into_a_clone_url() -> None:
         "https://ghe.example.com/api/v3"))
     assert ghes.git_url("acme/shop") == "https://ghe.example.com/acme/shop.git"
     assert git_base_url(None) == git_base_url("https://api.github.com") == "https://github.com"
+
+
+def test_secret_values_are_decoded_with_docker_credentials_picked_out() -> None:
+    import base64
+    import json
+
+    from core.executors.k8s.secrets import decoded_values
+
+    def b64(value: bytes) -> str:
+        return base64.b64encode(value).decode()
+
+    auth = b64(b"pusher:registry-pass")
+    config = json.dumps({"auths": {"registry.example.com": {"auth": auth,
+                                                            "identitytoken": "id-token-1"}}})
+    secret = {"data": {"PASSWORD": b64(b"hunter2"), "BLOB": b64(b"\xff\xfe"),
+                       ".dockerconfigjson": b64(config.encode())},
+              "stringData": {"EXTRA": "plain-value"}}
+    values = decoded_values(secret)
+    assert {"hunter2", b64(b"hunter2"), b64(b"\xff\xfe"), auth, "registry-pass", "id-token-1",
+            "plain-value"} <= set(values)
+    assert "registry.example.com" not in values and "pusher" not in values
+
+
+def test_env_holds_only_declared_names_and_jobbots_own_variables() -> None:
+    # A job built without `jobbot validate` (which refuses JOBBOT_ names in env).
+    job = JobSpec.model_validate({
+        "name": "report", "image": "python:3.12-slim", "command": ["python", "r.py"],
+        "env": {"MODE": "fast", "JOBBOT_RUN_ID": "forged", "JOBBOT_GIT_SHA": "forged"},
+        "secrets": ["db-credentials"]})
+    run = RunInfo(id="0123456789abcdef", number=7, source="slack", actor="slack:U1")
+    env = {**job.env, "MODE": "slow"}
+    container = job_manifest(APP, job, run, env=env)["spec"]["template"]["spec"]["containers"][0]
+    assert {e["name"]: e["value"] for e in container["env"]} == {
+        "MODE": "slow", "JOBBOT_APP": "shop", "JOBBOT_JOB": "report",
+        "JOBBOT_RUN_ID": "0123456789abcdef", "JOBBOT_RUN_NUMBER": "7"}
+    # A run never adds a name, so it never shadows what envFrom gives.
+    for extra in ("DB_PASSWORD", "PATH"):
+        with pytest.raises(BadInput, match=f"report does not declare {extra} in its env"):
+            job_manifest(APP, job, run, env={**env, extra: "x"})

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bot import render
+from bot import mrkdwn, render
 from bot.app import SlackConfig
 from bot.commands import Command, parse
 from bot.notifier import category
@@ -140,7 +140,7 @@ def test_huge_fields_are_cut_to_fit() -> None:
     text, blocks = render.end_reply(run, ["line " + "y" * 500] * 100)
     assert_within_limits(blocks)
     assert len(text) <= render.MAX_FALLBACK
-    assert blocks[-1]["text"]["text"].rstrip("`").endswith("y")  # the end of the log is kept
+    assert blocks[-1]["text"]["text"].rstrip("`\n").endswith("y")  # the end of the log is kept
 
 
 def test_long_lists_stay_within_fifty_blocks() -> None:
@@ -165,6 +165,27 @@ def test_who_started_a_run() -> None:
     assert render.who(make_run()) == "<@U0ALICE>"
     assert render.who(make_run(actor="cli:ann", source="cli")) == "ann (CLI)"
     assert render.who(make_run(actor="schedule", source="schedule")) == "the schedule"
+    # Whatever else an actor says is text, never a mention.
+    assert render.who(make_run(actor="slack:<!channel>")) == "slack:&lt;!channel&gt;"
+    assert render.who(make_run(actor="cli:<!here>", source="cli")) == "&lt;!here&gt; (CLI)"
+
+
+def test_cutting_to_fit_never_splits_an_entity() -> None:
+    text = mrkdwn.escape("<" * 2000)
+    for limit in range(10, 20):
+        cut = render.clip(text, limit)
+        assert cut.endswith("&lt;" + render.ELLIPSIS) and len(cut) <= limit
+        start = render.clip_start(text, limit)
+        assert start.startswith(render.ELLIPSIS + "&lt;") and len(start) <= limit
+
+
+def test_errors_keep_only_the_references_refusals_make() -> None:
+    answer = render.error("only <@U0BOSS>, <!subteam^S0OPS> in <#C0DEP> may; "
+                          "not <!channel>, <!here>, <@U1|label>, <https://evil.example|x>")
+    text = answer.blocks[0]["text"]["text"]
+    assert "<@U0BOSS>, <!subteam^S0OPS> in <#C0DEP>" in text
+    assert "&lt;!channel&gt;, &lt;!here&gt;, &lt;@U1|label&gt;, &lt;https://evil.example|x&gt;" \
+        in text
 
 
 # -- confirmations --------------------------------------------------------------------------

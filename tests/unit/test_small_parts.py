@@ -10,7 +10,7 @@ import pytest
 
 from core.durations import format_duration, parse_duration
 from core.errors import BadInput
-from core.masking import MASK, Masker, is_sensitive_key, mask_mapping
+from core.masking import MASK, Masker, is_sensitive_key, mask_mapping, secret_forms
 from core.names import closest, is_dns_label, is_dns_subdomain
 from core.overrides import parse_overrides
 from core.procs import ProcessId
@@ -41,6 +41,16 @@ def test_masker_hides_secrets_longest_first() -> None:
     assert not Masker([]) and Masker([]).mask("x") == "x"
 
 
+def test_secret_forms_are_the_ways_a_job_prints_a_value() -> None:
+    forms = secret_forms(["pa$$\"word\n", "-----BEGIN-----\nkey-line-one\n-----END-----", "abc"])
+    assert {"pa$$\"word\n", "pa$$\"word", 'pa$$\\"word', "cGEkJCJ3b3Jk"} <= forms
+    assert {"key-line-one", "-----BEGIN-----"} <= forms
+    assert not any("abc" in form for form in forms)  # too short to mask without harm
+    masker = Masker(forms)
+    assert masker.mask('json {"pw": "pa$$\\"word"} b64 cGEkJCJ3b3Jk key-line-one abc') == (
+        f'json {{"pw": "{MASK}"}} b64 {MASK} {MASK} abc')
+
+
 def test_sensitive_keys() -> None:
     assert all(is_sensitive_key(k) for k in ("DB_PASSWORD", "github_token", "API_KEY", "APIKEY"))
     assert not any(is_sensitive_key(k) for k in ("RAILS_ENV", "PORT", "GREETING"))
@@ -52,7 +62,8 @@ def test_parse_overrides() -> None:
     assert parse_overrides(["A=1", "B=two words", "C=x=y", "D="]) == {
         "A": "1", "B": "two words", "C": "x=y", "D": ""}
     for bad, message in [("A", "use KEY=VALUE"), ("1A=x", "names are letters"),
-                         ("JOBBOT_X=1", "set by jobbot"), ("A=" + "x" * 5000, "longer than")]:
+                         ("K\n=1", "names are letters"), ("A=a\nb", "contains a newline"),
+                         ("A=" + "x" * 5000, "longer than")]:
         with pytest.raises(BadInput, match=message):
             parse_overrides([bad])
 

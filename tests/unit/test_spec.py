@@ -192,6 +192,49 @@ def test_each_kind_of_problem(job: str, expected: str) -> None:
     assert all(p.startswith("app.yaml:") for p in found)
 
 
+_LOADER = ("changes how programs are loaded or started: neither env nor a run may set it (set "
+           "it in the image or the command instead)")
+
+
+@pytest.mark.parametrize(("env", "expected"), [
+    ("PATH: /tmp/bin", "jobs[j].env.PATH: PATH " + _LOADER),
+    ("LD_PRELOAD: /tmp/x.so", "jobs[j].env.LD_PRELOAD: LD_PRELOAD " + _LOADER),
+    ("PYTHONPATH: /tmp", "jobs[j].env.PYTHONPATH: PYTHONPATH " + _LOADER),
+    ("NODE_OPTIONS: --require=/tmp/x.js", "jobs[j].env.NODE_OPTIONS: NODE_OPTIONS " + _LOADER),
+    ("BASH_ENV: /tmp/x.sh", "jobs[j].env.BASH_ENV: BASH_ENV " + _LOADER),
+    ("JAVA_TOOL_OPTIONS: -javaagent:/tmp/a.jar",
+     "jobs[j].env.JAVA_TOOL_OPTIONS: JAVA_TOOL_OPTIONS " + _LOADER),
+    ("dyld_insert_libraries: /tmp/x",
+     "jobs[j].env.dyld_insert_libraries: dyld_insert_libraries " + _LOADER),
+    ("JOBBOT_RUN_ID: forged", "jobs[j].env.JOBBOT_RUN_ID: JOBBOT_RUN_ID is set by jobbot "
+     "itself (JOBBOT_ variables are jobbot's): neither env nor a run may set it"),
+    ('"KEY\\n": x', "jobs[j].env.'KEY\\n': not a valid environment variable name"),
+    ('TOKEN: "a\\0b"', "jobs[j].env.TOKEN: the value contains a NUL character, which no "
+     "environment variable can hold"),
+])
+def test_env_may_not_declare_names_that_change_how_programs_start(
+        env: str, expected: str) -> None:
+    found = problems(f"app: a\njobs:\n  - name: j\n    image: x\n    command: [x]\n"
+                     f"    env:\n      {env}\n      GREETING: hi\n")
+    assert any(p.startswith(f"app.yaml:7: {expected}") for p in found), found
+    assert len(found) == 1, found
+
+
+def test_a_loader_name_in_defaults_is_reported_where_it_is_written() -> None:
+    found = problems("app: a\ndefaults:\n  env: {LD_LIBRARY_PATH: /tmp}\njobs:\n"
+                     "  - {name: j, image: x, command: [x]}\n")
+    assert found == ["app.yaml:3: jobs[j].env.LD_LIBRARY_PATH: LD_LIBRARY_PATH " + _LOADER]
+
+
+def test_names_that_only_look_like_loader_names_are_fine() -> None:
+    app = parse_app("app: a\njobs:\n  - name: j\n    image: x\n    command: [x]\n"
+                    "    env: {NODE_ENV: production, LDAP_URL: ldap://x, PATH_PREFIX: /x,\n"
+                    "          JAVA_HOME: /opt/java, MALLOC_ARENA_MAX: '2', TMPDIR: /tmp,\n"
+                    "          RAILS_ENV: production, SSL_CERT_FILE: /etc/ca.pem}\n")
+    assert set(app.job("j").env) == {"NODE_ENV", "LDAP_URL", "PATH_PREFIX", "JAVA_HOME",
+                                     "MALLOC_ARENA_MAX", "TMPDIR", "RAILS_ENV", "SSL_CERT_FILE"}
+
+
 def test_kubernetes_and_build_names_and_paths_are_checked() -> None:
     found = problems("""app: a
 kubernetes: {service_account_name: Bad_SA}

@@ -1,4 +1,4 @@
-"""jobbot's view of the Kubernetes API: Jobs, pods and logs as plain dicts, called off the loop.
+"""jobbot's view of the Kubernetes API: Jobs, pods, logs and Secrets as plain dicts, off the loop.
 
 The official client is synchronous; every call runs in a thread through `retry.call_api`.
 Responses are read as JSON (`_preload_content=False`), skipping the client's slow models.
@@ -101,6 +101,18 @@ class KubeApi:
         except ApiException as exc:
             if exc.status == 404:
                 return False
+            raise
+
+    async def read_secret(self, namespace: str, name: str) -> Obj | None:
+        """A Secret (None if there is none); only ever read for masking, never kept or logged."""
+        try:
+            return await call_api(
+                lambda: _json(self.core.read_namespaced_secret(name, namespace,
+                                                               _preload_content=False)),
+                Call("get", "secrets", namespace), self.policy)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
             raise
 
     async def list_jobs(self, namespace: str, selector: str) -> tuple[list[Obj], str]:

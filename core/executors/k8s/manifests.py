@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.errors import BadInput
+from core.overrides import run_environment
 from core.spec import AppSpec, BuildSpec, JobSpec
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -88,7 +89,8 @@ def job_manifest(app: AppSpec, job: JobSpec, run: RunInfo,
                  env: dict[str, str] | None = None,
                  pod_annotations: dict[str, str] | None = None,
                  secrets: Sequence[str] | None = None) -> dict[str, Any]:
-    """The batch/v1 Job for one run of `job`; `env` is job env plus run overrides.
+    """The batch/v1 Job for one run of `job`; `env` is job env plus run overrides (BadInput
+    for a name the job does not declare).
 
     `pod_annotations` go on the pod template (a deployment's mesh or cost tooling; none by
     default, and `jobbot render` shows none). `secrets` are the Secrets the run gets, the
@@ -103,7 +105,9 @@ def job_manifest(app: AppSpec, job: JobSpec, run: RunInfo,
         annotations[ANNOTATION_SHA] = run.sha
     if run.ref:
         annotations[ANNOTATION_REF] = run.ref
-    variables = dict(job.env if env is None else env)
+    # Only names the job declares (so a run never shadows its envFrom secrets), and the
+    # JOBBOT_ names from jobbot alone.
+    variables = run_environment(job, job.env if env is None else env)
     variables.update({"JOBBOT_APP": app.app, "JOBBOT_JOB": job.name, "JOBBOT_RUN_ID": run.id,
                       "JOBBOT_RUN_NUMBER": str(run.number)})
     if run.sha:
@@ -117,7 +121,7 @@ def job_manifest(app: AppSpec, job: JobSpec, run: RunInfo,
     }
     secrets = job.secrets if secrets is None else secrets
     if secrets:
-        # Values stay in the cluster: jobbot names the Secrets and never reads them.
+        # The kubelet hands the values to the pod; jobbot reads them only to mask logs.
         container["envFrom"] = [{"secretRef": {"name": name}} for name in secrets]
     resources = {k: v for k, v in (("cpu", job.resources.cpu),
                                    ("memory", job.resources.memory)) if v}

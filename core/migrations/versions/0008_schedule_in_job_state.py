@@ -2,8 +2,7 @@
 
 Each scheduler round numbers a job's runs (job_state.last_number) and moves its last slot
 (schedule_state.last_slot). As two tables that was two rows, two pages written per job at
-every commit; as one row it is one (bench.scheduler: about 5% of the CPU per simulated hour
-on SQLite). The rows of schedule_state are copied over, then the table is dropped.
+every commit; as one row it is one. The rows of schedule_state are copied over, then the table is dropped.
 
 Revision ID: 0008_schedule_in_job_state
 Revises: 0007_scheduler_indexes
