@@ -1,4 +1,4 @@
-# The fuzz suite (tests/fuzz, hypothesis) at length: 25 times the cases of the bounded run that
+# The fuzz suite (tests/fuzz, hypothesis) at length: ten times the cases of the bounded run that
 # `make test` includes (more than 10,000 in all). FUZZ_SEED=N repeats a run's cases; each run
 # prints its seed and the cases each test ran.
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, seed, settings
 
-THOROUGH_FACTOR = 25
+THOROUGH_FACTOR = 10
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "bounded")
 SEED = int(os.environ.get("FUZZ_SEED") or random.randrange(2**32))
 # Cases run per test (examples, shrinking included), by test name.

@@ -95,7 +95,7 @@ configs = st.sampled_from([[], [], ["--config", "app.yaml"], ["--config", "missi
 
 # A case takes up to a second (a run of hello, a database opened): hundreds in the thorough
 # profile keep the test inside the hang guard's ten minutes.
-@fuzz(bounded=30, thorough=400)
+@fuzz(bounded=50, thorough=400)
 @given(config=configs, command=st.sampled_from(COMMANDS), rest=st.lists(word, max_size=5))
 # Numbers beyond SQLite's 64-bit integers: OverflowError and a traceback, exit 1.
 @example(config=[], command="runs", rest=["--limit", "9" * 40])

@@ -152,7 +152,7 @@ def _object(body: bytes, content_type: str) -> bool:
         return False
 
 
-@fuzz(bounded=60)
+@fuzz(bounded=120)
 @given(data=st.data())
 # Known drifts: an issue_comment without its issue number, a ping that is a list.
 @example(data=Sent("issue_comment", b'{"action": "created", "issue": {"number": "x"}}'))

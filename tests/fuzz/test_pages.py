@@ -168,7 +168,7 @@ def _known(jobbot: Jobbot, page: Page) -> Page:
                 page.host)
 
 
-@fuzz(bounded=150)
+@fuzz(bounded=300)
 @given(data=st.data())
 # compare_digest on a str with non-ASCII characters raised TypeError: 500.
 @example(data=Page("GET", "/jobs?token=%C3%A9"))

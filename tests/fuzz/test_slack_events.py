@@ -152,7 +152,7 @@ def slack_request(draw: st.DrawFn, sender: SlackSender, jobbot: Jobbot) -> Known
     return Known(body, content_type, draw(st.sampled_from(SIGNING)))
 
 
-@fuzz(bounded=100)
+@fuzz(bounded=200)
 @given(data=st.data())
 # slack_sdk's check decoded the body as UTF-8 before comparing: 500 and a traceback.
 @example(data=Known(b"\x80", FORM, "wrong secret"))
