@@ -39,6 +39,7 @@ PRUNE_EVERY = timedelta(hours=6)
 # GitHub's event names and delivery ids (UUIDs); anything else (bytes that are not UTF-8
 # among them) is no delivery of GitHub's, and could not be stored as text either.
 _HEADER = re.compile(r"[\x21-\x7e]{1,64}")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 class GitHubApp:
@@ -171,7 +172,11 @@ def _payload(body: bytes, content_type: str) -> tuple[dict[str, Any], str] | Non
                 return None
             text = values[0]
         data = json.loads(text, parse_constant=_not_json)
-    except (UnicodeDecodeError, ValueError, RecursionError):
+        if _SURROGATE_ESCAPE.search(text):
+            # JSON may escape half of a surrogate pair alone (`"\ud800"`): no Unicode text,
+            # and nothing a database stores. GitHub's payloads are UTF-8 throughout.
+            json.dumps(data, ensure_ascii=False).encode()
+    except (UnicodeError, ValueError, RecursionError):
         # RecursionError: a signed body nested deeper than the parser goes.
         return None
     return (data, text) if isinstance(data, dict) else None
