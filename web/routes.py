@@ -58,4 +58,17 @@ def setup(app: web.Application, service: JobService, links: Links,
     app.router.add_get("/auth/slack", signin.start)
     app.router.add_get(signin.CALLBACK_PATH, signin.callback)
     app.router.add_post("/auth/signout", signin.sign_out)
-    app.router.add_static("/static/", _HERE / "static", append_version=False)
+    app.router.add_get("/static/{name}", _static)
+
+
+# The pages' stylesheet and script, by name: a request names one of these files or gets 404
+# (aiohttp's directory route looked any name up on the disk, and a name too long for it was
+# a 500).
+_STATIC = {path.name: path for path in (_HERE / "static").iterdir() if path.is_file()}
+
+
+async def _static(request: web.Request) -> web.StreamResponse:
+    path = _STATIC.get(request.match_info["name"])
+    if path is None:
+        raise web.HTTPNotFound(text="no such file")
+    return web.FileResponse(path)
