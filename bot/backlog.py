@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
-from core.intake import Intake, abandoned
+from core.intake import Intake
 from core.models import utcnow
 from core.store import Store
 
@@ -48,10 +48,7 @@ class Backlog:
         pruned = await asyncio.to_thread(self._store.prune_slack_work, utcnow() - KEEP)
         if pruned:
             logger.info("forgot %d Slack requests received more than %s ago", pruned, KEEP)
-        me = self._intake.owner
-        rows = await asyncio.to_thread(
-            self._store.take_over_slack_work, str(me),
-            lambda owner, received_at: abandoned(owner, received_at, me))
+        rows = await self._intake.take_over(self._store.take_over_slack_work)
         for row in rows:
             if row.kind not in self.handlers:
                 await asyncio.to_thread(self._store.finish_slack_work, row.key)

@@ -74,6 +74,14 @@ class Intake:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._recorders, functools.partial(write, *args))
 
+    async def take_over(self, take: Callable[[str, Callable[[str | None, datetime], bool]],
+                                             list[T]]) -> list[T]:
+        """The unhandled requests of dead processes, made this process's: `take` is the
+        Store's take-over for one kind of request (Store.take_over_slack_work, ...)."""
+        me = self.owner
+        return await asyncio.to_thread(
+            take, str(me), lambda owner, received_at: abandoned(owner, received_at, me))
+
     def put(self, key: str, work: Work) -> None:
         """Queue a recorded request's work; the workers start with the first one."""
         self._busy += 1

@@ -16,7 +16,7 @@ from aiohttp import web
 from core.builds import Builder, BuildRequest, resume_builds
 from core.builds_local import LocalBuilder
 from core.events import Outbox
-from core.intake import Intake, abandoned
+from core.intake import Intake
 from core.links import Links
 from core.models import utcnow
 from core.service import JobService
@@ -119,10 +119,7 @@ class GitHubApp:
         import_what_calls_need()
         await self.ctx.load_state()
         self._background = await resume_builds(self.ctx.service, self.ctx.builder)
-        me = self.intake.owner
-        left = await asyncio.to_thread(
-            self.store.take_over_deliveries, str(me),
-            lambda owner, received_at: abandoned(owner, received_at, me))
+        left = await self.intake.take_over(self.store.take_over_deliveries)
         for row in left:
             parsed = _payload((row.payload or "").encode(), "application/json")
             if parsed is None:
