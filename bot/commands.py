@@ -5,10 +5,11 @@ from __future__ import annotations
 import html
 import re
 import shlex
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from core.errors import BadInput, NotFound
-from core.masking import mask_mapping
+from core.masking import MASK, mask_mapping
 from core.names import closest
 from core.numbers import bounded_int, shown
 from core.overrides import parse_overrides
@@ -21,7 +22,8 @@ _TAIL = re.compile(r"[0-9]{1,4}")
 
 # Usage line and one-sentence help per command, in the order `help` lists them.
 USAGE: dict[str, tuple[str, str]] = {
-    "run": ("run JOB [KEY=VALUE ...] [--ref REF]", "start a run of JOB, with env overrides"),
+    "run": ("run JOB [KEY=VALUE ...] [--ref REF] [--form]",
+            "start a run of JOB with its parameters (--form: fill them in a form)"),
     "list": ("list", "the jobs, whether they are paused, and their last or active runs"),
     "status": ("status [JOB|RUN]", "active runs, a job's state, or one run (id or JOB#N)"),
     "logs": ("logs RUN [--tail N]", f"the last N lines of a run's log (default {DEFAULT_TAIL})"),
@@ -47,12 +49,17 @@ class Command:
     ref: str | None = None
     tail: int = DEFAULT_TAIL
     topic: str | None = None
+    # `run --form`: ask the job's parameters in a form.
+    form: bool = False
 
-    def describe(self) -> str:
-        """The command as text for audit logs and confirmations, sensitive values masked."""
+    def describe(self, hidden: Collection[str] = ()) -> str:
+        """The command as text for audit logs and confirmations, sensitive values and those
+        of the `hidden` names (secret parameters) masked."""
         parts = [self.name]
         parts += [p for p in (self.job, self.run, self.topic) if p]
-        parts += [f"{k}={shlex.quote(v)}" for k, v in mask_mapping(self.overrides).items()]
+        shown = mask_mapping(self.overrides)
+        shown.update((k, MASK) for k in shown if k in hidden)
+        parts += [f"{k}={shlex.quote(v)}" for k, v in shown.items()]
         if self.ref:
             parts.append(f"--ref {shlex.quote(self.ref)}")
         return " ".join(parts)
@@ -127,6 +134,7 @@ def _how_many(low: int, high: int) -> str:
 def _run(args: list[str]) -> Command:
     job: str | None = None
     ref: str | None = None
+    form = False
     items: list[str] = []
     rest = iter(args)
     for word in rest:
@@ -135,6 +143,8 @@ def _run(args: list[str]) -> Command:
             if not value:
                 raise BadInput(f"--ref needs a value: {usage('run')}")
             ref = value
+        elif word == "--form":
+            form = True
         elif word.startswith("--"):
             raise BadInput(f"unknown option {word!r}: {usage('run')}")
         elif job is None:
@@ -143,7 +153,7 @@ def _run(args: list[str]) -> Command:
             items.append(word)
     if job is None:
         raise BadInput(f"which job? {usage('run')} (`/job list` shows them)")
-    return Command("run", job=job, overrides=parse_overrides(items), ref=ref)
+    return Command("run", job=job, overrides=parse_overrides(items), ref=ref, form=form)
 
 
 def _logs(args: list[str]) -> Command:

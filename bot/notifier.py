@@ -86,7 +86,9 @@ class Notifier:
     async def _parent(self, run: Run, channel: str, record: SlackMessage | None,
                       context: dict[str, Any]) -> SlackMessage:
         """Post the parent message once, or edit it to the run's current state."""
-        text, blocks = render.run_parent(run, self._links)
+        job = self._job(run)
+        text, blocks = render.run_parent(run, self._links,
+                                         changes=job is not None and bool(job.parameters))
         if record is not None and record.channel.startswith("D") and not channel.startswith("D"):
             text, blocks = _in_dm(channel, None, text, blocks)  # the thread moved to a DM
         if record is not None:

@@ -6,6 +6,7 @@ live markup; limits are applied after that escaping."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from core.durations import format_duration
 from core.links import Links
 from core.models import Attempt, Run
 from core.service import JobSummary
+from core.spec import ParameterSpec
 
 # Slack's limits: blocks per message, characters per section text, per button value.
 MAX_BLOCKS = 50
@@ -31,6 +33,13 @@ CANCEL_ACTION = "jobbot_cancel"
 RERUN_ACTION = "jobbot_rerun"
 CONFIRM_ACTION = "jobbot_confirm"
 DECLINE_ACTION = "jobbot_decline"
+RERUN_FORM_ACTION = "jobbot_rerun_form"
+FORM_CALLBACK = "jobbot_run_form"
+# Block and action ids of a form's fields: the prefix, then the parameter's name.
+FIELD_BLOCK = "param:"
+FIELD_ACTION = "jobbot_param:"
+MAX_FORM_BLOCKS = 100
+MAX_METADATA = 3000
 
 STATE_EMOJI = {
     "queued": ":hourglass_flowing_sand:", "running": ":arrow_forward:",
@@ -48,6 +57,23 @@ class Reply:
     ok: bool = True
     # The run this command started (new, not found again through its idempotency key).
     started_run: str | None = None
+    # A form to open (Slack modal) instead of answering; `text` says what it asks for.
+    form: Form | None = None
+
+
+@dataclass(frozen=True)
+class Form:
+    """The parameters form of a job: its fields filled in with `values`; on a rerun,
+    `kept` names the secret parameters that keep their value when left empty."""
+
+    job: str
+    parameters: tuple[ParameterSpec, ...]
+    values: dict[str, str] = field(default_factory=dict)
+    ref: str | None = None
+    rerun_of: str | None = None
+    rerun_label: str | None = None
+    kept: tuple[str, ...] = ()
+    channel: str | None = None
 
 
 def clip(text: str, limit: int = MAX_TEXT) -> str:
@@ -145,8 +171,9 @@ def run_title(run: Run) -> str:
     return mrkdwn.escape(f"{run.app}/{run.job} #{run.number}")
 
 
-def run_parent(run: Run, links: Links) -> tuple[str, list[Block]]:
-    """The parent message of a run's thread: what, who, where, state, and buttons."""
+def run_parent(run: Run, links: Links, *, changes: bool = False) -> tuple[str, list[Block]]:
+    """The parent message of a run's thread: what, who, where, state, and buttons (with
+    `changes`, for a job with parameters, Rerun with changes too)."""
     url = links.run_url(run.id)
     title = f"*<{url}|{run_title(run)}>*  {state_text(run)}"
     fields = [
@@ -164,6 +191,9 @@ def run_parent(run: Run, links: Links) -> tuple[str, list[Block]]:
     actions = [button("View logs", action_id="jobbot_view_logs", url=url)]
     if run.run_state.is_final:
         actions.append(button("Rerun", action_id=RERUN_ACTION, value=run.id))
+        if changes:
+            actions.append(button("Rerun with changes", action_id=RERUN_FORM_ACTION,
+                                  value=run.id))
     else:
         actions.append(button("Cancel", action_id=CANCEL_ACTION, value=run.id, style="danger"))
     blocks.append({"type": "actions", "elements": actions})
@@ -302,3 +332,102 @@ def confirmation(job: str, summary: str, pending_id: str, minutes: int) -> Reply
         button("Cancel", action_id=DECLINE_ACTION, value=pending_id),
     ]}]
     return reply(text, blocks)
+
+
+def form_reply(form: Form, missing: Sequence[str] = ()) -> Reply:
+    """What a command that opens a form answers where no form can be shown (the terminal)."""
+    job = mrkdwn.escape(form.job)
+    if missing:
+        text = (f"{job} needs {', '.join(missing)}: give them as KEY=VALUE, or fill in the "
+                "form")
+    else:
+        text = f"the parameters of {job} are asked in a form"
+    return Reply(clip(text, MAX_FALLBACK), [section(text)], form=form)
+
+
+def form_view(form: Form, metadata: dict[str, Any]) -> Block:
+    """The Slack modal of `form`; `metadata` (what the submission needs: job, ref, where to
+    answer) travels in private_metadata, which Slack hands back unchanged."""
+    title = "Rerun" if form.rerun_of else "Run"
+    intro = (f"Rerun {mrkdwn.escape(form.rerun_label or form.job)} with these values"
+             if form.rerun_of else f"Run *{mrkdwn.escape(form.job)}* with these values")
+    if form.ref:
+        intro += f" at {mrkdwn.code(form.ref)}"
+    blocks: list[Block] = [section(intro)]
+    blocks += [_field(p, form.values.get(p.name), p.name in form.kept)
+               for p in form.parameters][: MAX_FORM_BLOCKS - 1]
+    return {
+        "type": "modal", "callback_id": FORM_CALLBACK,
+        "title": {"type": "plain_text", "text": title},
+        "submit": {"type": "plain_text", "text": title},
+        "close": {"type": "plain_text", "text": "Cancel"},
+        "private_metadata": json.dumps(metadata, separators=(",", ":"))[:MAX_METADATA],
+        "blocks": blocks,
+    }
+
+
+def _field(parameter: ParameterSpec, value: str | None, kept: bool) -> Block:
+    action = FIELD_ACTION + parameter.name
+    element: Block
+    if parameter.type in ("choice", "bool"):
+        choices = parameter.choices if parameter.type == "choice" else ("true", "false")
+        options = [_option(c) for c in choices][:100]
+        element = {"type": "static_select", "action_id": action, "options": options}
+        if value in choices:
+            element["initial_option"] = _option(value)
+    elif parameter.type == "int":
+        element = {"type": "number_input", "action_id": action, "is_decimal_allowed": False}
+        if value is not None:
+            element["initial_value"] = value
+    else:
+        element = {"type": "plain_text_input", "action_id": action}
+        # A secret value is never shown back, not even to the person who gave it.
+        if value is not None and not parameter.secret:
+            element["initial_value"] = clip(value, MAX_TEXT)
+    hints = [parameter.description] if parameter.description else []
+    if parameter.secret:
+        hints.append("secret: never shown" + ("; leave empty to keep the value of the run"
+                                              if kept else ""))
+    elif parameter.type == "string" and parameter.pattern:
+        hints.append(f"matches {parameter.pattern}")
+    block: Block = {
+        "type": "input", "block_id": FIELD_BLOCK + parameter.name,
+        "label": {"type": "plain_text", "text": clip(parameter.name, 2000)},
+        "element": element,
+        "optional": not parameter.required or parameter.default is not None or kept,
+    }
+    if hints:
+        block["hint"] = {"type": "plain_text", "text": clip("; ".join(hints), 2000)}
+    return block
+
+
+def _option(text: str) -> Block:
+    return {"text": {"type": "plain_text", "text": clip(text, 75)}, "value": text[:150]}
+
+
+def form_values(state: dict[str, Any]) -> dict[str, str]:
+    """The values a form's submission holds, by parameter name (empty fields left out)."""
+    values: dict[str, str] = {}
+    for block_id, actions in state.items():
+        if not (isinstance(block_id, str) and block_id.startswith(FIELD_BLOCK)
+                and isinstance(actions, dict)):
+            continue
+        for element in actions.values():
+            if not isinstance(element, dict):
+                continue
+            option = element.get("selected_option")
+            value = option.get("value") if isinstance(option, dict) else element.get("value")
+            if isinstance(value, str) and value != "":
+                values[block_id[len(FIELD_BLOCK):]] = value
+    return values
+
+
+def form_errors(errors: dict[str, str], names: Sequence[str]) -> dict[str, str]:
+    """Slack's `errors` of a view_submission answer: each message on its parameter's field
+    (one that is not a field goes on the first), at most 2000 characters each."""
+    shown: dict[str, str] = {}
+    for name, message in errors.items():
+        block = FIELD_BLOCK + (name if name in names else names[0])
+        text = message if name in names else f"{name}: {message}"
+        shown[block] = clip(f"{shown[block]}; {text}" if block in shown else text, 2000)
+    return shown

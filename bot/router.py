@@ -18,7 +18,9 @@ from core.errors import BadInput, Conflict, JobbotError, PermissionDenied
 from core.links import Links
 from core.masking import Masker, is_sensitive_key
 from core.models import Run, SlackConfirmation, Source, utcnow
+from core.parameters import ParameterErrors, check_parameters, secret_names
 from core.policy import Action, Actor, decide, needs_confirmation
+from core.sealing import Sealer, Unsealable
 from core.service import JobService
 from core.spec import JobSpec
 from core.store import Store
@@ -60,18 +62,25 @@ class Confirmations:
     restarted one, can honour the click) and expiring after a few minutes."""
 
     def __init__(self, store: Store, ttl: float = CONFIRM_TTL,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+                 clock: Callable[[], datetime] = utcnow, sealer: Sealer | None = None) -> None:
         self.store = store
         self.ttl = ttl
         self._clock = clock
+        self._sealer = sealer or Sealer()
 
-    async def add(self, command: Command, actor: Actor, origin: dict[str, Any]) -> Pending:
+    async def add(self, command: Command, actor: Actor, origin: dict[str, Any],
+                  hidden: frozenset[str] = frozenset()) -> Pending:
+        """Keep `command` until its requester answers; the values of the `hidden` names
+        (secret parameters) are kept sealed."""
         requester = actor.slack_user or actor.id
         pending = Pending(secrets.token_urlsafe(12), requester, command, actor, origin,
                           self._clock() + timedelta(seconds=self.ttl))
+        plain = {k: v for k, v in command.overrides.items() if k not in hidden}
+        sealed = self._sealer.seal({k: v for k, v in command.overrides.items() if k in hidden})
         row = SlackConfirmation(
             id=pending.id, requester=requester[:64],
-            command={"job": command.job, "overrides": command.overrides, "ref": command.ref},
+            command={"job": command.job, "overrides": plain, "sealed": sealed,
+                     "ref": command.ref},
             actor=_actor_fields(actor), origin=origin, expires_at=pending.expires)
         await asyncio.to_thread(self.store.add_confirmation, row)
         return pending
@@ -93,8 +102,13 @@ class Confirmations:
         if row.answer != answer or row.answer_key != key:
             raise Conflict("this confirmation has expired or was answered already; "
                            "send the command again")
+        try:
+            opened = self._sealer.open(dict(row.command.get("sealed") or {}))
+        except Unsealable:
+            raise Conflict("this confirmation was sealed with another JOBBOT_SECRET_KEY; "
+                           "send the command again") from None
         command = Command("run", job=row.command.get("job"),
-                          overrides=dict(row.command.get("overrides") or {}),
+                          overrides={**(row.command.get("overrides") or {}), **opened},
                           ref=row.command.get("ref"))
         return Pending(row.id, row.requester, command, _actor_from(row.actor), dict(row.origin),
                        row.expires_at)
@@ -123,13 +137,24 @@ class Router:
         self.service = service
         self.links = links
         self.groups = groups
-        self.confirmations = confirmations or Confirmations(service.store)
+        self.confirmations = confirmations or Confirmations(service.store,
+                                                            sealer=service.sealer)
 
-    async def handle(self, request: Request) -> Reply:
+    def hidden(self, job: str | None) -> frozenset[str]:
+        """The names of the secret parameters of `job`, if it is one."""
+        if job is None:
+            return frozenset()
+        try:
+            return secret_names(self.service.catalog.resolve(job).job)
+        except JobbotError:
+            return frozenset()
+
+    async def handle(self, request: Request, command: Command | None = None) -> Reply:
+        """Answer `request` (or the `command` it stands for, when it came from a form)."""
         described = request.text.strip()[:200]
         try:
-            command = parse(request.text)
-            described = command.describe()
+            command = command or parse(request.text)
+            described = command.describe(self.hidden(command.job))
             answer = await self._dispatch(command, request)
             result = "ok"
         except PermissionDenied as exc:
@@ -156,23 +181,25 @@ class Router:
             answer, result = render.error(str(exc)), "denied"
         except JobbotError as exc:
             answer, result = render.error(str(exc)), "rejected"
-        await self.service.audit(actor, "confirm", f"/job {pending.command.describe()}"[:255],
-                                 result)
+        described = pending.command.describe(self.hidden(pending.command.job))
+        await self.service.audit(actor, "confirm", f"/job {described}"[:255], result)
         return answer
 
     async def decline(self, pending_id: str, actor: Actor, key: str) -> Reply:
         """The requester pressed Cancel on a confirmation: nothing runs."""
         pending = await self.confirmations.take(pending_id, actor.slack_user or "",
                                                 answer="declined", key=key)
-        await self.service.audit(actor, "confirm", f"/job {pending.command.describe()}"[:255],
-                                 "declined")
-        return render.plain(f"not run: {pending.command.describe()}")
+        described = pending.command.describe(self.hidden(pending.command.job))
+        await self.service.audit(actor, "confirm", f"/job {described}"[:255], "declined")
+        return render.plain(f"not run: {described}")
 
     async def rerun(self, run_id: str, actor: Actor, idempotency_key: str,
-                    origin: dict[str, Any]) -> Reply:
-        """The Rerun button: same job, ref and overrides; `confirm: true` jobs still ask."""
+                    origin: dict[str, Any], *, changes: dict[str, str] | None = None) -> Reply:
+        """The Rerun button: same job, ref and overrides; `confirm: true` jobs still ask.
+        `changes` (a submitted Rerun with changes form) replace values of the run."""
         try:
-            answer = await self._rerun(run_id, Request("", actor, idempotency_key, origin))
+            answer = await self._rerun(run_id, Request("", actor, idempotency_key, origin),
+                                       changes)
             outcome = "ok"
         except PermissionDenied as exc:
             answer, outcome = render.error(str(exc)), "denied"
@@ -213,16 +240,85 @@ class Router:
         assert command.job is not None
         target = self.service.catalog.resolve(command.job)
         actor = await self.actor_for(target.job, request.actor)
-        if needs_confirmation(target.job, actor) and not request.confirmed:
+        form = self._form_for(command, target.key, target.job, request)
+        if form is not None or (needs_confirmation(target.job, actor) and not request.confirmed):
             decision = decide(target.job, Action.RUN, actor)
             if not decision.allowed:
                 raise PermissionDenied(decision.reason)
-            # Refused overrides are refused now, not after a click.
-            await self.service.check_overrides(target, command.overrides, rerun_of=rerun_of)
-            pending = await self.confirmations.add(command, actor, request.origin)
-            return render.confirmation(target.key, command.describe(), pending.id,
+        if form is not None:
+            return form
+        if needs_confirmation(target.job, actor) and not request.confirmed:
+            # Refused values are refused now, not after a click.
+            await self.service.check_parameters(target, command.overrides, rerun_of=rerun_of)
+            hidden = secret_names(target.job)
+            pending = await self.confirmations.add(command, actor, request.origin, hidden)
+            return render.confirmation(target.key, command.describe(hidden), pending.id,
                                        max(1, round(self.confirmations.ttl / 60)))
         return await self._trigger(command, actor, request.idempotency_key, request.origin)
+
+    def _form_for(self, command: Command, key: str, job: JobSpec,
+                  request: Request) -> Reply | None:
+        """The form to ask for the job's parameters, with `--form` or when a required one is
+        missing (and the request came from Slack, which can show it); else None."""
+        if command.form and not job.parameters:
+            raise BadInput(f"{key} has no parameters to fill in: run it without --form")
+        missing = [p.name for p in job.parameters
+                   if p.required and p.default is None and p.name not in command.overrides]
+        if not (command.form or missing) or request.actor.source is not Source.SLACK:
+            return None
+        hidden = secret_names(job)
+        values = {p.name: p.default for p in job.parameters if p.default is not None}
+        values.update((k, v) for k, v in command.overrides.items() if k not in hidden)
+        form = render.Form(key, job.parameters, values, ref=command.ref,
+                           channel=request.origin.get("slack_channel"))
+        return render.form_reply(form, missing)
+
+    async def submit(self, form: dict[str, Any], values: dict[str, str], actor: Actor,
+                     key: str) -> Reply:
+        """A submitted form (checked before its ack): a run as the command would start it
+        (policy, confirmation), or a rerun with these changes."""
+        origin = {"slack_channel": actor.slack_channel, "slack_user": actor.slack_user}
+        rerun_of = form.get("rerun_of")
+        if isinstance(rerun_of, str) and rerun_of:
+            return await self.rerun(rerun_of, actor, key, origin, changes=values)
+        ref = form.get("ref") if isinstance(form.get("ref"), str) else None
+        command = Command("run", job=str(form.get("job") or ""), overrides=values, ref=ref)
+        return await self.handle(Request(f"run {command.job}", actor, key, origin), command)
+
+    def check_form(self, form: dict[str, Any], values: dict[str, str]) -> dict[str, str]:
+        """Why a submitted form cannot start a run, by parameter name (empty if it can): the
+        job's parameters checked in memory, so the answer fits in the submission's ack."""
+        try:
+            job = self.service.catalog.resolve(str(form.get("job") or "")).job
+        except JobbotError as exc:
+            return {"": str(exc)}
+        kept = set(form.get("kept") or ())
+        try:
+            check_parameters(job, values)
+        except ParameterErrors as exc:
+            # A secret left empty on a rerun keeps the run's value.
+            return {k: v for k, v in exc.errors.items() if k not in kept}
+        return {}
+
+    async def rerun_form(self, run_id: str, actor: Actor) -> Reply:
+        """The Rerun with changes button: the job's form, filled in from the run."""
+        try:
+            run = await self.service.get_run(run_id)
+            target = self.service.catalog.resolve(f"{run.app}/{run.job}")
+            actor = await self.actor_for(target.job, actor)
+            decision = decide(target.job, Action.RUN, actor)
+            if not decision.allowed:
+                raise PermissionDenied(decision.reason)
+        except JobbotError as exc:
+            await self.service.audit(actor, "rerun", run_id, "rejected", str(exc)[:255])
+            return render.error(str(exc))
+        names = {p.name for p in target.job.parameters}
+        values = {k: v for k, v in run.overrides.items() if k in names}
+        kept = tuple(k for k in run.secret_parameters if k in names)
+        form = render.Form(target.key, target.job.parameters, values, ref=run.ref,
+                           rerun_of=run.id, rerun_label=run.label, kept=kept,
+                           channel=actor.slack_channel)
+        return render.form_reply(form)
 
     async def _trigger(self, command: Command, actor: Actor, key: str | None,
                        origin: dict[str, Any]) -> Reply:
@@ -233,17 +329,19 @@ class Router:
         others = [f"#{r.number} ({r.state})" for r in result.active]
         return render.started(result.run, result.created, self.links, others)
 
-    async def _rerun(self, run: str, request: Request) -> Reply:
-        """A run's job again, with its ref and overrides (`/job rerun RUN` and the button)."""
+    async def _rerun(self, run: str, request: Request,
+                     changes: dict[str, str] | None = None) -> Reply:
+        """A run's job again, with its ref and values (`/job rerun RUN`, the buttons)."""
         old = await self.service.get_run(run)
         target = self.service.catalog.resolve(f"{old.app}/{old.job}")
         actor = await self.actor_for(target.job, request.actor)
         if needs_confirmation(target.job, actor) and not request.confirmed:
-            command = Command("run", job=target.key, overrides=dict(old.overrides), ref=old.ref)
+            values = self.service.run_values(old, changes)
+            command = Command("run", job=target.key, overrides=values, ref=old.ref)
             return await self._run(command, dataclasses.replace(request, actor=actor),
                                    rerun_of=old)
         result = await self.service.rerun(old.id, actor, idempotency_key=request.idempotency_key,
-                                          origin=request.origin)
+                                          origin=request.origin, changes=changes)
         return render.started(result.run, result.created, self.links)
 
     async def _cancel(self, command: Command, actor: Actor) -> Reply:

@@ -100,6 +100,10 @@ class Run(SQLModel, table=True):
     sha: str | None = Field(default=None, max_length=64)
     image: str | None = Field(default=None, max_length=512)
     overrides: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    # Values of the job's `secret: true` parameters, sealed with JOBBOT_SECRET_KEY (core.sealing):
+    # never shown; opened only to launch the run or a rerun of it.
+    secret_parameters: dict[str, str] = Field(
+        default_factory=dict, sa_column=Column(JSON, nullable=False, server_default="{}"))
     # Where the trigger came from, for links back (Slack channel/thread, PR number, ...).
     origin: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     idempotency_key: str | None = Field(

@@ -8,6 +8,7 @@ from collections.abc import Collection, Iterable, Mapping
 
 from core.envnames import RESERVED_PREFIX, forbidden, is_env_name
 from core.errors import BadInput
+from core.parameters import Parameters, check_parameters
 from core.spec import JobSpec
 
 MAX_VALUE = 4096
@@ -49,9 +50,10 @@ def check_override(key: str, value: str) -> None:
 
 
 def settable_names(job: JobSpec) -> tuple[str, ...]:
-    """The names a run of `job` may set, sorted: the keys of its `env`, without the names no
-    run may ever set. (The job's own declared names: the one place to add more kinds.)"""
-    return tuple(sorted(name for name in job.env if forbidden(name) is None))
+    """The names a run of `job` may set, sorted: the keys of its `env` and its parameters,
+    without the names no run may ever set. (The one place to add more kinds.)"""
+    names = {*job.env, *(p.name for p in job.parameters)}
+    return tuple(sorted(name for name in names if forbidden(name) is None))
 
 
 def check_overrides(job: JobSpec, overrides: Mapping[str, str],
@@ -66,6 +68,7 @@ def check_overrides(job: JobSpec, overrides: Mapping[str, str],
     """
     declared = settable_names(job)
     accepted = [name for name in declared if name not in secret_keys]
+    where = "in its env or parameters" if job.parameters else "in its env"
     for key, value in overrides.items():
         check_override(key, value)
         reason = forbidden(key)
@@ -74,14 +77,27 @@ def check_overrides(job: JobSpec, overrides: Mapping[str, str],
         elif key in secret_keys:
             why = f"{key} comes from the secrets of {job.name}: no run may set it"
         elif key not in declared:
-            why = f"{job.name} does not declare {key} in its env"
+            why = f"{job.name} does not declare {key} {where}"
         else:
             continue
         if accepted:
             raise BadInput(f"{why}; a run of {job.name} may set only {', '.join(accepted)}")
         raise BadInput(f"{why}; a run of {job.name} may set no variables (it declares none "
-                       "in its env)")
+                       f"{where})")
     return dict(overrides)
+
+
+def check_values(job: JobSpec, given: Mapping[str, str],
+                 secret_keys: Collection[str] = ()) -> Parameters:
+    """What a run of `job` gets from `given`: the names rule first (check_overrides), then
+    the job's parameters (core.parameters.check_parameters: types, required, defaults). A
+    parameter with a default never sets a key of the job's secrets either."""
+    check_overrides(job, given, secret_keys)
+    checked = check_parameters(job, given)
+    defaulted = {k: v for k, v in checked.env().items() if k not in given}
+    if defaulted:
+        check_overrides(job, defaulted, secret_keys)
+    return checked
 
 
 def run_environment(job: JobSpec, env: Mapping[str, str]) -> dict[str, str]:

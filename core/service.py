@@ -19,10 +19,12 @@ from core.masking import is_sensitive_key
 from core.metrics import QUEUE_DEPTH, RUN_DURATION, RUNS_FINISHED, RUNS_STARTED
 from core.models import Attempt, JobState, Run, RunState
 from core.numbers import INT32_MAX, bounded_int
-from core.overrides import check_overrides
+from core.overrides import check_values
+from core.parameters import Parameters, check_parameters
 from core.policy import Action, Actor, decide
 from core.procs import ProcessId
 from core.run_ids import is_run_id
+from core.sealing import Sealer, Unsealable
 from core.spec import JobSpec
 from core.store import ActiveRun, AuditRecord, NewRun, ScheduleRow, Store
 
@@ -103,8 +105,10 @@ class JobService:
         *,
         owner: ProcessId | None = None,
         changes: Changes | None = None,
+        sealer: Sealer | None = None,
     ) -> None:
         self.catalog = catalog
+        self.sealer = sealer or Sealer()
         self.store = store
         self.executor = executor
         self.log_store = logs
@@ -135,10 +139,11 @@ class JobService:
         """Start a run of `job_name` (checked against policy); a known key returns its run."""
         target = self.catalog.resolve(job_name)
         await self._authorize(target, Action.RUN, actor)
-        overrides = await self.check_overrides(target, overrides)
+        checked = await self.check_parameters(target, overrides)
         new = NewRun(
             app=target.app.app, job=target.job.name, source=actor.source.value, actor=actor.id,
-            ref=ref, sha=sha, image=image or target.job.image, overrides=overrides,
+            ref=ref, sha=sha, image=image or target.job.image, overrides=dict(checked.values),
+            secret_parameters=self.sealer.seal(checked.secrets),
             origin=origin or {}, idempotency_key=idempotency_key, scheduled_for=scheduled_for,
             rerun_of=rerun_of, executor=self.executor.name,
             # A local run belongs to this process: start-up reconciliation elsewhere skips it.
@@ -154,21 +159,41 @@ class JobService:
 
     async def check_overrides(self, target: JobRef, overrides: Mapping[str, str] | None, *,
                               rerun_of: Run | None = None) -> dict[str, str]:
-        """The overrides, if a run of `target` may have them (core.overrides.check_overrides,
-        with the keys of the job's secrets when the executor can read them); BadInput says
-        which one is refused and what the job accepts. Every trigger passes here; front ends
-        that ask something first (a confirmation) call it before asking."""
-        if not overrides:
-            return {}
+        """The environment a run of `target` gets from `overrides` (check_parameters), secret
+        parameter values included."""
+        return (await self.check_parameters(target, overrides, rerun_of=rerun_of)).env()
+
+    async def check_parameters(self, target: JobRef, given: Mapping[str, str] | None, *,
+                               rerun_of: Run | None = None) -> Parameters:
+        """The checked values, if a run of `target` may have them: the names rule
+        (core.overrides, with the keys of the job's secrets when the executor can read them),
+        then the job's parameters (types, required, defaults). BadInput (ParameterErrors for
+        parameters, by name) says what is refused and why. Every trigger passes here; front
+        ends that ask something first (a confirmation, a form) call it before asking."""
+        given = dict(given or {})
+        if not given and not target.job.parameters:
+            return Parameters()
         keys: frozenset[str] = frozenset()
         if target.job.secrets and isinstance(self.executor, SecretKeys):
             keys = await self.executor.secret_keys(target.app, target.job)
         try:
-            return check_overrides(target.job, overrides, keys)
+            return check_values(target.job, given, keys)
         except BadInput as exc:
             if rerun_of is None:
                 raise
             raise BadInput(f"cannot rerun {rerun_of.label}: {exc}") from None
+
+    def run_values(self, run: Run, changes: Mapping[str, str] | None = None) -> dict[str, str]:
+        """What a rerun of `run` is given: its values, its secret parameters opened (unless
+        `changes` gives them anew), then `changes`; BadInput if a secret cannot be opened."""
+        changes = dict(changes or {})
+        sealed = {k: v for k, v in run.secret_parameters.items() if k not in changes}
+        try:
+            secrets = self.sealer.open(sealed)
+        except Unsealable as exc:
+            raise BadInput(f"cannot rerun {run.label}: the value of {exc} was sealed with "
+                           "another JOBBOT_SECRET_KEY; give it again") from None
+        return {**run.overrides, **secrets, **changes}
 
     async def record_skipped(self, job_name: str, *, reason: str, scheduled_for: datetime,
                              idempotency_key: str) -> TriggerResult:
@@ -199,6 +224,8 @@ class JobService:
         news = [NewRun(
             app=s.job.app.app, job=s.job.job.name, source="schedule", actor="schedule",
             state=skipped if s.skipped else queued, reason=s.skipped,
+            # A scheduled run gives no values: it gets its parameters' defaults.
+            overrides=_defaults(s.job.job) if s.job.job.parameters and not s.skipped else {},
             image=None if s.skipped else s.job.job.image, origin=s.origin,
             scheduled_for=s.scheduled_for, idempotency_key=s.idempotency_key,
             executor=executor, owner=None if s.skipped else owner,
@@ -237,16 +264,18 @@ class JobService:
 
     async def rerun(self, run_ref: str, actor: Actor, *,
                     idempotency_key: str | None = None,
-                    origin: dict[str, Any] | None = None) -> TriggerResult:
-        """A new run of the same job with the same ref, sha, image and overrides, if those
-        overrides are still allowed."""
+                    origin: dict[str, Any] | None = None,
+                    changes: Mapping[str, str] | None = None) -> TriggerResult:
+        """A new run of the same job with the same ref, sha, image and values (secret
+        parameters too), `changes` applied, if they are all still allowed."""
         old = await self.get_run(run_ref)
         target = self.catalog.resolve(f"{old.app}/{old.job}")
         await self._authorize(target, Action.RUN, actor)
-        await self.check_overrides(target, old.overrides, rerun_of=old)
+        values = self.run_values(old, changes)
+        await self.check_parameters(target, values, rerun_of=old)
         return await self.trigger(
             f"{old.app}/{old.job}", actor, ref=old.ref, sha=old.sha, image=old.image,
-            overrides=dict(old.overrides), idempotency_key=idempotency_key,
+            overrides=values, idempotency_key=idempotency_key,
             origin=origin if origin is not None else dict(old.origin), rerun_of=old.id,
         )
 
@@ -277,6 +306,16 @@ class JobService:
         sensitive = tuple(v for k, v in env.items() if is_sensitive_key(k)) if env else ()
         if notify:  # a batch notifies once for all its runs
             self.changes.notify()
+        if run.secret_parameters:
+            try:
+                secrets = self.sealer.open(run.secret_parameters)
+            except Unsealable as exc:
+                await self.run_finished(run.id, RunState.FAILED, reason=(
+                    f"could not start: the value of {exc} was sealed with another "
+                    "JOBBOT_SECRET_KEY"))
+                return
+            env.update(secrets)
+            sensitive += tuple(secrets.values())
         try:
             await self.executor.launch(Launch(run=run, app=target.app, job=target.job, env=env,
                                               sensitive_values=sensitive))
@@ -498,6 +537,11 @@ class JobService:
     async def cancel_requested_by(self, run_id: str) -> str | None:
         run = await self._db(self.store.get_run, run_id)
         return run.cancel_requested_by if run else None
+
+
+def _defaults(job: JobSpec) -> dict[str, str]:
+    """The values a run given none gets (app.yaml makes sure a scheduled job needs none)."""
+    return dict(check_parameters(job, {}).values)
 
 
 def _count_finished(run: Run) -> None:

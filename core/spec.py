@@ -22,6 +22,7 @@ from core.durations import parse_duration
 from core.envnames import RESERVED_PREFIX, forbidden, is_env_name
 from core.errors import ConfigError, ConfigProblem, NotFound
 from core.names import closest, is_dns_label, is_dns_subdomain
+from core.parameters import convert
 from core.yamlsource import LineMap, Problem, dotted, load
 
 Duration = Annotated[int, BeforeValidator(parse_duration)]
@@ -142,6 +143,34 @@ class KubernetesSpec(_Strict):
     service_account_name: str | None = None
 
 
+ParameterType = Literal["string", "int", "bool", "choice"]
+
+
+def _scalar_text(value: object) -> object:
+    # YAML reads `choices: [1, 2]` and `default: 3` as numbers; parameters are text.
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
+ScalarText = Annotated[str, BeforeValidator(_scalar_text)]
+
+
+class ParameterSpec(_Strict):
+    """A value a run of the job may (or must) be given; it reaches the job as an env var."""
+
+    name: str = Field(min_length=1)
+    type: ParameterType = "string"
+    choices: tuple[ScalarText, ...] = ()
+    pattern: str | None = None
+    default: ScalarText | None = None
+    required: bool = False
+    description: str = ""
+    secret: bool = False
+
+
 class JobSpec(_Strict):
     """One job: what to run, how to retry and time it out, who may run it, and when."""
 
@@ -173,6 +202,7 @@ class JobSpec(_Strict):
     suspend: bool = False
     history: History = History()
     description: str = ""
+    parameters: tuple[ParameterSpec, ...] = ()
 
     @field_validator("command", mode="before")
     @classmethod
@@ -316,6 +346,7 @@ class _Checker:
             if job is not None:
                 checked.append(job)
                 self._check_job(index, job, inherited)
+                self._check_parameters(("jobs", index), job, merged.get("parameters"))
         app = self._validate(AppSpec, {k: data[k] for k in ("app",) if k in data}, ())
         if isinstance(app, AppSpec) and not is_dns_label(app.app):
             self.problem(("app",), _dns_message(app.app))
@@ -477,6 +508,30 @@ class _Checker:
                         key == "concurrency_policy") else key
                     self.problem((*path, key), f"{what} only applies to jobs with a schedule")
 
+    def _check_parameters(self, path: tuple[str | int, ...], job: JobSpec, raw: Any) -> None:
+        """Each parameter that is well-formed on its own (the others were reported when the
+        job was read), so one bad parameter does not hide the problems of the rest."""
+        seen: set[str] = set()
+        for i, item in enumerate(raw if isinstance(raw, list) else []):
+            try:
+                parameter = ParameterSpec.model_validate(item)
+            except ValidationError:
+                continue
+            where = (*path, "parameters", i)
+            for problem in parameter_problems(parameter):
+                key, message = problem
+                self.problem((*where, key), message)
+            name = parameter.name
+            if name in seen:
+                self.problem((*where, "name"), f"parameter {name} is defined twice")
+            seen.add(name)
+            if name in job.env:
+                self.problem((*where, "name"), f"{name} is also in env: give its default "
+                             "value in the parameter instead")
+            if job.schedule and parameter.required and parameter.default is None:
+                self.problem((*where, "required"), f"{name} is required and has no default, "
+                             "but scheduled runs give no parameters: add a default")
+
     @staticmethod
     def _partial(merged: dict[str, Any]) -> JobSpec | None:
         """The job with its invalid fields left at their defaults, or None if that fails too."""
@@ -517,6 +572,46 @@ class _Checker:
                 message += f" (did you mean {hint!r}?)" if hint else ""
                 message += "; builds: " + (", ".join(sorted(build_names)) or "none defined")
                 self.problem(("jobs", seen[job.name], "image_from_build"), message)
+
+
+def parameter_problems(parameter: ParameterSpec) -> list[tuple[str, str]]:
+    """(key, message) for each way `parameter` is not one jobbot accepts: its name (an
+    environment variable a run may set), its pattern, choices and default."""
+    problems: list[tuple[str, str]] = []
+    name = parameter.name
+    reason = forbidden(name)
+    if not is_env_name(name):
+        shown = name if name.isprintable() else repr(name)
+        problems.append(("name", f"{shown!r} is not a valid environment variable name: use "
+                                 "letters, digits and '_', not starting with a digit"))
+    elif reason is not None:
+        problems.append(("name", f"{name} {reason}: no run may set it"))
+    if parameter.pattern is not None:
+        if parameter.type != "string":
+            problems.append(("pattern", f"only applies to type string, not {parameter.type}"))
+        else:
+            try:
+                re.compile(parameter.pattern)
+            except re.error as exc:
+                problems.append(("pattern", f"{parameter.pattern!r} is not a regular "
+                                            f"expression: {exc}"))
+                return problems
+    if parameter.type == "choice" and not parameter.choices:
+        problems.append(("choices", "type choice needs choices, e.g. [staging, production]"))
+    elif parameter.choices and parameter.type != "choice":
+        problems.append(("choices", f"only apply to type choice, not {parameter.type}"))
+    if len(set(parameter.choices)) != len(parameter.choices):
+        problems.append(("choices", "each choice must appear once"))
+    if parameter.default is not None:
+        if parameter.secret:
+            problems.append(("default", "a secret parameter has no default: it would be "
+                                        "readable in app.yaml"))
+        else:
+            try:
+                convert(parameter, parameter.default)
+            except ValueError as exc:
+                problems.append(("default", f"the default does not fit the parameter: {exc}"))
+    return problems
 
 
 def cron_problem(expression: str, job_name: str) -> str | None:

@@ -21,7 +21,8 @@ from core.durations import format_duration
 from core.errors import BadInput, ConfigError, Conflict, JobbotError, NotFound, PermissionDenied
 from core.models import RunState
 from core.numbers import INT32_MAX, bounded_int
-from core.overrides import check_overrides, parse_overrides
+from core.overrides import check_values, parse_overrides
+from core.parameters import Parameters
 from core.policy import Actor
 from core.scheduler import fire_times
 from core.secrets import LocalSecrets
@@ -143,14 +144,15 @@ def _actor() -> Actor:
     return Actor.cli(user)
 
 
-def _checked_overrides(settings: Settings, target: JobRef, items: list[str]) -> dict[str, str]:
-    """KEY=VALUE arguments, checked by the rule every run follows before anything is written
-    (the service checks them again), with the keys of the local executor's secret files."""
+def _checked_overrides(settings: Settings, target: JobRef, items: list[str]) -> Parameters:
+    """KEY=VALUE arguments, checked by the rule every run follows and the job's parameters
+    before anything is written (the service checks them again), with the keys of the local
+    executor's secret files."""
     overrides = parse_overrides(items)
     keys: frozenset[str] = frozenset()
-    if overrides and target.job.secrets and settings.JOBBOT_EXECUTOR == "local":
+    if target.job.secrets and settings.JOBBOT_EXECUTOR == "local":
         keys = LocalSecrets(settings.JOBBOT_DATA_DIR / "secrets").keys(target.job.secrets)
-    return check_overrides(target.job, overrides, keys)
+    return check_values(target.job, overrides, keys)
 
 
 def _with_runtime(settings: Settings, body: Callable[[Runtime], Coroutine[Any, Any, int]]) -> int:
@@ -188,7 +190,8 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     async def body(runtime: Runtime) -> int:
         service = runtime.service
         await service.reconcile()
-        result = await service.trigger(target.key, _actor(), ref=args.ref, overrides=overrides)
+        result = await service.trigger(target.key, _actor(), ref=args.ref,
+                                       overrides=overrides.env())
         run = result.run
         print(f"started {run.label} (id {run.id})", file=sys.stderr)
         if result.active:
@@ -376,7 +379,7 @@ def cmd_render(args: argparse.Namespace, settings: Settings) -> int:
         if target.job.image_from_build and run.sha is None:
             run = dataclasses.replace(run, sha=sha)
         manifest = manifests.job_manifest(app, target.job, run,
-                                          env={**target.job.env, **overrides})
+                                          env={**target.job.env, **overrides.shown()})
     sys.stdout.write(yaml.safe_dump(manifest, sort_keys=False))
     return EXIT_OK
 

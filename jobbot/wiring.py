@@ -19,6 +19,7 @@ from core.executors.local import LocalExecutor
 from core.links import Links
 from core.logs import LogStore
 from core.procs import ProcessId
+from core.sealing import Sealer
 from core.secrets import LocalSecrets
 from core.service import JobService
 from core.spec import AppSpec, load_app
@@ -57,9 +58,10 @@ def build_runtime(settings: Settings, config: Path | None = None, *,
     catalog = Catalog([app])
     if executor is None:
         executor = make_executor(settings, logs, owner, data_dir, catalog)
-    service = JobService(catalog, store, executor, logs, owner=owner, changes=Changes())
-    links = Links(settings.public_url, signing_key(settings, data_dir),
-                  guessed=settings.JOBBOT_PUBLIC_URL is None)
+    key = signing_key(settings, data_dir)
+    service = JobService(catalog, store, executor, logs, owner=owner, changes=Changes(),
+                         sealer=Sealer(key))
+    links = Links(settings.public_url, key, guessed=settings.JOBBOT_PUBLIC_URL is None)
     return Runtime(settings, app, store, service, links)
 
 

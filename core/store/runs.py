@@ -52,6 +52,8 @@ class NewRun:
     sha: str | None = None
     image: str | None = None
     overrides: dict[str, str] = field(default_factory=dict)
+    # Secret parameter values, sealed (core.sealing): never stored in the clear.
+    secret_parameters: dict[str, str] = field(default_factory=dict)
     origin: dict[str, Any] = field(default_factory=dict)
     idempotency_key: str | None = None
     scheduled_for: datetime | None = None
@@ -71,6 +73,7 @@ class NewRun:
             "state": self.state.value, "source": self.source, "actor": self.actor,
             "ref": self.ref, "sha": self.sha, "image": self.image,
             "overrides": dict(self.overrides), "origin": dict(self.origin),
+            "secret_parameters": dict(self.secret_parameters),
             "idempotency_key": self.idempotency_key, "scheduled_for": self.scheduled_for,
             "rerun_of": self.rerun_of, "executor": self.executor, "owner": self.owner,
             "created_at": now, "started_at": None, "reason": self.reason,

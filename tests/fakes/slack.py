@@ -107,6 +107,11 @@ class FakeSlack:
         # Sign in with Slack: the person at the browser (None: they press Cancel), codes.
         self.person: Person | None = Person()
         self.grants: dict[str, _Grant] = {}
+        # Modals opened (views.open) and updated (views.update), as Slack holds them, by id;
+        # trigger_ids already used (Slack takes each once).
+        self.views: dict[str, dict[str, Any]] = {}
+        self.used_triggers: set[str] = set()
+        self._view_ids = itertools.count(1)
 
     # -- control --------------------------------------------------------------------------
 
@@ -199,7 +204,8 @@ class FakeSlack:
         handler = {
             "auth.test": self._auth_test, "chat.postMessage": self._post_message,
             "chat.update": self._update, "chat.postEphemeral": self._post_ephemeral,
-            "views.open": self._views_open, "usergroups.users.list": self._usergroup_users,
+            "views.open": self._views_open, "views.update": self._views_update,
+            "usergroups.users.list": self._usergroup_users,
             "apps.connections.open": self._connections_open,
             "openid.connect.token": self._openid_token,
             "conversations.join": self._join, "conversations.list": self._list_channels,
@@ -315,11 +321,37 @@ class FakeSlack:
         return web.json_response({"ok": True, "message_ts": f"{time.time():.6f}"})
 
     def _views_open(self, params: dict[str, Any]) -> web.Response:
-        if not params.get("trigger_id"):
+        trigger = str(params.get("trigger_id") or "")
+        if not trigger:
             return _error("invalid_arguments")
-        view = params.get("view")
-        view = json.loads(view) if isinstance(view, str) else view
-        return web.json_response({"ok": True, "view": {"id": "V0FAKE", **(view or {})}})
+        if trigger in self.used_triggers:
+            return _error("expired_trigger_id")
+        view, problem = _view(params.get("view"))
+        if problem:
+            self.refused.append(("views.open", problem))
+            return _error(problem)
+        self.used_triggers.add(trigger)
+        view_id = f"V0FAKE{next(self._view_ids)}"
+        opened = {"id": view_id, "team_id": "T0FAKE", "app_id": "A0JOBBOT",
+                  "bot_id": "B0BOT", "hash": f"{time.time_ns()}.fakehash", "state":
+                  {"values": {}}, "root_view_id": view_id, "previous_view_id": None,
+                  "external_id": "", **view}
+        self.views[view_id] = opened
+        return web.json_response({"ok": True, "view": opened})
+
+    def _views_update(self, params: dict[str, Any]) -> web.Response:
+        view_id = str(params.get("view_id") or "")
+        if view_id not in self.views:
+            return _error("not_found")
+        if params.get("hash") and params["hash"] != self.views[view_id]["hash"]:
+            return _error("hash_conflict")
+        view, problem = _view(params.get("view"))
+        if problem:
+            self.refused.append(("views.update", problem))
+            return _error(problem)
+        self.views[view_id] = {**self.views[view_id], **view,
+                               "hash": f"{time.time_ns()}.fakehash"}
+        return web.json_response({"ok": True, "view": self.views[view_id]})
 
     def _usergroup_users(self, params: dict[str, Any]) -> web.Response:
         group = str(params.get("usergroup", ""))
@@ -458,6 +490,63 @@ class SlackSender:
         }
         return urllib.parse.urlencode({"payload": json.dumps(payload)}), trigger
 
+    def view_submission(self, view: dict[str, Any], values: dict[str, str], *,
+                        user: str = "U0ALICE") -> str:
+        """A view_submission payload as Slack sends it when `user` presses the modal's
+        submit button, with `values` typed or chosen in its input blocks (by block_id)."""
+        state: dict[str, dict[str, Any]] = {}
+        for block in view.get("blocks") or []:
+            if block.get("type") != "input":
+                continue
+            element = block["element"]
+            value = values.get(block["block_id"])
+            kind = element["type"]
+            if kind == "static_select":
+                option = next((o for o in element["options"] if o["value"] == value), None)
+                entry: dict[str, Any] = {"type": kind, "selected_option": option}
+            else:
+                entry = {"type": kind, "value": value}
+            state[block["block_id"]] = {element["action_id"]: entry}
+        payload = {
+            "type": "view_submission", "team": {"id": "T0FAKE", "domain": "fake"},
+            "user": {"id": user, "username": user.lower(), "name": user.lower(),
+                     "team_id": "T0FAKE"},
+            "api_app_id": "A0JOBBOT", "token": "deprecated-verification-token",
+            "trigger_id": f"{next(self._ids)}.{time.time_ns()}.fake",
+            "view": {**view, "state": {"values": state}},
+            "response_urls": [], "is_enterprise_install": False, "enterprise": None,
+        }
+        return urllib.parse.urlencode({"payload": json.dumps(payload)})
+
+    async def submit(self, view: dict[str, Any], values: dict[str, str],
+                     **kwargs: Any) -> tuple[int, dict[str, Any] | None]:
+        """Submit a modal; (HTTP status, the JSON answer, or None for an empty one)."""
+        body = self.view_submission(view, values, **kwargs)
+        status, text = await self.post(body, self.headers(body))
+        return status, (json.loads(text) if text.strip() else None)
+
+    def view_action_body(self, view: dict[str, Any], block_id: str, value: str, *,
+                         user: str = "U0ALICE") -> str:
+        """A block_actions payload from inside a modal (a field changed), as Slack sends it."""
+        block = next(b for b in view["blocks"] if b.get("block_id") == block_id)
+        element = block["element"]
+        action: dict[str, Any] = {"action_id": element["action_id"], "block_id": block_id,
+                                  "type": element["type"], "action_ts": f"{time.time():.6f}"}
+        if element["type"] == "static_select":
+            action["selected_option"] = next(o for o in element["options"]
+                                             if o["value"] == value)
+        else:
+            action["value"] = value
+        payload = {
+            "type": "block_actions", "team": {"id": "T0FAKE", "domain": "fake"},
+            "user": {"id": user, "username": user.lower(), "team_id": "T0FAKE"},
+            "api_app_id": "A0JOBBOT", "token": "deprecated-verification-token",
+            "container": {"type": "view", "view_id": view["id"]},
+            "trigger_id": f"{next(self._ids)}.{time.time_ns()}.fake",
+            "view": view, "actions": [action],
+        }
+        return urllib.parse.urlencode({"payload": json.dumps(payload)})
+
     def headers(self, body: str | bytes, *, timestamp: int | None = None,
                 retry_num: int | None = None) -> dict[str, str]:
         """Slack's headers for `body`; bytes are signed as they are (Slack signs the raw body,
@@ -515,6 +604,37 @@ def _blocks(raw: Any) -> list[dict[str, Any]]:
     if raw is None:
         return []
     return list(json.loads(raw) if isinstance(raw, str) else raw)
+
+
+def _view(raw: Any) -> tuple[dict[str, Any], str | None]:
+    """A modal as views.open/views.update take it, or the error Slack gives for it."""
+    try:
+        view = json.loads(raw) if isinstance(raw, str) else raw
+    except ValueError:
+        return {}, "invalid_arguments"
+    if not isinstance(view, dict) or view.get("type") != "modal":
+        return {}, "invalid_arguments"
+    blocks = view.get("blocks") or []
+    titles = [view.get(k) for k in ("title", "submit", "close") if view.get(k) is not None]
+    if (not view.get("title") or any(len(str((t or {}).get("text", ""))) > 24 for t in titles)
+            or len(blocks) > 100 or len(str(view.get("private_metadata", ""))) > 3000
+            or len(str(view.get("callback_id", ""))) > 255):
+        return {}, "invalid_arguments"
+    block_ids = [b.get("block_id") for b in blocks if b.get("block_id")]
+    if len(block_ids) != len(set(block_ids)) or _invalid_blocks(blocks):
+        return {}, "invalid_blocks"
+    for block in blocks:
+        if block.get("type") == "input":
+            element = block.get("element") or {}
+            if not block.get("label") or not element.get("action_id") or (
+                    element.get("type") not in ("plain_text_input", "number_input",
+                                                "static_select")):
+                return {}, "invalid_blocks"
+            if element.get("type") == "static_select" and not element.get("options"):
+                return {}, "invalid_blocks"
+    if any(b.get("type") == "input" for b in blocks) and not view.get("submit"):
+        return {}, "invalid_arguments"
+    return view, None
 
 
 def _invalid_blocks(raw: Any) -> str | None:
