@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
@@ -54,6 +56,17 @@ async def offered(ctx: WebContext, request: web.Request, run: Run) -> Offer:
                  refusal=decision.reason)
 
 
+# The rerun form's parameter fields: `p:NAME`.
+FIELD_PREFIX = "p:"
+
+
+def parameter_fields(form: Mapping[str, Any]) -> dict[str, str]:
+    """The values a rerun form changes, by name: fields left empty keep the run's value (a
+    secret is never put back into the page, so an empty one keeps it)."""
+    return {name[len(FIELD_PREFIX):]: value for name, value in form.items()
+            if name.startswith(FIELD_PREFIX) and isinstance(value, str) and value != ""}
+
+
 async def cancel(request: web.Request) -> web.Response:
     return await _act(request, "cancel")
 
@@ -86,7 +99,7 @@ async def _act(request: web.Request, action: str) -> web.Response:
             await ctx.service.cancel(run_id, actor)
             target = run_id
         else:
-            result = await ctx.service.rerun(run_id, actor)
+            result = await ctx.service.rerun(run_id, actor, changes=parameter_fields(form))
             target = result.run.id
     except PermissionDenied as exc:
         logger.info("page %s refused: %s", action, exc, extra={"run_id": run_id})

@@ -11,10 +11,11 @@ from typing import Any
 from aiohttp import web
 
 from core.errors import BadInput, NotFound
-from core.masking import mask_mapping
+from core.masking import MASK, mask_mapping
 from core.models import Attempt, Run
 from core.numbers import INT32_MAX, bounded_int, shown
 from core.service import RunDetail
+from core.spec import ParameterSpec
 from web import actions, present
 from web.ansi import to_html
 from web.context import HEADERS, HTML, WEB, WebContext
@@ -43,6 +44,15 @@ async def _load(ctx: WebContext, request: web.Request) -> tuple[RunDetail, str] 
         return ctx.error(400, "Not a run", str(exc))
 
 
+def _rerun_fields(ctx: WebContext, run: Run) -> list[tuple[ParameterSpec, str]]:
+    """The job's parameters with the run's values, for the rerun form (secrets left empty)."""
+    try:
+        job = ctx.service.catalog.resolve(f"{run.app}/{run.job}").job
+    except NotFound:
+        return []
+    return [(p, "" if p.secret else run.overrides.get(p.name, "")) for p in job.parameters]
+
+
 def _attempt_seconds(attempt: Attempt) -> float | None:
     if attempt.finished_at is None:
         return None
@@ -64,7 +74,9 @@ async def run_page(request: web.Request) -> web.StreamResponse:
         "live": not run.run_state.is_final,
         "browsing": ctx.access.is_browser(request),
         "links_back": present.links_back(run.origin),
-        "overrides": mask_mapping(run.overrides),
+        "overrides": {**mask_mapping(run.overrides),
+                      **dict.fromkeys(run.secret_parameters, MASK)},
+        "parameters": _rerun_fields(ctx, run) if offer.rerun else [],
         "can_cancel": offer.cancel, "can_rerun": offer.rerun, "refusal": offer.refusal,
         "account": ctx.account(request, request.path_qs),
         "attempt_seconds": _attempt_seconds,

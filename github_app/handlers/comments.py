@@ -8,6 +8,7 @@ import logging
 from core.catalog import JobRef
 from core.errors import BadInput, Conflict, JobbotError, PermissionDenied
 from core.models import Run, RunState
+from core.parameters import secret_names
 from core.policy import GITHUB_PERMISSIONS, Actor
 from core.spec import AppSpec
 from github_app import commands, heads, keys, render
@@ -97,6 +98,11 @@ async def _execute(delivery: Delivery, ctx: Context, api: InstallationApi,
                                f"must comment /ok-to-test for {pr.head_sha[:7]} first")
     if command.name == "run":
         assert target is not None
+        secret = sorted(secret_names(target.job) & command.overrides.keys())
+        if secret:
+            # Everyone who can read the pull request reads its comments.
+            raise BadInput(f"{', '.join(secret)} of {target.job.name} is secret, and a "
+                           "comment is public: give it from Slack or the CLI instead")
         result = await ctx.start(target, actor, repository=repository, sha=pr.head_sha,
                                  ref=pr.head_ref, key=f"{key}:{target.key}", origin=origin,
                                  overrides=command.overrides)
