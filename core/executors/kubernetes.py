@@ -34,6 +34,7 @@ from core.executors.k8s.watch import JobWatch, WatchEvent
 from core.logs import LogStore
 from core.masking import Masker, is_sensitive_key, secret_forms
 from core.models import Attempt, Run, RunState
+from core.parameters import secret_names as secret_parameters
 from core.spec import AppSpec, JobSpec
 
 logger = logging.getLogger(__name__)
@@ -391,9 +392,12 @@ class KubernetesExecutor(ReporterBinding):
         env = [(e.get("name", ""), e.get("value")) for e in container.get("env") or []]
         env += list(run.overrides.items())
         spec = self._job_spec(run)
+        hidden: frozenset[str] = frozenset()
         if spec is not None:
             env += list(spec.env.items())
-        sensitive = [v for k, v in env if isinstance(v, str) and is_sensitive_key(str(k))]
+            hidden = secret_parameters(spec)
+        sensitive = [v for k, v in env if isinstance(v, str)
+                     and (is_sensitive_key(str(k)) or k in hidden)]
         names = [(ref.get("secretRef") or {}).get("name") for ref in container.get("envFrom")
                  or []]
         try:

@@ -49,6 +49,7 @@ jobs:
     command: [python, db.py]
     env: {DB_USER: app, SERVICE_PASSWORD: env-pass-1234, API_TOKEN: env-token-0000}
     secrets: [db-credentials]
+    parameters: [{name: PHRASE, secret: true}]
 """
 ACTOR = Actor.cli("alice")
 # What the Secret db-credentials holds; the pods of job `db` print it.
@@ -460,13 +461,15 @@ async def test_an_adopted_run_keeps_masking_secrets_and_sensitive_env(
         app: AppSpec, sqlite_store: Store, tmp_path: Path, fake: FakeKubernetes) -> None:
     _add_db_secret(fake)
     first = kube_service(app, sqlite_store, tmp_path / "data", api_for(fake.url))
-    run = (await first.trigger("db", ACTOR, overrides={"API_TOKEN": "override-tok-5678"})).run
+    run = (await first.trigger("db", ACTOR, overrides={"API_TOKEN": "override-tok-5678",
+                                                       "PHRASE": "phrase-value-9999"})).run
     name = await _job_of(fake, run)
-    pod = await fake.add_pod(NS, name, log=[f"before {DB_PASSWORD}"])
+    pod = await fake.add_pod(NS, name, log=[f"before {DB_PASSWORD} phrase-value-9999"])
     await eventually(lambda: _attempts(first, run, 1), "attempt 1")
     await first.shutdown("jobbot restarting")
+    # The secret parameter is masked by its name's `secret: true`, after a restart too.
     await fake.append_log(NS, pod, f"after {DB_PASSWORD}", "env-pass-1234 override-tok-5678",
-                          "line-two-ghijkl")
+                          "line-two-ghijkl", "phrase-value-9999")
     second = kube_service(app, sqlite_store, tmp_path / "data", api_for(fake.url))
     try:
         assert await second.reconcile() == 1
@@ -474,7 +477,8 @@ async def test_an_adopted_run_keeps_masking_secrets_and_sensitive_env(
         await fake.finish_job(NS, name, "Complete")
         assert (await _final(second, run)).state == "succeeded"
         lines = [line async for _, line in second.logs(run.id)]
-        assert lines == ["before ********", "after ********", "******** ********", "********"]
+        assert lines == ["before ******** ********", "after ********", "******** ********",
+                         "********", "********"]
     finally:
         await second.shutdown()
 
