@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from core.errors import ConfigError, NotFound
+from core.parameters import ParameterErrors, check_parameters
 from core.spec import load_app, parse_app
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,6 +47,10 @@ jobs:
     notify: {slack_channel: "#db", on: [start, failure, success]}
     pull_requests: false
     fork_secrets: false
+    parameters:
+      - {name: TARGET, type: choice, choices: [staging, production], required: true}
+      - {name: STEPS, type: int, default: 1, description: "how many migrations"}
+      - {name: TOKEN, type: string, pattern: "^[a-z0-9]+$", secret: true}
   - name: nightly-report
     image: python:3.12-slim
     command: [python, report.py]
@@ -73,6 +78,11 @@ def test_the_design_brief_example_is_valid() -> None:
     assert migrate.time_limit == 480 and migrate.backoff_limit == 3
     assert migrate.notify.slack_channel == "#db"
     assert migrate.allow.slack_users == ("U123",)
+    target, steps, token = migrate.parameters
+    assert (target.type, target.choices, target.required) == (
+        "choice", ("staging", "production"), True)
+    assert (steps.type, steps.default, steps.description) == ("int", "1", "how many migrations")
+    assert (token.pattern, token.secret) == ("^[a-z0-9]+$", True)
     report = app.job("nightly-report")
     assert report.schedule == ("0 3 * * *",)
     assert report.time_limit == 3600  # from defaults
@@ -318,3 +328,79 @@ def test_unknown_job_suggests_the_closest_name() -> None:
     app = parse_app(FULL)
     with pytest.raises(NotFound, match=r"no job 'db-migrat' in app 'shop' \(did you mean "):
         app.job("db-migrat")
+
+
+PARAMETER_PROBLEMS = """app: a
+jobs:
+  - name: migrate
+    image: x
+    command: [x]
+    env: {MODE: fast}
+    parameters:
+      - {name: STEPS, type: int, default: two}
+      - {name: TOKEN, pattern: "^[a-z]+$", secret: true, default: abc}
+      - {name: MODE}
+      - {name: LD_PRELOAD}
+      - {name: JOBBOT_RUN_ID}
+      - {name: 9LIVES}
+      - {name: X, type: int, choices: [1, 2], colour: red}
+      - {name: Y, pattern: "["}
+      - {name: Z, type: choice}
+      - {name: W, type: bool, pattern: "x"}
+      - {name: V, type: choice, choices: [a, b], default: c}
+      - {name: U, type: float}
+      - {name: STEPS}
+      - {name: T, type: int, choices: [1, 2]}
+  - name: nightly
+    image: x
+    command: [x]
+    schedule: "0 3 * * *"
+    parameters: [{name: A, required: true}, {name: B, required: true, default: b}]
+"""
+
+
+def test_parameters_are_checked_with_file_line_and_key() -> None:
+    found = problems(PARAMETER_PROBLEMS)
+    prefix = "app.yaml:{}: jobs[migrate].parameters[{}]."
+    expected = [
+        (8, 0, "default: the default does not fit the parameter: 'two' is not a whole number"),
+        (9, 1, "default: a secret parameter has no default: it would be readable in app.yaml"),
+        (10, 2, "name: MODE is also in env: give its default value in the parameter instead"),
+        (11, 3, "name: LD_PRELOAD changes how programs are loaded or started: no run may set "
+                "it"),
+        (12, 4, "name: JOBBOT_RUN_ID is set by jobbot itself (JOBBOT_ variables are jobbot's): "
+                "no run may set it"),
+        (13, 5, "name: '9LIVES' is not a valid environment variable name: use letters, digits "
+                "and '_', not starting with a digit"),
+        (14, 6, "colour: unknown key 'colour'; allowed: choices, default, description, name, "
+                "pattern, required, secret, type"),
+        (15, 7, "pattern: '[' is not a regular expression: unterminated character set at "
+                "position 0"),
+        (16, 8, "choices: type choice needs choices, e.g. [staging, production]"),
+        (17, 9, "pattern: only applies to type string, not bool"),
+        (18, 10, "default: the default does not fit the parameter: 'c' is not one of a, b"),
+        (19, 11, "type: 'float' is not allowed; input should be 'string', 'int', 'bool' or "
+                 "'choice'"),
+        (20, 12, "name: parameter STEPS is defined twice"),
+        (21, 13, "choices: only apply to type choice, not int"),
+    ]
+    for line, index, message in expected:
+        assert prefix.format(line, index) + message in found, (message, found)
+    assert ("app.yaml:26: jobs[nightly].parameters[0].required: A is required and has no "
+            "default, but scheduled runs give no parameters: add a default") in found
+    assert not any("parameters[1]" in p and "nightly" in p for p in found)
+
+
+def test_parameter_values_are_converted_and_checked_by_one_validator() -> None:
+    job = parse_app(FULL).job("db-migrate")
+    checked = check_parameters(job, {"TARGET": "production", "STEPS": " 007 ",
+                                     "TOKEN": "abc123", "RAILS_ENV": "staging"})
+    assert checked.values == {"TARGET": "production", "STEPS": "7", "RAILS_ENV": "staging"}
+    assert checked.secrets == {"TOKEN": "abc123"}
+    assert checked.shown()["TOKEN"] == "********" and "abc123" not in repr(checked)
+    with pytest.raises(ParameterErrors) as caught:
+        check_parameters(job, {"STEPS": "1.5", "TOKEN": "Secret-Value"})
+    assert caught.value.errors == {
+        "TARGET": "is required", "STEPS": "'1.5' is not a whole number",
+        "TOKEN": "the value does not match the pattern ^[a-z0-9]+$"}
+    assert "Secret-Value" not in str(caught.value)
