@@ -65,6 +65,19 @@ class Command:
         return " ".join(parts)
 
 
+def without_values(text: str) -> str:
+    """`text` with the value of every KEY=VALUE masked: how a command that could not be parsed
+    is recorded (it may hold a secret parameter's value, of a job it never got to name)."""
+    try:
+        words = split(text)
+    except BadInput:
+        # Quotes left open: nothing after the first `=` can be told apart safely.
+        key, sep, _ = text.partition("=")
+        return f"{key}={MASK}" if sep else text
+    return " ".join(shlex.quote(f"{w.partition('=')[0]}={MASK}") if "=" in w
+                    else shlex.quote(w) for w in words)
+
+
 def split(text: str) -> list[str]:
     """Words of `text`, as a POSIX shell would split them (nothing is ever executed)."""
     cleaned = html.unescape(text.translate(_QUOTES)).strip()

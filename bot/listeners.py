@@ -13,7 +13,7 @@ from slack_bolt.async_app import AsyncAck, AsyncApp
 
 from bot import render, slackapi
 from bot.backlog import Backlog
-from bot.commands import parse
+from bot.commands import parse, without_values
 from bot.render import Form, Reply
 from bot.responder import Responder
 from bot.router import Request, Router
@@ -92,7 +92,8 @@ def register_listeners(app: AsyncApp, router: Router, backlog: Backlog,
         try:
             command = parse(text)
         except BadInput as exc:
-            await record(command_key(body), "typo", body)
+            # Recorded for the audit log only: values masked (a secret may be among them).
+            await record(command_key(body), "typo", {**body, "text": without_values(text)})
             await ack(text=render.error(str(exc)).text)
             return
         hidden = router.hidden(command.job) if command.name == "run" else frozenset()
@@ -150,19 +151,21 @@ def register_listeners(app: AsyncApp, router: Router, backlog: Backlog,
         # Slack shows errors on the form's fields only when they come in this very answer:
         # the values are checked here, in memory (the job's parameters, no I/O), before the
         # one commit and the ack. Secret values are recorded sealed, never in the clear.
-        view = body.get("view") or {}
-        state = (view.get("state") or {}).get("values") or {}
+        view = _mapping(body.get("view"))
+        state = _mapping(_mapping(view.get("state")).get("values"))
+        blocks = view.get("blocks")
+        blocks = blocks if isinstance(blocks, list) else []
         names = [str(b.get("block_id", ""))[len(render.FIELD_BLOCK):]
-                 for b in view.get("blocks") or [] if isinstance(b, dict)
+                 for b in blocks if isinstance(b, dict)
                  and str(b.get("block_id", "")).startswith(render.FIELD_BLOCK)]
         try:
-            form = json.loads(view.get("private_metadata") or "{}")
-        except ValueError:
+            form = json.loads(str(view.get("private_metadata") or "{}"))
+        except (ValueError, RecursionError):
             form = None
         if not isinstance(form, dict) or not names:
-            await ack()
+            await ack()  # not a form of jobbot's: nothing to check or do
             return
-        values = render.form_values(state if isinstance(state, dict) else {})
+        values = render.form_values(state)
         values = {k: v for k, v in values.items() if k in names}
         errors = router.check_form(form, values)
         user = body.get("user") or {}
@@ -257,6 +260,10 @@ def _clicker(body: dict[str, Any]) -> Actor:
     user = body.get("user") or {}
     channel = (body.get("channel") or {}).get("id")
     return slack_actor(str(user.get("id", "")), user.get("username") or user.get("name"), channel)
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _submitter(body: dict[str, Any]) -> Actor:

@@ -428,6 +428,6 @@ def form_errors(errors: dict[str, str], names: Sequence[str]) -> dict[str, str]:
     shown: dict[str, str] = {}
     for name, message in errors.items():
         block = FIELD_BLOCK + (name if name in names else names[0])
-        text = message if name in names else f"{name}: {message}"
+        text = message if name in names or not name else f"{name}: {message}"
         shown[block] = clip(f"{shown[block]}; {text}" if block in shown else text, 2000)
     return shown

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from bot import render
-from bot.commands import USAGE, Command, parse
+from bot.commands import USAGE, Command, parse, without_values
 from bot.render import Reply
 from core.errors import BadInput, Conflict, JobbotError, PermissionDenied
 from core.links import Links
@@ -151,7 +151,7 @@ class Router:
 
     async def handle(self, request: Request, command: Command | None = None) -> Reply:
         """Answer `request` (or the `command` it stands for, when it came from a form)."""
-        described = request.text.strip()[:200]
+        described = without_values(request.text.strip())[:200]
         try:
             command = command or parse(request.text)
             described = command.describe(self.hidden(command.job))

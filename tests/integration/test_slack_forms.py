@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.parse
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -268,3 +269,43 @@ async def test_only_people_allowed_to_run_the_job_get_its_form(
         assert fake.calls_of("views.open") == []
     finally:
         await stop()
+
+
+@pytest.mark.parametrize("change", [
+    {"state": "not an object"},
+    {"state": {"values": ["a list"]}},
+    {"private_metadata": "{not json"},
+    {"private_metadata": "[1, 2]"},
+    {"blocks": "not a list"},
+    {"private_metadata": json.dumps({"job": "no-such-job"})},
+])
+async def test_odd_submissions_are_answered_without_a_server_error(
+        bot: Bot, change: dict[str, Any]) -> None:
+    _, _, trigger = await bot.command("run deploy")
+    view = await opened_form(bot, trigger)
+    body = json.loads(urllib.parse.parse_qs(
+        bot.slack.view_submission(view, {"param:TARGET": "staging"}))["payload"][0])
+    body["view"].update(change)
+    raw = urllib.parse.urlencode({"payload": json.dumps(body)})
+    status, text = await bot.slack.post(raw, bot.slack.headers(raw))
+    assert status < 500, text
+    if "no-such-job" in json.dumps(change):
+        errors = json.loads(text)["errors"]
+        assert list(errors) == ["param:TARGET"]
+        assert errors["param:TARGET"].startswith("no job 'no-such-job'")
+    await bot.app[BOT].backlog.join()
+    assert await bot.runtime.service.runs() == []
+
+
+async def test_a_command_that_cannot_be_parsed_is_recorded_without_its_values(
+        bot: Bot) -> None:
+    for text in (f"run deploy TOKEN={TOKEN_VALUE} --bogus",
+                 f"run deploy 'TOKEN={TOKEN_VALUE} more' --bogus",
+                 f"run deploy TOKEN='{TOKEN_VALUE}"):
+        status, ack, _ = await bot.command(text)
+        assert status == 200 and ("unknown option" in ack or "close your quotes" in ack), ack
+        assert TOKEN_VALUE not in ack
+    await bot.app[BOT].backlog.join()
+    entries = await asyncio.to_thread(bot.runtime.store.audit_log)
+    assert "/job run deploy 'TOKEN=********' --bogus" in [e.target for e in entries]
+    assert TOKEN_VALUE not in database_text(bot)
