@@ -174,7 +174,9 @@ class JobService:
         if not given and not target.job.parameters:
             return Parameters()
         keys: frozenset[str] = frozenset()
-        if target.job.secrets and isinstance(self.executor, SecretKeys):
+        # The secrets' keys matter only for names the run would set (given, or defaults).
+        sets_names = bool(given) or any(p.default is not None for p in target.job.parameters)
+        if target.job.secrets and sets_names and isinstance(self.executor, SecretKeys):
             keys = await self.executor.secret_keys(target.app, target.job)
         try:
             return check_values(target.job, given, keys)
