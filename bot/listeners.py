@@ -145,7 +145,11 @@ def register_listeners(app: AsyncApp, router: Router, backlog: Backlog,
             await answer(body, reply, actor.slack_user)
 
     async def typo(key: str, body: dict[str, Any]) -> None:
-        await run_command(key, body, answer_it=False)
+        # Answered in the ack; its (masked) text is audited, and never parsed or run again.
+        channel = body.get("channel_id")
+        actor = slack_actor(str(body["user_id"]), body.get("user_name"), channel)
+        await router.refused(str(body.get("text", "")), actor,
+                             {"slack_channel": channel, "slack_user": actor.slack_user})
 
     async def on_submit(body: dict[str, Any], ack: AsyncAck) -> None:
         # Slack shows errors on the form's fields only when they come in this very answer:

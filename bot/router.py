@@ -170,6 +170,12 @@ class Router:
                                  detail)
         return answer
 
+    async def refused(self, text: str, actor: Actor, origin: dict[str, Any]) -> None:
+        """A command that could not be parsed (answered already): audited, values masked."""
+        where = origin.get("slack_channel")
+        await self.service.audit(actor, "command", f"/job {without_values(text.strip())[:200]}"
+                                 [:255], "rejected", f"in {where}" if where else None)
+
     async def confirm(self, pending_id: str, user: str, idempotency_key: str) -> Reply:
         """The requester pressed Run on a confirmation."""
         pending = await self.confirmations.take(pending_id, user, key=idempotency_key)

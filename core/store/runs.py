@@ -68,17 +68,20 @@ class NewRun:
 
     def row(self, run_id: str, number: int, now: datetime) -> dict[str, Any]:
         """The runs row of this run: the one list of columns a new run is written with."""
-        return {
+        row = {
             "id": run_id, "app": self.app, "job": self.job, "number": number,
             "state": self.state.value, "source": self.source, "actor": self.actor,
             "ref": self.ref, "sha": self.sha, "image": self.image,
             "overrides": dict(self.overrides), "origin": dict(self.origin),
-            "secret_parameters": dict(self.secret_parameters),
             "idempotency_key": self.idempotency_key, "scheduled_for": self.scheduled_for,
             "rerun_of": self.rerun_of, "executor": self.executor, "owner": self.owner,
             "created_at": now, "started_at": None, "reason": self.reason,
             "finished_at": now if self.state.is_final else None,
         }
+        if self.secret_parameters:
+            # Left out when empty, as for nearly every run: the column's default fills it.
+            row["secret_parameters"] = dict(self.secret_parameters)
+        return row
 
 
 class ActiveRun(NamedTuple):
@@ -202,7 +205,7 @@ class RunStore(StoreBase):
                  for record, row in zip(audits, rows, strict=True) if record is not None]
         if lines:
             conn.execute(_INSERT_AUDIT, lines)
-        return [Run.model_construct(**row) for row in rows]
+        return [Run.model_construct(**{"secret_parameters": {}, **row}) for row in rows]
 
     @staticmethod
     def _used_keys(conn: Connection, keys: list[str]) -> set[str]:

@@ -136,7 +136,10 @@ def test_slot_keys_put_the_time_first_and_back(db_url: str) -> None:
             assert found is not None and found.id == made[old[job]]
         assert store.run_by_key("slack:T1:C1:42") is not None
         downgrade(store.engine, "0008_schedule_in_job_state")
-        assert {key: run.id for key in made if (run := store.run_by_key(key))} == made
+        # Read as rows: the Run model has columns that later migrations add.
+        with store.engine.connect() as conn:
+            rows = conn.execute(sa.text("SELECT idempotency_key, id FROM runs"))
+            assert {key: run_id for key, run_id in rows if key in made} == made
     finally:
         store.close()
 

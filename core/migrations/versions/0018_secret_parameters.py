@@ -16,12 +16,12 @@ branch_labels = None
 depends_on = None
 
 
+# Plain ALTER TABLE (SQLite has both since 3.35): a batch copy of `runs` would be dropped
+# and recreated, which the foreign keys of attempts and run events refuse.
 def upgrade() -> None:
-    with op.batch_alter_table('runs') as batch:
-        batch.add_column(sa.Column('secret_parameters', sa.JSON(), nullable=False,
-                                   server_default='{}'))
+    op.add_column('runs', sa.Column('secret_parameters', sa.JSON(), nullable=False,
+                                    server_default='{}'))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('runs') as batch:
-        batch.drop_column('secret_parameters')
+    op.drop_column('runs', 'secret_parameters')
