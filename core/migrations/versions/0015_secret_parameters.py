@@ -1,6 +1,6 @@
 """Runs: the sealed values of their secret parameters
 
-Revision ID: 0018_secret_parameters
+Revision ID: 0015_secret_parameters
 Revises: 0012_pull_request_heads
 Create Date: 2026-12-07
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0018_secret_parameters'
-down_revision = '0012_pull_request_heads'
+revision = '0015_secret_parameters'
+down_revision = '0014_replica_leases'
 branch_labels = None
 depends_on = None
 
