@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test check lint typecheck imports unit browser-test chromium bench postgres venv clean help
+.PHONY: run test check lint typecheck imports unit browser-test chromium helm bench postgres venv clean help
 
 help:
 	@echo "make run     serve the example app.yaml on http://127.0.0.1:8080 (SQLite, local executor)"
@@ -42,7 +42,11 @@ imports: venv
 
 check: lint typecheck imports
 
-unit: venv postgres
+# The chart's tests need helm: built once into ~/.cache/jobbot, before the tests' time limits.
+helm:
+	@bash scripts/ensure-helm.sh
+
+unit: venv postgres helm
 	$(PY) -m pytest
 
 chromium:
