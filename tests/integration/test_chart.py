@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import re
+import shlex
+import textwrap
 from typing import Any
 
 import kubernetes_validate
@@ -100,11 +102,17 @@ def keyed(docs: list[dict[str, Any]], renames: dict[str, str]) -> dict[tuple[str
     return objects
 
 
-def test_chart_lints() -> None:
-    for args in ([], RICH, OTHER_NAMESPACE):
+def test_chart_lints_and_its_notes_render() -> None:
+    for args in ([], RICH, OTHER_NAMESPACE, ["--set", "githubSecret="]):
         result = helm("lint", "--strict", str(CHART), "--namespace", "jobbot", *args)
         assert result.returncode == 0, result.stdout + result.stderr
         assert "1 chart(s) linted, 0 chart(s) failed" in result.stdout
+        result = helm("install", "jobbot", str(CHART), "--namespace", "jobbot",
+                      "--dry-run=client", *args)
+        assert result.returncode == 0, result.stderr
+        notes = result.stdout.split("\nNOTES:\n", 1)[1]
+        assert "kubectl -n jobbot exec deploy/jobbot -- jobbot slack-manifest" in notes
+        assert "/github/setup" in notes
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -202,3 +210,42 @@ def test_settings_that_cannot_work_are_refused(settings: list[str], message: str
     assert result.returncode == 1
     assert message in result.stderr, result.stderr
     assert result.stdout == ""
+
+
+def quick_start_commands() -> list[list[str]]:
+    """The shell commands of the README's "Quick start on a cluster", split as a shell would."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Quick start on a cluster\n", 1)[1].split("\n## ", 1)[0]
+    commands = []
+    for block in re.findall(r"```sh\n(.*?)```", section, flags=re.DOTALL):
+        text = re.sub(r"\\\n\s*", "", textwrap.dedent(block))
+        commands += [shlex.split(line, comments=True) for line in text.splitlines()
+                     if line.strip()]
+    return commands
+
+
+def test_the_quick_start_installs_the_chart_with_the_secret_it_reads() -> None:
+    commands = quick_start_commands()
+    [install] = [c for c in commands if c[:2] == ["helm", "install"]]
+    assert install[2:4] == ["jobbot", "charts/jobbot"]
+    docs = helm_template(*install[4:])  # its --namespace comes last, and wins
+    for doc in docs:
+        kubernetes_validate.validate(doc, VERSIONS[-1], strict=True)
+    host = one(docs, "Ingress")["spec"]["rules"][0]["host"]
+    assert env_of(docs)["JOBBOT_PUBLIC_URL"] == f"https://{host}"
+    assert one(docs, "Deployment")["metadata"]["namespace"] == install[
+        install.index("--namespace") + 1]
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    [create] = [c for c in commands if "generic" in c]
+    assert create[create.index("generic") + 1] == values["existingSecret"]
+    keys = {arg.split("=", 2)[1] for arg in create if arg.startswith("--from-literal=")}
+    assert values["database"]["secretKey"] in keys
+    assert {"JOBBOT_SECRET_KEY", "JOBBOT_WEB_TOKEN"} <= keys
+    [patch] = [c for c in commands if "patch" in c]
+    assert values["existingSecret"] in patch
+    assert {"SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET"} <= set(
+        yaml.safe_load(patch[patch.index("-p") + 1])["stringData"])
+    restarts = [c for c in commands if c[-2:] == ["restart", "deployment/jobbot"]]
+    assert len(restarts) == 2  # after Slack's credentials, and after the GitHub App's
+    assert values["githubSecret"] in (ROOT / "README.md").read_text().split(
+        "**Register the GitHub App.**", 1)[1]
