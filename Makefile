@@ -11,6 +11,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 help:
 	@echo "make run     serve the example app.yaml on http://127.0.0.1:8080 (SQLite, local executor)"
 	@echo "make test    lint, type-check, check layering, unit, integration and browser tests"
+	@echo "make helm    build the pinned helm the chart's tests use (once, into ~/.cache/jobbot)"
 	@echo "make browser-test  the run pages in headless Chromium (installs Debian's chromium)"
 	@echo "make e2e     end-to-end tests against a real Kubernetes control plane"
 	@echo "make fuzz    the fuzz suite at length (10,000+ cases; make test runs a bounded one)"

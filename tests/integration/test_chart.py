@@ -67,9 +67,10 @@ def _drop_labels(labels: dict[str, str] | None) -> None:
 def normalised(doc: dict[str, Any], renames: dict[str, str]) -> dict[str, Any]:
     """`doc` without what must differ between helm and kustomize.
 
-    helm's release labels go, with the pod annotation that rolls pods on a new app.yaml (the
-    hash suffix of kustomize's ConfigMap name does that there) and that suffix (`renames`);
-    app.yaml is compared as data, not text.
+    helm's release labels go, with its annotation that keeps the jobs' namespace on uninstall
+    and the pod annotation that rolls pods on a new app.yaml (the hash suffix of kustomize's
+    ConfigMap name does that there) and that suffix (`renames`); app.yaml is compared as data,
+    not text.
     """
     doc = copy.deepcopy(doc)
     text = yaml.safe_dump(doc)
@@ -77,6 +78,11 @@ def normalised(doc: dict[str, Any], renames: dict[str, str]) -> dict[str, Any]:
         text = text.replace(old, new)
     doc = yaml.safe_load(text)
     _drop_labels(doc["metadata"].get("labels"))
+    annotations = doc["metadata"].get("annotations")
+    if annotations is not None:
+        annotations.pop("helm.sh/resource-policy", None)  # kubectl deletes nothing by itself
+        if not annotations:
+            del doc["metadata"]["annotations"]
     spec = doc.get("spec", {})
     selector = spec.get("selector")
     if isinstance(selector, dict):
@@ -139,6 +145,12 @@ def test_chart_deploys_what_the_kustomize_tree_deploys(tree: str) -> None:
     assert sorted(ours) == sorted(theirs)
     for key, doc in theirs.items():
         assert ours[key] == doc, key
+
+
+def test_the_jobs_namespace_outlives_the_release() -> None:
+    namespace = one(helm_template(), "Namespace")
+    assert namespace["metadata"]["name"] == "jobs"
+    assert namespace["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
 
 
 def test_role_and_namespace_follow_the_jobs_namespace() -> None:
