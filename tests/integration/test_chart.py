@@ -214,7 +214,11 @@ def test_app_config_from_a_file_is_served_as_written_and_rolls_the_pods() -> Non
      "appConfig's app example runs its jobs in namespace jobs, but jobs.namespace is shop-jobs"),
     (["--set", "appConfig.kubernetes=null"],
      "appConfig's app example runs its jobs in namespace example, but jobs.namespace is jobs"),
-    (["--set", "executor=kubernetess"], 'executor must be kubernetes or local, not "kubernetess"'),
+    (["--set", "executor=kubernetess"], "at '/executor': value must be one of 'kubernetes', "
+                                        "'local'"),
+    (["--set", "replicas=3"], "additional properties 'replicas' not allowed"),
+    (["--set", "jobs.namespace=Jobs"], "at '/jobs/namespace': 'Jobs' does not match pattern"),
+    (["--set", "publicUrl=jobbot.example.com"], "at '/publicUrl': 'jobbot.example.com' does not"),
     (["--set-string", "appConfig=app: [unclosed"], "appConfig is not YAML"),
 ])
 def test_settings_that_cannot_work_are_refused(settings: list[str], message: str) -> None:

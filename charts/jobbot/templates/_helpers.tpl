@@ -40,14 +40,6 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
-{{/* The executor, checked: a typo here would otherwise only show in the pod's log. */}}
-{{- define "jobbot.executor" -}}
-{{- if not (has .Values.executor (list "kubernetes" "local")) }}
-{{- fail (printf "executor must be kubernetes or local, not %q" .Values.executor) }}
-{{- end }}
-{{- .Values.executor }}
-{{- end }}
-
 {{/*
 The jobs' namespace, checked against appConfig: the executor's Role is there only, so an app
 whose jobs go elsewhere (its `kubernetes.namespace`, by default its name) could not run them.
