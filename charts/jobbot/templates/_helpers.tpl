@@ -34,7 +34,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{/* The app.yaml text: appConfig as given (`--set-file`) or rendered from a map. */}}
 {{- define "jobbot.appConfig" -}}
 {{- if kindIs "string" .Values.appConfig }}
-{{- .Values.appConfig }}
+{{- .Values.appConfig | trimAll "\n" }}
 {{- else }}
 {{- toYaml .Values.appConfig }}
 {{- end }}
