@@ -202,7 +202,7 @@ def test_public_url_wins_over_the_ingress_host() -> None:
 def test_app_config_from_a_file_is_served_as_written_and_rolls_the_pods() -> None:
     text = (ROOT / "manifests" / "base" / "app.yaml").read_text()
     docs = helm_template("--set-file", f"appConfig={ROOT / 'manifests' / 'base' / 'app.yaml'}")
-    assert one(docs, "ConfigMap")["data"]["app.yaml"].rstrip("\n") == text.rstrip("\n")
+    assert one(docs, "ConfigMap")["data"]["app.yaml"] == text
     checksum = "checksum/app-config"
     before = one(helm_template(), "Deployment")["spec"]["template"]["metadata"]["annotations"]
     after = one(docs, "Deployment")["spec"]["template"]["metadata"]["annotations"]
