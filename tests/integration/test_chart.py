@@ -80,7 +80,7 @@ def normalised(doc: dict[str, Any], renames: dict[str, str]) -> dict[str, Any]:
     _drop_labels(doc["metadata"].get("labels"))
     annotations = doc["metadata"].get("annotations")
     if annotations is not None:
-        annotations.pop("helm.sh/resource-policy", None)  # kubectl deletes nothing by itself
+        annotations.pop("helm.sh/resource-policy", None)  # helm only: keep on uninstall
         if not annotations:
             del doc["metadata"]["annotations"]
     spec = doc.get("spec", {})
