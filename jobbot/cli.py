@@ -191,6 +191,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         result = await service.trigger(target.key, _actor(), ref=args.ref, overrides=overrides)
         run = result.run
         print(f"started {run.label} (id {run.id})", file=sys.stderr)
+        print(f"page: {runtime.links.run_url(run.id)}", file=sys.stderr)
         if result.active:
             others = ", ".join(f"#{r.number} ({r.state})" for r in result.active)
             print(f"note: other runs of {run.job} are active: {others}", file=sys.stderr)
@@ -269,7 +270,7 @@ def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
 
     async def body(runtime: Runtime) -> int:
         runs = await runtime.service.runs(args.job, limit=args.limit)
-        print(render.run_table(runs) if runs else "no runs yet")
+        print(render.run_table(runs, runtime.links.run_url) if runs else "no runs yet")
         return EXIT_OK
 
     return _with_runtime(settings, body)
@@ -292,6 +293,7 @@ def cmd_logs(args: argparse.Namespace, settings: Settings) -> int:
             missing = detail.missing_attempt(args.attempt, follow=args.follow)
             if missing:
                 raise NotFound(missing)
+        print(f"page: {runtime.links.run_url(detail.run.id)}", file=sys.stderr)
         last = None
         async for attempt, line in runtime.service.logs(detail.run.id, attempt=args.attempt,
                                                           follow=args.follow):
