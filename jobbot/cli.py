@@ -119,6 +119,12 @@ def _parser() -> argparse.ArgumentParser:
                                "read in the job's time zone)")
     schedule.add_argument("--count", "-n", type=_number(1, MAX_COUNT, "--count"), default=5,
                           help=f"how many (default 5, at most {MAX_COUNT})")
+    manifest = add("slack-manifest", cmd_slack_manifest,
+                   "print the Slack app manifest for this deployment (from JOBBOT_PUBLIC_URL)")
+    manifest.add_argument("--socket-mode", action="store_true",
+                          help="use Socket Mode (SLACK_APP_TOKEN): no public URL needed")
+    manifest.add_argument("--format", choices=("yaml", "json"), default="yaml")
+    manifest.add_argument("--name", default="jobbot", help="the app's name in Slack")
     serve = add("serve", cmd_serve, "serve HTTP, run jobs and schedules")
     serve.add_argument("--verbose", "-v", action="store_true")
     return parser
@@ -422,6 +428,25 @@ def cmd_schedule(args: argparse.Namespace, settings: Settings) -> int:
             start = start.replace(tzinfo=zone)
     for at in fire_times(job, start.astimezone(UTC), args.count):
         print(at.astimezone(zone).isoformat())
+    return EXIT_OK
+
+
+def cmd_slack_manifest(args: argparse.Namespace, settings: Settings) -> int:
+    """Slack's app manifest: create the app from it, install it, copy two values."""
+    import json
+
+    import yaml
+
+    from bot.manifest import manifest
+
+    if not 1 <= len(args.name) <= 35 or not args.name.isprintable():
+        raise BadInput("--name must be 1 to 35 printable characters (Slack's limit)")
+    document = manifest(settings.JOBBOT_PUBLIC_URL, socket_mode=args.socket_mode,
+                        name=args.name)
+    if args.format == "json":
+        print(json.dumps(document, indent=2))
+    else:
+        sys.stdout.write(yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
     return EXIT_OK
 
 
