@@ -10,8 +10,10 @@ from bot.app import EVENTS_PATH
 from core.errors import BadInput
 
 COMMAND = "/job"
-# Where Sign in with Slack comes back to (web/signin.py serves it; the bot may not import web).
+# Where Sign in with Slack comes back to, and the user scopes it asks for (web/signin.py; the
+# bot may not import web).
 SIGNIN_CALLBACK_PATH = "/auth/slack/callback"
+SIGNIN_SCOPES = ("openid", "profile")
 
 # The bot scopes each Slack Web API method the bot calls needs: the one place to add a method
 # (a test finds the calls in bot/ and fails for a method missing here).
@@ -48,8 +50,9 @@ def manifest(public_url: str | None, *, socket_mode: bool, name: str = "jobbot")
         command["url"] = base + EVENTS_PATH
         interactivity["request_url"] = base + EVENTS_PATH
     oauth: dict[str, Any] = {"scopes": {"bot": bot_scopes()}}
-    if base is not None:
-        oauth = {"redirect_urls": [base + SIGNIN_CALLBACK_PATH], **oauth}
+    if base is not None:  # Sign in with Slack, once SLACK_CLIENT_ID and _SECRET are set
+        oauth = {"redirect_urls": [base + SIGNIN_CALLBACK_PATH],
+                 "scopes": {"bot": bot_scopes(), "user": list(SIGNIN_SCOPES)}}
     return {
         "display_information": {
             "name": name,

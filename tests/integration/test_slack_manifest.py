@@ -27,7 +27,7 @@ from jobbot.settings import Settings
 from tests.fakes.slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack, SlackSender
 from tests.support.apps import python_job, write_app
 from tests.support.server import Served, serve
-from web.signin import CALLBACK_PATH
+from web.signin import CALLBACK_PATH, SCOPES
 
 PUBLIC = "https://jobbot.example.com"
 BOT_DIR = Path(bot.__file__).parent
@@ -149,6 +149,7 @@ async def test_the_manifests_command_and_urls_are_the_ones_jobbot_answers(
     assert {call.method for call in fake.calls} <= set(METHOD_SCOPES) | {"openid.connect.token"}
     [redirect] = document["oauth_config"]["redirect_urls"]
     assert path_of(redirect) == CALLBACK_PATH
+    assert document["oauth_config"]["scopes"]["user"] == sorted(SCOPES.split())
     served_paths = {route.resource.canonical for route in served.app.router.routes()
                     if route.resource is not None}
     assert CALLBACK_PATH in served_paths
@@ -224,7 +225,7 @@ def test_socket_mode_needs_no_public_url(
     assert document["settings"]["interactivity"] == {"is_enabled": True}
     assert "url" not in document["features"]["slash_commands"][0]
     assert not [v for v in all_values(document) if v.startswith("http")]
-    assert document["oauth_config"]["scopes"]["bot"] == bot_scopes()
+    assert document["oauth_config"] == {"scopes": {"bot": bot_scopes()}}
 
 
 def test_without_a_usable_public_url_it_exits_2_saying_why(
