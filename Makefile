@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 .PHONY: run test check lint typecheck imports unit browser-test chromium helm bench postgres venv clean help
 
 help:
-	@echo "make run     serve the example app.yaml on http://127.0.0.1:8080 (SQLite, local executor)"
+	@echo "make run     serve the example app.yaml (SQLite, local executor); open the link it prints"
 	@echo "make test    lint, type-check, check layering, unit, integration and browser tests"
 	@echo "make helm    build the pinned helm the chart's tests use (once, into ~/.cache/jobbot)"
 	@echo "make browser-test  the run pages in headless Chromium (installs Debian's chromium)"

@@ -30,6 +30,9 @@ class Actor:
     slack_channel: str | None = None
     github_login: str | None = None
     github_permission: str | None = None
+    # Holds jobbot's own keys, as the CLI does: a browser signed in with the token that
+    # `jobbot serve` printed to its terminal on a loopback address.
+    operator: bool = False
 
     @property
     def name(self) -> str:
@@ -53,7 +56,7 @@ class Decision:
 def decide(job: JobSpec, action: Action, actor: Actor) -> Decision:
     """May `actor` do `action` to `job`? A denial says who may."""
     allow = job.allow
-    if actor.source in (Source.CLI, Source.SCHEDULE):
+    if actor.operator or actor.source in (Source.CLI, Source.SCHEDULE):
         # The CLI runs with direct access to jobbot's database and config: it is an operator.
         return Decision(True)
     if actor.source is Source.SLACK:

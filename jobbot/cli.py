@@ -119,6 +119,12 @@ def _parser() -> argparse.ArgumentParser:
                                "read in the job's time zone)")
     schedule.add_argument("--count", "-n", type=_number(1, MAX_COUNT, "--count"), default=5,
                           help=f"how many (default 5, at most {MAX_COUNT})")
+    manifest = add("slack-manifest", cmd_slack_manifest,
+                   "print the Slack app manifest for this deployment (from JOBBOT_PUBLIC_URL)")
+    manifest.add_argument("--socket-mode", action="store_true",
+                          help="use Socket Mode (SLACK_APP_TOKEN): no public URL needed")
+    manifest.add_argument("--format", choices=("yaml", "json"), default="yaml")
+    manifest.add_argument("--name", default="jobbot", help="the app's name in Slack")
     serve = add("serve", cmd_serve, "serve HTTP, run jobs and schedules")
     serve.add_argument("--verbose", "-v", action="store_true")
     return parser
@@ -191,6 +197,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         result = await service.trigger(target.key, _actor(), ref=args.ref, overrides=overrides)
         run = result.run
         print(f"started {run.label} (id {run.id})", file=sys.stderr)
+        print(f"page: {runtime.links.run_url(run.id)}", file=sys.stderr)
         if result.active:
             others = ", ".join(f"#{r.number} ({r.state})" for r in result.active)
             print(f"note: other runs of {run.job} are active: {others}", file=sys.stderr)
@@ -269,7 +276,7 @@ def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
 
     async def body(runtime: Runtime) -> int:
         runs = await runtime.service.runs(args.job, limit=args.limit)
-        print(render.run_table(runs) if runs else "no runs yet")
+        print(render.run_table(runs, runtime.links.run_url) if runs else "no runs yet")
         return EXIT_OK
 
     return _with_runtime(settings, body)
@@ -292,6 +299,7 @@ def cmd_logs(args: argparse.Namespace, settings: Settings) -> int:
             missing = detail.missing_attempt(args.attempt, follow=args.follow)
             if missing:
                 raise NotFound(missing)
+        print(f"page: {runtime.links.run_url(detail.run.id)}", file=sys.stderr)
         last = None
         async for attempt, line in runtime.service.logs(detail.run.id, attempt=args.attempt,
                                                           follow=args.follow):
@@ -420,6 +428,25 @@ def cmd_schedule(args: argparse.Namespace, settings: Settings) -> int:
             start = start.replace(tzinfo=zone)
     for at in fire_times(job, start.astimezone(UTC), args.count):
         print(at.astimezone(zone).isoformat())
+    return EXIT_OK
+
+
+def cmd_slack_manifest(args: argparse.Namespace, settings: Settings) -> int:
+    """Slack's app manifest: create the app from it, install it, copy two values."""
+    import json
+
+    import yaml
+
+    from bot.manifest import manifest
+
+    if not 1 <= len(args.name) <= 35 or not args.name.isprintable():
+        raise BadInput("--name must be 1 to 35 printable characters (Slack's limit)")
+    document = manifest(settings.JOBBOT_PUBLIC_URL, socket_mode=args.socket_mode,
+                        name=args.name)
+    if args.format == "json":
+        print(json.dumps(document, indent=2))
+    else:
+        sys.stdout.write(yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
     return EXIT_OK
 
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 import logging
 import os
+import secrets
 import signal
+import sys
 
 from aiohttp import web
 from pydantic import SecretStr
@@ -27,8 +30,10 @@ RUNTIME = web.AppKey("runtime", Runtime)
 OUTBOX = web.AppKey("outbox", Outbox)
 
 
-def make_app(runtime: Runtime, outbox: Outbox | None = None) -> web.Application:
-    """The server's routes; front ends mount theirs and subscribe to the run-event outbox."""
+def make_app(runtime: Runtime, outbox: Outbox | None = None, *,
+             browse_token: str | None = None) -> web.Application:
+    """The server's routes; front ends mount theirs and subscribe to the run-event outbox.
+    `browse_token`: the token of the link a local `serve` prints (see Settings.local_browsing)."""
     app = web.Application()
     app[RUNTIME] = runtime
     app[OUTBOX] = outbox or Outbox(runtime.store, runtime.service.changes)
@@ -37,7 +42,8 @@ def make_app(runtime: Runtime, outbox: Outbox | None = None) -> web.Application:
     bot = slack.setup(app, slack_config(runtime.settings), runtime.service, runtime.links,
                       app[OUTBOX])
     web_routes.setup(app, runtime.service, runtime.links,
-                     web_settings(runtime.settings, bot.workspace if bot else None))
+                     web_settings(runtime.settings, bot.workspace if bot else None,
+                                  browse_token))
     github = github_config(runtime)
     if github is not None:
         github_app.app.setup(app, config=github, service=runtime.service, links=runtime.links,
@@ -46,8 +52,10 @@ def make_app(runtime: Runtime, outbox: Outbox | None = None) -> web.Application:
     return app
 
 
-def web_settings(settings: Settings, workspace: SlackDirectory | None) -> web_routes.WebSettings:
-    """The pages' settings; Sign in with Slack needs the client id and secret and the bot."""
+def web_settings(settings: Settings, workspace: SlackDirectory | None,
+                 browse_token: str | None = None) -> web_routes.WebSettings:
+    """The pages' settings; Sign in with Slack needs the client id and secret and the bot. A
+    browse token stands in for JOBBOT_WEB_TOKEN, and its holder acts as the local operator."""
     def plain(value: SecretStr | None) -> str | None:
         return value.get_secret_value() if value is not None else None
 
@@ -62,8 +70,10 @@ def web_settings(settings: Settings, workspace: SlackDirectory | None) -> web_ro
                            "it checks the workspace and user groups")
         signin = SlackSignIn(client_id, client_secret,
                              settings.SLACK_API_URL or oidc.DEFAULT_API_URL)
+    local = browse_token is not None and settings.local_browsing
     return web_routes.WebSettings(
-        web_token=plain(settings.JOBBOT_WEB_TOKEN),
+        web_token=browse_token if local else plain(settings.JOBBOT_WEB_TOKEN),
+        local_operator=operator_name() if local else None,
         secure_cookies=settings.public_url.startswith("https://"),
         slack_signin=signin, slack_directory=workspace,
         metrics_token=plain(settings.JOBBOT_METRICS_TOKEN),
@@ -91,6 +101,14 @@ def github_config(runtime: Runtime) -> GitHubConfig | None:
             s.GITHUB_API_URL)
     except ValueError as exc:
         raise BadInput(str(exc)) from None
+
+
+def operator_name() -> str:
+    """The user who started this process: who acts from a browser holding the local token."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "operator"
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -121,7 +139,9 @@ async def serve(runtime: Runtime) -> int:
     settled = await service.reconcile()
     if settled:
         logger.info("start-up: checked %d unfinished runs from before", settled)
-    app = make_app(runtime)
+    # A fresh token per start, so a link from an earlier start (or its cookie) opens nothing.
+    browse_token = secrets.token_urlsafe(32) if settings.local_browsing else None
+    app = make_app(runtime, browse_token=browse_token)
     outbox = app[OUTBOX]
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -135,6 +155,11 @@ async def serve(runtime: Runtime) -> int:
                        f"({why}): set JOBBOT_HOST or JOBBOT_PORT") from None
     logger.info("jobbot serving app %s on http://%s:%s (executor %s)", runtime.app.app,
                 settings.JOBBOT_HOST, settings.JOBBOT_PORT, service.executor.name)
+    if browse_token is not None:
+        # To the terminal only, never through logging: the link signs a browser in.
+        print(f"Open this link to browse jobbot and run jobs (it signs this browser in; a new "
+              f"one is made at every start):\n    {runtime.links.public_url}/?token={browse_token}",
+              file=sys.stderr, flush=True)
     slack_off = slack_config(settings).missing
     if slack_off:
         logger.info("Slack is not configured (%s): running without the bot", slack_off)

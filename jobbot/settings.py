@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any, Literal
 
@@ -116,7 +117,27 @@ class Settings(BaseSettings):
 
     @property
     def public_url(self) -> str:
-        return (self.JOBBOT_PUBLIC_URL or f"http://{self.JOBBOT_HOST}:{self.JOBBOT_PORT}").rstrip("/")
+        if self.JOBBOT_PUBLIC_URL:
+            return self.JOBBOT_PUBLIC_URL.rstrip("/")
+        host = f"[{self.JOBBOT_HOST}]" if ":" in self.JOBBOT_HOST else self.JOBBOT_HOST
+        return f"http://{host}:{self.JOBBOT_PORT}"
+
+    @property
+    def local_browsing(self) -> bool:
+        """`serve` listens on a loopback address and no sign-in is configured: it prints a
+        link with a fresh token that signs its operator's browser in."""
+        return (is_loopback(self.JOBBOT_HOST) and self.JOBBOT_WEB_TOKEN is None
+                and not self.SLACK_CLIENT_ID)
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses (127.0.0.0/8, ::1); names are not resolved."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def settings_error(exc: ValidationError) -> str:
