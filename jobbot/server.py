@@ -165,7 +165,9 @@ async def serve(runtime: Runtime) -> int:
     if slack_off:
         logger.info("Slack is not configured (%s): running without the bot", slack_off)
     if github_config(runtime) is None:
-        logger.info("GitHub is not configured (no GITHUB_APP_ID): running without the GitHub App")
+        logger.info("GitHub is not configured: register the App at http://%s:%s/github/setup "
+                    "(from this machine) or set GITHUB_APP_ID", settings.JOBBOT_HOST,
+                    settings.JOBBOT_PORT)
     stop = asyncio.Event()
     received: list[str] = []
 
