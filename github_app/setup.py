@@ -27,7 +27,7 @@ from core.errors import TemporaryFailure
 from github_app import credentials
 from github_app.api import GitHubApiError, convert_manifest
 from github_app.config import GitHubConfig
-from github_app.credentials import AppCredentials, CredentialsError
+from github_app.credentials import AppCredentials
 from github_app.manifest import ACCOUNT, MAX_NAME, app_manifest, new_app_url, web_url
 
 logger = logging.getLogger(__name__)
@@ -153,7 +153,7 @@ class GitHubSetup:
             return _page(400, "GitHub refused the code",
                          f"<p>{escape(str(exc))}</p><p>A code is good once, for an hour: "
                          "register again.</p>" + _back())
-        except (TemporaryFailure, CredentialsError) as exc:
+        except (TemporaryFailure, ValueError) as exc:  # CredentialsError, or not JSON
             logger.warning("GitHub App setup: %s", exc)
             return _page(424, "GitHub did not answer as expected",
                          f"<p>{escape(str(exc))}</p><p>Reload this page to try the same code "
@@ -175,12 +175,17 @@ class GitHubSetup:
             return self._secret_page(made, why)
         logger.info("GitHub App %s: credentials saved to %s (mode 0600)", made.app_id, path)
         self.configured = made.app_id
-        started = ""
+        started = " Restart jobbot to use it."
         if self._activate is not None:
-            await self._activate(GitHubConfig(made.app_id, made.private_key,
-                                              made.webhook_secret.encode(),
-                                              self.options.api_url))
-            started = " jobbot serves its webhook now."
+            try:
+                await self._activate(GitHubConfig(made.app_id, made.private_key,
+                                                  made.webhook_secret.encode(),
+                                                  self.options.api_url))
+                started = " jobbot serves its webhook now."
+            except Exception:
+                # Saved all the same: the next start reads the file.
+                logger.exception("GitHub App %s: starting it failed; restart jobbot",
+                                 made.app_id)
         install = (f'<p><a class="button" href="{escape(made.install_url)}">Install the App</a>'
                    " on the repositories jobbot should serve.</p>") if made.install_url else ""
         return _page(200, "GitHub App registered",
@@ -262,7 +267,10 @@ def _local(request: web.Request) -> bool:
     site that made its name resolve to 127.0.0.1 sends its own name)."""
     if any(header in request.headers for header in _FORWARDED):
         return False
-    host = urlsplit(f"//{request.host}").hostname or ""
+    try:
+        host = urlsplit(f"//{request.host}").hostname or ""
+    except ValueError:  # a Host header no URL can hold ("[x")
+        return False
     return _loopback(request.remote or "") and (
         host == "localhost" or host.endswith(".localhost") or _loopback(host))
 

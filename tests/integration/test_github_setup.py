@@ -333,6 +333,7 @@ async def test_github_failing_is_4xx_and_the_same_code_works_on_reload(site: Sit
     {"X-Forwarded-For": "203.0.113.9"},  # through a proxy (an ingress, a tunnel)
     {"Forwarded": "for=203.0.113.9"},
     {"Host": "evil.example:8080"},  # a page of another site whose name resolves to 127.0.0.1
+    {"Host": "[oops"},
 ])
 async def test_refused_unless_from_this_machine_or_signed_in(site: Site,
                                                              headers: dict[str, str]) -> None:
