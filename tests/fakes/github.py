@@ -124,6 +124,8 @@ class Call:
     body: Any
     # When the call arrived (time.time()), for benchmarks; not part of a call's equality.
     at: float = field(default_factory=time.time, compare=False)
+    # The path as sent (with GHES's /api/v3 prefix, if any).
+    sent_to: str = field(default="", compare=False)
 
 
 @dataclass
@@ -229,7 +231,7 @@ class FakeGitHub:
             body: Any = await request.json()
         else:
             body = dict(await request.post()) if request.can_read_body else None
-        self.calls.append(Call(request.method, path, body))
+        self.calls.append(Call(request.method, path, body, sent_to=request.path))
         key = f"{request.method} {path}"
         for failure in self.failures:
             if failure.times > 0 and failure.pattern.match(key):

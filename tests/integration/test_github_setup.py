@@ -15,10 +15,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import aiohttp
 import pytest
 import yaml
+from aiohttp.test_utils import make_mocked_request
 from pydantic import SecretStr
 
 from github_app.manifest import EVENTS, PERMISSIONS
@@ -188,6 +190,8 @@ async def test_registering_keeps_the_credentials_0600_and_serves_the_webhook_at_
     [made] = site.fake.made
     [conversion] = conversions(site.fake)
     assert conversion.path == f"/app-manifests/{made.code}/conversions"
+    # GITHUB_API_URL is https://HOST/api/v3: the conversion goes to that API.
+    assert conversion.sent_to == f"/api/v3/app-manifests/{made.code}/conversions"
     assert f'href="{site.fake.url}/apps/{made.slug}/installations/new"' in page
     path = saved(site)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -344,6 +348,22 @@ async def test_refused_unless_from_this_machine_or_signed_in(site: Site,
                                 headers=headers) as answer:
         assert answer.status == 403
     assert not conversions(site.fake)
+
+
+async def test_refused_to_another_machine(site: Site) -> None:
+    """A request whose peer is another machine's address (the route's handler, as aiohttp
+    calls it for a connection from 203.0.113.9)."""
+    [route] = [r for r in site.served.app.router.routes()
+               if r.method == "GET" and r.resource is not None
+               and r.resource.canonical == "/github/setup"]
+    transport = mock.Mock()
+    transport.get_extra_info.side_effect = lambda name, default=None: (
+        ("203.0.113.9", 40000) if name == "peername" else default)
+    request = make_mocked_request("GET", "/github/setup", headers={"Host": "127.0.0.1:8080"},
+                                  app=site.served.app, transport=transport)
+    assert request.remote == "203.0.113.9"
+    answer = await route.handler(request)
+    assert answer.status == 403
 
 
 async def test_the_browsing_token_lets_a_person_register_from_elsewhere(tmp_path: Path) -> None:
