@@ -83,7 +83,7 @@ def load(data_dir: Path) -> AppCredentials | None:
     path = path_in(data_dir)
     try:
         text = path.read_text()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as exc:
         raise CredentialsError(f"{path}: {exc.strerror or exc}") from None

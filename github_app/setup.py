@@ -287,7 +287,7 @@ def _writable(directory: Path) -> bool:
     path = directory.resolve()
     while not path.exists() and path != path.parent:
         path = path.parent
-    return os.access(path, os.W_OK)
+    return path.is_dir() and os.access(path, os.W_OK)
 
 
 def _b64(data: bytes) -> str:

@@ -262,6 +262,30 @@ async def test_the_kubernetes_secret_is_shown_and_nothing_is_written(site: Site)
     assert await site.deliver("ping", p.ping(), made.webhook_secret) == 404
 
 
+async def test_without_a_writable_data_directory_the_secret_is_the_way(tmp_path: Path) -> None:
+    fake, fake_server = await support.start_fake()
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a directory")
+    settings, config = settings_for(
+        tmp_path, fake, JOBBOT_DATA_DIR=blocked / "data",
+        JOBBOT_DATABASE_URL=f"sqlite:///{tmp_path / 'jobbot.db'}")
+    served = await serve(settings, config)
+    browser = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+    site = Site(fake, settings, config, served, browser, [served])
+    try:
+        status, page = await open_page(site, "?store=data")
+        assert status == 400
+        assert "not writable" in page
+        status, page = await register(site)
+        assert status == 200, page
+        assert "kind: Secret" in page
+        assert fake.made[0].webhook_secret in html.unescape(page)
+    finally:
+        await browser.close()
+        await served.stop()
+        await fake_server.close()
+
+
 async def test_the_secret_page_is_never_cached(site: Site) -> None:
     _, page = await open_page(site, "?store=secret")
     location = await to_github(site, register_form(page))
