@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import certifi
 import httpx
-from githubkit import AppAuthStrategy, AppInstallationAuthStrategy, GitHub
+from githubkit import AppAuthStrategy, AppInstallationAuthStrategy, GitHub, UnauthAuthStrategy
 from githubkit.cache import MemCacheStrategy
 from githubkit.exception import GitHubException, RateLimitExceeded, RequestError, RequestFailed
 from githubkit.response import Response
@@ -104,6 +104,22 @@ def import_what_calls_need() -> None:
         type(namespaces[0]).__module__.rsplit(".", 2)[0] + ".models")
     for name in _MODELS_USED:
         getattr(models, name)
+
+
+async def convert_manifest(code: str, api_url: str | None) -> dict[str, Any]:
+    """The App GitHub made from a manifest (`POST /app-manifests/{code}/conversions`): its id,
+    slug, html_url, pem, webhook_secret and more, as GitHub's JSON. The code is good once, for
+    an hour; no credentials are needed."""
+    options: dict[str, Any] = {"auto_retry": False, "timeout": 30.0, "http_cache": False}
+    if api_url:
+        options["base_url"] = api_url
+    github = GitHub(UnauthAuthStrategy(), **options)
+    async with _errors("converting the App manifest", "create_from_manifest"):
+        response = await github.rest.apps.async_create_from_manifest(code)
+    body: Any = response.json()
+    if not isinstance(body, dict):
+        raise GitHubApiError("converting the App manifest: GitHub's answer is not an object")
+    return body
 
 
 class _SharedPool(httpx.AsyncBaseTransport):

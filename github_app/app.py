@@ -196,10 +196,8 @@ def setup(app: web.Application, *, config: GitHubConfig, service: JobService, li
     """Mount `POST /github/webhook`, replay unhandled deliveries with the server's start, and
     subscribe the check-run reporter to run events. Without `builder`, a LocalBuilder under
     `workspaces`."""
-    github = GitHubApp(config, service, links, builder=builder, workers=workers)
+    github = _make(config, service, links, builder, workspaces, workers)
     app[GITHUB] = github
-    if builder is None and workspaces is not None:
-        github.ctx.builder = LocalBuilder(workspaces, github.fetch_tarball)
     app.router.add_post("/github/webhook", github.webhook)
     app.on_startup.append(github._start)
     app.on_cleanup.append(github._stop)
@@ -207,3 +205,62 @@ def setup(app: web.Application, *, config: GitHubConfig, service: JobService, li
         outbox.subscribe("github", github.checks)
     return github
 
+
+def _make(config: GitHubConfig, service: JobService, links: Links, builder: Builder | None,
+          workspaces: Path | None, workers: int) -> GitHubApp:
+    github = GitHubApp(config, service, links, builder=builder, workers=workers)
+    if builder is None and workspaces is not None:
+        github.ctx.builder = LocalBuilder(workspaces, github.fetch_tarball)
+    return github
+
+
+class Standby:
+    """`POST /github/webhook` before the App is registered: 404 until `activate` (called by
+    /github/setup with the new App's credentials) starts the App in this process."""
+
+    def __init__(self, service: JobService, links: Links, *, workspaces: Path | None = None,
+                 builder: Builder | None = None, workers: int = 8) -> None:
+        self._made = (service, links, builder, workspaces, workers)
+        self.github: GitHubApp | None = None
+        self._app: web.Application | None = None
+        self._outbox: asyncio.Task[None] | None = None
+
+    async def webhook(self, request: web.Request) -> web.Response:
+        if self.github is None:
+            return _answer(404, "the GitHub App is not registered yet: open /github/setup")
+        return await self.github.webhook(request)
+
+    async def activate(self, config: GitHubConfig) -> None:
+        """Start the App as `setup` would have at start-up: deliveries, builds, check runs."""
+        if self.github is not None or self._app is None:
+            raise RuntimeError("the GitHub App is already running, or the server is not")
+        service, links, builder, workspaces, workers = self._made
+        github = _make(config, service, links, builder, workspaces, workers)
+        await github._start(self._app)
+        # The server's outbox has started its subscribers; the reporter gets one of its own.
+        outbox = Outbox(service.store, service.changes)
+        outbox.subscribe("github", github.checks)
+        self._outbox = asyncio.create_task(outbox.run(), name="github-outbox")
+        self.github = github
+        logger.info("GitHub App %s registered: serving its webhook", config.app_id)
+
+    async def _start(self, app: web.Application) -> None:
+        self._app = app
+
+    async def _stop(self, app: web.Application) -> None:
+        if self._outbox is not None:
+            self._outbox.cancel()
+            await asyncio.gather(self._outbox, return_exceptions=True)
+        if self.github is not None:
+            await self.github._stop(app)
+
+
+def setup_standby(app: web.Application, *, service: JobService, links: Links,
+                  workspaces: Path | None = None, builder: Builder | None = None,
+                  workers: int = 8) -> Standby:
+    """Mount `POST /github/webhook` for an App not registered yet (see Standby)."""
+    standby = Standby(service, links, workspaces=workspaces, builder=builder, workers=workers)
+    app.router.add_post("/github/webhook", standby.webhook)
+    app.on_startup.append(standby._start)
+    app.on_cleanup.append(standby._stop)
+    return standby

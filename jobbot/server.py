@@ -14,6 +14,8 @@ from aiohttp import web
 from pydantic import SecretStr
 
 import github_app.app
+import github_app.manifest
+import github_app.setup
 from bot import app as slack
 from core.errors import BadInput
 from core.events import Outbox
@@ -23,6 +25,7 @@ from jobbot.settings import Settings
 from jobbot.wiring import Runtime, make_builder
 from web import oidc
 from web import routes as web_routes
+from web.context import WEB
 from web.oidc import SlackDirectory, SlackSignIn
 
 logger = logging.getLogger(__name__)
@@ -45,11 +48,37 @@ def make_app(runtime: Runtime, outbox: Outbox | None = None, *,
                      web_settings(runtime.settings, bot.workspace if bot else None,
                                   browse_token))
     github = github_config(runtime)
+    workspaces = runtime.settings.JOBBOT_DATA_DIR.resolve() / "workspaces"
+    activate = None
     if github is not None:
         github_app.app.setup(app, config=github, service=runtime.service, links=runtime.links,
                              outbox=app[OUTBOX], builder=make_builder(runtime),
-                             workspaces=runtime.settings.JOBBOT_DATA_DIR.resolve() / "workspaces")
+                             workspaces=workspaces)
+    else:
+        activate = github_app.app.setup_standby(
+            app, service=runtime.service, links=runtime.links, builder=make_builder(runtime),
+            workspaces=workspaces).activate
+    github_app.setup.mount(app, github_setup_options(runtime, github), activate)
     return app
+
+
+def github_setup_options(runtime: Runtime,
+                         github: GitHubConfig | None) -> github_app.setup.SetupOptions:
+    """/github/setup's settings; besides loopback, people signed in on the pages (Slack or
+    the browsing token) may register the App."""
+    settings = runtime.settings
+
+    def signed_in(request: web.Request) -> bool:
+        return request.app[WEB].access.is_browser(request)
+
+    return github_app.setup.SetupOptions(
+        public_url=runtime.links.public_url, public_url_set=bool(settings.JOBBOT_PUBLIC_URL),
+        api_url=settings.GITHUB_API_URL.rstrip("/") if settings.GITHUB_API_URL else None,
+        data_dir=settings.JOBBOT_DATA_DIR.resolve(),
+        state_key=runtime.links.subkey("github-setup"),
+        default_name=f"jobbot-{runtime.app.app}"[:github_app.manifest.MAX_NAME],
+        prefer_secret=settings.JOBBOT_EXECUTOR == "kubernetes",
+        signed_in=signed_in, configured=github.app_id if github is not None else None)
 
 
 def web_settings(settings: Settings, workspace: SlackDirectory | None,
@@ -91,14 +120,11 @@ def slack_config(settings: Settings) -> slack.SlackConfig:
 
 
 def github_config(runtime: Runtime) -> GitHubConfig | None:
-    """The GitHub App's settings, or None when GITHUB_* is not set (BadInput if half set)."""
+    """The GitHub App's settings, or None when neither GITHUB_* nor the file /github/setup
+    saves holds them (BadInput if half set or the file is broken)."""
     s = runtime.settings
     try:
-        return GitHubConfig.from_values(
-            s.GITHUB_APP_ID, s.GITHUB_PRIVATE_KEY.get_secret_value() if s.GITHUB_PRIVATE_KEY
-            else None, s.GITHUB_PRIVATE_KEY_PATH,
-            s.GITHUB_WEBHOOK_SECRET.get_secret_value() if s.GITHUB_WEBHOOK_SECRET else None,
-            s.GITHUB_API_URL)
+        return GitHubConfig.from_values(*s.github_app_values(), s.GITHUB_API_URL)
     except ValueError as exc:
         raise BadInput(str(exc)) from None
 
@@ -164,7 +190,9 @@ async def serve(runtime: Runtime) -> int:
     if slack_off:
         logger.info("Slack is not configured (%s): running without the bot", slack_off)
     if github_config(runtime) is None:
-        logger.info("GitHub is not configured (no GITHUB_APP_ID): running without the GitHub App")
+        logger.info("GitHub is not configured: register the App at http://%s:%s/github/setup "
+                    "(from this machine) or set GITHUB_APP_ID", settings.JOBBOT_HOST,
+                    settings.JOBBOT_PORT)
     stop = asyncio.Event()
     received: list[str] = []
 

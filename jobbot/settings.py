@@ -9,6 +9,8 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from github_app import credentials
+
 # Links are signed with HMAC-SHA256; a shorter key is refused (core/links.py).
 MIN_SECRET_KEY_BYTES = 16
 # What core/store.py can open: SQLite, or PostgreSQL through psycopg.
@@ -82,11 +84,20 @@ class Settings(BaseSettings):
     SLACK_API_URL: str | None = Field(
         None, description="Base URL of the Slack Web API (tests, proxies); default Slack's own."
     )
-    GITHUB_APP_ID: str | None = None
-    GITHUB_PRIVATE_KEY: SecretStr | None = None
-    GITHUB_PRIVATE_KEY_PATH: Path | None = None
-    GITHUB_WEBHOOK_SECRET: SecretStr | None = None
-    GITHUB_API_URL: str | None = None
+    GITHUB_APP_ID: str | None = Field(
+        None, description="The GitHub App's id; unset (with the key and secret): the App "
+        "registered at /github/setup, from JOBBOT_DATA_DIR/github-app.json, if any."
+    )
+    GITHUB_PRIVATE_KEY: SecretStr | None = Field(None, description="The App's private key (PEM).")
+    GITHUB_PRIVATE_KEY_PATH: Path | None = Field(
+        None, description="A file holding the App's private key, instead of GITHUB_PRIVATE_KEY."
+    )
+    GITHUB_WEBHOOK_SECRET: SecretStr | None = Field(
+        None, description="Verifies deliveries to POST /github/webhook."
+    )
+    GITHUB_API_URL: str | None = Field(
+        None, description="GitHub Enterprise Server's API (https://HOST/api/v3); default GitHub's."
+    )
 
     @field_validator("JOBBOT_DATABASE_URL")
     @classmethod
@@ -114,6 +125,20 @@ class Settings(BaseSettings):
         if self.JOBBOT_DATABASE_URL:
             return self.JOBBOT_DATABASE_URL
         return f"sqlite:///{(self.JOBBOT_DATA_DIR / 'jobbot.db').resolve()}"
+
+    def github_app_values(self) -> tuple[str | None, str | None, Path | None, str | None]:
+        """The App's id, private key, key file and webhook secret: from GITHUB_* when any of
+        them is set, else from the file /github/setup saved in JOBBOT_DATA_DIR (all None when
+        there is none). A broken file is a ValueError naming it."""
+        key = self.GITHUB_PRIVATE_KEY.get_secret_value() if self.GITHUB_PRIVATE_KEY else None
+        secret = (self.GITHUB_WEBHOOK_SECRET.get_secret_value() if self.GITHUB_WEBHOOK_SECRET
+                  else None)
+        if self.GITHUB_APP_ID or key or self.GITHUB_PRIVATE_KEY_PATH or secret:
+            return self.GITHUB_APP_ID, key, self.GITHUB_PRIVATE_KEY_PATH, secret
+        saved = credentials.load(self.JOBBOT_DATA_DIR)
+        if saved is None:
+            return None, None, None, None
+        return saved.app_id, saved.private_key, None, saved.webhook_secret
 
     @property
     def public_url(self) -> str:
