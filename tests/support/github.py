@@ -58,6 +58,7 @@ class Harness:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             await self.github.intake.join()
+            await self.github.installations.settled()
             unfinished = await asyncio.to_thread(self.store.unfinished_runs)
             last = await asyncio.to_thread(self.store.last_event_id)
             cursor = await asyncio.to_thread(self.store.cursor, "github")
@@ -105,6 +106,7 @@ async def _start_jobbot(tmp_path: Path, app: AppSpec, store: Store, fake: FakeGi
                    workspaces=tmp_path / "workspaces", workers=workers)
     client: TestClient[Any, Any] = TestClient(TestServer(jobbot, host="127.0.0.1"))
     await client.start_server()
+    await github.installations.settled()  # the start-up listing of installations
     task = asyncio.create_task(outbox.run())
     return Harness(fake, client, github, service, store, task)
 
