@@ -225,7 +225,8 @@ class FakeGitHub:
         installation_id = int(request.match_info["id"])
         if self.installations and installation_id not in self.installations:
             return _error(404, "Not Found")
-        body = await request.json() if request.can_read_body else {}
+        # The middleware read the body already; aiohttp keeps it for a second read.
+        body = await request.json() if request.body_exists else {}
         body = body if isinstance(body, dict) else {}
         repositories = body.get("repositories")
         permissions = body.get("permissions")

@@ -104,10 +104,12 @@ class KubernetesBuilder:
                                         masker.mask(f"could not give the build its git "
                                                     f"credentials: {why}"))
                 masker = Masker(secret_forms((*values, *tokens)))
+            uid = job["metadata"].get("uid")
             while (outcome := job_outcome(job)) is None:
                 event = await queue.get()
+                # By uid too: a failed Job this build replaced sends its own events.
                 mine = [j for j in ([event.job] if event.job else event.jobs)
-                        if j["metadata"]["name"] == name]
+                        if j["metadata"]["name"] == name and j["metadata"].get("uid") == uid]
                 if event.kind == "DELETED" and mine:
                     await self._keep_logs(namespace, job, log_key, masker)
                     return BuildOutcome(RunState.FAILED, request.image,
@@ -115,7 +117,7 @@ class KubernetesBuilder:
                 if event.kind == "SYNC" and not mine:
                     # A list may predate our create; ask for the Job itself before giving up.
                     current = await self.api.get_job(namespace, name)
-                    if current is None:
+                    if current is None or current["metadata"].get("uid") != uid:
                         return BuildOutcome(RunState.FAILED, request.image,
                                             f"build Job {namespace}/{name} vanished", log_key)
                     mine = [current]
