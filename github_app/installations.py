@@ -92,7 +92,8 @@ class Installations:
             if row is not None:
                 return row.installation_id
             if attempt == 0:
-                await self.sync_soon()
+                # Shielded: the sync is shared, and this caller may be cancelled.
+                await asyncio.shield(self.sync_soon())
         raise GitHubApiError(f"jobbot is not installed on {repository}: GitHub lists no "
                              "installation of the App that reaches it")
 

@@ -98,7 +98,7 @@ class KubernetesBuilder:
                 try:
                     tokens = await self._git_secret(credentials, request, job)
                 except (JobbotError, ApiException) as exc:
-                    await self.api.delete_job(namespace, name)
+                    await self._drop_job(namespace, name)
                     why = exc if isinstance(exc, JobbotError) else f"HTTP {exc.status}"
                     return BuildOutcome(RunState.FAILED, None,
                                         masker.mask(f"could not give the build its git "
@@ -172,6 +172,13 @@ class KubernetesBuilder:
             raise ExecutorError(f"Secret {namespace}/{git_secret_name(name)} appeared while "
                                 "jobbot was creating it")
         return [token]
+
+    async def _drop_job(self, namespace: str, name: str) -> None:
+        """Delete a build Job that cannot clone (its pod would wait for its Secret)."""
+        try:
+            await self.api.delete_job(namespace, name)
+        except (ExecutorError, ApiException) as exc:
+            logger.warning("could not delete build Job %s/%s: %s", namespace, name, exc)
 
     async def _drop_secret(self, namespace: str, name: str) -> None:
         """Delete a build's git Secret when the build ends; its owner Job would take it too,
