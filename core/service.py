@@ -185,6 +185,25 @@ class JobService:
             self.changes.notify()
         return TriggerResult(outcome.run, outcome.created)
 
+    async def record_refused(self, target: JobRef, actor: Actor, *, reason: str,
+                             ref: str | None = None, sha: str | None = None,
+                             image: str | None = None, idempotency_key: str | None = None,
+                             origin: dict[str, Any] | None = None) -> TriggerResult:
+        """Record a run that policy refused to start on its own (after a push), as a
+        `skipped` run saying why: its run events reach the commit's check run and the job's
+        Slack channel, so the refusal is seen where the run would have been."""
+        new = NewRun(
+            app=target.app.app, job=target.job.name, source=actor.source.value, actor=actor.id,
+            state=RunState.SKIPPED, reason=reason, ref=ref, sha=sha, image=image,
+            origin=origin or {}, idempotency_key=idempotency_key, executor=self.executor.name,
+        )
+        # No audit line here: the refusal itself was audited where policy refused it.
+        outcome = await self._db(self.store.create_run, new)
+        if outcome.created:
+            RUNS_FINISHED.labels(outcome.run.app, outcome.run.job, outcome.run.state).inc()
+            self.changes.notify()
+        return TriggerResult(outcome.run, outcome.created)
+
     async def record_slots(self, slots: list[Slot],
                            schedule_states: Sequence[ScheduleRow] = ()) -> list[Run]:
         """Record many cron slots (and the jobs' schedule state) in one transaction and

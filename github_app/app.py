@@ -13,7 +13,7 @@ from urllib.parse import parse_qs
 
 from aiohttp import web
 
-from core.builds import Builder, BuildRequest, resume_builds
+from core.builds import Builder, BuildRequest, TakesCredentials, resume_builds
 from core.builds_local import LocalBuilder
 from core.events import Outbox
 from core.intake import Intake
@@ -21,11 +21,12 @@ from core.links import Links
 from core.models import utcnow
 from core.service import JobService
 from core.store import NewDelivery
-from github_app.api import GitHubApiError, GitHubClients, import_what_calls_need
+from github_app.api import GitHubClients, import_what_calls_need
 from github_app.checkruns import CheckRunReporter
 from github_app.config import GitHubConfig
 from github_app.context import Context
 from github_app.handlers import checks, comments, installation, pulls, push
+from github_app.installations import BuildTokens, Installations
 from github_app.routing import Delivery, Router
 from github_app.signature import verify
 
@@ -56,15 +57,17 @@ class GitHubApp:
         self.intake = Intake("github", self.store.finish_delivery, log_field="delivery_id",
                              workers=workers)
         self.checks = CheckRunReporter(self.ctx)
+        self.installations = Installations(self.clients, self.store)
+        self.build_tokens = BuildTokens(self.clients, self.installations)
         self._background: list[asyncio.Task[None]] = []
 
     async def fetch_tarball(self, request: BuildRequest) -> bytes:
-        """For LocalBuilder: the repository's tarball at the sha, with the installation token."""
-        for repo in await self.ctx.db(self.store.served_repositories):
-            if repo.full_name == request.repository:
-                return await self.clients.installation(repo.installation_id).tarball(
-                    request.repository, request.sha)
-        raise GitHubApiError(f"jobbot is not installed on {request.repository}")
+        """For LocalBuilder: the repository's tarball at the sha, with the token of the
+        installation its delivery named (or that GitHub lists for it)."""
+        installation_id = await self.installations.installation_for(request.repository,
+                                                                    request.origin)
+        return await self.clients.installation(installation_id).tarball(request.repository,
+                                                                       request.sha)
 
     async def webhook(self, request: web.Request) -> web.Response:
         """Check the signature on the raw bytes, record the delivery, answer; handle it after."""
@@ -110,6 +113,11 @@ class GitHubApp:
         handlers = self.router.handlers(delivery.event, delivery.action)
         if not handlers:
             return f"ignored: {delivery.event} {delivery.action or ''}".strip()
+        try:
+            await self.installations.learn(delivery)
+        except Exception:  # the delivery is still handled with its own installation
+            logger.exception("delivery %s: recording its installation failed", delivery.id,
+                             extra={"delivery_id": delivery.id})
         outcomes = [await handler(delivery, self.ctx) for handler in handlers]
         logger.info("delivery %s (%s %s): %s", delivery.id, delivery.event, delivery.action or "",
                     "; ".join(outcomes), extra={"delivery_id": delivery.id})
@@ -118,6 +126,8 @@ class GitHubApp:
     async def _start(self, app: web.Application) -> None:
         import_what_calls_need()
         await self.ctx.load_state()
+        # Installed before this start, or changed while jobbot was down: GitHub's lists say.
+        self.installations.sync_soon()
         self._background = await resume_builds(self.ctx.service, self.ctx.builder)
         left = await self.intake.take_over(self.store.take_over_deliveries)
         for row in left:
@@ -137,6 +147,7 @@ class GitHubApp:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.intake.stop()
+        await self.installations.aclose()
         await self.clients.aclose()
 
     async def _prune_forever(self) -> None:
@@ -209,6 +220,9 @@ def setup(app: web.Application, *, config: GitHubConfig, service: JobService, li
 def _make(config: GitHubConfig, service: JobService, links: Links, builder: Builder | None,
           workspaces: Path | None, workers: int) -> GitHubApp:
     github = GitHubApp(config, service, links, builder=builder, workers=workers)
+    if isinstance(builder, TakesCredentials) and builder.credentials is None:
+        # BuildKit clones private repositories with a token per build, from this App.
+        builder.credentials = github.build_tokens
     if builder is None and workspaces is not None:
         github.ctx.builder = LocalBuilder(workspaces, github.fetch_tarball)
     return github

@@ -12,6 +12,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
@@ -29,7 +30,7 @@ from core.service import unscheduled
 from jobbot import render
 from jobbot.logsetup import setup_logging
 from jobbot.settings import Settings, settings_error
-from jobbot.wiring import Runtime, build_runtime, load_config
+from jobbot.wiring import Runtime, build_runtime, git_base_url, load_config
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 MAX_LIMIT = 1000  # runs listed by `jobbot runs`
@@ -370,9 +371,19 @@ def cmd_render(args: argparse.Namespace, settings: Settings) -> int:
     if args.build:
         if args.job:
             raise BadInput("give either JOB or --build NAME, not both")
-        manifest = manifests.build_manifest(app, app.build(args.build), sha=sha,
-                                            repository=args.repository, ref=args.ref,
-                                            actor=_actor().id)
+        try:
+            build = app.build(args.build)
+        except NotFound as exc:
+            raise BadInput(str(exc)) from None
+        host = urlsplit(git_base_url(settings.GITHUB_API_URL)).netloc
+        manifest = manifests.build_manifest(app, build, sha=sha, repository=args.repository,
+                                            ref=args.ref, actor=_actor().id, git_host=host)
+        secret = manifests.git_secret_name(manifest["metadata"]["name"])
+        # The Secret itself is made for each build, after its Job: nothing to print but where
+        # it goes.
+        sys.stdout.write(f"# Secret {secret}: made per build, owned by this Job, deleted when "
+                         f"the build ends;\n# it holds {manifests.PLACEHOLDER_GIT_TOKEN}, "
+                         "read by BuildKit as GIT_AUTH_TOKEN.<host>.\n")
     else:
         if not args.job:
             raise BadInput("name a job to render (or --build NAME)")

@@ -78,6 +78,7 @@ def tarball(top: str, files: dict[str, str]) -> bytes:
 # GitHub's REST reference ("Fine-grained access"); checked once an App made from a manifest
 # holds exactly the permissions its manifest asked for.
 _NEEDS = [
+    ("GET", r"/installation/repositories", "metadata", "read"),
     ("GET", r"/repos/[^/]+/[^/]+/collaborators/[^/]+/permission", "metadata", "read"),
     ("POST", r"/repos/[^/]+/[^/]+/issues/comments/\d+/reactions", "issues", "write"),
     ("GET", r"/repos/[^/]+/[^/]+/issues/\d+/comments", "issues", "read"),
@@ -128,6 +129,17 @@ class Call:
     sent_to: str = field(default="", compare=False)
 
 
+@dataclass(frozen=True)
+class IssuedToken:
+    """An installation token the fake issued, and what it was limited to (None: everything
+    the installation may do, as GitHub gives when the request names nothing)."""
+
+    token: str
+    installation_id: int
+    repositories: tuple[str, ...] | None
+    permissions: dict[str, str] | None
+
+
 @dataclass
 class Failure:
     pattern: re.Pattern[str]
@@ -151,6 +163,10 @@ class FakeGitHub:
     reactions: list[tuple[str, int, str]] = field(default_factory=list)
     check_runs: dict[int, dict[str, Any]] = field(default_factory=dict)
     calls: list[Call] = field(default_factory=list)
+    # The App's installations and the repositories each reaches ("owner/name"), as
+    # `GET /app/installations` and `GET /installation/repositories` list them.
+    installations: dict[int, list[str]] = field(default_factory=dict)
+    issued: list[IssuedToken] = field(default_factory=list)
     tokens_issued: int = 0
     failures: list[Failure] = field(default_factory=list)
     # Apps made from manifests (the browser's form posts), in order.
@@ -160,7 +176,7 @@ class FakeGitHub:
     granted: dict[str, str] | None = None
     url: str = ""
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(5001))
-    _tokens: set[str] = field(default_factory=set)
+    _tokens: dict[str, IssuedToken] = field(default_factory=dict)
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -209,6 +225,8 @@ class FakeGitHub:
         for prefix in ("", _PREFIX):
             r.add_post(prefix + "/app-manifests/{code}/conversions", self._conversion)
             r.add_post(prefix + "/app/installations/{id}/access_tokens", self._token)
+            r.add_get(prefix + "/app/installations", self._installations)
+            r.add_get(prefix + "/installation/repositories", self._installation_repositories)
             r.add_get(prefix + base + "/contents/{path:.+}", self._contents)
             r.add_get(prefix + base + "/tarball/{ref}", self._tarball)
             r.add_post(prefix + base + "/issues/comments/{id}/reactions", self._reaction)
@@ -249,6 +267,8 @@ class FakeGitHub:
             return _error(401, "Bad credentials")
         elif not self._permitted(request.method, path):
             return _error(403, "Resource not accessible by integration")
+        elif not self._reaches(self._tokens[auth[6:]], path):
+            return _error(404, "Not Found")  # GitHub hides what a token may not see
         result: web.StreamResponse = await handler(request)
         return result
 
@@ -317,16 +337,67 @@ class FakeGitHub:
             return False
         return str(claims.get("iss")) == str(self.app_id)
 
+    @staticmethod
+    def _reaches(issued: IssuedToken, path: str) -> bool:
+        """A token limited to repositories reaches only theirs, and only to read contents."""
+        if issued.repositories is None:
+            return True
+        parts = path.split("/")
+        if len(parts) < 4 or parts[1] != "repos":
+            return path == "/installation/repositories"
+        return parts[3] in issued.repositories and (
+            parts[4] if len(parts) > 4 else "") in ("contents", "tarball", "")
+
     async def _token(self, request: web.Request) -> web.Response:
+        installation_id = int(request.match_info["id"])
+        if self.installations and installation_id not in self.installations:
+            return _error(404, "Not Found")
+        # The middleware read the body already; aiohttp keeps it for a second read.
+        body = await request.json() if request.body_exists else {}
+        body = body if isinstance(body, dict) else {}
+        repositories = body.get("repositories")
+        permissions = body.get("permissions")
         self.tokens_issued += 1
         token = f"ghs_fake{self.tokens_issued:032d}"
-        self._tokens.add(token)
+        issued = IssuedToken(token, installation_id,
+                             tuple(repositories) if isinstance(repositories, list) else None,
+                             dict(permissions) if isinstance(permissions, dict) else None)
+        self._tokens[token] = issued
+        self.issued.append(issued)
         expires = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        answer: dict[str, Any] = {
+            "token": token, "expires_at": expires,
+            "repository_selection": "selected" if issued.repositories else "all",
+            "permissions": issued.permissions or {
+                "checks": "write", "contents": "read", "issues": "write",
+                "pull_requests": "write", "metadata": "read"},
+        }
+        if issued.repositories is not None:
+            owners = {r.split("/")[0] for r in self.installations.get(installation_id, [])}
+            owner = next(iter(owners), "acme")
+            answer["repositories"] = [shapes.repository(f"{owner}/{name}")
+                                      for name in issued.repositories]
+        return web.json_response(answer, status=201)
+
+    async def _installations(self, request: web.Request) -> web.Response:
+        per_page = int(request.query.get("per_page", "30"))
+        page = int(request.query.get("page", "1"))
+        found = [shapes.installation_object(i, (names[0].split("/")[0] if names else "acme"))
+                 for i, names in sorted(self.installations.items())]
+        return web.json_response(found[(page - 1) * per_page: page * per_page])
+
+    async def _installation_repositories(self, request: web.Request) -> web.Response:
+        auth = request.headers.get("Authorization", "")
+        issued = self._tokens[auth[6:]]
+        names = self.installations.get(issued.installation_id, [])
+        if issued.repositories is not None:
+            names = [n for n in names if n.split("/")[1] in issued.repositories]
+        per_page = int(request.query.get("per_page", "30"))
+        page = int(request.query.get("page", "1"))
         return web.json_response({
-            "token": token, "expires_at": expires, "repository_selection": "all",
-            "permissions": {"checks": "write", "contents": "read", "issues": "write",
-                            "pull_requests": "write", "metadata": "read"},
-        }, status=201)
+            "total_count": len(names), "repository_selection": "selected",
+            "repositories": [shapes.repository(n)
+                             for n in names[(page - 1) * per_page: page * per_page]]})
 
     def _repo(self, request: web.Request) -> str:
         return f"{request.match_info['owner']}/{request.match_info['repo']}"

@@ -69,6 +69,8 @@ class FakeKubernetes:
         self.jobs: dict[tuple[str, str], Obj] = {}
         self.pods: dict[tuple[str, str], _Pod] = {}
         self.secrets: dict[tuple[str, str], Obj] = {}
+        # Every Secret created through the API, as stored (for tests to look at afterwards).
+        self.created_secrets: list[Obj] = []
         self.events: list[tuple[int, str, Obj]] = []  # (resourceVersion, type, job)
         self.oldest_watchable = 0
         self.version = 100
@@ -92,6 +94,8 @@ class FakeKubernetes:
         app.router.add_get("/api/v1/namespaces/{ns}/pods", self._list_pods)
         app.router.add_get("/api/v1/namespaces/{ns}/pods/{name}/log", self._pod_log)
         app.router.add_get("/api/v1/namespaces/{ns}/secrets/{name}", self._get_secret)
+        app.router.add_post("/api/v1/namespaces/{ns}/secrets", self._create_secret)
+        app.router.add_delete("/api/v1/namespaces/{ns}/secrets/{name}", self._delete_secret)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -202,16 +206,26 @@ class FakeKubernetes:
         entry.changed.set()
 
     def add_secret(self, namespace: str, name: str, string_data: dict[str, str], *,
-                   binary: dict[str, bytes] | None = None, kind: str = "Opaque") -> None:
+                   binary: dict[str, bytes] | None = None, kind: str = "Opaque",
+                   metadata: Obj | None = None) -> Obj:
         """Store a Secret as the API server does with a write's `stringData`: merged into
         `data`, base64-encoded; `stringData` itself is never returned by a read."""
         data = {k: base64.b64encode(v.encode()).decode() for k, v in string_data.items()}
         data.update({k: base64.b64encode(v).decode() for k, v in (binary or {}).items()})
         self.version += 1
-        self.secrets[(namespace, name)] = {
+        secret = {
             "apiVersion": "v1", "kind": "Secret", "type": kind, "data": data,
-            "metadata": {"name": name, "namespace": namespace, "uid": str(uuid.uuid4()),
-                         "creationTimestamp": _now(), "resourceVersion": str(self.version)}}
+            "metadata": {**(metadata or {}), "name": name, "namespace": namespace,
+                         "uid": str(uuid.uuid4()), "creationTimestamp": _now(),
+                         "resourceVersion": str(self.version)}}
+        self.secrets[(namespace, name)] = secret
+        return secret
+
+    def owned_secrets(self, namespace: str, job_name: str) -> list[Obj]:
+        """The Secrets whose ownerReferences name the Job (by its uid, as the API does)."""
+        uid = self.job(namespace, job_name)["metadata"]["uid"]
+        return [s for (ns, _), s in self.secrets.items() if ns == namespace and any(
+            ref.get("uid") == uid for ref in s["metadata"].get("ownerReferences") or [])]
 
     async def finish_job(self, namespace: str, name: str, condition: str,
                          reason: str = "", message: str = "") -> None:
@@ -228,6 +242,11 @@ class FakeKubernetes:
         for key in [k for k, p in self.pods.items()
                     if k[0] == namespace and p.obj["metadata"]["labels"]["job-name"] == name]:
             self.pods.pop(key).changed.set()
+        # The garbage collector: what the Job owned goes with it.
+        uid = job["metadata"]["uid"]
+        for key in [k for k, s in self.secrets.items() if k[0] == namespace and any(
+                ref.get("uid") == uid for ref in s["metadata"].get("ownerReferences") or [])]:
+            del self.secrets[key]
         await self._event("DELETED", job)
 
     # -- handlers -------------------------------------------------------------------------
@@ -314,6 +333,26 @@ class FakeKubernetes:
             name = request.match_info["name"]
             return _status(404, "NotFound", f'secrets "{name}" not found')
         return web.json_response(secret)
+
+    async def _create_secret(self, request: web.Request) -> web.Response:
+        namespace = request.match_info["ns"]
+        body = await request.json()
+        name = body["metadata"]["name"]
+        if (namespace, name) in self.secrets:
+            return _status(409, "AlreadyExists", f'secrets "{name}" already exists')
+        binary = {k: base64.b64decode(v) for k, v in (body.get("data") or {}).items()}
+        secret = self.add_secret(namespace, name, dict(body.get("stringData") or {}),
+                                 binary=binary, kind=body.get("type") or "Opaque",
+                                 metadata=body["metadata"])
+        self.created_secrets.append(json.loads(json.dumps(secret)))
+        return web.json_response(secret, status=201)
+
+    async def _delete_secret(self, request: web.Request) -> web.Response:
+        namespace, name = request.match_info["ns"], request.match_info["name"]
+        if self.secrets.pop((namespace, name), None) is None:
+            return _status(404, "NotFound", f'secrets "{name}" not found')
+        return web.json_response({"kind": "Status", "apiVersion": "v1", "status": "Success",
+                                  "details": {"name": name, "kind": "secrets"}})
 
     async def _list_pods(self, request: web.Request) -> web.Response:
         namespace = request.match_info["ns"]

@@ -80,6 +80,14 @@ async def comment(gh: support.Harness, body: str, *, login: str = "alice",
     return payload
 
 
+def api_calls(gh: support.Harness) -> list[Any]:
+    """The calls jobbot made to GitHub, but for listing the App's installations (at start-up,
+    and when a delivery names a repository it did not know)."""
+    return [c for c in gh.fake.calls if c.path not in ("/app/installations",
+                                                       "/installation/repositories")
+            and not c.path.endswith("/access_tokens")]
+
+
 def pr_comment(gh: support.Harness) -> str:
     mine = [c for c in gh.fake.comments.get((REPO, PR), []) if RUNS_MARKER in c["body"]]
     assert len(mine) == 1, "exactly one jobbot comment per pull request"
@@ -104,7 +112,7 @@ async def test_bad_or_missing_signatures_get_401_and_change_nothing(gh: support.
     garbage = await gh.deliver("issue_comment", payload, signature="sha1=abc")
     assert (wrong.status, missing.status, garbage.status) == (401, 401, 401)
     await gh.settle()
-    assert gh.fake.calls == []
+    assert api_calls(gh) == []
     assert await runs(gh) == []
 
 
@@ -213,7 +221,7 @@ async def test_comments_by_bots_are_ignored(gh: support.Harness) -> None:
     await comment(gh, "/run check", login="jobbot[bot]", bot=True)
     await comment(gh, f"{RUNS_MARKER}\n/run check", login="alice")
     assert await runs(gh) == []
-    assert gh.fake.calls == []
+    assert api_calls(gh) == []
 
 
 async def test_failed_run_check_run_and_rerun_of_failed_runs(gh: support.Harness) -> None:

@@ -115,6 +115,33 @@ class KubeApi:
                 return None
             raise
 
+    async def create_secret(self, namespace: str, body: Obj) -> bool:
+        """Create a Secret (a build's git token); False if one of that name exists already.
+        The answer is not read: it would hold the value."""
+        try:
+            await call_api(
+                lambda: _release(self.core.create_namespaced_secret(
+                    namespace, cast(Any, body), _preload_content=False)),
+                Call("create", "secrets", namespace), self.policy)
+            return True
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+
+    async def delete_secret(self, namespace: str, name: str) -> bool:
+        """Delete a Secret; False if it was already gone."""
+        try:
+            await call_api(
+                lambda: _release(self.core.delete_namespaced_secret(
+                    name, namespace, _preload_content=False)),
+                Call("delete", "secrets", namespace), self.policy)
+            return True
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+
     async def list_jobs(self, namespace: str, selector: str) -> tuple[list[Obj], str]:
         body = await call_api(
             lambda: _json(self.batch.list_namespaced_job(namespace, label_selector=selector,
@@ -151,6 +178,11 @@ def _json(response: Any) -> Obj:
         return data
     finally:
         response.release_conn()
+
+
+def _release(response: Any) -> None:
+    """Give an unread response's connection back to the pool."""
+    response.release_conn()
 
 
 def interrupt(response: Any) -> None:
