@@ -17,6 +17,7 @@ PERMISSIONS = {"checks": "write", "contents": "read", "issues": "write",
 # REST reference ("Fine-grained access" of each endpoint).
 CALL_PERMISSIONS = {
     "permission": ("metadata", "read"),
+    "repositories": ("metadata", "read"),
     "react": ("issues", "write"),
     "comments": ("issues", "read"),
     "create_comment": ("issues", "write"),
