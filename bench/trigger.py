@@ -50,6 +50,9 @@ class RecordingExecutor:
     async def cancel(self, run: Run, actor: str) -> bool:
         return True
 
+    def drives(self, run_id: str) -> bool:
+        return False
+
     async def reconcile(self, runs: object) -> None:
         pass
 

@@ -118,9 +118,11 @@ async def serve(runtime: Runtime) -> int:
     """Serve until SIGINT or SIGTERM, then stop runs cleanly (they end `cancelled`)."""
     settings = runtime.settings
     service = runtime.service
+    # The lease first: nothing this process records or follows is ever without one.
+    await service.replica.register()
     settled = await service.reconcile()
     if settled:
-        logger.info("start-up: checked %d unfinished runs from before", settled)
+        logger.info("start-up: took over %d unfinished runs of processes that stopped", settled)
     app = make_app(runtime)
     outbox = app[OUTBOX]
     runner = web.AppRunner(app, access_log=None)
@@ -152,13 +154,16 @@ async def serve(runtime: Runtime) -> int:
         loop.add_signal_handler(sig, on_signal, sig)
     scheduler = Scheduler(service)
     background = [asyncio.create_task(outbox.run(), name="outbox")]
+    heartbeat = asyncio.create_task(service.replica.run(), name="heartbeat")
     cron = asyncio.create_task(scheduler.run(), name="scheduler")
     await stop.wait()
     why = received[0] if received else "stop"
     logger.info("%s received: stopping runs and shutting down", why)
     # No new scheduled run may start while the running ones are being stopped.
     cron.cancel()
-    await asyncio.gather(cron, return_exceptions=True)
+    # No lease renewal after the stop ends it (service.shutdown).
+    heartbeat.cancel()
+    await asyncio.gather(cron, heartbeat, return_exceptions=True)
     await service.shutdown(f"jobbot stopped ({why}) while the run was going")
     for task in background:
         task.cancel()

@@ -106,19 +106,16 @@ class LocalExecutor(ReporterBinding):
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def reconcile(self, runs: list[tuple[Run, list[Attempt]]]) -> None:
+        """The runs' processes were children of a jobbot process that is gone: they cannot
+        be followed again, so each run ends failed, saying why."""
         for run, attempts in runs:
             if run.id in self._runs:
                 continue
-            owner = ProcessId.parse(run.owner or "")
-            if owner and owner != self.owner and owner.is_alive():
-                continue  # another jobbot process on this host is driving it
-            if owner and not owner.is_local:
-                continue  # driven on another host: only that host can tell
-            await self._settle_orphan(run, attempts, owner)
+            await self._settle_orphan(run, attempts, ProcessId.parse(run.owner or ""))
 
     async def _settle_orphan(self, run: Run, attempts: list[Attempt],
                              owner: ProcessId | None) -> None:
-        """A run whose jobbot process died: kill what is left of it and say so."""
+        """A run whose jobbot process died: kill what is left of it (on this host) and say so."""
         killed = []
         for attempt in attempts:
             if attempt.finished_at is not None:
@@ -129,8 +126,14 @@ class LocalExecutor(ReporterBinding):
             await self.reporter.attempt_finished(
                 run.id, attempt.index, RunState.FAILED, exit_code=None,
                 reason="jobbot stopped while this attempt ran")
-        who = f"jobbot process {owner.pid}" if owner else "the jobbot process that started it"
-        reason = f"{who} stopped while the run was {run.state}; marked failed at start-up"
+        if owner is None:
+            reason = f"the jobbot process that started it stopped while the run was {run.state}"
+        elif owner.is_local:
+            reason = f"jobbot process {owner.pid} stopped while the run was {run.state}"
+        else:
+            reason = (f"jobbot replica {owner} stopped while the run was {run.state} (its "
+                      "lease expired): its processes stopped with it")
+        reason += f"; marked failed by jobbot process {self.owner.pid} on {self.owner.host}"
         if killed:
             reason += f" (left-over processes {', '.join(map(str, killed))} were killed)"
         await self.reporter.run_finished(run.id, RunState.FAILED, reason=reason)
