@@ -474,8 +474,8 @@ class JobService:
         live = await self.replica.liveness()
         taken = []
         for run in await self._db(self.store.unfinished_runs, self.executor.name):
-            if self.executor.drives(run.id) or not live.gone(run.owner):
-                continue
+            if self.executor.drives(run.id) or (run.owner != me and not live.gone(run.owner)):
+                continue  # followed here already, or by a live process
             if run.owner == me or await self._db(self.store.claim_run, run.id, run.owner, me):
                 taken.append(run)
         await self._adopt(taken)
