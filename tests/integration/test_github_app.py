@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from core.intake import abandoned
-from core.replicas import Liveness
 from core.models import RunState
+from core.replicas import Liveness
 from core.spec import load_app
 from core.store import NewDelivery, NewRun, Store
 from github_app.render import HELP_MARKER, RUNS_MARKER
