@@ -53,6 +53,12 @@ class RecordingExecutor:
     def drives(self, run_id: str) -> bool:
         return False
 
+    def followed(self) -> list[str]:
+        return []
+
+    async def release(self, run_id: str) -> None:
+        pass
+
     async def reconcile(self, runs: object) -> None:
         pass
 

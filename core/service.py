@@ -493,6 +493,16 @@ class JobService:
         """At each heartbeat: take over what replicas whose lease expired followed, and stop
         runs this process follows that another process was asked to cancel."""
         me = str(self.owner)
+        followed = self.executor.followed()
+        if followed:
+            # Taken over while this replica was taken for dead (a pause past the expiry):
+            # one replica follows a run, so this one lets go.
+            owners = await self._db(self.store.run_owners, followed)
+            for run_id in followed:
+                if owners.get(run_id, me) != me:
+                    logger.warning("run %s is followed by %s now: letting go", run_id,
+                                   owners[run_id], extra={"run_id": run_id})
+                    await self.executor.release(run_id)
         for dead in live.expired():
             runs = await self._db(self.store.take_over_replica, dead, me, self.executor.name)
             if runs is None:

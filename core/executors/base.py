@@ -65,6 +65,15 @@ class Executor(Protocol):
         """Whether this process follows the run now (launched or adopted it, not yet final)."""
         ...
 
+    def followed(self) -> list[str]:
+        """The ids of the runs this process follows now."""
+        ...
+
+    async def release(self, run_id: str) -> None:
+        """Stop following a run another replica took over (this one's lease had expired),
+        reporting nothing more about it; local processes of it are stopped."""
+        ...
+
     async def cancel(self, run: Run, actor: str) -> bool:
         """Stop a run this executor drives; False if it does not drive it (another process)."""
         ...

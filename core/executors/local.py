@@ -73,9 +73,22 @@ class LocalExecutor(ReporterBinding):
         self._retry_delay = retry_delay
         self._cancel_poll = cancel_poll
         self._runs: dict[str, _LocalRun] = {}
+        self._released: set[str] = set()
 
     def drives(self, run_id: str) -> bool:
         return run_id in self._runs
+
+    def followed(self) -> list[str]:
+        return list(self._runs)
+
+    async def release(self, run_id: str) -> None:
+        """Stop the run's processes: the replica that took it over has ended it already."""
+        state = self._runs.get(run_id)
+        if state is not None:
+            self._released.add(run_id)  # nothing more is reported about it from here
+            state.request_stop(RunState.FAILED, "taken over by another replica")
+            if state.task is not None:
+                await asyncio.gather(state.task, return_exceptions=True)
 
     async def secret_keys(self, app: AppSpec, job: JobSpec) -> frozenset[str]:
         return await asyncio.to_thread(self._secrets.keys, job.secrets)
@@ -206,8 +219,9 @@ class LocalExecutor(ReporterBinding):
             final_state, exit_code, reason = outcome
             if active:
                 await self._stop_attempts(run, active, job.stop_grace_period, final_state, reason)
-            await self.reporter.run_finished(run.id, final_state, exit_code=exit_code,
-                                             reason=reason or None)
+            if run.id not in self._released:
+                await self.reporter.run_finished(run.id, final_state, exit_code=exit_code,
+                                                 reason=reason or None)
         except asyncio.CancelledError:
             await self._stop_attempts(run, active, 0, RunState.CANCELLED, "jobbot stopped")
             raise
@@ -219,6 +233,7 @@ class LocalExecutor(ReporterBinding):
                                              reason="internal error in jobbot's local executor")
         finally:
             self._runs.pop(run.id, None)
+            self._released.discard(run.id)
 
     def _environment(self, launch: Launch) -> tuple[dict[str, str], list[str]]:
         env = {k: os.environ[k] for k in _INHERITED_ENV if k in os.environ}
@@ -267,6 +282,8 @@ class LocalExecutor(ReporterBinding):
     async def _finish_attempt(self, run: Run, attempt: _Attempt, state: RunState,
                               code: int | None, reason: str | None) -> None:
         attempt.writer.close()
+        if run.id in self._released:
+            return
         await self.reporter.attempt_finished(run.id, attempt.index, state, exit_code=code,
                                              reason=reason)
 

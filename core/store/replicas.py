@@ -11,7 +11,7 @@ from sqlmodel import col
 from sqlmodel import select as orm_select
 
 from core.models import ReplicaLease, RoleHolder, Run, utcnow
-from core.store.base import LIVE_STATES, RUNS, StoreBase
+from core.store.base import LIVE_STATES, RUNS, StoreBase, chunks
 
 REPLICAS: Table = ReplicaLease.__table__  # type: ignore[attr-defined]
 ROLES: Table = RoleHolder.__table__  # type: ignore[attr-defined]
@@ -75,6 +75,15 @@ class ReplicaStore(StoreBase):
                                                      RUNS.c.state.in_(LIVE_STATES))
                                   .values(owner=taker))
             return bool(result.rowcount == 1)
+
+    def run_owners(self, run_ids: list[str]) -> dict[str, str | None]:
+        """The owner of each of these runs (runs not found are left out)."""
+        owners: dict[str, str | None] = {}
+        with self._reading() as conn:
+            for chunk in chunks(run_ids):
+                rows = conn.execute(select(RUNS.c.id, RUNS.c.owner).where(RUNS.c.id.in_(chunk)))
+                owners.update((run_id, owner) for run_id, owner in rows)
+        return owners
 
     def cancel_requests(self, owner: str) -> list[Run]:
         """Unfinished runs `owner` follows that someone (any process) asked to cancel."""

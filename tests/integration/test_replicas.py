@@ -24,7 +24,9 @@ from aiohttp.test_utils import TestServer
 from bot.listeners import command_key
 from core.leases import Lease
 from core.models import Run, RunState, utcnow
+from core.policy import Actor
 from core.replicas import Liveness
+from core.spec import parse_app
 from core.store import NewDelivery, NewRun, Store
 from tests.conftest import fresh_database_url
 from tests.fakes import github_payloads as p
@@ -32,6 +34,7 @@ from tests.fakes.github import FakeGitHub, private_key_pem
 from tests.fakes.kubernetes import FakeKubernetes
 from tests.fakes.slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack, SlackSender
 from tests.support.apps import python_job, write_app
+from tests.support.kube import api_for, kube_service
 from tests.support.server import ServeProcess, wait_until
 
 # A replica of another host: only its lease can say whether it lives.
@@ -398,3 +401,29 @@ def _gone(pid: int) -> bool:
     except OSError:
         return True
     return state == "Z"
+
+
+async def test_a_replica_taken_for_dead_lets_go_of_the_runs_another_took_over(
+        sqlite_store: Store, tmp_path: Path, kube: FakeKubernetes) -> None:
+    app = parse_app(json.dumps({"app": "shop", "kubernetes": {"namespace": NS}, "jobs": [
+        {"name": "hello", "image": "busybox:1.37", "command": ["echo", "hi"]}]}))
+    service = kube_service(app, sqlite_store, tmp_path / "data", api_for(kube.url))
+    me = str(service.owner)
+    try:
+        await service.replica.register()
+        run = (await service.trigger("hello", Actor.cli("alice"))).run
+        [(_, name)] = await wait_until(lambda: list(kube.jobs))
+        assert service.executor.drives(run.id)
+        # Paused past its lease's expiry: another replica took the lease and the run over.
+        sqlite_store.end_replica(me)
+        assert sqlite_store.take_over_replica(me, ELSEWHERE, "kubernetes") is not None
+        await service.replica.beat()
+        assert not service.executor.drives(run.id)  # one replica follows a run
+        assert me in sqlite_store.replica_expiries()  # it holds a lease again, for new work
+        await kube.add_pod(NS, name)
+        await kube.finish_job(NS, name, "Complete")
+        await asyncio.sleep(1)
+        assert sqlite_store.attempts(run.id) == []  # nothing reported by the one let go
+        assert sqlite_store.get_run(run.id).owner == ELSEWHERE  # type: ignore[union-attr]
+    finally:
+        await service.shutdown()
