@@ -372,3 +372,33 @@ def test_a_run_number_too_large_for_the_database_is_exit_2(workdir: Path) -> Non
     assert result.returncode == 2
     assert result.stderr.startswith("jobbot: ")
     assert "Traceback" not in result.stderr
+
+
+def test_serve_logs_a_malformed_http_request_as_one_line_without_its_header_values(
+        workdir: Path) -> None:
+    port = free_port()
+    server = spawn(workdir, "serve", env={"JOBBOT_PORT": str(port)})
+    try:
+        wait_for(lambda: _answers(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n") != b"")
+        for raw in (b"GARBAGE\r\n\r\n",
+                    b"GET /jobs HTTP/1.1\r\nHost: x\r\nContent-Length: hunter2-value\r\n\r\n"):
+            assert _answers(port, raw).startswith(b"HTTP/1.0 400 Bad Request")
+    finally:
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=20) == 0
+    _, stderr = server.communicate(timeout=10)
+    assert "Traceback" not in stderr
+    assert "hunter2" not in stderr
+    refused = [line for line in stderr.splitlines() if "malformed HTTP request" in line]
+    assert len(refused) == 1, stderr
+    assert "Content-Length" in refused[0]
+
+
+def _answers(port: int, raw: bytes) -> bytes:
+    """What jobbot answers to `raw` bytes sent on a fresh connection (b"" if it is not up)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+            connection.sendall(raw)
+            return connection.recv(200)
+    except OSError:
+        return b""

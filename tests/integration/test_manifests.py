@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
-from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
-import yaml
 
 from core.executors.k8s.manifests import (
     PLACEHOLDER_SHA,
@@ -17,9 +14,8 @@ from core.executors.k8s.manifests import (
     job_manifest,
 )
 from core.spec import AppSpec, load_app, parse_app
+from tests.support.deploy import ROOT, VERSIONS, kustomize_build
 
-ROOT = Path(__file__).resolve().parents[2]
-VERSIONS = ["1.33.0", "1.34.0"]
 RICH_APP = """
 app: shop
 kubernetes: {namespace: shop-jobs, service_account_name: jobs-runner}
@@ -53,20 +49,6 @@ jobs:
 """
 
 
-def kustomize() -> str:
-    result = subprocess.run(["bash", str(ROOT / "scripts" / "ensure-kustomize.sh")],
-                            capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
-
-
-def _kustomize_build(path: Path) -> list[dict[str, Any]]:
-    result = subprocess.run([kustomize(), "build", str(path)], capture_output=True, text=True,
-                            check=False)
-    assert result.returncode == 0, result.stderr
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
-
-
 def rendered(app: AppSpec) -> list[dict[str, Any]]:
     docs = []
     for job in app.jobs:
@@ -82,7 +64,7 @@ def rendered(app: AppSpec) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def deployed() -> list[dict[str, Any]]:
-    return _kustomize_build(ROOT / "manifests" / "overlays" / "example")
+    return kustomize_build(ROOT / "manifests" / "overlays" / "example")
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -96,7 +78,7 @@ def test_rendered_jobs_and_builds_are_valid(version: str) -> None:
 @pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize("tree", ["base", "overlays/example"])
 def test_manifests_build_and_are_valid(version: str, tree: str) -> None:
-    docs = _kustomize_build(ROOT / "manifests" / tree)
+    docs = kustomize_build(ROOT / "manifests" / tree)
     kinds = sorted(doc["kind"] for doc in docs)
     expected = ["ConfigMap", "Deployment", "Namespace", "Namespace", "PodDisruptionBudget",
                 "Role", "RoleBinding", "Service", "ServiceAccount"]
@@ -111,8 +93,9 @@ def test_role_grants_only_what_the_executor_calls(deployed: list[dict[str, Any]]
                for r in rule["resources"] for v in rule["verbs"]}
     assert granted == {("batch", "jobs", v) for v in ("create", "get", "list", "watch",
                                                       "delete")} | {
-        ("", "pods", v) for v in ("get", "list", "watch")} | {("", "pods/log", "get"),
-                                                              ("", "secrets", "get")}
+        ("", "pods", v) for v in ("get", "list", "watch")} | {("", "pods/log", "get")} | {
+        # get: masking; create and delete: each private build's own git Secret.
+        ("", "secrets", v) for v in ("get", "create", "delete")}
     binding = next(d for d in deployed if d["kind"] == "RoleBinding")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "jobbot",
                                     "namespace": "jobbot"}]
@@ -155,5 +138,3 @@ def test_three_replicas_spread_over_nodes_and_one_at_a_time_may_be_disrupted(
         assert constraint["whenUnsatisfiable"] == "ScheduleAnyway"  # one node still works
         selected = constraint["labelSelector"]["matchLabels"]
         assert selected.items() <= labels.items()
-    env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert env["JOBBOT_LEASE_EXPIRY"]["value"] == "20"
