@@ -86,8 +86,6 @@ class Replica:
         """Write the lease (before this process records or follows anything)."""
         await asyncio.to_thread(self._store.register_replica, self.id, self.expiry)
         self.registered = True
-        logger.info("replica %s holds a lease of %s s, renewed every %s s", self.id,
-                    self.expiry.total_seconds(), self.period)
 
     async def run(self) -> None:
         """Beat until cancelled (a database outage skips beats, it does not end this)."""

@@ -118,8 +118,6 @@ async def serve(runtime: Runtime) -> int:
     """Serve until SIGINT or SIGTERM, then stop runs cleanly (they end `cancelled`)."""
     settings = runtime.settings
     service = runtime.service
-    # The lease first: nothing this process records or follows is ever without one.
-    await service.replica.register()
     settled = await service.reconcile()
     if settled:
         logger.info("start-up: took over %d unfinished runs of processes that stopped", settled)
@@ -127,16 +125,21 @@ async def serve(runtime: Runtime) -> int:
     outbox = app[OUTBOX]
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
+    # The lease before the first request: what this process records is never without one.
+    await service.replica.register()
     site = web.TCPSite(runner, settings.JOBBOT_HOST, settings.JOBBOT_PORT)
     try:
         await site.start()
     except OSError as exc:
         await runner.cleanup()
+        await service.replica.end()
         why = os.strerror(exc.errno) if exc.errno else str(exc)
         raise BadInput(f"cannot listen on {settings.JOBBOT_HOST}:{settings.JOBBOT_PORT} "
                        f"({why}): set JOBBOT_HOST or JOBBOT_PORT") from None
-    logger.info("jobbot serving app %s on http://%s:%s (executor %s)", runtime.app.app,
-                settings.JOBBOT_HOST, settings.JOBBOT_PORT, service.executor.name)
+    logger.info("jobbot serving app %s on http://%s:%s (executor %s; replica %s, its lease "
+                "renewed every %s s)", runtime.app.app, settings.JOBBOT_HOST,
+                settings.JOBBOT_PORT, service.executor.name, service.replica.id,
+                service.replica.period)
     slack_off = slack_config(settings).missing
     if slack_off:
         logger.info("Slack is not configured (%s): running without the bot", slack_off)

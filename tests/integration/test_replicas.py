@@ -218,11 +218,11 @@ def _cli_logs(tmp_path: Path, env: dict[str, str], run_id: str) -> list[str]:
     return result.stdout.splitlines()
 
 
-async def test_a_starting_replica_leaves_a_live_ones_job_and_follows_it_once_that_one_dies(
+async def test_a_starting_replica_leaves_a_live_ones_job_and_one_follows_it_once_it_dies(
         tmp_path: Path, pg_url: str, pg_store: Store, slack: FakeSlack,
         kube: FakeKubernetes) -> None:
     env = _env(pg_url, slack, **_kube_env(tmp_path, kube))
-    a, b = _replicas(tmp_path, env)
+    a, b, c = _replicas(tmp_path, env, count=3)
     await a.start()
     sender = SlackSender(slack, f"{a.url}/slack/events")
     try:
@@ -234,10 +234,10 @@ async def test_a_starting_replica_leaves_a_live_ones_job_and_follows_it_once_tha
         await wait_until(lambda: pg_store.attempts(run.id))
         assert _owned_by(pg_store, run.id, a)
 
-        # B starts while A lives: it leaves A's run alone (it never even reads its Job).
+        # B and C start while A lives: they leave A's run alone (they never read its Job).
         seen = len(kube.requests)
         await b.start()
-        await wait_until(lambda: _owned_by(pg_store, run.id, a), timeout=5)
+        await c.start()
         await asyncio.sleep(2 * EXPIRY)
         job_path = f"/apis/batch/v1/namespaces/{NS}/jobs/{name}"
         assert [r for r in kube.requests[seen:] if r[1] == job_path] == []
@@ -245,10 +245,14 @@ async def test_a_starting_replica_leaves_a_live_ones_job_and_follows_it_once_tha
 
         a.kill()
         killed = time.monotonic()
+        seen = len(kube.requests)
         await kube.append_log(NS, pod, "written while no replica followed")
-        # Once A's lease expires, B takes the run over and follows the Job again.
-        await wait_until(lambda: _owned_by(pg_store, run.id, b), timeout=30)
+        # Once A's lease expires, one of B and C takes the run over and follows the Job.
+        await wait_until(lambda: _owned_by(pg_store, run.id, b) or _owned_by(pg_store, run.id, c),
+                         timeout=30)
         assert time.monotonic() - killed < EXPIRY + 5
+        await asyncio.sleep(2 * EXPIRY)  # (time for a second taker, were there one)
+        assert len([r for r in kube.requests[seen:] if r[1] == job_path]) == 1  # one adopter
         await kube.append_log(NS, pod, "last line")
         await kube.set_pod(NS, pod, "Succeeded")
         await kube.finish_job(NS, name, "Complete")
@@ -263,8 +267,8 @@ async def test_a_starting_replica_leaves_a_live_ones_job_and_follows_it_once_tha
         assert len(finished) == 1
     finally:
         await sender.close()
-        a.stop()
-        b.stop()
+        for replica in (a, b, c):
+            replica.stop()
 
 
 async def test_a_cancel_answered_by_one_replica_stops_the_job_another_follows(
