@@ -50,6 +50,15 @@ class RecordingExecutor:
     async def cancel(self, run: Run, actor: str) -> bool:
         return True
 
+    def drives(self, run_id: str) -> bool:
+        return False
+
+    def followed(self) -> list[str]:
+        return []
+
+    async def release(self, run_id: str) -> None:
+        pass
+
     async def reconcile(self, runs: object) -> None:
         pass
 

@@ -16,7 +16,6 @@ from typing import Any, Protocol, runtime_checkable
 
 from core.errors import NotFound
 from core.models import Run, RunState
-from core.procs import ProcessId
 from core.service import JobService
 from core.spec import AppSpec, BuildSpec
 
@@ -94,11 +93,13 @@ async def resume_builds(service: JobService, builder: Builder | None) -> list[as
     per sha (the Kubernetes builder adopts the build's Job, the local one reuses a finished
     checkout), so a push handled again after the restart finds the build's outcome."""
     tasks = []
+    me = str(service.owner)
+    live = await service.replica.liveness()
     for run in await asyncio.to_thread(service.store.unfinished_runs, "build"):
-        owner = ProcessId.parse(run.owner or "")
-        if owner is not None and (owner == service.owner or not owner.is_local
-                                  or owner.is_alive()):
-            continue  # this process, or one that may still drive it (another host: unknowable)
+        if run.owner == me or not live.gone(run.owner):
+            continue  # this process, or a live one that still drives it
+        if not await asyncio.to_thread(service.store.claim_run, run.id, run.owner, me):
+            continue  # another replica resumes it
         tasks.append(asyncio.create_task(_resume(service, builder, run),
                                          name=f"resume-build-{run.id}"))
     return tasks

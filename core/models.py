@@ -108,8 +108,8 @@ class Run(SQLModel, table=True):
     scheduled_for: datetime | None = _ts(nullable=True)
     rerun_of: str | None = Field(default=None, max_length=32)
     executor: str = Field(default="local", max_length=32)
-    # Which jobbot process drives a local run ("host:pid:start"), so start-up reconciliation
-    # in another process never touches a run that is still alive.
+    # Which jobbot process follows the run ("host:pid:start"): the replica that launched or
+    # adopted it. Another replica takes it over only once that one's lease expired.
     owner: str | None = Field(default=None, max_length=255)
     external_id: str | None = Field(default=None, max_length=255)
     created_at: datetime = _ts(nullable=False)
@@ -352,3 +352,26 @@ class PullRequestComment(SQLModel, table=True):
     repository: str = Field(sa_column=Column(String(255), primary_key=True))
     pull_request: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
     comment_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class ReplicaLease(SQLModel, table=True):
+    """A jobbot process's lease: renewed on its heartbeat; once expired, a live replica takes
+    over what it followed (core/replicas.py)."""
+
+    __tablename__ = "replicas"
+
+    # host:pid:start, as the owner columns of runs and requests write it.
+    id: str = Field(sa_column=Column(String(255), primary_key=True))
+    started_at: datetime = _ts(nullable=False)
+    renewed_at: datetime = _ts(nullable=False)
+    expires_at: datetime = _ts(nullable=False, index=True)
+
+
+class RoleHolder(SQLModel, table=True):
+    """Which replica plays a named role (an outbox subscriber), while its lease lives."""
+
+    __tablename__ = "replica_roles"
+
+    name: str = Field(sa_column=Column(String(64), primary_key=True))
+    owner: str = Field(max_length=255)
+    since: datetime = _ts(nullable=False)

@@ -19,6 +19,7 @@ from core.events import Outbox
 from core.intake import Intake
 from core.links import Links
 from core.models import utcnow
+from core.replicas import Liveness
 from core.service import JobService
 from core.store import NewDelivery
 from github_app.api import GitHubClients, import_what_calls_need
@@ -129,7 +130,13 @@ class GitHubApp:
         # Installed before this start, or changed while jobbot was down: GitHub's lists say.
         self.installations.sync_soon()
         self._background = await resume_builds(self.ctx.service, self.ctx.builder)
-        left = await self.intake.take_over(self.store.take_over_deliveries)
+        await self.take_over(await self.ctx.service.replica.liveness())
+        self._background.append(asyncio.create_task(self._prune_forever(), name="github-prune"))
+
+    async def take_over(self, live: Liveness) -> int:
+        """Handle the unhandled deliveries of processes gone by `live` (at start, and at each
+        heartbeat: a replica whose lease expired leaves what it answered to a live one)."""
+        left = await self.intake.take_over(self.store.take_over_deliveries, live)
         for row in left:
             parsed = _payload((row.payload or "").encode(), "application/json")
             if parsed is None:
@@ -137,10 +144,10 @@ class GitHubApp:
                                         "not handled: its payload was not kept")
                 continue
             # Answered by a process that stopped before handling it: handle it now.
-            logger.info("delivery %s (%s) answered before a restart: handling it now",
+            logger.info("delivery %s (%s) answered by a process that stopped: handling it now",
                         row.id, row.event, extra={"delivery_id": row.id})
             self._enqueue(Delivery(row.id, row.event, row.action, parsed[0]))
-        self._background.append(asyncio.create_task(self._prune_forever(), name="github-prune"))
+        return len(left)
 
     async def _stop(self, app: web.Application) -> None:
         for task in self._background:
@@ -210,6 +217,7 @@ def setup(app: web.Application, *, config: GitHubConfig, service: JobService, li
     github = _make(config, service, links, builder, workspaces, workers)
     app[GITHUB] = github
     app.router.add_post("/github/webhook", github.webhook)
+    service.replica.on_beat("github deliveries", github.take_over)
     app.on_startup.append(github._start)
     app.on_cleanup.append(github._stop)
     if outbox is not None:

@@ -160,12 +160,27 @@ def _checked_overrides(settings: Settings, target: JobRef, items: list[str]) -> 
     return check_overrides(target.job, overrides, keys)
 
 
-def _with_runtime(settings: Settings, body: Callable[[Runtime], Coroutine[Any, Any, int]]) -> int:
+def _with_runtime(settings: Settings, body: Callable[[Runtime], Coroutine[Any, Any, int]], *,
+                  lease: bool = False) -> int:
+    """Run `body`; with `lease`, this process holds a replica lease meanwhile (it follows
+    runs: other replicas must leave them to it while it lives)."""
     runtime = build_runtime(settings)
     try:
-        return asyncio.run(body(runtime))
+        return asyncio.run(_leased(runtime, body) if lease else body(runtime))
     finally:
         runtime.close()
+
+
+async def _leased(runtime: Runtime, body: Callable[[Runtime], Coroutine[Any, Any, int]]) -> int:
+    replica = runtime.service.replica
+    await replica.register()
+    heartbeat = asyncio.create_task(replica.run())
+    try:
+        return await body(runtime)
+    finally:
+        heartbeat.cancel()
+        await asyncio.gather(heartbeat, return_exceptions=True)
+        await replica.end()
 
 
 # -- commands -----------------------------------------------------------------------------
@@ -224,7 +239,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         print(render.run_summary(final), file=sys.stderr)
         return EXIT_OK if final.state == RunState.SUCCEEDED.value else EXIT_RUN_FAILED
 
-    return _with_runtime(settings, body)
+    return _with_runtime(settings, body, lease=True)
 
 
 async def _follow(runtime: Runtime, run_id: str) -> None:
@@ -419,7 +434,7 @@ def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
         print(render.run_summary(final), file=sys.stderr)
         return EXIT_OK if final.state == RunState.SUCCEEDED.value else EXIT_RUN_FAILED
 
-    return _with_runtime(settings, body)
+    return _with_runtime(settings, body, lease=True)
 
 
 def cmd_schedule(args: argparse.Namespace, settings: Settings) -> int:

@@ -164,23 +164,28 @@ async def serve(runtime: Runtime) -> int:
     service = runtime.service
     settled = await service.reconcile()
     if settled:
-        logger.info("start-up: checked %d unfinished runs from before", settled)
+        logger.info("start-up: took over %d unfinished runs of processes that stopped", settled)
     # A fresh token per start, so a link from an earlier start (or its cookie) opens nothing.
     browse_token = secrets.token_urlsafe(32) if settings.local_browsing else None
     app = make_app(runtime, browse_token=browse_token)
     outbox = app[OUTBOX]
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
+    # The lease before the first request: what this process records is never without one.
+    await service.replica.register()
     site = web.TCPSite(runner, settings.JOBBOT_HOST, settings.JOBBOT_PORT)
     try:
         await site.start()
     except OSError as exc:
         await runner.cleanup()
+        await service.replica.end()
         why = os.strerror(exc.errno) if exc.errno else str(exc)
         raise BadInput(f"cannot listen on {settings.JOBBOT_HOST}:{settings.JOBBOT_PORT} "
                        f"({why}): set JOBBOT_HOST or JOBBOT_PORT") from None
-    logger.info("jobbot serving app %s on http://%s:%s (executor %s)", runtime.app.app,
-                settings.JOBBOT_HOST, settings.JOBBOT_PORT, service.executor.name)
+    logger.info("jobbot serving app %s on http://%s:%s (executor %s; replica %s, its lease "
+                "renewed every %s s)", runtime.app.app, settings.JOBBOT_HOST,
+                settings.JOBBOT_PORT, service.executor.name, service.replica.id,
+                service.replica.period)
     if browse_token is not None:
         # To the terminal only, never through logging: the link signs a browser in.
         print(f"Open this link to browse jobbot and run jobs (it signs this browser in; a new "
@@ -205,13 +210,16 @@ async def serve(runtime: Runtime) -> int:
         loop.add_signal_handler(sig, on_signal, sig)
     scheduler = Scheduler(service)
     background = [asyncio.create_task(outbox.run(), name="outbox")]
+    heartbeat = asyncio.create_task(service.replica.run(), name="heartbeat")
     cron = asyncio.create_task(scheduler.run(), name="scheduler")
     await stop.wait()
     why = received[0] if received else "stop"
     logger.info("%s received: stopping runs and shutting down", why)
     # No new scheduled run may start while the running ones are being stopped.
     cron.cancel()
-    await asyncio.gather(cron, return_exceptions=True)
+    # No lease renewal after the stop ends it (service.shutdown).
+    heartbeat.cancel()
+    await asyncio.gather(cron, heartbeat, return_exceptions=True)
     await service.shutdown(f"jobbot stopped ({why}) while the run was going")
     for task in background:
         task.cancel()

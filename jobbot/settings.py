@@ -58,6 +58,11 @@ class Settings(BaseSettings):
     JOBBOT_RETRY_DELAY: float = Field(
         1.0, description="Local executor: seconds before the first retry (doubles each time)."
     )
+    JOBBOT_LEASE_EXPIRY: float = Field(
+        20.0, ge=1.0, le=3600.0, description="Seconds a replica's lease lives unrenewed; it is "
+        "renewed four times in that span, and a live replica takes over the work of one whose "
+        "lease expired."
+    )
     JOBBOT_KUBECONFIG: Path | None = Field(
         None, description="Kubernetes executor: kubeconfig file; default in-cluster, then "
         "$KUBECONFIG or ~/.kube/config."

@@ -19,6 +19,7 @@ from core.executors.local import LocalExecutor
 from core.links import Links
 from core.logs import LogStore
 from core.procs import ProcessId
+from core.replicas import Replica
 from core.secrets import LocalSecrets
 from core.service import JobService
 from core.spec import AppSpec, load_app
@@ -57,7 +58,9 @@ def build_runtime(settings: Settings, config: Path | None = None, *,
     catalog = Catalog([app])
     if executor is None:
         executor = make_executor(settings, logs, owner, data_dir, catalog)
-    service = JobService(catalog, store, executor, logs, owner=owner, changes=Changes())
+    replica = Replica(store, owner, expiry=settings.JOBBOT_LEASE_EXPIRY)
+    service = JobService(catalog, store, executor, logs, owner=owner, changes=Changes(),
+                         replica=replica)
     links = Links(settings.public_url, signing_key(settings, data_dir),
                   guessed=settings.JOBBOT_PUBLIC_URL is None)
     return Runtime(settings, app, store, service, links)

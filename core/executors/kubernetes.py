@@ -96,6 +96,20 @@ class KubernetesExecutor(ReporterBinding):
     def drives(self, run_id: str) -> bool:
         return run_id in self._runs
 
+    def followed(self) -> list[str]:
+        return list(self._runs)
+
+    async def release(self, run_id: str) -> None:
+        """Stop following the run (its Job goes on, followed by the replica that took it)."""
+        track = self._runs.pop(run_id, None)
+        if track is None:
+            return
+        track.done = True
+        tasks = [t for t in (*track.log_tasks.values(), track.syncing) if t and not t.done()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     # -- launching ------------------------------------------------------------------------
 
     async def secret_keys(self, app: AppSpec, job: JobSpec) -> frozenset[str]:

@@ -87,6 +87,8 @@ def normalised(doc: dict[str, Any], renames: dict[str, str]) -> dict[str, Any]:
     selector = spec.get("selector")
     if isinstance(selector, dict):
         _drop_labels(selector.get("matchLabels", selector))
+    for spread in spec.get("template", {}).get("spec", {}).get("topologySpreadConstraints", []):
+        _drop_labels(spread["labelSelector"]["matchLabels"])
     template = spec.get("template", {}).get("metadata")
     if template:
         _drop_labels(template.get("labels"))

@@ -17,6 +17,7 @@ import pytest
 
 from core.intake import abandoned
 from core.models import RunState
+from core.replicas import Liveness
 from core.spec import load_app
 from core.store import NewDelivery, NewRun, Store
 from github_app.render import HELP_MARKER, RUNS_MARKER
@@ -607,8 +608,8 @@ async def test_a_delivery_being_answered_by_a_live_process_is_not_taken_over(
                                 delivery_id="d-live")
     assert response.status == 202
     me = support.dead_process()  # another process starting: this one still runs
-    assert gh.store.take_over_deliveries(
-        str(me), lambda owner, at: abandoned(owner, at, me)) == []
+    live = Liveness.read(gh.store, str(me))
+    assert gh.store.take_over_deliveries(str(me), lambda owner, at: abandoned(owner, live)) == []
 
 
 async def test_the_repository_app_is_known_after_a_restart(gh: support.Harness,

@@ -117,3 +117,24 @@ def test_deployment_is_locked_down(deployed: list[dict[str, Any]]) -> None:
     assert env["JOBBOT_EXECUTOR"]["value"] == "kubernetes"
     assert deployment["spec"]["replicas"] == 3
     assert container["image"] == "registry.example.com/platform/jobbot:0.1.0"
+
+
+def test_three_replicas_spread_over_nodes_and_one_at_a_time_may_be_disrupted(
+        deployed: list[dict[str, Any]]) -> None:
+    deployment = next(d for d in deployed if d["kind"] == "Deployment")
+    pdb = next(d for d in deployed if d["kind"] == "PodDisruptionBudget")
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert deployment["spec"]["replicas"] == 3
+    # A drain may take one replica; two answer and take over its work meanwhile.
+    assert pdb["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": {
+        "app.kubernetes.io/name": labels["app.kubernetes.io/name"]}}}
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1,
+                                                               "maxUnavailable": 0}
+    spread = deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert {c["topologyKey"] for c in spread} == {"kubernetes.io/hostname",
+                                                  "topology.kubernetes.io/zone"}
+    for constraint in spread:
+        assert constraint["maxSkew"] == 1
+        assert constraint["whenUnsatisfiable"] == "ScheduleAnyway"  # one node still works
+        selected = constraint["labelSelector"]["matchLabels"]
+        assert selected.items() <= labels.items()
