@@ -255,9 +255,10 @@ def _log_problem(pod: Pod, status: int, text: str) -> str | None:
 
 def _takeovers(cluster: ChaosCluster, runs: list[Run], report: Report) -> None:
     """For each kill: the runs the victim followed (it created their Job, or asked the API
-    about their Job, its pods or its pod's log) that were unfinished at its death, and how soon another live jobbot
-    followed each again: an open log stream of another at the death, its first request about
-    the run after it, or the run's end being recorded after it, whichever comes first."""
+    about their Job, its pods or its pod's log) that were unfinished at its death, and how
+    soon another live jobbot followed each again: an open log stream of another at the death,
+    its first request about the run after it, or the run's end being recorded after it,
+    whichever comes first."""
     finished = {r.id: r.finished_at.timestamp() if r.finished_at else None for r in runs}
     lives = {life.token: life for life in cluster.incarnations}
     subject = cluster.kubelet.subject
