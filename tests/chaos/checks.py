@@ -264,12 +264,13 @@ def _takeovers(cluster: ChaosCluster, runs: list[Run], report: Report) -> None:
     subject = cluster.kubelet.subject
     calls = [(c, subject(c.path, c.query)) for c in cluster.kube.calls]
     for died, victim in cluster.kills:
-        followed = {job for c, job in calls if job and c.token == victim.token and c.at < died}
+        followed: set[str | None] = {job for c, job in calls
+                                     if c.token == victim.token and c.at < died}
         followed |= {_job_of(cluster, s.pod) for s in cluster.kube.log_streams
                      if s.token == victim.token and s.opened < died}
         followed |= {name for (_, name), token in cluster.kube.creators.items()
                      if token == victim.token}
-        for job in sorted(j for j in followed if j):
+        for job in sorted(j for j in followed if j is not None):
             pod = cluster.kubelet.pods.get(job)
             if pod is None:
                 continue

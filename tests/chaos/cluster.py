@@ -247,7 +247,9 @@ class ChaosCluster:
 
     @property
     def live(self) -> list[Replica]:
-        return [r for r in self.replicas if r.current is not None]
+        """The replicas that run and are ready (the ones a Service sends requests to)."""
+        return [r for r in self.replicas
+                if (life := r.current) is not None and life.ready is not None]
 
     @property
     def incarnations(self) -> list[Incarnation]:

@@ -54,19 +54,20 @@ class Plan:
                 f"CHAOS_KILLS={self.kills} CHAOS_SECONDS={self.seconds:g}")
 
 
-def from_env(environ: Mapping[str, str] | None = None, **defaults: object) -> Plan:
-    """The plan: `defaults` over the bounded ones, CHAOS_* variables over both; a fresh
-    random seed unless CHAOS_SEED is given."""
+def from_env(environ: Mapping[str, str] | None = None, *, requests: int | None = None,
+             kills: int | None = None, seconds: float | None = None,
+             settle: float | None = None) -> Plan:
+    """The plan: the arguments over the bounded defaults, CHAOS_* variables over both; a
+    fresh random seed unless CHAOS_SEED is given."""
     env = os.environ if environ is None else environ
     seed = int(env.get("CHAOS_SEED") or random.SystemRandom().randrange(1, 2**31))
-    plan = replace(Plan(seed), **defaults)  # type: ignore[arg-type]
-    numbers = {"CHAOS_REQUESTS": "requests", "CHAOS_KILLS": "kills"}
-    for name, attribute in numbers.items():
-        if env.get(name):
-            plan = replace(plan, **{attribute: int(env[name])})
-    for name, attribute in {"CHAOS_SECONDS": "seconds", "CHAOS_SETTLE": "settle"}.items():
-        if env.get(name):
-            plan = replace(plan, **{attribute: float(env[name])})
+    plan = Plan(seed)
+    plan = replace(
+        plan,
+        requests=int(env.get("CHAOS_REQUESTS") or requests or plan.requests),
+        kills=int(env.get("CHAOS_KILLS") or (kills if kills is not None else plan.kills)),
+        seconds=float(env.get("CHAOS_SECONDS") or seconds or plan.seconds),
+        settle=float(env.get("CHAOS_SETTLE") or settle or plan.settle))
     if env.get("CHAOS_REPLICA_ENV"):
         pairs = (item.split("=", 1) for item in env["CHAOS_REPLICA_ENV"].split(",") if item)
         plan = replace(plan, replica_env={k.strip(): v.strip() for k, v in pairs})

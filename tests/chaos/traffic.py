@@ -163,7 +163,8 @@ class Chaos:
 
     def _answered(self, replica: Replica) -> None:
         """Called the moment a replica answers 2xx: an armed kill strikes it at once."""
-        if self._armed and replica.current is not None and len(self.cluster.live) >= 2:
+        live = self.cluster.live
+        if self._armed and replica in live and len(live) >= 2:
             armed = self._armed.pop(0)
             self._kill(replica, armed.new_pod, armed.delay, "right after an answer")
             armed.done.set_result(None)
