@@ -131,6 +131,9 @@ async def check(cluster: ChaosCluster, traffic: Traffic, store: Store) -> Report
                     answered=sum(s.ok for s in traffic.sent), runs=len(runs),
                     kills=len(traffic.kills),
                     timeline=[k.describe() for k in traffic.kills])
+    if traffic.skipped_kills:
+        report.timeline.append(f"{traffic.skipped_kills} kills not made: one replica only "
+                               "was ready at their moment")
     _requests(cluster, traffic, runs, report)
     _cron(cluster, traffic, runs, report)
     for run in runs:

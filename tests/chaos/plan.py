@@ -36,7 +36,7 @@ class Plan:
     # The share of pods that fail (exit code 3), so failed runs have threads and logs too.
     failing: float = 0.15
     # After the requests: how long every run may take to end and every thread to settle.
-    settle: float = 90.0
+    settle: float = 60.0
     # A cron job fires every minute (the finest schedule app.yaml takes) on every replica.
     cron: str = "* * * * *"
     # Extra environment for every replica (e.g. lease timings), as NAME=VALUE pairs.
