@@ -15,6 +15,7 @@ async def test_replicas_killed_at_random_lose_and_repeat_nothing(tmp_path: Path)
     print(f"chaos plan: {plan}")  # the seed, for a replay (-s shows it; a failure repeats it)
     report = await run_chaos(plan, tmp_path)
     print(report.text())
+    # The harness did what the plan says: requests reached jobbot, replicas were killed.
     assert report.answered > 0, report.text()
-    assert report.runs >= report.answered, report.text()
+    assert report.kills > 0 or plan.kills == 0, report.text()
     assert report.ok, f"{report.text()}\nreplica logs: {tmp_path}"
