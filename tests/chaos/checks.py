@@ -96,8 +96,12 @@ class Report:
         return "\n".join(lines)
 
 
-def all_runs(store: Store) -> list[Run]:
-    return store.list_runs(limit=100_000)
+def chaos_runs(store: Store, traffic: Traffic) -> list[Run]:
+    """The runs the chaos started: every run of a request (whenever it was taken over), and
+    the cron slots due while the chaos went on (later slots keep firing while runs settle)."""
+    ended = datetime.fromtimestamp(traffic.ended, UTC)
+    return [r for r in store.list_runs(limit=100_000)
+            if r.job != CRON_JOB or (r.scheduled_for is not None and r.scheduled_for <= ended)]
 
 
 async def settle(cluster: ChaosCluster, traffic: Traffic, store: Store) -> None:
@@ -105,7 +109,7 @@ async def settle(cluster: ChaosCluster, traffic: Traffic, store: Store) -> None:
     so, or `plan.settle` seconds have passed (what is still wrong then is a finding)."""
     deadline = time.monotonic() + cluster.plan.settle
     while time.monotonic() < deadline:
-        runs = await asyncio.to_thread(all_runs, store)
+        runs = await asyncio.to_thread(chaos_runs, store, traffic)
         tags = {r.overrides.get("TAG") for r in runs}
         if (all(s.tag in tags for s in traffic.sent if s.ok)
                 and all(r.run_state.is_final for r in runs)
@@ -126,7 +130,7 @@ def _parent_final(cluster: ChaosCluster, run: Run) -> bool:
 
 async def check(cluster: ChaosCluster, traffic: Traffic, store: Store) -> Report:
     """Every invariant, after `settle`."""
-    runs = await asyncio.to_thread(all_runs, store)
+    runs = await asyncio.to_thread(chaos_runs, store, traffic)
     report = Report(cluster.plan.replay, requests=len(traffic.sent),
                     answered=sum(s.ok for s in traffic.sent), runs=len(runs),
                     kills=len(traffic.kills),

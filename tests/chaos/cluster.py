@@ -18,10 +18,12 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+import sqlalchemy
 from aiohttp.test_utils import TestServer
 
 from tests.chaos.kubelet import Kubelet
@@ -112,6 +114,7 @@ class ChaosCluster:
         self.workdir = workdir
         self.postgres = Cluster()
         self.database_url = ""
+        self._dropped: str | None = None  # a database made on JOBBOT_TEST_DATABASE_URL
         self.slack = FakeSlack()
         private, public = private_key_pem()
         self._private_key = private
@@ -127,7 +130,7 @@ class ChaosCluster:
     async def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "app.yaml").write_text(json.dumps(app_yaml(self.plan), indent=2))
-        self.database_url = await asyncio.to_thread(self.postgres.start)
+        self.database_url = await asyncio.to_thread(self._database)
         await self.slack.start()
         await self.kube.start()
         self._github_server = TestServer(self.github.app(), host="127.0.0.1")
@@ -158,7 +161,36 @@ class ChaosCluster:
         await self.slack.stop()
         if self._github_server is not None:
             await self._github_server.close()
-        await asyncio.to_thread(self.postgres.stop)
+        await asyncio.to_thread(self._drop_database)
+
+    def _database(self) -> str:
+        """An empty database: on the server of JOBBOT_TEST_DATABASE_URL if set (as the other
+        PostgreSQL tests), else on a throwaway cluster of this run's own."""
+        given = os.environ.get("JOBBOT_TEST_DATABASE_URL")
+        if not given:
+            return self.postgres.start()
+        name = f"chaos_{uuid.uuid4().hex[:12]}"
+        admin = _admin(given)
+        try:
+            with admin.connect() as conn:
+                conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+        finally:
+            admin.dispose()
+        self._dropped = given
+        return admin.url.set(database=name).render_as_string(hide_password=False).replace(
+            "postgresql+psycopg://", "postgresql://", 1)
+
+    def _drop_database(self) -> None:
+        if self._dropped is None:
+            self.postgres.stop()
+            return
+        name = sqlalchemy.make_url(self.database_url).database
+        admin = _admin(self._dropped)
+        try:
+            with admin.connect() as conn:
+                conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        finally:
+            admin.dispose()
 
     # -- replicas -------------------------------------------------------------------------
 
@@ -254,6 +286,11 @@ class ChaosCluster:
     @property
     def incarnations(self) -> list[Incarnation]:
         return [life for r in self.replicas for life in r.lives]
+
+
+def _admin(url: str) -> sqlalchemy.Engine:
+    return sqlalchemy.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1),
+                                    isolation_level="AUTOCOMMIT")
 
 
 class ChaosError(RuntimeError):
