@@ -145,7 +145,7 @@ async def check(cluster: ChaosCluster, traffic: Traffic, store: Store) -> Report
             report.unfinished.append(f"{_label(run)} is still {run.state}")
         _thread(cluster, run, report)
     await _logs(cluster, runs, report)
-    _takeovers(cluster, runs, report)
+    takeovers(cluster, runs, report)
     return report
 
 
@@ -260,7 +260,7 @@ def _log_problem(pod: Pod, status: int, text: str) -> str | None:
             f"({missing} missing, {repeated} repeated)")
 
 
-def _takeovers(cluster: ChaosCluster, runs: list[Run], report: Report) -> None:
+def takeovers(cluster: ChaosCluster, runs: list[Run], report: Report) -> None:
     """For each kill: the runs the victim followed (it created their Job, or asked the API
     about their Job, its pods or its pod's log) that were unfinished at its death, and how
     soon another live jobbot followed each again: an open log stream of another at the death,

@@ -112,7 +112,7 @@ class ChaosCluster:
     def __init__(self, plan: Plan, workdir: Path) -> None:
         self.plan = plan
         self.workdir = workdir
-        self.postgres = Cluster()
+        self.postgres: Cluster | None = None
         self.database_url = ""
         self._dropped: str | None = None  # a database made on JOBBOT_TEST_DATABASE_URL
         self.slack = FakeSlack()
@@ -168,6 +168,7 @@ class ChaosCluster:
         PostgreSQL tests), else on a throwaway cluster of this run's own."""
         given = os.environ.get("JOBBOT_TEST_DATABASE_URL")
         if not given:
+            self.postgres = Cluster()
             return self.postgres.start()
         name = f"chaos_{uuid.uuid4().hex[:12]}"
         admin = _admin(given)
@@ -182,7 +183,8 @@ class ChaosCluster:
 
     def _drop_database(self) -> None:
         if self._dropped is None:
-            self.postgres.stop()
+            if self.postgres is not None:
+                self.postgres.stop()
             return
         name = sqlalchemy.make_url(self.database_url).database
         admin = _admin(self._dropped)
