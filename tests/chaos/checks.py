@@ -55,6 +55,7 @@ class Report:
     lost: list[str] = field(default_factory=list)
     duplicated: list[str] = field(default_factory=list)
     unfinished: list[str] = field(default_factory=list)
+    # Slack threads and GitHub check runs that do not show the run once, in its final state.
     threads: list[str] = field(default_factory=list)
     logs: list[str] = field(default_factory=list)
     # Seconds from each replica's death until each run it followed was followed again.
@@ -85,7 +86,8 @@ class Report:
                          f"{len(self.takeovers)} runs; never: {len(self.unfollowed)}")
         lines += [f"  {event}" for event in self.timeline]
         for title, found in (("lost", self.lost), ("duplicated", self.duplicated),
-                             ("unfinished", self.unfinished), ("slack threads", self.threads),
+                             ("unfinished", self.unfinished),
+                             ("slack threads and check runs", self.threads),
                              ("logs", self.logs), ("never followed again", self.unfollowed),
                              ("notes", self.notes)):
             if found:
@@ -113,7 +115,8 @@ async def settle(cluster: ChaosCluster, traffic: Traffic, store: Store) -> None:
         tags = {r.overrides.get("TAG") for r in runs}
         if (all(s.tag in tags for s in traffic.sent if s.ok)
                 and all(r.run_state.is_final for r in runs)
-                and all(_parent_final(cluster, r) for r in runs)):
+                and all(_parent_final(cluster, r) for r in runs)
+                and all(_check_final(cluster, r) for r in runs)):
             return
         await asyncio.sleep(1.0)
 
@@ -121,6 +124,14 @@ async def settle(cluster: ChaosCluster, traffic: Traffic, store: Store) -> None:
 def _parents(cluster: ChaosCluster, run: Run) -> list[Message]:
     marker = f"/runs/{run.id}?"
     return [m for m in cluster.slack.parents() if marker in json.dumps(m.blocks)]
+
+
+def _check_final(cluster: ChaosCluster, run: Run) -> bool:
+    """A GitHub run's check run is completed (other runs have none)."""
+    if run.source != "github":
+        return True
+    return any(c.get("external_id") == run.id and c.get("status") == "completed"
+               for c in cluster.github.check_runs.values())
 
 
 def _parent_final(cluster: ChaosCluster, run: Run) -> bool:
