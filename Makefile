@@ -10,11 +10,12 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 help:
 	@echo "make run     serve the example app.yaml (SQLite, local executor); open the link it prints"
-	@echo "make test    lint, type-check, check layering, unit, integration and browser tests"
+	@echo "make test    lint, type-check, check layering, unit, integration, browser and chaos tests"
 	@echo "make helm    build the pinned helm the chart's tests use (once, into ~/.cache/jobbot)"
 	@echo "make browser-test  the run pages in headless Chromium (installs Debian's chromium)"
 	@echo "make e2e     end-to-end tests against a real Kubernetes control plane"
 	@echo "make fuzz    the fuzz suite at length (10,000+ cases; make test runs a bounded one)"
+	@echo "make chaos   replicas killed under load at length (make test runs a bounded run)"
 	@echo "make bench   benchmarks (figures printed, nothing asserted)"
 
 venv: $(STAMP)
@@ -56,7 +57,7 @@ chromium:
 browser-test: venv chromium
 	$(PY) -m pytest tests/browser
 
-test: check unit browser-test
+test: check unit browser-test chaos-test
 
 bench: venv postgres e2e-cluster
 	$(PY) -m bench.trigger
@@ -65,6 +66,7 @@ bench: venv postgres e2e-cluster
 	$(PY) -m bench.logs
 	$(PY) -m bench.scheduler
 	$(PY) -m bench.github_webhook
+	$(PY) -m bench.chaos
 
 clean:
 	rm -rf $(VENV) .jobbot .pytest_cache .mypy_cache .ruff_cache

@@ -4,6 +4,8 @@ REST shapes.
 Only what jobbot calls is served. Tests drive pods and Job conditions from Python (the fake plays
 the Job controller and kubelet) and inject faults: any status (429 with Retry-After, 5xx, 403)
 for the next N matching requests, dropped connections, and 410 Gone for old resourceVersions.
+Several jobbot processes may share one fake: each call is recorded with its bearer token and
+time, and each pod log stream with when it opened and closed, so a test can tell them apart.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -60,6 +63,32 @@ class _Pod:
     obj: Obj
     log: list[str] = field(default_factory=list)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    # Bumped on every change; each log stream waits for a version it has not seen, so one
+    # stream clearing `changed` never hides a change from another.
+    version: int = 0
+
+
+@dataclass
+class KubeCall:
+    """One request as the API server saw it: who sent it (the bearer token) and when."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    token: str
+    at: float = field(default_factory=time.time)
+
+
+@dataclass
+class LogStream:
+    """A pod log request: who read it, and while when (`closed` is None while it is open)."""
+
+    namespace: str
+    pod: str
+    token: str
+    follow: bool
+    opened: float = field(default_factory=time.time)
+    closed: float | None = None
 
 
 class FakeKubernetes:
@@ -76,6 +105,10 @@ class FakeKubernetes:
         self.version = 100
         self.faults: list[Fault] = []
         self.requests: list[tuple[str, str, dict[str, str]]] = []
+        self.calls: list[KubeCall] = []
+        # Who created each Job (the bearer token of the POST), by (namespace, name).
+        self.creators: dict[tuple[str, str], str] = {}
+        self.log_streams: list[LogStream] = []
         self.drop_watches = asyncio.Event()
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
@@ -112,6 +145,9 @@ class FakeKubernetes:
     @web.middleware
     async def _faults_middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
         self.requests.append((request.method, request.path, dict(request.query)))
+        auth = request.headers.get("Authorization", "")
+        self.calls.append(KubeCall(request.method, request.path, dict(request.query),
+                                   auth.removeprefix("Bearer ")))
         for fault in self.faults:
             wants_watch = fault.path_part.endswith("?watch")
             part = fault.path_part.removesuffix("?watch")
@@ -188,6 +224,7 @@ class FakeKubernetes:
             status["containerStatuses"] = [{"name": container, "state": {"terminated": {
                 "exitCode": code, "reason": reason or ("Completed" if code == 0 else "Error")}}}]
         entry.obj["status"] = status
+        entry.version += 1
         entry.changed.set()
         job_name = entry.obj["metadata"]["labels"]["job-name"]
         if (namespace, job_name) in self.jobs:
@@ -203,6 +240,7 @@ class FakeKubernetes:
     async def append_log(self, namespace: str, pod: str, *lines: str) -> None:
         entry = self.pods[(namespace, pod)]
         entry.log.extend(lines)
+        entry.version += 1
         entry.changed.set()
 
     def add_secret(self, namespace: str, name: str, string_data: dict[str, str], *,
@@ -241,7 +279,9 @@ class FakeKubernetes:
         job = self.jobs.pop((namespace, name))
         for key in [k for k, p in self.pods.items()
                     if k[0] == namespace and p.obj["metadata"]["labels"]["job-name"] == name]:
-            self.pods.pop(key).changed.set()
+            gone = self.pods.pop(key)
+            gone.version += 1
+            gone.changed.set()
         # The garbage collector: what the Job owned goes with it.
         uid = job["metadata"]["uid"]
         for key in [k for k, s in self.secrets.items() if k[0] == namespace and any(
@@ -262,6 +302,8 @@ class FakeKubernetes:
                                 "creationTimestamp": _now(), "generation": 1})
         job["status"] = {}
         self.jobs[(namespace, name)] = job
+        self.creators[(namespace, name)] = request.headers.get(
+            "Authorization", "").removeprefix("Bearer ")
         await self._event("ADDED", job)
         if self.on_create is not None:
             self.on_create(job)
@@ -368,16 +410,30 @@ class FakeKubernetes:
         entry = self.pods.get((namespace, name))
         if entry is None:
             return _status(404, "NotFound", f'pods "{name}" not found')
+        follow = request.query.get("follow") == "true"
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        stream = LogStream(namespace, name, token, follow)
+        self.log_streams.append(stream)
         response = web.StreamResponse(headers={"Content-Type": "text/plain"})
-        await response.prepare(request)
-        sent = 0
-        while True:
-            entry.changed.clear()
-            for line in entry.log[sent:]:
-                await response.write(line.encode() + b"\n")
-            sent = len(entry.log)
-            gone = (namespace, name) not in self.pods
-            if (request.query.get("follow") != "true" or gone
-                    or entry.obj["status"]["phase"] in ("Succeeded", "Failed")):
-                return response
-            await entry.changed.wait()
+        try:
+            await response.prepare(request)
+            sent = 0
+            while True:
+                seen = entry.version
+                try:
+                    for line in entry.log[sent:]:
+                        await response.write(line.encode() + b"\n")
+                except ConnectionResetError:  # the reader went away (or died)
+                    return response
+                sent = len(entry.log)
+                gone = (namespace, name) not in self.pods
+                if (not follow or gone
+                        or entry.obj["status"]["phase"] in ("Succeeded", "Failed")):
+                    return response
+                while entry.version == seen:
+                    entry.changed.clear()
+                    if entry.version != seen:
+                        break
+                    await entry.changed.wait()
+        finally:
+            stream.closed = time.time()
