@@ -46,7 +46,7 @@ for i in range(count):
 # -- the server (child process) ------------------------------------------------------------
 
 async def serve(data: Path, port: int) -> None:
-    from core.logs import LogStore
+    from core.logs import FileLogs
     from core.policy import Actor
     from core.store import Store
     from tests.support.apps import python_job, service_for
@@ -55,7 +55,8 @@ async def serve(data: Path, port: int) -> None:
     store = Store(f"sqlite:///{data / 'jobbot.db'}")
     store.migrate()
     service = service_for(data, store, [python_job("printer", JOB)])
-    logs: LogStore = service.log_store
+    logs = service.log_store
+    assert isinstance(logs, FileLogs)
     links = Links("http://127.0.0.1", KEY)
     app = web.Application()
     routes.setup(app, service, links)

@@ -11,7 +11,7 @@ from pathlib import Path
 from core.catalog import Catalog
 from core.events import Changes
 from core.executors.local import LocalExecutor
-from core.logs import LogStore
+from core.logs import LOG_LIMIT, logs_for
 from core.procs import ProcessId
 from core.secrets import LocalSecrets
 from core.service import JobService
@@ -38,8 +38,9 @@ def write_app(directory: Path, jobs: list[dict[str, object]], **top: object) -> 
 
 
 def make_service(app: AppSpec, store: Store, data_dir: Path, *,
-                 retry_delay: float = 0.01, cancel_poll: float = 0.1) -> JobService:
-    logs = LogStore(data_dir / "logs")
+                 retry_delay: float = 0.01, cancel_poll: float = 0.1,
+                 log_limit: int = LOG_LIMIT) -> JobService:
+    logs = logs_for(store, data_dir / "logs", log_limit)
     owner = ProcessId.current()
     executor = LocalExecutor(logs, LocalSecrets(data_dir / "secrets"), owner=owner,
                              retry_delay=retry_delay, cancel_poll=cancel_poll)
