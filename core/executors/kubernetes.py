@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -277,19 +278,23 @@ class KubernetesExecutor(ReporterBinding):
             await self._logs.clear(track.run_id, index)
         writer = await self._logs.writer(track.run_id, index, track.masker)
         lines = StampedLines(writer, after)
+        stopped = threading.Event()
 
         def pump() -> None:
             try:
                 for chunk in response.stream(65536):
                     loop.call_soon_threadsafe(lines.feed, chunk)
             except Exception as exc:  # noqa: BLE001  (the stream was closed or dropped)
-                loop.call_soon_threadsafe(writer.line, f"log stream ended: {type(exc).__name__}")
+                if not stopped.is_set():  # not closed by us: say so in the log
+                    loop.call_soon_threadsafe(writer.line,
+                                              f"log stream ended: {type(exc).__name__}")
             finally:
                 response.release_conn()
 
         try:
             await asyncio.to_thread(pump)
         except asyncio.CancelledError:
+            stopped.set()
             interrupt(response)
             raise
         finally:

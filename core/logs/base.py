@@ -70,6 +70,7 @@ class LogWriter:
         self._full = bool(end and end.full)
         self.stamp = end.stamp if end else None
         self._partial = b""
+        self._closed = False
 
     @property
     def full(self) -> bool:
@@ -92,8 +93,8 @@ class LogWriter:
         self._emit([f"{OWN}{text}".encode()], None)
 
     def _emit(self, lines: list[bytes], stamp: Stamp | None) -> None:
-        if self._full:
-            return
+        if self._full or self._closed:
+            return  # past the limit; or output still arriving from a copy that was stopped
         # Decoded and masked as one text, not line by line: a busy job writes thousands of
         # lines per read (and a secret spanning lines is masked too).
         text = self._masker.mask(b"\n".join(lines).decode("utf-8", "replace")) + "\n"
@@ -125,6 +126,7 @@ class LogWriter:
         if self._partial:
             self._emit([self._partial], None)
             self._partial = b""
+        self._closed = True
         await self._sink.close()
 
 

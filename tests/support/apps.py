@@ -6,17 +6,21 @@ import json
 import socket
 import sys
 import textwrap
+import zlib
 from pathlib import Path
+
+from sqlalchemy import select
 
 from core.catalog import Catalog
 from core.events import Changes
 from core.executors.local import LocalExecutor
-from core.logs import LOG_LIMIT, logs_for
+from core.logs import LOG_LIMIT, FileLogs, logs_for
 from core.procs import ProcessId
 from core.secrets import LocalSecrets
 from core.service import JobService
 from core.spec import AppSpec, load_app
 from core.store import Store
+from core.store.base import LOG_CHUNKS
 
 
 def python_job(name: str, code: str, **settings: object) -> dict[str, object]:
@@ -51,6 +55,21 @@ def service_for(tmp_path: Path, store: Store, jobs: list[dict[str, object]],
                 **kwargs: float) -> JobService:
     return make_service(load_app(write_app(tmp_path / "app", jobs)), store, tmp_path / "data",
                         **kwargs)
+
+
+def stored_log(service: JobService, run_id: str, attempt: int = 1) -> bytes:
+    """What the store itself holds of an attempt's log: the file's bytes, or the text of its
+    rows in the database (uncompressed), read past the log store's own readers."""
+    logs = service.log_store
+    if isinstance(logs, FileLogs):
+        path = logs.path(run_id, attempt)
+        return path.read_bytes() if path.exists() else b""
+    table = LOG_CHUNKS.c
+    with service.store.engine.connect() as conn:
+        rows = conn.execute(select(table.data, table.compressed)
+                            .where(table.run_id == run_id, table.attempt == attempt)
+                            .order_by(table.seq)).all()
+    return b"".join(zlib.decompress(data) if packed else bytes(data) for data, packed in rows)
 
 
 def dead_process() -> ProcessId:
