@@ -9,7 +9,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from core.links import Links
 from core.logs import limit_marker
@@ -204,7 +204,7 @@ async def start_replica(tmp_path: Path, name: str, pg_url: str, config: Path,
     settings = Settings(JOBBOT_DATA_DIR=tmp_path / name, JOBBOT_DATABASE_URL=pg_url,
                         JOBBOT_PUBLIC_URL="http://jobbot.test", JOBBOT_SECRET_KEY="k" * 32,
                         SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_API_URL=fake.api_url,
-                        SLACK_SIGNING_SECRET=SIGNING_SECRET)  # type: ignore[arg-type]
+                        SLACK_SIGNING_SECRET=SIGNING_SECRET)
     return await serve(settings, config)
 
 

@@ -8,6 +8,7 @@ import sys
 import textwrap
 import zlib
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 
@@ -52,7 +53,7 @@ def make_service(app: AppSpec, store: Store, data_dir: Path, *,
 
 
 def service_for(tmp_path: Path, store: Store, jobs: list[dict[str, object]],
-                **kwargs: float) -> JobService:
+                **kwargs: Any) -> JobService:
     return make_service(load_app(write_app(tmp_path / "app", jobs)), store, tmp_path / "data",
                         **kwargs)
 
