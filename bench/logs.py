@@ -57,7 +57,7 @@ async def serve(data: Path, port: int, database: str | None) -> None:
 
     store = Store(database or f"sqlite:///{data / 'jobbot.db'}")
     store.migrate()
-    service = service_for(data, store, [python_job("printer", JOB)])
+    service = service_for(data, store, [python_job("printer", JOB, env={"GATE": "", "LINES": ""})])
     logs = service.log_store
     links = Links("http://127.0.0.1", KEY)
     app = web.Application()

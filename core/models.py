@@ -364,7 +364,7 @@ class LogChunk(SQLModel, table=True):
     __tablename__ = "log_chunks"
 
     # A run id, or a build's log key: no foreign key, pruning deletes a run's chunks itself.
-    run_id: str = Field(sa_column=Column(String(64), primary_key=True))
+    run_id: str = Field(sa_column=Column(String(128), primary_key=True))
     attempt: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
     seq: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
     # The attempt's line number (from 0) of the first line here, and how many lines it holds.

@@ -18,7 +18,7 @@ depends_on = None
 
 def upgrade() -> None:
     op.create_table('log_chunks',
-    sa.Column('run_id', sa.String(length=64), nullable=False),
+    sa.Column('run_id', sa.String(length=128), nullable=False),
     sa.Column('attempt', sa.Integer(), autoincrement=False, nullable=False),
     sa.Column('seq', sa.Integer(), autoincrement=False, nullable=False),
     sa.Column('first_line', sa.Integer(), nullable=False),
