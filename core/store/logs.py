@@ -105,7 +105,8 @@ class LogChunkStore(StoreBase):
                 return
             text = b"".join(_text(r.data, r.compressed) for r in rows)
             last = rows[-1]
-            conn.execute(delete(LOG_CHUNKS).where(*mine))
+            # Only the rows merged: a copy resumed elsewhere may have appended one since.
+            conn.execute(delete(LOG_CHUNKS).where(*mine, c.seq <= last.seq))
             conn.execute(insert(LOG_CHUNKS).values(
                 run_id=run_id, attempt=attempt, seq=last.seq, first_line=rows[0].first_line,
                 lines=sum(r.lines for r in rows), size=len(text),
