@@ -24,6 +24,11 @@ def limit_marker(limit: int) -> str:
     return f"{OWN}log limit of {_size(limit)} reached: the rest of this attempt's output is dropped"
 
 
+def is_limit_marker(line: str) -> bool:
+    """Whether `line` is the marker an attempt's log ends with once it reached a limit."""
+    return line.startswith(f"{OWN}log limit of ")
+
+
 def _size(limit: int) -> str:
     mib = limit / (1024 * 1024)
     return f"{mib:g} MiB" if mib >= 1 else f"{limit} bytes"

@@ -12,9 +12,18 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
-from core.logs.base import LOG_LIMIT, OWN, LogStore, LogWriter, Sink, Stamp, StoredEnd, woken
+from core.logs.base import (
+    LOG_LIMIT,
+    LogStore,
+    LogWriter,
+    Sink,
+    Stamp,
+    StoredEnd,
+    is_limit_marker,
+    woken,
+)
 from core.masking import Masker
-from core.store.logs import ChunkRow, LogChunkStore
+from core.store.logs import ChunkRow, LogChunkStore, LogEnd
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +40,13 @@ def chunk_lines(row: ChunkRow) -> list[str]:
     lines = text.split("\n")
     lines.pop()  # a chunk ends with a newline
     return lines
+
+
+def _stored(end: LogEnd | None) -> StoredEnd | None:
+    if end is None:
+        return None
+    stamp = Stamp(end.stamp, end.stamp_lines) if end.stamp else None
+    return StoredEnd(end.size, stamp, is_limit_marker(end.last_line))
 
 
 class _DatabaseSink(Sink):
@@ -120,18 +136,10 @@ class DatabaseLogs(LogStore):
         end = await asyncio.to_thread(self.store.log_end, run_id, attempt)
         sink = _DatabaseSink(self, run_id, attempt, end.seq if end else 0,
                              end.lines if end else 0)
-        stored = None
-        if end is not None:
-            stored = StoredEnd(end.size, Stamp(end.stamp, end.stamp_lines) if end.stamp else None,
-                               end.last_line.startswith(f"{OWN}log limit of "))
-        return LogWriter(sink, masker, self.limit, stored)
+        return LogWriter(sink, masker, self.limit, _stored(end))
 
     async def stored_end(self, run_id: str, attempt: int) -> StoredEnd | None:
-        end = await asyncio.to_thread(self.store.log_end, run_id, attempt)
-        if end is None:
-            return None
-        return StoredEnd(end.size, Stamp(end.stamp, end.stamp_lines) if end.stamp else None,
-                         end.last_line.startswith(f"{OWN}log limit of "))
+        return _stored(await asyncio.to_thread(self.store.log_end, run_id, attempt))
 
     async def clear(self, run_id: str, attempt: int) -> None:
         await asyncio.to_thread(self.store.delete_log, run_id, attempt)

@@ -8,7 +8,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import IO
 
-from core.logs.base import LOG_LIMIT, OWN, LogStore, LogWriter, Sink, Stamp, StoredEnd, woken
+from core.logs.base import (
+    LOG_LIMIT,
+    LogStore,
+    LogWriter,
+    Sink,
+    Stamp,
+    StoredEnd,
+    is_limit_marker,
+    woken,
+)
 from core.masking import Masker
 
 _CHUNK = 1024 * 1024
@@ -77,7 +86,7 @@ class FileLogs(LogStore):
             stamp = Stamp(at, int(count))
         except (FileNotFoundError, ValueError):
             pass
-        return StoredEnd(size, stamp, last.startswith(f"{OWN}log limit of "))
+        return StoredEnd(size, stamp, is_limit_marker(last))
 
     async def clear(self, run_id: str, attempt: int) -> None:
         self.path(run_id, attempt).unlink(missing_ok=True)
