@@ -9,11 +9,13 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Dialect,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     TypeDecorator,
@@ -375,3 +377,28 @@ class RoleHolder(SQLModel, table=True):
     name: str = Field(sa_column=Column(String(64), primary_key=True))
     owner: str = Field(max_length=255)
     since: datetime = _ts(nullable=False)
+
+
+class LogChunk(SQLModel, table=True):
+    """A piece of an attempt's log (already masked), in order by `seq`; with PostgreSQL, logs
+    live here so that every replica reads them. A finished attempt's pieces are merged into
+    one compressed row whose `seq` is the last merged one's, so a reader's cursor still holds."""
+
+    __tablename__ = "log_chunks"
+
+    # A run id, or a build's log key: no foreign key, pruning deletes a run's chunks itself.
+    run_id: str = Field(sa_column=Column(String(128), primary_key=True))
+    attempt: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
+    seq: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
+    # The attempt's line number (from 0) of the first line here, and how many lines it holds.
+    first_line: int = Field(sa_column=Column(Integer, nullable=False))
+    lines: int = Field(sa_column=Column(Integer, nullable=False))
+    # Bytes of text (uncompressed), counted against the per-attempt limit.
+    size: int = Field(sa_column=Column(Integer, nullable=False))
+    # UTF-8 text of whole lines, each ending in a newline; zlib-compressed when `compressed`.
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    compressed: bool = Field(sa_column=Column(Boolean, nullable=False, default=False))
+    # The source's timestamp of the last line kept so far, and how many lines had exactly that
+    # timestamp (a Kubernetes pod log resumes from there: sinceTime, skipping those lines).
+    stamp: str | None = Field(default=None, sa_column=Column(String(40), nullable=True))
+    stamp_lines: int = Field(sa_column=Column(Integer, nullable=False, default=0))

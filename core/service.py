@@ -256,8 +256,7 @@ class JobService:
         return len(deleted)
 
     def _delete_logs(self, run_ids: list[str]) -> None:
-        for run_id in run_ids:
-            self.log_store.delete(run_id)
+        self.log_store.delete_runs(run_ids)
 
     async def rerun(self, run_ref: str, actor: Actor, *,
                     idempotency_key: str | None = None,
@@ -460,13 +459,7 @@ class JobService:
                     async for lines in self.log_store.follow_batches(run.id, index, finished):
                         yield index, lines
                 else:
-                    batch: list[str] = []
-                    for line in self.log_store.read_lines(run.id, index):
-                        batch.append(line)
-                        if len(batch) >= _READ_BATCH:
-                            yield index, batch
-                            batch = []
-                    if batch:
+                    async for batch in self.log_store.read_batches(run.id, index, _READ_BATCH):
                         yield index, batch
                 if attempt is not None:
                     return

@@ -17,7 +17,7 @@ from core.events import Changes
 from core.executors.base import Executor
 from core.executors.local import LocalExecutor
 from core.links import Links
-from core.logs import LogStore
+from core.logs import LogStore, logs_for
 from core.procs import ProcessId
 from core.replicas import Replica
 from core.secrets import LocalSecrets
@@ -53,7 +53,7 @@ def build_runtime(settings: Settings, config: Path | None = None, *,
     app = load_config(settings, config)
     store = open_store(settings)
     data_dir = settings.JOBBOT_DATA_DIR.resolve()
-    logs = LogStore(data_dir / "logs")
+    logs = logs_for(store, data_dir / "logs")
     owner = ProcessId.current()
     catalog = Catalog([app])
     if executor is None:

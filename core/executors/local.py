@@ -257,7 +257,7 @@ class LocalExecutor(ReporterBinding):
     async def _start_attempt(self, launch: Launch, index: int, env: dict[str, str],
                              masker: Masker, failures: int) -> _Attempt:
         run, job = launch.run, launch.job
-        writer = self._logs.writer(run.id, index, masker)
+        writer = await self._logs.writer(run.id, index, masker)
         if failures:
             writer.line(f"retry {failures} of {job.backoff_limit}")
         process: asyncio.subprocess.Process | None = None
@@ -275,13 +275,14 @@ class LocalExecutor(ReporterBinding):
             code = 127 if isinstance(exc, FileNotFoundError) else 126
             writer.line(f"cannot start {job.command[0]!r}: {exc.strerror or exc}")
             task = asyncio.create_task(_constant(code))
-        await self.reporter.attempt_started(run.id, index, log_path=str(writer.path),
+        await self.reporter.attempt_started(run.id, index,
+                                            log_path=self._logs.location(run.id, index),
                                             handle=str(handle) if handle else None)
         return _Attempt(index, process, writer, task, handle)
 
     async def _finish_attempt(self, run: Run, attempt: _Attempt, state: RunState,
                               code: int | None, reason: str | None) -> None:
-        attempt.writer.close()
+        await attempt.writer.close()
         if run.id in self._released:
             return
         await self.reporter.attempt_finished(run.id, attempt.index, state, exit_code=code,

@@ -24,7 +24,7 @@ from core.executors.base import Launch
 from core.executors.k8s.api import KubeApi
 from core.executors.k8s.retry import RetryPolicy
 from core.executors.kubernetes import KubernetesExecutor
-from core.logs import LogStore
+from core.logs import FileLogs
 from core.models import Run
 from core.policy import Actor
 from core.service import JobService
@@ -83,7 +83,7 @@ def _rbac_from_manifests(namespace: str) -> list[dict[str, Any]]:
 def _service(app: AppSpec, store: Store, data: Path, cluster: KubeCluster) -> JobService:
     api = KubeApi(cluster.api_client(cluster.jobbot_kubeconfig),
                   RetryPolicy(first_delay=0.05, max_delay=1.0, budget=20.0))
-    logs = LogStore(data / "logs")
+    logs = FileLogs(data / "logs")
     catalog = Catalog([app])
 
     def annotations(launch: Launch) -> dict[str, str]:

@@ -67,6 +67,15 @@ class _Pod:
     # stream clearing `changed` never hides a change from another.
     version: int = 0
 
+    # When each line of `log` was written (as the kubelet keeps it), in nanoseconds.
+    written: list[int] = field(default_factory=list)
+
+    def add(self, lines: tuple[str, ...] | list[str], at: int | None = None) -> None:
+        now = at if at is not None else time.time_ns()
+        self.log.extend(lines)
+        self.written.extend([now] * len(lines))
+        self.version += 1
+
 
 @dataclass
 class KubeCall:
@@ -89,6 +98,14 @@ class LogStream:
     follow: bool
     opened: float = field(default_factory=time.time)
     closed: float | None = None
+
+
+def stamp(nanoseconds: int) -> str:
+    """A timestamp as the kubelet writes it: RFC 3339 in UTC, trailing zeros trimmed."""
+    seconds, fraction = divmod(nanoseconds, 1_000_000_000)
+    whole = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    digits = f"{fraction:09d}".rstrip("0")
+    return f"{whole}.{digits}Z" if digits else f"{whole}Z"
 
 
 class FakeKubernetes:
@@ -207,7 +224,8 @@ class FakeKubernetes:
             "name": name, "namespace": namespace, "labels": labels, "uid": str(uuid.uuid4()),
             "creationTimestamp": f"{_now()[:-1]}.{index:06d}Z", "resourceVersion": "1"},
             "spec": job["spec"]["template"]["spec"], "status": {"phase": "Pending"}}
-        self.pods[(namespace, name)] = _Pod(pod, list(log or []))
+        self.pods[(namespace, name)] = _Pod(pod)
+        self.pods[(namespace, name)].add(list(log or []))
         await self.set_pod(namespace, name, phase)
         return name
 
@@ -237,10 +255,11 @@ class FakeKubernetes:
                                   "succeeded": counts["Succeeded"], "failed": counts["Failed"]})
             await self._event("MODIFIED", job)
 
-    async def append_log(self, namespace: str, pod: str, *lines: str) -> None:
+    async def append_log(self, namespace: str, pod: str, *lines: str,
+                         at: int | None = None) -> None:
+        """Lines the pod writes, all at time `at` (nanoseconds since the epoch; default now)."""
         entry = self.pods[(namespace, pod)]
-        entry.log.extend(lines)
-        entry.version += 1
+        entry.add(lines, at)
         entry.changed.set()
 
     def add_secret(self, namespace: str, name: str, string_data: dict[str, str], *,
@@ -417,12 +436,21 @@ class FakeKubernetes:
         response = web.StreamResponse(headers={"Content-Type": "text/plain"})
         try:
             await response.prepare(request)
+            # As the kubelet: `timestamps` starts each line with its time, `sinceSeconds` leaves
+            # out lines written before that many seconds ago (whole seconds).
+            timestamps = request.query.get("timestamps") == "true"
+            since = request.query.get("sinceSeconds")
+            start = 0
+            if since is not None:
+                start = (time.time_ns() // 1_000_000_000 - int(since)) * 1_000_000_000
             sent = 0
             while True:
                 seen = entry.version
                 try:
-                    for line in entry.log[sent:]:
-                        await response.write(line.encode() + b"\n")
+                    for line, at in zip(entry.log[sent:], entry.written[sent:], strict=True):
+                        if at >= start:
+                            prefix = f"{stamp(at)} " if timestamps else ""
+                            await response.write(f"{prefix}{line}\n".encode())
                 except ConnectionResetError:  # the reader went away (or died)
                     return response
                 sent = len(entry.log)

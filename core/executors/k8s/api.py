@@ -156,11 +156,17 @@ class KubeApi:
             Call("list", "pods", namespace), self.policy)
         return list(body.get("items") or [])
 
-    async def open_log(self, namespace: str, pod: str, container: str, *, follow: bool) -> Any:
-        """The pod's log as a streaming urllib3 response (close it to stop following)."""
+    async def open_log(self, namespace: str, pod: str, container: str, *, follow: bool,
+                       timestamps: bool = False, since_seconds: int | None = None) -> Any:
+        """The pod's log as a streaming urllib3 response (close it to stop following); with
+        `timestamps`, each line starts with its RFC 3339 timestamp and a space."""
+        extra: dict[str, Any] = {"timestamps": True} if timestamps else {}
+        if since_seconds is not None:
+            extra["since_seconds"] = since_seconds
         return await call_api(
             lambda: self.core.read_namespaced_pod_log(
-                pod, namespace, container=container, follow=follow, _preload_content=False),
+                pod, namespace, container=container, follow=follow, _preload_content=False,
+                **extra),
             Call("get", "pods/log", namespace), self.policy)
 
     def watch_jobs(self, namespace: str, selector: str, resource_version: str,

@@ -199,14 +199,14 @@ class KubernetesBuilder:
         pods = await self.api.list_pods(namespace, f"{CONTROLLER_UID}={uid}")
         pods.sort(key=lambda p: p["metadata"].get("creationTimestamp") or "")
         for index, pod in enumerate(pods, 1):
-            writer = self._logs.writer(log_key, index, masker)
+            writer = await self._logs.writer(log_key, index, masker)
             try:
                 response = await self.api.open_log(namespace, pod["metadata"]["name"],
                                                    BUILD_CONTAINER, follow=False)
                 data = await asyncio.to_thread(_read_all, response)
                 writer.write(data)
             finally:
-                writer.close()
+                await writer.close()
 
 
 def _read_all(response: object) -> bytes:

@@ -1,7 +1,7 @@
 """Replica leases and the roles replicas hold, for taking over a dead replica's work
 
-Revision ID: 0015_replica_leases
-Revises: 0012_pull_request_heads
+Revision ID: 0014_replica_leases
+Revises: 0013_log_chunks
 Create Date: 2026-12-07
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0015_replica_leases'
-down_revision = '0012_pull_request_heads'
+revision = '0014_replica_leases'
+down_revision = '0013_log_chunks'
 branch_labels = None
 depends_on = None
 
