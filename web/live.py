@@ -81,8 +81,10 @@ class Subscription:
         """Everything waiting; if nothing is, what arrives within `wait` seconds (maybe nothing)."""
         if not self._items and not self.dropped:
             self._ready.clear()
+            # asyncio.timeout, not wait_for, which can swallow a cancellation in Python 3.11.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._ready.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await self._ready.wait()
         items = list(self._items)
         self._items.clear()
         self._size = 0

@@ -260,7 +260,9 @@ async def woken(event: asyncio.Event, within: float) -> bool:
     if event.is_set():
         return True
     try:
-        await asyncio.wait_for(event.wait(), within)
+        # asyncio.timeout, not wait_for, which can swallow a cancellation in Python 3.11.
+        async with asyncio.timeout(within):
+            await event.wait()
     except TimeoutError:
         return False
     return True
