@@ -21,7 +21,7 @@ from core.executors.k8s.api import KubeApi
 from core.executors.k8s.builder import KubernetesBuilder
 from core.executors.k8s.manifests import build_job_name, git_secret_name
 from core.executors.k8s.retry import RetryPolicy
-from core.logs import LogStore
+from core.logs import FileLogs
 from core.spec import parse_app
 from core.store import Store
 from github_app.api import GitHubClients
@@ -75,7 +75,7 @@ async def test_a_private_build_gets_a_secret_that_goes_when_its_job_ends(
     clients = GitHubClients(str(github.app_id), support.private_key(), github.url)
     api = KubeApi(kube_cluster.api_client(kube_cluster.jobbot_kubeconfig),
                   RetryPolicy(first_delay=0.05, max_delay=1.0, budget=20.0))
-    builder = KubernetesBuilder(api, LogStore(tmp_path / "logs"), watch_timeout=30,
+    builder = KubernetesBuilder(api, FileLogs(tmp_path / "logs"), watch_timeout=30,
                                 credentials=BuildTokens(clients, Installations(clients, store)))
     seen: list[tuple[str, Any]] = []
     stop = threading.Event()
