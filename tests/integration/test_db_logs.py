@@ -4,7 +4,6 @@ by every replica (pages, raw logs, live tails, `/job logs`), compacted, pruned, 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -189,14 +188,6 @@ async def test_a_second_replica_follows_a_live_log_written_by_the_first(
         await reader.shutdown()
         for store in stores:
             store.close()
-
-
-@pytest.fixture
-async def slack() -> AsyncIterator[FakeSlack]:
-    fake = FakeSlack()
-    await fake.start()
-    yield fake
-    await fake.stop()
 
 
 async def start_replica(tmp_path: Path, name: str, pg_url: str, config: Path,

@@ -5,18 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
-from aiohttp.test_utils import TestServer
 
 from core.store import Store
 from github_app.signature import sign
 from tests.fakes import github_payloads as p
-from tests.fakes.github import FakeGitHub, private_key_pem
+from tests.fakes.github import FakeGitHub
 from tests.fakes.slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack, SlackSender
 from tests.support.apps import python_job, write_app
 from tests.support.server import ServeProcess, wait_until
@@ -25,27 +22,6 @@ REPO = "acme/shop"
 PR = 7
 HEAD = "1" * 40
 WEBHOOK_SECRET = "webhook-secret-for-kill-tests"
-
-
-@pytest.fixture
-async def slack() -> AsyncIterator[FakeSlack]:
-    fake = FakeSlack()
-    await fake.start()
-    yield fake
-    await fake.stop()
-
-
-@pytest.fixture
-async def github() -> AsyncIterator[tuple[FakeGitHub, str]]:
-    private, public = private_key_pem()
-    fake = FakeGitHub(p.APP_ID, public)
-    server = TestServer(fake.app(), host="127.0.0.1")
-    await server.start_server()
-    fake.url = str(server.make_url("")).rstrip("/")
-    fake.permissions[(REPO, "alice")] = "write"
-    fake.add_pull(REPO, PR, HEAD)
-    yield fake, private
-    await server.close()
 
 
 async def test_requests_answered_right_before_kill_9_are_done_once_after_the_restart(

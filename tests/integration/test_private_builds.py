@@ -129,14 +129,6 @@ async def k8s() -> AsyncIterator[FakeKubernetes]:
     await server.stop()
 
 
-@pytest.fixture
-async def slack() -> AsyncIterator[FakeSlack]:
-    fake = FakeSlack()
-    await fake.start()
-    yield fake
-    await fake.stop()
-
-
 async def start_on_kubernetes(tmp_path: Path, store: Store, k8s: FakeKubernetes,
                               slack: FakeSlack | None = None
                               ) -> tuple[support.Harness, list[Any]]:

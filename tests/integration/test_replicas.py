@@ -12,14 +12,13 @@ import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestServer
 
 from bot.listeners import command_key
 from core.leases import Lease
@@ -30,7 +29,7 @@ from core.spec import parse_app
 from core.store import NewDelivery, NewRun, Store
 from tests.conftest import fresh_database_url
 from tests.fakes import github_payloads as p
-from tests.fakes.github import FakeGitHub, private_key_pem
+from tests.fakes.github import FakeGitHub
 from tests.fakes.kubernetes import FakeKubernetes
 from tests.fakes.slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack, SlackSender
 from tests.support.apps import python_job, write_app
@@ -139,35 +138,6 @@ def pg_store(pg_url: str) -> Iterator[Store]:
     store.migrate()
     yield store
     store.close()
-
-
-@pytest.fixture
-async def slack() -> AsyncIterator[FakeSlack]:
-    fake = FakeSlack()
-    await fake.start()
-    yield fake
-    await fake.stop()
-
-
-@pytest.fixture
-async def kube() -> AsyncIterator[FakeKubernetes]:
-    fake = FakeKubernetes()
-    await fake.start()
-    yield fake
-    await fake.stop()
-
-
-@pytest.fixture
-async def github() -> AsyncIterator[tuple[FakeGitHub, str]]:
-    private, public = private_key_pem()
-    fake = FakeGitHub(p.APP_ID, public)
-    server = TestServer(fake.app(), host="127.0.0.1")
-    await server.start_server()
-    fake.url = str(server.make_url("")).rstrip("/")
-    fake.permissions[(REPO, "alice")] = "write"
-    fake.add_pull(REPO, PR, HEAD)
-    yield fake, private
-    await server.close()
 
 
 def _env(pg_url: str, slack: FakeSlack, **extra: str) -> dict[str, str]:
