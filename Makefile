@@ -6,14 +6,16 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test check lint typecheck imports unit browser-test chromium bench postgres venv clean help
+.PHONY: run test check lint typecheck imports unit browser-test chromium helm bench postgres venv clean help
 
 help:
-	@echo "make run     serve the example app.yaml on http://127.0.0.1:8080 (SQLite, local executor)"
-	@echo "make test    lint, type-check, check layering, unit, integration and browser tests"
+	@echo "make run     serve the example app.yaml (SQLite, local executor); open the link it prints"
+	@echo "make test    lint, type-check, check layering, unit, integration, browser and chaos tests"
+	@echo "make helm    build the pinned helm the chart's tests use (once, into ~/.cache/jobbot)"
 	@echo "make browser-test  the run pages in headless Chromium (installs Debian's chromium)"
 	@echo "make e2e     end-to-end tests against a real Kubernetes control plane"
 	@echo "make fuzz    the fuzz suite at length (10,000+ cases; make test runs a bounded one)"
+	@echo "make chaos   replicas killed under load at length (make test runs a bounded run)"
 	@echo "make bench   benchmarks (figures printed, nothing asserted)"
 
 venv: $(STAMP)
@@ -42,7 +44,11 @@ imports: venv
 
 check: lint typecheck imports
 
-unit: venv postgres
+# The chart's tests need helm: built once into ~/.cache/jobbot, before the tests' time limits.
+helm:
+	@bash scripts/ensure-helm.sh
+
+unit: venv postgres helm
 	$(PY) -m pytest
 
 chromium:
@@ -51,7 +57,7 @@ chromium:
 browser-test: venv chromium
 	$(PY) -m pytest tests/browser
 
-test: check unit browser-test
+test: check unit browser-test chaos-test
 
 bench: venv postgres e2e-cluster
 	$(PY) -m bench.trigger
@@ -60,6 +66,7 @@ bench: venv postgres e2e-cluster
 	$(PY) -m bench.logs
 	$(PY) -m bench.scheduler
 	$(PY) -m bench.github_webhook
+	$(PY) -m bench.chaos
 
 clean:
 	rm -rf $(VENV) .jobbot .pytest_cache .mypy_cache .ruff_cache

@@ -8,8 +8,10 @@ Each line carries the time it was printed; a client records, per message, the ag
 oldest line (an upper bound for every line in it).
 Then: time to serve the finished run's page (100,000 lines) and raw log, against a bare
 aiohttp FileResponse of the same file. Goal: p99 delay < 1 s; the page in < 1 s.
+With `--postgresql`, the store is a throwaway PostgreSQL cluster and logs are in the database;
+the baseline then polls the chunks table every 50 ms, and the file served is the log's text.
 
-    .venv/bin/python -m bench.logs [--lines 100000] [--clients 20] [--rounds 3]
+    .venv/bin/python -m bench.logs [--lines 100000] [--clients 20] [--rounds 3] [--postgresql]
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,17 +48,17 @@ for i in range(count):
 
 # -- the server (child process) ------------------------------------------------------------
 
-async def serve(data: Path, port: int) -> None:
-    from core.logs import LogStore
+async def serve(data: Path, port: int, database: str | None) -> None:
+    from core.logs import FileLogs
     from core.policy import Actor
     from core.store import Store
     from tests.support.apps import python_job, service_for
     from web import routes
 
-    store = Store(f"sqlite:///{data / 'jobbot.db'}")
+    store = Store(database or f"sqlite:///{data / 'jobbot.db'}")
     store.migrate()
-    service = service_for(data, store, [python_job("printer", JOB)])
-    logs: LogStore = service.log_store
+    service = service_for(data, store, [python_job("printer", JOB, env={"GATE": "", "LINES": ""})])
+    logs = service.log_store
     links = Links("http://127.0.0.1", KEY)
     app = web.Application()
     routes.setup(app, service, links)
@@ -72,29 +75,52 @@ async def serve(data: Path, port: int) -> None:
         return web.json_response({"state": run.state})
 
     async def bare_file(request: web.Request) -> web.FileResponse:
-        return web.FileResponse(logs.path(request.match_info["id"], 1))
+        run_id = request.match_info["id"]
+        if isinstance(logs, FileLogs):
+            return web.FileResponse(logs.path(run_id, 1))
+        path = data / f"{run_id}.log"
+        if not path.exists():
+            path.write_bytes(b"".join(logs.read_text(run_id, 1)))
+        return web.FileResponse(path)
 
     async def bare_sse(request: web.Request) -> web.StreamResponse:
-        """The baseline: poll the file every 50 ms and send what is new, nothing else."""
-        path = logs.path(request.match_info["id"], 1)
+        """The baseline: poll the file (or the chunks table) every 50 ms and send what is new,
+        nothing else."""
+        run_id = request.match_info["id"]
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         await response.write(b": hello\n\n")
-        while not path.exists():  # noqa: ASYNC110  (the bare baseline polls, on purpose)
-            await asyncio.sleep(0.05)
-        with open(path, "rb") as handle:  # noqa: ASYNC230  (the bare baseline, on purpose)
-            idle = 0
-            while idle < 40:
-                data = handle.read(1 << 20)
-                if data:
-                    idle = 0
-                    body = b"".join(b"data: " + line + b"\n" for line in data.splitlines())
-                    await response.write(body + b"\n")
-                else:
-                    idle += 1
-                    await asyncio.sleep(0.05)
+        async for data in bare_reads(run_id):
+            body = b"".join(b"data: " + line + b"\n" for line in data.splitlines())
+            await response.write(body + b"\n")
         await response.write(b"event: end\ndata: {}\n\n")
         return response
+
+    async def bare_reads(run_id: str) -> AsyncIterator[bytes]:
+        idle = 0
+        if isinstance(logs, FileLogs):
+            path = logs.path(run_id, 1)
+            while not path.exists():  # noqa: ASYNC110  (the bare baseline polls, on purpose)
+                await asyncio.sleep(0.05)
+            with open(path, "rb") as handle:  # noqa: ASYNC230  (the bare baseline, on purpose)
+                while idle < 40:
+                    data = handle.read(1 << 20)
+                    if data:
+                        idle = 0
+                        yield data
+                    else:
+                        idle += 1
+                        await asyncio.sleep(0.05)
+            return
+        seq = 0
+        while idle < 40:
+            rows = await asyncio.to_thread(store.log_chunks_after, run_id, 1, seq)
+            if rows:
+                idle, seq = 0, rows[-1].seq
+                yield b"".join(row.text for row in rows)
+            else:
+                idle += 1
+                await asyncio.sleep(0.05)
 
     app.router.add_post("/bench/trigger", trigger)
     app.router.add_get("/bench/wait/{id}", wait)
@@ -227,15 +253,30 @@ def load_average() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-async def measure(lines: int, clients: int, repeat: int, rounds: int) -> None:
+async def measure(lines: int, clients: int, repeat: int, rounds: int,
+                  postgresql: bool) -> None:
+    from tests.support.postgres import Cluster
+
+    cluster = Cluster() if postgresql else None
+    try:
+        database = cluster.start() if cluster else None
+        await _measure(lines, clients, repeat, rounds, database)
+    finally:
+        if cluster is not None:
+            cluster.stop()
+
+
+async def _measure(lines: int, clients: int, repeat: int, rounds: int,
+                   database: str | None) -> None:
     with tempfile.TemporaryDirectory(prefix="jobbot-bench-logs-") as tmp:
         data = Path(tmp)
         from tests.support.pages import free_port
 
         port = free_port()
+        store = ["--database", database] if database else []
         server = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bench.logs", "--serve", str(data), "--port", str(port),
-            stdout=asyncio.subprocess.PIPE)
+            *store, stdout=asyncio.subprocess.PIPE)
         assert server.stdout is not None
         await server.stdout.readline()
         base = f"http://127.0.0.1:{port}"
@@ -243,7 +284,8 @@ async def measure(lines: int, clients: int, repeat: int, rounds: int) -> None:
             timeout = aiohttp.ClientTimeout(total=None)
             async with aiohttp.ClientSession(timeout=timeout) as session:
                 print(f"live log of a run printing {lines} lines, {clients} followers, "
-                      f"{rounds} rounds (jobbot and baseline alternating); load average "
+                      f"logs in {'PostgreSQL' if database else 'files'}, {rounds} rounds "
+                      f"(jobbot and baseline alternating); load average "
                       f"{load_average()}")
                 ours: list[Round] = []
                 bare: list[Round] = []
@@ -285,12 +327,16 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--postgresql", action="store_true",
+                        help="store runs and logs in a throwaway PostgreSQL cluster")
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--database", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        asyncio.run(serve(args.serve, args.port))
+        asyncio.run(serve(args.serve, args.port, args.database))
     else:
-        asyncio.run(measure(args.lines, args.clients, args.repeat, args.rounds))
+        asyncio.run(measure(args.lines, args.clients, args.repeat, args.rounds,
+                            args.postgresql))
 
 
 if __name__ == "__main__":

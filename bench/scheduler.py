@@ -44,7 +44,7 @@ from bench.trigger import RecordingExecutor, percentile
 from core.catalog import Catalog
 from core.cron import expand
 from core.executors.base import Launch
-from core.logs import LogStore
+from core.logs import FileLogs
 from core.models import JobState, Run, RunState
 from core.run_ids import new_run_id
 from core.scheduler import Scheduler
@@ -145,7 +145,7 @@ class VirtualJobbot:
     def __init__(self, app: AppSpec, store: Store, logs: Path,
                  since: datetime = DAY - timedelta(seconds=1)) -> None:
         self.executor = TimedExecutor()
-        service = JobService(Catalog([app]), store, self.executor, LogStore(logs))
+        service = JobService(Catalog([app]), store, self.executor, FileLogs(logs))
         self.clock = VirtualClock(since)
         self.scheduler = Scheduler(service, self.clock)
         self.store = store

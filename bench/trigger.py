@@ -21,7 +21,7 @@ from sqlmodel import Session
 
 from core.catalog import Catalog
 from core.executors.base import Launch, Reporter
-from core.logs import LogStore
+from core.logs import FileLogs
 from core.models import Run, RunState, utcnow
 from core.policy import Actor
 from core.run_ids import new_run_id
@@ -49,6 +49,15 @@ class RecordingExecutor:
 
     async def cancel(self, run: Run, actor: str) -> bool:
         return True
+
+    def drives(self, run_id: str) -> bool:
+        return False
+
+    def followed(self) -> list[str]:
+        return []
+
+    async def release(self, run_id: str) -> None:
+        pass
 
     async def reconcile(self, runs: object) -> None:
         pass
@@ -82,7 +91,7 @@ def bare_inserts(store: Store, n: int, tag: str) -> list[float]:
 
 async def service_triggers(store: Store, n: int, logs: Path, tag: str) -> list[float]:
     executor = RecordingExecutor()
-    service = JobService(Catalog([APP]), store, executor, LogStore(logs))
+    service = JobService(Catalog([APP]), store, executor, FileLogs(logs))
     actor = Actor.cli("bench")
     latencies = []
     for i in range(n):

@@ -111,6 +111,7 @@ def build(config: SlackConfig, service: JobService, links: Links) -> SlackBot:
     groups = UserGroups(client)
     router = Router(service, links, groups=groups)
     backlog = Backlog(service.store)
+    service.replica.on_beat("slack requests", backlog.take_over)
     respond = Responder()
     register_listeners(bolt, router, backlog, respond)
     notifier = Notifier(client, service, links)

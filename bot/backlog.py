@@ -16,6 +16,7 @@ from typing import Any
 
 from core.intake import Intake
 from core.models import utcnow
+from core.replicas import Liveness
 from core.store import Store
 
 logger = logging.getLogger(__name__)
@@ -48,12 +49,19 @@ class Backlog:
         pruned = await asyncio.to_thread(self._store.prune_slack_work, utcnow() - KEEP)
         if pruned:
             logger.info("forgot %d Slack requests received more than %s ago", pruned, KEEP)
-        rows = await self._intake.take_over(self._store.take_over_slack_work)
+        return await self.take_over(await asyncio.to_thread(
+            Liveness.read, self._store, str(self._intake.owner)))
+
+    async def take_over(self, live: Liveness) -> int:
+        """Queue the unfinished work of processes gone by `live` (at start, and at each
+        heartbeat: a replica whose lease expired leaves its acknowledged work to a live one)."""
+        rows = await self._intake.take_over(self._store.take_over_slack_work, live)
         for row in rows:
             if row.kind not in self.handlers:
                 await asyncio.to_thread(self._store.finish_slack_work, row.key)
                 continue
-            logger.info("replaying Slack %s %s acknowledged before a restart", row.kind, row.key,
+            logger.info("replaying Slack %s %s acknowledged by a process that stopped", row.kind,
+                        row.key,
                         extra={"slack_request": row.key})
             self._put(row.key, row.kind, row.body)
         return len(rows)

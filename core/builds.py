@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
 
 from core.errors import NotFound
 from core.models import Run, RunState
-from core.procs import ProcessId
 from core.service import JobService
 from core.spec import AppSpec, BuildSpec
 
@@ -27,7 +27,10 @@ class BuildRequest:
     """Build `build` of `app` from `repository` at `sha` (pushed to `ref`).
 
     `repository` is "owner/name" from GitHub; the Kubernetes builder hands it to BuildKit as
-    its git context, so there it must be a URL BuildKit can fetch.
+    its git context, so there it must be a URL BuildKit can fetch. `origin` is the build run's
+    origin, as its front end recorded it (which installation, pull request, fork).
+    `resumed` is set for a build taken up again after a restart: a finished build Job found
+    then is its outcome, while any other request for a failed one builds again.
     """
 
     app: AppSpec
@@ -36,6 +39,8 @@ class BuildRequest:
     ref: str | None
     repository: str
     actor: str = "jobbot"
+    origin: Mapping[str, Any] = field(default_factory=dict)
+    resumed: bool = False
 
     @property
     def image(self) -> str:
@@ -54,6 +59,26 @@ class BuildOutcome:
     log_key: str | None = None
 
 
+class BuildCredentials(Protocol):
+    """Short-lived read access to a build's repository, from the front end that knows it (the
+    GitHub App: an installation token limited to the one repository and `contents: read`)."""
+
+    def covers(self, request: BuildRequest) -> bool:
+        """Whether the build gets a token at all (never a fork's pull request); no I/O."""
+        ...
+
+    async def token(self, request: BuildRequest) -> str:
+        """A new token for this build; JobbotError saying why there is none."""
+        ...
+
+
+@runtime_checkable
+class TakesCredentials(Protocol):
+    """A builder that clones with credentials once it is given where to get them."""
+
+    credentials: BuildCredentials | None
+
+
 class Builder(Protocol):
     """Builds and waits for the build; the outcome is final."""
 
@@ -68,11 +93,13 @@ async def resume_builds(service: JobService, builder: Builder | None) -> list[as
     per sha (the Kubernetes builder adopts the build's Job, the local one reuses a finished
     checkout), so a push handled again after the restart finds the build's outcome."""
     tasks = []
+    me = str(service.owner)
+    live = await service.replica.liveness()
     for run in await asyncio.to_thread(service.store.unfinished_runs, "build"):
-        owner = ProcessId.parse(run.owner or "")
-        if owner is not None and (owner == service.owner or not owner.is_local
-                                  or owner.is_alive()):
-            continue  # this process, or one that may still drive it (another host: unknowable)
+        if run.owner == me or not live.gone(run.owner):
+            continue  # this process, or a live one that still drives it
+        if not await asyncio.to_thread(service.store.claim_run, run.id, run.owner, me):
+            continue  # another replica resumes it
         tasks.append(asyncio.create_task(_resume(service, builder, run),
                                          name=f"resume-build-{run.id}"))
     return tasks
@@ -100,7 +127,8 @@ async def _resume(service: JobService, builder: Builder | None, run: Run) -> Non
         await service.run_started(run.id, external_id=builder.name)
     try:
         outcome = await builder.build(BuildRequest(spec, build, run.sha, run.ref, repository,
-                                                   actor=run.actor))
+                                                   actor=run.actor, origin=dict(run.origin),
+                                                   resumed=True))
     except Exception as exc:
         logger.exception("resuming build %s failed", run.id, extra=extra)
         outcome = BuildOutcome(RunState.FAILED, None, f"resuming after a restart failed: {exc}")

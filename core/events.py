@@ -39,8 +39,11 @@ class Changes:
         """Until the next change (after `since`, if given), or `seconds` at most (changes in
         other processes are unseen)."""
         event = since or self._event
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation
+        # that arrives as the event is set, and a cancelled outbox would then never stop.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await event.wait()
 
 
 @dataclass

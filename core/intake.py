@@ -13,12 +13,12 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TypeVar
 
 from core.errors import JobbotError, TemporaryFailure
-from core.models import utcnow
 from core.procs import ProcessId
+from core.replicas import Liveness
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -29,21 +29,12 @@ RECORDERS = 2
 Work = Callable[[], Awaitable[str]]
 # Records a request's outcome (a blocking Store call, run in a thread).
 Finish = Callable[[str, str], None]
-# A process on another host cannot be asked whether it lives: its requests are taken over once
-# they have waited this long (a live replica handles its own in seconds, retries included).
-OTHER_HOST_AFTER = timedelta(hours=1)
 
 
-def abandoned(owner_text: str | None, received_at: datetime, me: ProcessId) -> bool:
-    """Whether a request recorded by `owner_text` and still unhandled was left by a dead process."""
-    owner = ProcessId.parse(owner_text or "")
-    if owner is None:
-        return True
-    if owner == me:
-        return False
-    if owner.is_local:
-        return not owner.is_alive()
-    return utcnow() - received_at > OTHER_HOST_AFTER
+def abandoned(owner_text: str | None, live: Liveness) -> bool:
+    """Whether a request recorded by `owner_text` and still unhandled was left by a process
+    that is gone: a dead process of this host at once, any other once its lease expired."""
+    return live.gone(owner_text)
 
 
 class Intake:
@@ -75,12 +66,11 @@ class Intake:
         return await loop.run_in_executor(self._recorders, functools.partial(write, *args))
 
     async def take_over(self, take: Callable[[str, Callable[[str | None, datetime], bool]],
-                                             list[T]]) -> list[T]:
-        """The unhandled requests of dead processes, made this process's: `take` is the
-        Store's take-over for one kind of request (Store.take_over_slack_work, ...)."""
-        me = self.owner
+                                             list[T]], live: Liveness) -> list[T]:
+        """The unhandled requests of processes gone by `live`, made this process's: `take` is
+        the Store's take-over for one kind of request (Store.take_over_slack_work, ...)."""
         return await asyncio.to_thread(
-            take, str(me), lambda owner, received_at: abandoned(owner, received_at, me))
+            take, str(self.owner), lambda owner, received_at: abandoned(owner, live))
 
     def put(self, key: str, work: Work) -> None:
         """Queue a recorded request's work; the workers start with the first one."""

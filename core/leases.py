@@ -2,109 +2,80 @@
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
+import secrets
 import threading
-from pathlib import Path
-from typing import IO
 
-from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 
+from core.procs import ProcessId
+from core.replicas import Liveness
 from core.store import Store
 
 logger = logging.getLogger(__name__)
 
 
 class Lease:
-    """Held for as long as this process lives (and, on PostgreSQL, its connection does).
+    """A role held in the database for as long as its holder's replica lease lives.
 
-    PostgreSQL: a session advisory lock on a connection kept open; a replica that dies drops
-    its connection and so its lease. SQLite (one host): an flock on a file next to the database,
-    dropped by the kernel when the process dies.
+    The holder is written as this process's replica id and a token of this Lease, so two
+    Leases of one process exclude each other too. A holder that is gone by the replicas'
+    leases (core/replicas.py) is replaced by one conditional UPDATE: of two replicas that
+    see it gone, one takes the role.
     """
 
-    def __init__(self, store: Store, name: str) -> None:
+    def __init__(self, store: Store, name: str, *, me: ProcessId | None = None) -> None:
         self._store = store
         self.name = name
-        self._key = f"jobbot-lease:{name}"
-        self._conn: Connection | None = None
-        self._file: IO[str] | None = None
+        self._replica = str(me or ProcessId.current())
+        self._holder = f"{self._replica}#{secrets.token_hex(4)}"
         # try_acquire runs in a worker thread that may finish after its caller was cancelled
         # and released the lease: the lock and the flag make that late acquire let go at once.
         self._guard = threading.Lock()
         self._closed = False
-
-    @property
-    def held(self) -> bool:
-        return self._conn is not None or self._file is not None
+        self.held = False
 
     def try_acquire(self) -> bool:
         with self._guard:
             if self._closed:
                 return False
-            if self.held:
+            holder = self._store.role_holder(self.name)
+            if holder == self._holder:
+                self.held = True
                 return True
-            return self._acquire()
-
-    def _acquire(self) -> bool:
-        if self._store.dialect == "postgresql":
-            conn = self._store.engine.connect()
-            got = conn.execute(text("SELECT pg_try_advisory_lock(hashtext(:key))"),
-                               {"key": self._key}).scalar_one()
-            conn.commit()
-            if got:
-                self._conn = conn
-            else:
-                conn.close()
-            return bool(got)
-        database = self._store.engine.url.database
-        if not database or database == ":memory:":
-            self._file = open("/dev/null")  # noqa: SIM115  (nothing to share with)
-            return True
-        handle = open(Path(database).with_suffix(f".lease-{self.name}"), "w")  # noqa: SIM115
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            return False
-        self._file = handle
-        return True
+            if holder is not None:
+                replica = holder.rsplit("#", 1)[0]
+                live = Liveness.read(self._store, self._replica)
+                # Another Lease of this process holds it until it lets go.
+                if replica == self._replica or not live.gone(replica):
+                    return False
+                logger.info("role %s: its holder %s is gone; taking it over", self.name, holder)
+            self.held = self._store.claim_role(self.name, holder, self._holder)
+            return self.held
 
     def check(self) -> bool:
-        """False if the lease was lost (its database connection broke); then it is released."""
-        if self._conn is None:
-            return self.held
-        try:
-            self._conn.execute(text("SELECT 1"))
-            self._conn.commit()
-            return True
-        except DBAPIError:
-            logger.warning("lease %s lost with its database connection", self.name)
-            with self._guard:
-                self._let_go()
+        """False if the role was lost (taken over while this replica was taken for dead, or
+        the database cannot say)."""
+        if not self.held:
             return False
+        try:
+            still = self._store.role_holder(self.name) == self._holder
+        except DBAPIError:
+            logger.warning("lease %s: the database does not answer", self.name)
+            still = False
+        if not still:
+            logger.warning("lease %s lost", self.name)
+            self.held = False
+        return still
 
     def release(self) -> None:
         """Let go for good (a lease is not acquired again after this)."""
         with self._guard:
             self._closed = True
-            self._let_go()
-
-    def _let_go(self) -> None:
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            # Closing only returns the connection to the pool, where the session (and its
-            # advisory lock) lives on: unlock explicitly, or throw the connection away.
-            try:
-                conn.execute(text("SELECT pg_advisory_unlock(hashtext(:key))"),
-                             {"key": self._key})
-                conn.commit()
-            except DBAPIError:
-                conn.invalidate()
-            with contextlib.suppress(DBAPIError):
-                conn.close()
-        if self._file is not None:
-            self._file.close()  # closing the file drops the flock
-            self._file = None
+            if self.held:
+                self.held = False
+                try:
+                    self._store.release_role(self.name, self._holder)
+                except DBAPIError:
+                    logger.warning("lease %s: letting go failed; it passes on when this "
+                                   "replica's lease expires", self.name)

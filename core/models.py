@@ -9,11 +9,13 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Dialect,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     TypeDecorator,
@@ -112,8 +114,8 @@ class Run(SQLModel, table=True):
     scheduled_for: datetime | None = _ts(nullable=True)
     rerun_of: str | None = Field(default=None, max_length=32)
     executor: str = Field(default="local", max_length=32)
-    # Which jobbot process drives a local run ("host:pid:start"), so start-up reconciliation
-    # in another process never touches a run that is still alive.
+    # Which jobbot process follows the run ("host:pid:start"): the replica that launched or
+    # adopted it. Another replica takes it over only once that one's lease expired.
     owner: str | None = Field(default=None, max_length=255)
     external_id: str | None = Field(default=None, max_length=255)
     created_at: datetime = _ts(nullable=False)
@@ -356,3 +358,51 @@ class PullRequestComment(SQLModel, table=True):
     repository: str = Field(sa_column=Column(String(255), primary_key=True))
     pull_request: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
     comment_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class ReplicaLease(SQLModel, table=True):
+    """A jobbot process's lease: renewed on its heartbeat; once expired, a live replica takes
+    over what it followed (core/replicas.py)."""
+
+    __tablename__ = "replicas"
+
+    # host:pid:start, as the owner columns of runs and requests write it.
+    id: str = Field(sa_column=Column(String(255), primary_key=True))
+    started_at: datetime = _ts(nullable=False)
+    renewed_at: datetime = _ts(nullable=False)
+    expires_at: datetime = _ts(nullable=False, index=True)
+
+
+class RoleHolder(SQLModel, table=True):
+    """Which replica plays a named role (an outbox subscriber), while its lease lives."""
+
+    __tablename__ = "replica_roles"
+
+    name: str = Field(sa_column=Column(String(64), primary_key=True))
+    owner: str = Field(max_length=255)
+    since: datetime = _ts(nullable=False)
+
+
+class LogChunk(SQLModel, table=True):
+    """A piece of an attempt's log (already masked), in order by `seq`; with PostgreSQL, logs
+    live here so that every replica reads them. A finished attempt's pieces are merged into
+    one compressed row whose `seq` is the last merged one's, so a reader's cursor still holds."""
+
+    __tablename__ = "log_chunks"
+
+    # A run id, or a build's log key: no foreign key, pruning deletes a run's chunks itself.
+    run_id: str = Field(sa_column=Column(String(128), primary_key=True))
+    attempt: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
+    seq: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
+    # The attempt's line number (from 0) of the first line here, and how many lines it holds.
+    first_line: int = Field(sa_column=Column(Integer, nullable=False))
+    lines: int = Field(sa_column=Column(Integer, nullable=False))
+    # Bytes of text (uncompressed), counted against the per-attempt limit.
+    size: int = Field(sa_column=Column(Integer, nullable=False))
+    # UTF-8 text of whole lines, each ending in a newline; zlib-compressed when `compressed`.
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    compressed: bool = Field(sa_column=Column(Boolean, nullable=False, default=False))
+    # The source's timestamp of the last line kept so far, and how many lines had exactly that
+    # timestamp (a Kubernetes pod log resumes from there: sinceTime, skipping those lines).
+    stamp: str | None = Field(default=None, sa_column=Column(String(40), nullable=True))
+    stamp_lines: int = Field(sa_column=Column(Integer, nullable=False, default=0))

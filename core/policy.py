@@ -30,6 +30,11 @@ class Actor:
     slack_channel: str | None = None
     github_login: str | None = None
     github_permission: str | None = None
+    # Holds jobbot's own keys, as the CLI does: a browser signed in with the token that
+    # `jobbot serve` printed to its terminal on a loopback address.
+    operator: bool = False
+    # Acting through a push to a branch: GitHub's branch rules already let them push.
+    pushed: bool = False
 
     @property
     def name(self) -> str:
@@ -53,7 +58,7 @@ class Decision:
 def decide(job: JobSpec, action: Action, actor: Actor) -> Decision:
     """May `actor` do `action` to `job`? A denial says who may."""
     allow = job.allow
-    if actor.source in (Source.CLI, Source.SCHEDULE):
+    if actor.operator or actor.source in (Source.CLI, Source.SCHEDULE):
         # The CLI runs with direct access to jobbot's database and config: it is an operator.
         return Decision(True)
     if actor.source is Source.SLACK:
@@ -80,12 +85,20 @@ def _slack(job: JobSpec, action: Action, allow: Allow, actor: Actor) -> Decision
 
 
 def _github(job: JobSpec, action: Action, allow: Allow, actor: Actor) -> Decision:
+    """By repository permission; a push runs the jobs that follow it whoever pushed (a person,
+    a bot, a merge queue), unless the job's `allow:` writes out `github_permission`."""
     needed = allow.github_permission
     have = actor.github_permission
+    if actor.pushed and action is Action.RUN and not allow.restricts_pushes:
+        return Decision(True)
     if have in GITHUB_PERMISSIONS and (
         GITHUB_PERMISSIONS.index(have) >= GITHUB_PERMISSIONS.index(needed)
     ):
         return Decision(True)
+    if actor.pushed:
+        return Decision(False, f"a push by {actor.name} does not run {job.name}: its allow: "
+                               f"needs {needed} permission on the repository (they have "
+                               f"{have or 'none'})")
     return Decision(
         False,
         f"you may not {action.value} {job.name}: it needs {needed} permission on the "

@@ -23,6 +23,7 @@ from core.overrides import check_values
 from core.parameters import Parameters, check_parameters
 from core.policy import Action, Actor, decide
 from core.procs import ProcessId
+from core.replicas import Liveness, Replica
 from core.run_ids import is_run_id
 from core.sealing import Sealer, Unsealable
 from core.spec import JobSpec
@@ -105,6 +106,7 @@ class JobService:
         *,
         owner: ProcessId | None = None,
         changes: Changes | None = None,
+        replica: Replica | None = None,
         sealer: Sealer | None = None,
     ) -> None:
         self.catalog = catalog
@@ -114,6 +116,9 @@ class JobService:
         self.log_store = logs
         self.owner = owner or ProcessId.current()
         self.changes = changes or Changes()
+        # This process's lease; its heartbeat takes over the runs of replicas that died.
+        self.replica = replica or Replica(store, self.owner)
+        self.replica.on_beat("runs", self._beat)
         executor.bind(self)
 
     async def _db(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
@@ -146,8 +151,8 @@ class JobService:
             secret_parameters=self.sealer.seal(checked.secrets),
             origin=origin or {}, idempotency_key=idempotency_key, scheduled_for=scheduled_for,
             rerun_of=rerun_of, executor=self.executor.name,
-            # A local run belongs to this process: start-up reconciliation elsewhere skips it.
-            owner=str(self.owner) if self.executor.name == "local" else None,
+            # This process follows the run: other replicas leave it alone while its lease lives.
+            owner=str(self.owner),
         )
         audit = AuditRecord(actor=actor.id, source=actor.source.value, action="run",
                             target=target.key, result="started")
@@ -212,6 +217,25 @@ class JobService:
             self.changes.notify()
         return TriggerResult(outcome.run, outcome.created)
 
+    async def record_refused(self, target: JobRef, actor: Actor, *, reason: str,
+                             ref: str | None = None, sha: str | None = None,
+                             image: str | None = None, idempotency_key: str | None = None,
+                             origin: dict[str, Any] | None = None) -> TriggerResult:
+        """Record a run that policy refused to start on its own (after a push), as a
+        `skipped` run saying why: its run events reach the commit's check run and the job's
+        Slack channel, so the refusal is seen where the run would have been."""
+        new = NewRun(
+            app=target.app.app, job=target.job.name, source=actor.source.value, actor=actor.id,
+            state=RunState.SKIPPED, reason=reason, ref=ref, sha=sha, image=image,
+            origin=origin or {}, idempotency_key=idempotency_key, executor=self.executor.name,
+        )
+        # No audit line here: the refusal itself was audited where policy refused it.
+        outcome = await self._db(self.store.create_run, new)
+        if outcome.created:
+            RUNS_FINISHED.labels(outcome.run.app, outcome.run.job, outcome.run.state).inc()
+            self.changes.notify()
+        return TriggerResult(outcome.run, outcome.created)
+
     async def record_slots(self, slots: list[Slot],
                            schedule_states: Sequence[ScheduleRow] = ()) -> list[Run]:
         """Record many cron slots (and the jobs' schedule state) in one transaction and
@@ -221,7 +245,7 @@ class JobService:
         out, so every slot is recorded once however many schedulers run.
         """
         executor = self.executor.name
-        owner = str(self.owner) if executor == "local" else None
+        owner = str(self.owner)
         skipped, queued = RunState.SKIPPED, RunState.QUEUED  # an enum member lookup costs
         news = [NewRun(
             app=s.job.app.app, job=s.job.job.name, source="schedule", actor="schedule",
@@ -261,8 +285,7 @@ class JobService:
         return len(deleted)
 
     def _delete_logs(self, run_ids: list[str]) -> None:
-        for run_id in run_ids:
-            self.log_store.delete(run_id)
+        self.log_store.delete_runs(run_ids)
 
     async def rerun(self, run_ref: str, actor: Actor, *,
                     idempotency_key: str | None = None,
@@ -340,11 +363,19 @@ class JobService:
             raise Conflict(f"{latest.label} already {latest.state}; nothing to cancel")
         await self._audit(actor, "cancel", f"{target.key}#{run.number}", "requested")
         self.changes.notify()
-        if await self.executor.cancel(run, actor.name):
+        if self.executor.drives(run.id):
+            await self.executor.cancel(run, actor.name)
             return requested
-        owner = ProcessId.parse(run.owner or "")
-        if owner is None or (owner.is_local and not owner.is_alive()):
-            # Nobody drives it any more (never launched, or its process died): settle it here.
+        live = await self.replica.liveness()
+        if not live.gone(requested.owner):
+            # Another live process follows it: it reads the request from the database (the
+            # local executor's poll, or the follower's next heartbeat) and stops the run.
+            return requested
+        # Nobody follows it any more (never launched, or its replica died): take it over and
+        # settle it here; of two replicas doing so, one claims it.
+        if requested.owner is None or requested.owner == str(self.owner) or await self._db(
+                self.store.claim_run, run.id, requested.owner, str(self.owner)):
+            await self.executor.cancel(requested, actor.name)  # a Kubernetes Job is deleted
             await self.run_finished(run.id, RunState.CANCELLED, reason=f"cancelled by {actor.name}")
         return requested
 
@@ -469,13 +500,7 @@ class JobService:
                     async for lines in self.log_store.follow_batches(run.id, index, finished):
                         yield index, lines
                 else:
-                    batch: list[str] = []
-                    for line in self.log_store.read_lines(run.id, index):
-                        batch.append(line)
-                        if len(batch) >= _READ_BATCH:
-                            yield index, batch
-                            batch = []
-                    if batch:
+                    async for batch in self.log_store.read_batches(run.id, index, _READ_BATCH):
                         yield index, batch
                 if attempt is not None:
                     return
@@ -495,14 +520,58 @@ class JobService:
     # -- start-up and shutdown ------------------------------------------------------------
 
     async def reconcile(self) -> int:
-        """Settle runs left unfinished by a previous process; returns how many were looked at."""
-        runs = await self._db(self.store.unfinished_runs, self.executor.name)
+        """Settle runs left unfinished by processes that are gone, making them this one's
+        (Kubernetes Jobs are followed again, local runs end failed); runs a live replica
+        follows are left to it. Returns how many runs were taken."""
+        me = str(self.owner)
+        live = await self.replica.liveness()
+        taken = []
+        for run in await self._db(self.store.unfinished_runs, self.executor.name):
+            if self.executor.drives(run.id) or (run.owner != me and not live.gone(run.owner)):
+                continue  # followed here already, or by a live process
+            if run.owner == me or await self._db(self.store.claim_run, run.id, run.owner, me):
+                taken.append(run)
+        await self._adopt(taken)
+        return len(taken)
+
+    async def _adopt(self, runs: list[Run]) -> None:
+        """Hand runs taken from a gone process (each `owner` still that process) to the
+        executor's adoption path: a Kubernetes Job is watched again and its log copied on
+        from where it stopped; a local run, whose processes died with it, ends failed."""
         pairs = [(run, await self._db(self.store.attempts, run.id)) for run in runs]
-        await self.executor.reconcile(pairs)
-        return len(pairs)
+        if pairs:
+            await self.executor.reconcile(pairs)
+
+    async def _beat(self, live: Liveness) -> None:
+        """At each heartbeat: take over what replicas whose lease expired followed, and stop
+        runs this process follows that another process was asked to cancel."""
+        me = str(self.owner)
+        followed = self.executor.followed()
+        if followed:
+            # Taken over while this replica was taken for dead (a pause past the expiry):
+            # one replica follows a run, so this one lets go.
+            owners = await self._db(self.store.run_owners, followed)
+            for run_id in followed:
+                if owners.get(run_id, me) != me:
+                    logger.warning("run %s is followed by %s now: letting go", run_id,
+                                   owners[run_id], extra={"run_id": run_id})
+                    await self.executor.release(run_id)
+        for dead in live.expired():
+            runs = await self._db(self.store.take_over_replica, dead, me, self.executor.name)
+            if runs is None:
+                continue  # still alive after all, or another replica took it
+            logger.warning("replica %s stopped renewing its lease: taking over its %d "
+                           "unfinished runs", dead, len(runs), extra={"replica": dead})
+            await self._adopt(runs)
+        for run in await self._db(self.store.cancel_requests, me):
+            if self.executor.drives(run.id) and run.cancel_requested_by:
+                await self.executor.cancel(run, run.cancel_requested_by)
 
     async def shutdown(self, reason: str = "jobbot stopped") -> None:
         await self.executor.shutdown(reason)
+        # What it followed (Kubernetes Jobs keep running) is taken over at once, not after
+        # the lease's expiry.
+        await self.replica.end()
 
     # -- Reporter: what the executor tells us ---------------------------------------------
 

@@ -101,6 +101,13 @@ class Allow(_Strict):
     slack_channels: tuple[str, ...] = ()
     github_permission: Literal["read", "triage", "write", "maintain", "admin"] = "write"
 
+    @property
+    def restricts_pushes(self) -> bool:
+        """Whether `github_permission` is written out (in the job or its defaults): only then
+        does a push's sender need it for the job to run after the push (GitHub's branch
+        rules already decided who may push)."""
+        return "github_permission" in self.model_fields_set
+
 
 class Notify(_Strict):
     """Where a job's runs are announced, and on which events."""

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import certifi
 import httpx
-from githubkit import AppAuthStrategy, AppInstallationAuthStrategy, GitHub
+from githubkit import AppAuthStrategy, AppInstallationAuthStrategy, GitHub, UnauthAuthStrategy
 from githubkit.cache import MemCacheStrategy
 from githubkit.exception import GitHubException, RateLimitExceeded, RequestError, RequestFailed
 from githubkit.response import Response
@@ -25,6 +25,10 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 # Transient server-side statuses worth retrying (as Airflow's generic_api_retry).
 _RETRYABLE = {409, 500, 502, 503, 504}
+# What a build's token may do: read the repository's contents (clone it), nothing else.
+BUILD_TOKEN_PERMISSIONS = {"contents": "read"}
+# Pages of a list read at most (100 items each).
+MAX_PAGES = 100
 # Connections kept open to GitHub: about one per worker of the work queue (8 by default).
 # httpcore checks every pooled connection on each request, so a larger pool costs CPU.
 POOL_CONNECTIONS = 10
@@ -81,8 +85,11 @@ def _message(response: Response[Any]) -> str:
 # What githubkit imports inside the REST functions jobbot calls (`from ..models import ...`
 # runs at each function's first call): their response, request-body and error models.
 _MODELS_USED = (
-    "BasicError", "BranchWithProtection", "CheckRun", "ContentDirectoryItems", "ContentFile",
-    "ContentSubmodule", "ContentSymlink", "EventsGetResponse503", "IssueComment", "PullRequest",
+    "AppInstallationsInstallationIdAccessTokensPostBody", "BasicError",
+    "BranchWithProtection", "CheckRun", "ContentDirectoryItems", "ContentFile",
+    "ContentSubmodule", "ContentSymlink", "EventsGetResponse503", "Installation",
+    "InstallationRepositoriesGetResponse200", "InstallationToken", "IssueComment",
+    "PullRequest",
     "Reaction",
     "ReposOwnerRepoCheckRunsCheckRunIdPatchBodyAnyof0",
     "ReposOwnerRepoCheckRunsCheckRunIdPatchBodyAnyof1", "ReposOwnerRepoCheckRunsPostBodyOneof0",
@@ -90,7 +97,7 @@ _MODELS_USED = (
     "ReposOwnerRepoIssuesCommentsCommentIdReactionsPostBody",
     "ReposOwnerRepoIssuesIssueNumberCommentsPostBody", "ValidationError",
 )
-_NAMESPACES_USED = ("checks", "issues", "pulls", "reactions", "repos")
+_NAMESPACES_USED = ("apps", "checks", "issues", "pulls", "reactions", "repos")
 
 
 def import_what_calls_need() -> None:
@@ -104,6 +111,22 @@ def import_what_calls_need() -> None:
         type(namespaces[0]).__module__.rsplit(".", 2)[0] + ".models")
     for name in _MODELS_USED:
         getattr(models, name)
+
+
+async def convert_manifest(code: str, api_url: str | None) -> dict[str, Any]:
+    """The App GitHub made from a manifest (`POST /app-manifests/{code}/conversions`): its id,
+    slug, html_url, pem, webhook_secret and more, as GitHub's JSON. The code is good once, for
+    an hour; no credentials are needed."""
+    options: dict[str, Any] = {"auto_retry": False, "timeout": 30.0, "http_cache": False}
+    if api_url:
+        options["base_url"] = api_url
+    github = GitHub(UnauthAuthStrategy(), **options)
+    async with _errors("converting the App manifest", "create_from_manifest"):
+        response = await github.rest.apps.async_create_from_manifest(code)
+    body: Any = response.json()
+    if not isinstance(body, dict):
+        raise GitHubApiError("converting the App manifest: GitHub's answer is not an object")
+    return body
 
 
 class _SharedPool(httpx.AsyncBaseTransport):
@@ -157,6 +180,32 @@ class GitHubClients:
             self._installations[installation_id] = api
         return api
 
+    async def installation_ids(self) -> list[int]:
+        """Every installation of the App (`GET /app/installations`, all pages)."""
+        found: list[int] = []
+        for page in range(1, MAX_PAGES + 1):
+            async with _errors("the App's installations", "installations"):
+                response = await self._app.rest.apps.async_list_installations(
+                    per_page=100, page=page)
+            batch = response.json()
+            found.extend(int(item["id"]) for item in batch
+                         if isinstance(item, dict) and isinstance(item.get("id"), int))
+            if len(batch) < 100:
+                break
+        return found
+
+    async def repository_token(self, installation_id: int, repository: str) -> str:
+        """A new installation token limited to `repository` and to reading its contents
+        (it expires within the hour); never cached, never logged."""
+        _, name = split(repository)
+        async with _errors(f"a token to read {repository}", "build_token"):
+            response = await self._app.rest.apps.async_create_installation_access_token(  # type: ignore[call-overload]
+                installation_id, repositories=[name], permissions=BUILD_TOKEN_PERMISSIONS)
+        token = response.json().get("token")
+        if not isinstance(token, str) or not token:
+            raise GitHubApiError(f"a token to read {repository}: GitHub gave none")
+        return token
+
     async def aclose(self) -> None:
         """Close the pooled connections (at shutdown)."""
         await self._pool.close_pool()
@@ -186,6 +235,24 @@ class InstallationApi:
         async with _errors(what, kind):
             return await call()
         raise AssertionError("unreachable")  # pragma: no cover  (mypy: the context re-raises)
+
+    async def repositories(self) -> list[str]:
+        """The repositories this installation may reach (`GET /installation/repositories`)."""
+        found: list[str] = []
+        for page in range(1, MAX_PAGES + 1):
+            response = await self._call("repositories", "the installation's repositories",
+                                        lambda p=page: (  # type: ignore[misc]
+                self.github.rest.apps.async_list_repos_accessible_to_installation(
+                    per_page=100, page=p)))
+            body = response.json()
+            batch = body.get("repositories") if isinstance(body, dict) else None
+            if not isinstance(batch, list):
+                raise GitHubApiError("the installation's repositories: no list in the answer")
+            found.extend(str(r["full_name"]) for r in batch
+                         if isinstance(r, dict) and isinstance(r.get("full_name"), str))
+            if len(batch) < 100:
+                break
+        return found
 
     async def permission(self, repository: str, login: str) -> str:
         """`admin`, `write`, `read` or `none`; the finer role_name (maintain, triage) if given."""

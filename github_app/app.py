@@ -13,19 +13,21 @@ from urllib.parse import parse_qs
 
 from aiohttp import web
 
-from core.builds import Builder, BuildRequest, resume_builds
+from core.builds import Builder, BuildRequest, TakesCredentials, resume_builds
 from core.builds_local import LocalBuilder
 from core.events import Outbox
 from core.intake import Intake
 from core.links import Links
 from core.models import utcnow
+from core.replicas import Liveness
 from core.service import JobService
 from core.store import NewDelivery
-from github_app.api import GitHubApiError, GitHubClients, import_what_calls_need
+from github_app.api import GitHubClients, import_what_calls_need
 from github_app.checkruns import CheckRunReporter
 from github_app.config import GitHubConfig
 from github_app.context import Context
 from github_app.handlers import checks, comments, installation, pulls, push
+from github_app.installations import BuildTokens, Installations
 from github_app.routing import Delivery, Router
 from github_app.signature import verify
 
@@ -56,15 +58,17 @@ class GitHubApp:
         self.intake = Intake("github", self.store.finish_delivery, log_field="delivery_id",
                              workers=workers)
         self.checks = CheckRunReporter(self.ctx)
+        self.installations = Installations(self.clients, self.store)
+        self.build_tokens = BuildTokens(self.clients, self.installations)
         self._background: list[asyncio.Task[None]] = []
 
     async def fetch_tarball(self, request: BuildRequest) -> bytes:
-        """For LocalBuilder: the repository's tarball at the sha, with the installation token."""
-        for repo in await self.ctx.db(self.store.served_repositories):
-            if repo.full_name == request.repository:
-                return await self.clients.installation(repo.installation_id).tarball(
-                    request.repository, request.sha)
-        raise GitHubApiError(f"jobbot is not installed on {request.repository}")
+        """For LocalBuilder: the repository's tarball at the sha, with the token of the
+        installation its delivery named (or that GitHub lists for it)."""
+        installation_id = await self.installations.installation_for(request.repository,
+                                                                    request.origin)
+        return await self.clients.installation(installation_id).tarball(request.repository,
+                                                                       request.sha)
 
     async def webhook(self, request: web.Request) -> web.Response:
         """Check the signature on the raw bytes, record the delivery, answer; handle it after."""
@@ -110,6 +114,11 @@ class GitHubApp:
         handlers = self.router.handlers(delivery.event, delivery.action)
         if not handlers:
             return f"ignored: {delivery.event} {delivery.action or ''}".strip()
+        try:
+            await self.installations.learn(delivery)
+        except Exception:  # the delivery is still handled with its own installation
+            logger.exception("delivery %s: recording its installation failed", delivery.id,
+                             extra={"delivery_id": delivery.id})
         outcomes = [await handler(delivery, self.ctx) for handler in handlers]
         logger.info("delivery %s (%s %s): %s", delivery.id, delivery.event, delivery.action or "",
                     "; ".join(outcomes), extra={"delivery_id": delivery.id})
@@ -118,8 +127,16 @@ class GitHubApp:
     async def _start(self, app: web.Application) -> None:
         import_what_calls_need()
         await self.ctx.load_state()
+        # Installed before this start, or changed while jobbot was down: GitHub's lists say.
+        self.installations.sync_soon()
         self._background = await resume_builds(self.ctx.service, self.ctx.builder)
-        left = await self.intake.take_over(self.store.take_over_deliveries)
+        await self.take_over(await self.ctx.service.replica.liveness())
+        self._background.append(asyncio.create_task(self._prune_forever(), name="github-prune"))
+
+    async def take_over(self, live: Liveness) -> int:
+        """Handle the unhandled deliveries of processes gone by `live` (at start, and at each
+        heartbeat: a replica whose lease expired leaves what it answered to a live one)."""
+        left = await self.intake.take_over(self.store.take_over_deliveries, live)
         for row in left:
             parsed = _payload((row.payload or "").encode(), "application/json")
             if parsed is None:
@@ -127,16 +144,17 @@ class GitHubApp:
                                         "not handled: its payload was not kept")
                 continue
             # Answered by a process that stopped before handling it: handle it now.
-            logger.info("delivery %s (%s) answered before a restart: handling it now",
+            logger.info("delivery %s (%s) answered by a process that stopped: handling it now",
                         row.id, row.event, extra={"delivery_id": row.id})
             self._enqueue(Delivery(row.id, row.event, row.action, parsed[0]))
-        self._background.append(asyncio.create_task(self._prune_forever(), name="github-prune"))
+        return len(left)
 
     async def _stop(self, app: web.Application) -> None:
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.intake.stop()
+        await self.installations.aclose()
         await self.clients.aclose()
 
     async def _prune_forever(self) -> None:
@@ -196,14 +214,75 @@ def setup(app: web.Application, *, config: GitHubConfig, service: JobService, li
     """Mount `POST /github/webhook`, replay unhandled deliveries with the server's start, and
     subscribe the check-run reporter to run events. Without `builder`, a LocalBuilder under
     `workspaces`."""
-    github = GitHubApp(config, service, links, builder=builder, workers=workers)
+    github = _make(config, service, links, builder, workspaces, workers)
     app[GITHUB] = github
-    if builder is None and workspaces is not None:
-        github.ctx.builder = LocalBuilder(workspaces, github.fetch_tarball)
     app.router.add_post("/github/webhook", github.webhook)
+    service.replica.on_beat("github deliveries", github.take_over)
     app.on_startup.append(github._start)
     app.on_cleanup.append(github._stop)
     if outbox is not None:
         outbox.subscribe("github", github.checks)
     return github
 
+
+def _make(config: GitHubConfig, service: JobService, links: Links, builder: Builder | None,
+          workspaces: Path | None, workers: int) -> GitHubApp:
+    github = GitHubApp(config, service, links, builder=builder, workers=workers)
+    if isinstance(builder, TakesCredentials) and builder.credentials is None:
+        # BuildKit clones private repositories with a token per build, from this App.
+        builder.credentials = github.build_tokens
+    if builder is None and workspaces is not None:
+        github.ctx.builder = LocalBuilder(workspaces, github.fetch_tarball)
+    return github
+
+
+class Standby:
+    """`POST /github/webhook` before the App is registered: 404 until `activate` (called by
+    /github/setup with the new App's credentials) starts the App in this process."""
+
+    def __init__(self, service: JobService, links: Links, *, workspaces: Path | None = None,
+                 builder: Builder | None = None, workers: int = 8) -> None:
+        self._made = (service, links, builder, workspaces, workers)
+        self.github: GitHubApp | None = None
+        self._app: web.Application | None = None
+        self._outbox: asyncio.Task[None] | None = None
+
+    async def webhook(self, request: web.Request) -> web.Response:
+        if self.github is None:
+            return _answer(404, "the GitHub App is not registered yet: open /github/setup")
+        return await self.github.webhook(request)
+
+    async def activate(self, config: GitHubConfig) -> None:
+        """Start the App as `setup` would have at start-up: deliveries, builds, check runs."""
+        if self.github is not None or self._app is None:
+            raise RuntimeError("the GitHub App is already running, or the server is not")
+        service, links, builder, workspaces, workers = self._made
+        github = _make(config, service, links, builder, workspaces, workers)
+        await github._start(self._app)
+        # The server's outbox has started its subscribers; the reporter gets one of its own.
+        outbox = Outbox(service.store, service.changes)
+        outbox.subscribe("github", github.checks)
+        self._outbox = asyncio.create_task(outbox.run(), name="github-outbox")
+        self.github = github
+        logger.info("GitHub App %s registered: serving its webhook", config.app_id)
+
+    async def _start(self, app: web.Application) -> None:
+        self._app = app
+
+    async def _stop(self, app: web.Application) -> None:
+        if self._outbox is not None:
+            self._outbox.cancel()
+            await asyncio.gather(self._outbox, return_exceptions=True)
+        if self.github is not None:
+            await self.github._stop(app)
+
+
+def setup_standby(app: web.Application, *, service: JobService, links: Links,
+                  workspaces: Path | None = None, builder: Builder | None = None,
+                  workers: int = 8) -> Standby:
+    """Mount `POST /github/webhook` for an App not registered yet (see Standby)."""
+    standby = Standby(service, links, workspaces=workspaces, builder=builder, workers=workers)
+    app.router.add_post("/github/webhook", standby.webhook)
+    app.on_startup.append(standby._start)
+    app.on_cleanup.append(standby._stop)
+    return standby

@@ -207,7 +207,7 @@ class Context:
             return BuildOutcome(run.run_state, run.image, run.reason)
         await self.service.run_started(run.id, external_id=self.builder.name)
         outcome = await self.builder.build(BuildRequest(app, spec, sha, ref, repository,
-                                                        actor=actor.id))
+                                                        actor=actor.id, origin=origin))
         await self.service.finish_build(run.id, outcome.state, image=outcome.image,
                                         reason=outcome.reason)
         return outcome

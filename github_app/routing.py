@@ -86,6 +86,10 @@ class Router:
             found += self._routes.get((event, action), [])
         return found
 
+    def events(self) -> set[str]:
+        """The events some handler takes."""
+        return {event for event, _ in self._routes}
+
     @classmethod
     def merge(cls, *routers: Router) -> Router:
         merged = cls()

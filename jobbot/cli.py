@@ -12,6 +12,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from pydantic import ValidationError
@@ -30,7 +31,7 @@ from core.service import unscheduled
 from jobbot import render
 from jobbot.logsetup import setup_logging
 from jobbot.settings import Settings, settings_error
-from jobbot.wiring import Runtime, build_runtime, load_config
+from jobbot.wiring import Runtime, build_runtime, git_base_url, load_config
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 MAX_LIMIT = 1000  # runs listed by `jobbot runs`
@@ -120,6 +121,12 @@ def _parser() -> argparse.ArgumentParser:
                                "read in the job's time zone)")
     schedule.add_argument("--count", "-n", type=_number(1, MAX_COUNT, "--count"), default=5,
                           help=f"how many (default 5, at most {MAX_COUNT})")
+    manifest = add("slack-manifest", cmd_slack_manifest,
+                   "print the Slack app manifest for this deployment (from JOBBOT_PUBLIC_URL)")
+    manifest.add_argument("--socket-mode", action="store_true",
+                          help="use Socket Mode (SLACK_APP_TOKEN): no public URL needed")
+    manifest.add_argument("--format", choices=("yaml", "json"), default="yaml")
+    manifest.add_argument("--name", default="jobbot", help="the app's name in Slack")
     serve = add("serve", cmd_serve, "serve HTTP, run jobs and schedules")
     serve.add_argument("--verbose", "-v", action="store_true")
     return parser
@@ -155,12 +162,27 @@ def _checked_overrides(settings: Settings, target: JobRef, items: list[str]) -> 
     return check_values(target.job, overrides, keys)
 
 
-def _with_runtime(settings: Settings, body: Callable[[Runtime], Coroutine[Any, Any, int]]) -> int:
+def _with_runtime(settings: Settings, body: Callable[[Runtime], Coroutine[Any, Any, int]], *,
+                  lease: bool = False) -> int:
+    """Run `body`; with `lease`, this process holds a replica lease meanwhile (it follows
+    runs: other replicas must leave them to it while it lives)."""
     runtime = build_runtime(settings)
     try:
-        return asyncio.run(body(runtime))
+        return asyncio.run(_leased(runtime, body) if lease else body(runtime))
     finally:
         runtime.close()
+
+
+async def _leased(runtime: Runtime, body: Callable[[Runtime], Coroutine[Any, Any, int]]) -> int:
+    replica = runtime.service.replica
+    await replica.register()
+    heartbeat = asyncio.create_task(replica.run())
+    try:
+        return await body(runtime)
+    finally:
+        heartbeat.cancel()
+        await asyncio.gather(heartbeat, return_exceptions=True)
+        await replica.end()
 
 
 # -- commands -----------------------------------------------------------------------------
@@ -194,6 +216,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
                                        overrides=overrides.env())
         run = result.run
         print(f"started {run.label} (id {run.id})", file=sys.stderr)
+        print(f"page: {runtime.links.run_url(run.id)}", file=sys.stderr)
         if result.active:
             others = ", ".join(f"#{r.number} ({r.state})" for r in result.active)
             print(f"note: other runs of {run.job} are active: {others}", file=sys.stderr)
@@ -219,7 +242,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         print(render.run_summary(final), file=sys.stderr)
         return EXIT_OK if final.state == RunState.SUCCEEDED.value else EXIT_RUN_FAILED
 
-    return _with_runtime(settings, body)
+    return _with_runtime(settings, body, lease=True)
 
 
 async def _follow(runtime: Runtime, run_id: str) -> None:
@@ -272,7 +295,7 @@ def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
 
     async def body(runtime: Runtime) -> int:
         runs = await runtime.service.runs(args.job, limit=args.limit)
-        print(render.run_table(runs) if runs else "no runs yet")
+        print(render.run_table(runs, runtime.links.run_url) if runs else "no runs yet")
         return EXIT_OK
 
     return _with_runtime(settings, body)
@@ -295,6 +318,7 @@ def cmd_logs(args: argparse.Namespace, settings: Settings) -> int:
             missing = detail.missing_attempt(args.attempt, follow=args.follow)
             if missing:
                 raise NotFound(missing)
+        print(f"page: {runtime.links.run_url(detail.run.id)}", file=sys.stderr)
         last = None
         async for attempt, line in runtime.service.logs(detail.run.id, attempt=args.attempt,
                                                           follow=args.follow):
@@ -365,9 +389,19 @@ def cmd_render(args: argparse.Namespace, settings: Settings) -> int:
     if args.build:
         if args.job:
             raise BadInput("give either JOB or --build NAME, not both")
-        manifest = manifests.build_manifest(app, app.build(args.build), sha=sha,
-                                            repository=args.repository, ref=args.ref,
-                                            actor=_actor().id)
+        try:
+            build = app.build(args.build)
+        except NotFound as exc:
+            raise BadInput(str(exc)) from None
+        host = urlsplit(git_base_url(settings.GITHUB_API_URL)).netloc
+        manifest = manifests.build_manifest(app, build, sha=sha, repository=args.repository,
+                                            ref=args.ref, actor=_actor().id, git_host=host)
+        secret = manifests.git_secret_name(manifest["metadata"]["name"])
+        # The Secret itself is made for each build, after its Job: nothing to print but where
+        # it goes.
+        sys.stdout.write(f"# Secret {secret}: made per build, owned by this Job, deleted when "
+                         f"the build ends;\n# it holds {manifests.PLACEHOLDER_GIT_TOKEN}, "
+                         "read by BuildKit as GIT_AUTH_TOKEN.<host>.\n")
     else:
         if not args.job:
             raise BadInput("name a job to render (or --build NAME)")
@@ -403,7 +437,7 @@ def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
         print(render.run_summary(final), file=sys.stderr)
         return EXIT_OK if final.state == RunState.SUCCEEDED.value else EXIT_RUN_FAILED
 
-    return _with_runtime(settings, body)
+    return _with_runtime(settings, body, lease=True)
 
 
 def cmd_schedule(args: argparse.Namespace, settings: Settings) -> int:
@@ -423,6 +457,25 @@ def cmd_schedule(args: argparse.Namespace, settings: Settings) -> int:
             start = start.replace(tzinfo=zone)
     for at in fire_times(job, start.astimezone(UTC), args.count):
         print(at.astimezone(zone).isoformat())
+    return EXIT_OK
+
+
+def cmd_slack_manifest(args: argparse.Namespace, settings: Settings) -> int:
+    """Slack's app manifest: create the app from it, install it, copy two values."""
+    import json
+
+    import yaml
+
+    from bot.manifest import manifest
+
+    if not 1 <= len(args.name) <= 35 or not args.name.isprintable():
+        raise BadInput("--name must be 1 to 35 printable characters (Slack's limit)")
+    document = manifest(settings.JOBBOT_PUBLIC_URL, socket_mode=args.socket_mode,
+                        name=args.name)
+    if args.format == "json":
+        print(json.dumps(document, indent=2))
+    else:
+        sys.stdout.write(yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
     return EXIT_OK
 
 

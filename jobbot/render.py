@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from core.durations import format_duration
@@ -33,15 +34,16 @@ def job_line(job: JobSpec) -> str:
     return f"{line}  ({'; '.join(extras)})" if extras else line
 
 
-def run_table(runs: list[Run]) -> str:
-    headers = ["RUN", "ID", "STATE", "SOURCE", "ACTOR", "CREATED", "DURATION", "REASON"]
+def run_table(runs: list[Run], page: Callable[[str], str]) -> str:
+    """The runs as a table; `page` gives a run's page link (by id)."""
+    headers = ["RUN", "ID", "STATE", "SOURCE", "ACTOR", "CREATED", "DURATION", "PAGE", "REASON"]
     rows = [headers]
     for run in runs:
         rows.append([
             run.label, run.id, f"{STATE_MARKS.get(run.state, ' ')} {run.state}", run.source,
             run.actor, _when(run.scheduled_for or run.created_at),
             format_duration(run.duration) if run.duration is not None else "-",
-            (run.reason or "")[:100],
+            page(run.id), (run.reason or "")[:100],
         ])
     widths = [max(len(row[i]) for row in rows) for i in range(len(headers))]
     return "\n".join(

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from github_app import credentials
 
 # Links are signed with HMAC-SHA256; a shorter key is refused (core/links.py).
 MIN_SECRET_KEY_BYTES = 16
@@ -55,6 +58,11 @@ class Settings(BaseSettings):
     JOBBOT_RETRY_DELAY: float = Field(
         1.0, description="Local executor: seconds before the first retry (doubles each time)."
     )
+    JOBBOT_LEASE_EXPIRY: float = Field(
+        20.0, ge=1.0, le=3600.0, description="Seconds a replica's lease lives unrenewed; it is "
+        "renewed four times in that span, and a live replica takes over the work of one whose "
+        "lease expired."
+    )
     JOBBOT_KUBECONFIG: Path | None = Field(
         None, description="Kubernetes executor: kubeconfig file; default in-cluster, then "
         "$KUBECONFIG or ~/.kube/config."
@@ -81,11 +89,20 @@ class Settings(BaseSettings):
     SLACK_API_URL: str | None = Field(
         None, description="Base URL of the Slack Web API (tests, proxies); default Slack's own."
     )
-    GITHUB_APP_ID: str | None = None
-    GITHUB_PRIVATE_KEY: SecretStr | None = None
-    GITHUB_PRIVATE_KEY_PATH: Path | None = None
-    GITHUB_WEBHOOK_SECRET: SecretStr | None = None
-    GITHUB_API_URL: str | None = None
+    GITHUB_APP_ID: str | None = Field(
+        None, description="The GitHub App's id; unset (with the key and secret): the App "
+        "registered at /github/setup, from JOBBOT_DATA_DIR/github-app.json, if any."
+    )
+    GITHUB_PRIVATE_KEY: SecretStr | None = Field(None, description="The App's private key (PEM).")
+    GITHUB_PRIVATE_KEY_PATH: Path | None = Field(
+        None, description="A file holding the App's private key, instead of GITHUB_PRIVATE_KEY."
+    )
+    GITHUB_WEBHOOK_SECRET: SecretStr | None = Field(
+        None, description="Verifies deliveries to POST /github/webhook."
+    )
+    GITHUB_API_URL: str | None = Field(
+        None, description="GitHub Enterprise Server's API (https://HOST/api/v3); default GitHub's."
+    )
 
     @field_validator("JOBBOT_DATABASE_URL")
     @classmethod
@@ -114,9 +131,43 @@ class Settings(BaseSettings):
             return self.JOBBOT_DATABASE_URL
         return f"sqlite:///{(self.JOBBOT_DATA_DIR / 'jobbot.db').resolve()}"
 
+    def github_app_values(self) -> tuple[str | None, str | None, Path | None, str | None]:
+        """The App's id, private key, key file and webhook secret: from GITHUB_* when any of
+        them is set, else from the file /github/setup saved in JOBBOT_DATA_DIR (all None when
+        there is none). A broken file is a ValueError naming it."""
+        key = self.GITHUB_PRIVATE_KEY.get_secret_value() if self.GITHUB_PRIVATE_KEY else None
+        secret = (self.GITHUB_WEBHOOK_SECRET.get_secret_value() if self.GITHUB_WEBHOOK_SECRET
+                  else None)
+        if self.GITHUB_APP_ID or key or self.GITHUB_PRIVATE_KEY_PATH or secret:
+            return self.GITHUB_APP_ID, key, self.GITHUB_PRIVATE_KEY_PATH, secret
+        saved = credentials.load(self.JOBBOT_DATA_DIR)
+        if saved is None:
+            return None, None, None, None
+        return saved.app_id, saved.private_key, None, saved.webhook_secret
+
     @property
     def public_url(self) -> str:
-        return (self.JOBBOT_PUBLIC_URL or f"http://{self.JOBBOT_HOST}:{self.JOBBOT_PORT}").rstrip("/")
+        if self.JOBBOT_PUBLIC_URL:
+            return self.JOBBOT_PUBLIC_URL.rstrip("/")
+        host = f"[{self.JOBBOT_HOST}]" if ":" in self.JOBBOT_HOST else self.JOBBOT_HOST
+        return f"http://{host}:{self.JOBBOT_PORT}"
+
+    @property
+    def local_browsing(self) -> bool:
+        """`serve` listens on a loopback address and no sign-in is configured: it prints a
+        link with a fresh token that signs its operator's browser in."""
+        return (is_loopback(self.JOBBOT_HOST) and self.JOBBOT_WEB_TOKEN is None
+                and not self.SLACK_CLIENT_ID)
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses (127.0.0.0/8, ::1); names are not resolved."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def settings_error(exc: ValidationError) -> str:

@@ -17,8 +17,9 @@ from core.events import Changes
 from core.executors.base import Executor
 from core.executors.local import LocalExecutor
 from core.links import Links
-from core.logs import LogStore
+from core.logs import LogStore, logs_for
 from core.procs import ProcessId
+from core.replicas import Replica
 from core.sealing import Sealer
 from core.secrets import LocalSecrets
 from core.service import JobService
@@ -53,14 +54,15 @@ def build_runtime(settings: Settings, config: Path | None = None, *,
     app = load_config(settings, config)
     store = open_store(settings)
     data_dir = settings.JOBBOT_DATA_DIR.resolve()
-    logs = LogStore(data_dir / "logs")
+    logs = logs_for(store, data_dir / "logs")
     owner = ProcessId.current()
     catalog = Catalog([app])
     if executor is None:
         executor = make_executor(settings, logs, owner, data_dir, catalog)
     key = signing_key(settings, data_dir)
+    replica = Replica(store, owner, expiry=settings.JOBBOT_LEASE_EXPIRY)
     service = JobService(catalog, store, executor, logs, owner=owner, changes=Changes(),
-                         sealer=Sealer(key))
+                         replica=replica, sealer=Sealer(key))
     links = Links(settings.public_url, key, guessed=settings.JOBBOT_PUBLIC_URL is None)
     return Runtime(settings, app, store, service, links)
 

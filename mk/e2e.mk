@@ -24,6 +24,7 @@ e2e-cluster:
 e2e-cluster-up: e2e-cluster venv
 	JOBBOT_CACHE=$(E2E_CACHE) $(PY) -m tests.e2e.cluster up
 
-## e2e: run the end-to-end tests against a fresh cluster
+## e2e: run the end-to-end tests against a fresh cluster (the chart's dry run needs helm)
 e2e: e2e-cluster venv
+	JOBBOT_CACHE=$(E2E_CACHE) bash scripts/ensure-helm.sh
 	JOBBOT_CACHE=$(E2E_CACHE) $(PY) -m pytest tests/e2e -p no:cacheprovider $(E2E_PYTEST_ARGS)

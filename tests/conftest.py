@@ -12,6 +12,7 @@ import sqlalchemy
 
 from core.store import Store
 from tests.support import hang_guard
+from tests.support.fake_servers import github, kube, slack  # noqa: F401  (fixtures)
 from tests.support.postgres import Cluster
 from tests.support.stores import sqlite_store  # noqa: F401  (a fixture, for every test)
 

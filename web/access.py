@@ -1,4 +1,5 @@
-"""Who may see what: signed run links (`?t=`), the shared browsing token, and Slack sign-in."""
+"""Who may see what: signed run links (`?t=`), the browsing token (shared, or the one a local
+`jobbot serve` prints), and Slack sign-in."""
 
 from __future__ import annotations
 
@@ -25,9 +26,13 @@ class Access:
     """Checks a request's right to a run page or to the job list, and says who is asking."""
 
     links: Links
-    # JOBBOT_WEB_TOKEN: one shared token for browsing /jobs; None turns browsing off.
+    # JOBBOT_WEB_TOKEN, or the token a local `jobbot serve` made at start: for browsing /jobs;
+    # None turns browsing off.
     web_token: str | None
     secure_cookies: bool
+    # Set when web_token is the local one: whoever holds it read the terminal of the person
+    # who started jobbot on this machine, so their browser acts as that operator (as the CLI).
+    local_operator: str | None = None
     users: Signer = field(init=False)
     logins: Signer = field(init=False)
 
@@ -48,8 +53,12 @@ class Access:
         return Viewer.from_values(self.users.loads(request.cookies.get(USER_COOKIE)))
 
     def actor(self, request: web.Request) -> Actor:
-        """Who acts from a page: the signed-in Slack user, else nobody core policy accepts."""
+        """Who acts from a page: the signed-in Slack user, the local operator, else nobody core
+        policy accepts."""
         viewer = self.viewer(request)
+        if viewer is None and self.local_operator and self.is_browser(request):
+            return Actor(id=f"local:{self.local_operator}", source=Source.WEB,
+                         display=self.local_operator, operator=True)
         if viewer is None:
             # A signed link says which run, not who clicked it.
             return Actor(id="web:link-holder", source=Source.WEB,
@@ -65,9 +74,27 @@ class Access:
         given = request.cookies.get(SESSION_COOKIE, "")
         return expected is not None and secrets_equal(given, expected)
 
-    def token_given(self, request: web.Request) -> bool:
+    def identified(self, request: web.Request) -> bool:
+        """Someone core policy can decide about: signed in with Slack, or the local operator."""
+        return self.viewer(request) is not None or self.actor(request).operator
+
+    def token_given(self, request: web.Request) -> bool | None:
+        """Whether `?token=` is the browsing token; None when the URL carries none."""
+        if "token" not in request.query:
+            return None
         given = request.query.get("token", "")
         return bool(self.web_token) and secrets_equal(given, self.web_token or "")
+
+    def wrong_token(self) -> str:
+        """Why a `?token=` was refused, and where the right one is."""
+        if self.local_operator:
+            return ("The token in this link is wrong or from an earlier start of jobbot: open "
+                    "the link `jobbot serve` printed in its terminal (a new one is made at "
+                    "every start).")
+        if self.web_token:
+            return "The token in this link is wrong: open the page with ?token=<JOBBOT_WEB_TOKEN>."
+        return ("This jobbot has no browsing token: set JOBBOT_WEB_TOKEN or Sign in with Slack "
+                "(SLACK_CLIENT_ID) to browse jobs.")
 
     def same_origin(self, request: web.Request) -> bool:
         """A form post from jobbot's own pages (CSRF): see `same_origin`."""

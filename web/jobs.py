@@ -13,7 +13,7 @@ from core.errors import BadInput, NotFound
 from core.models import Run
 from core.numbers import INT32_MAX, bounded_int
 from core.service import JobSummary
-from web import present
+from web import actions, present
 from web.context import WEB, WebContext
 from web.schedule_words import describe, next_fire
 
@@ -33,9 +33,25 @@ class JobRow:
     chart: Markup
 
 
+async def home(request: web.Request) -> web.Response:
+    """GET /: the job list. `/?token=` (the link a local `jobbot serve` prints) signs this
+    browser in first, then the token leaves the address bar."""
+    ctx = request.app[WEB]
+    given = ctx.access.token_given(request)
+    if given is False:
+        return ctx.error(403, "This link is not valid", ctx.access.wrong_token())
+    response = web.HTTPSeeOther("/jobs")
+    if given:
+        ctx.access.sign_in(response)
+    raise response
+
+
 def _signed_in(ctx: WebContext, request: web.Request) -> web.Response | None:
     """None if the viewer may browse; else the answer (a redirect that sets the cookie, or 403)."""
-    if ctx.access.token_given(request):
+    given = ctx.access.token_given(request)
+    if given is False:
+        return ctx.error(403, "This link is not valid", ctx.access.wrong_token())
+    if given:
         response = web.HTTPSeeOther(request.rel_url.with_query(
             {k: v for k, v in request.query.items() if k != "token"}))
         ctx.access.sign_in(response)
@@ -45,6 +61,10 @@ def _signed_in(ctx: WebContext, request: web.Request) -> web.Response | None:
     account = ctx.account(request, request.path_qs)
     if ctx.signin is not None:
         return ctx.error(403, "Sign in", "Sign in with Slack to browse jobs.", account=account)
+    if ctx.access.local_operator:
+        return ctx.error(403, "Sign in", "Open the link `jobbot serve` printed in its terminal "
+                         "when it started (http://…/?token=…); a new one is made at every "
+                         "start.")
     if not ctx.access.web_token:
         return ctx.error(403, "Browsing is off",
                          "Set JOBBOT_WEB_TOKEN or Sign in with Slack (SLACK_CLIENT_ID) to "
@@ -91,11 +111,13 @@ async def job_page(request: web.Request) -> web.Response:
     try:
         job = await ctx.service.job_summary(name)
         runs = await ctx.service.history(name, limit=PAGE, before_number=before)
+        spec = ctx.service.catalog.resolve(name).job
     except NotFound as exc:
         return ctx.error(404, "No such job", str(exc))
     except BadInput as exc:
         return ctx.error(400, "Not a job", str(exc))
     values: dict[str, Any] = {
+        "offer": await actions.run_offered(ctx, request, spec),
         "job": job, "runs": runs, "token": ctx.access.links.token,
         "schedule": [describe(expr, job.timezone) for expr in job.schedule],
         "next_run": _next_run(job),

@@ -21,7 +21,7 @@ Row = tuple[int, int, str]
 # Rows per event: a big read is cut so that a page inserts it in pieces.
 EVENT_ROWS = 2000
 # What one viewer may have waiting before it counts as fallen behind and is dropped: it
-# reconnects (EventSource does by itself, with Last-Event-ID) and catches up from the files.
+# reconnects (EventSource does by itself, with Last-Event-ID) and catches up from the stored log.
 VIEWER_LIMIT = 4 * 1024 * 1024
 
 
@@ -81,8 +81,10 @@ class Subscription:
         """Everything waiting; if nothing is, what arrives within `wait` seconds (maybe nothing)."""
         if not self._items and not self.dropped:
             self._ready.clear()
+            # asyncio.timeout, not wait_for, which can swallow a cancellation in Python 3.11.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._ready.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await self._ready.wait()
         items = list(self._items)
         self._items.clear()
         self._size = 0
@@ -92,7 +94,7 @@ class Subscription:
 @dataclass
 class _Feed:
     run_id: str
-    # Lines per attempt in the files when the feed started: read again, but not sent.
+    # Lines per attempt stored when the feed started: read again, but not sent.
     known: dict[int, int]
     viewers: set[Subscription] = field(default_factory=set)
     task: asyncio.Task[None] | None = None
@@ -113,10 +115,10 @@ class LiveTail:
 
     @contextlib.asynccontextmanager
     async def subscribe(self, run_id: str) -> AsyncIterator[Subscription]:
-        """Every line batch read from now on (earlier lines are in the files)."""
+        """Every line batch read from now on (earlier lines are in the stored log)."""
         feed = self._feeds.get(run_id)
         if feed is None:
-            # Lines already in the files are the viewers' catch-up, not the feed's to send.
+            # Lines already stored are the viewers' catch-up, not the feed's to send.
             store = self._service.log_store
             feed = self._feeds[run_id] = _Feed(
                 run_id, {a: store.line_count(run_id, a) for a in store.attempts(run_id)})

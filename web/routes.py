@@ -24,6 +24,8 @@ class WebSettings:
     """What the pages need from jobbot's settings, passed in so web/ never imports jobbot."""
 
     web_token: str | None = None
+    # The operator a local `jobbot serve` acts for when web_token is the one it printed.
+    local_operator: str | None = None
     secure_cookies: bool = False
     # Sign in with Slack: the app's OAuth client, and the bot's view of the workspace (its
     # team and user groups); sign-in needs both.
@@ -42,7 +44,8 @@ def setup(app: web.Application, service: JobService, links: Links,
         autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=False,
     )
     signing_in = settings.slack_signin if settings.slack_directory is not None else None
-    context = WebContext(service, Access(links, settings.web_token, settings.secure_cookies),
+    context = WebContext(service, Access(links, settings.web_token, settings.secure_cookies,
+                                                settings.local_operator),
                          templates, LiveTail(service), signin=signing_in,
                          directory=settings.slack_directory,
                          metrics_token=settings.metrics_token, metrics_open=settings.metrics_open)
@@ -52,8 +55,10 @@ def setup(app: web.Application, service: JobService, links: Links,
     app.router.add_get("/runs/{id}/logs", runs.run_logs)
     app.router.add_post("/runs/{id}/cancel", actions.cancel)
     app.router.add_post("/runs/{id}/rerun", actions.rerun)
+    app.router.add_get("/", jobs.home)
     app.router.add_get("/jobs", jobs.jobs_page)
     app.router.add_get("/jobs/{name}", jobs.job_page)
+    app.router.add_post("/jobs/{name}/run", actions.run_now)
     app.router.add_get("/metrics", metrics.metrics)
     app.router.add_get("/auth/slack", signin.start)
     app.router.add_get(signin.CALLBACK_PATH, signin.callback)

@@ -44,13 +44,14 @@ async def _load(ctx: WebContext, request: web.Request) -> tuple[RunDetail, str] 
         return ctx.error(400, "Not a run", str(exc))
 
 
-def _rerun_fields(ctx: WebContext, run: Run) -> list[tuple[ParameterSpec, str]]:
+def _rerun_fields(ctx: WebContext, run: Run) -> list[tuple[ParameterSpec, str, str]]:
     """The job's parameters with the run's values, for the rerun form (secrets left empty)."""
     try:
         job = ctx.service.catalog.resolve(f"{run.app}/{run.job}").job
     except NotFound:
         return []
-    return [(p, "" if p.secret else run.overrides.get(p.name, "")) for p in job.parameters]
+    return [(p, "", "secret: empty keeps the run's value") if p.secret
+            else (p, run.overrides.get(p.name, ""), "") for p in job.parameters]
 
 
 def _attempt_seconds(attempt: Attempt) -> float | None:
@@ -143,7 +144,7 @@ async def _raw(ctx: WebContext, request: web.Request, detail: RunDetail) -> web.
     })
     await response.prepare(request)
     if not follow or run.run_state.is_final:
-        await _copy_files(ctx, response, run.id, attempt)
+        await _copy_stored(ctx, response, run.id, attempt)
         await response.write_eof()
         return response
     buffer: list[str] = []
@@ -165,20 +166,22 @@ async def _raw(ctx: WebContext, request: web.Request, detail: RunDetail) -> web.
     return response
 
 
-async def _copy_files(ctx: WebContext, response: web.StreamResponse, run_id: str,
+async def _copy_stored(ctx: WebContext, response: web.StreamResponse, run_id: str,
                       only: int | None) -> None:
-    """The log files as they are on disk (already masked), a megabyte at a time."""
+    """The logs as they are stored (already masked), in large pieces."""
     store = ctx.service.log_store
     attempts = [only] if only is not None else store.attempts(run_id)
     for position, attempt in enumerate(attempts):
-        path = store.path(run_id, attempt)
-        if not path.exists():
+        pieces = store.read_text(run_id, attempt)
+        first = await asyncio.to_thread(next, pieces, None)
+        if first is None:
             continue
         if only is None and (position > 0 or attempt > 1):
             await response.write(f"----- attempt {attempt} -----\n".encode())
-        with open(path, "rb") as handle:  # noqa: ASYNC230  (local reads of a megabyte are fast)
-            while chunk := handle.read(_FLUSH * 16):
-                await response.write(chunk)
+        piece: bytes | None = first
+        while piece is not None:
+            await response.write(piece)
+            piece = await asyncio.to_thread(next, pieces, None)
 
 
 def _position(request: web.Request) -> tuple[int, int]:
@@ -210,7 +213,7 @@ async def _events(ctx: WebContext, request: web.Request, run: Run,
     """Log lines ([attempt, number, text as safe HTML]) and state changes, until the end.
 
     A viewer that falls too far behind is cut off (without the `end` event): EventSource
-    reconnects by itself with Last-Event-ID and catches up from the files."""
+    reconnects by itself with Last-Event-ID and catches up from the stored log."""
     response = web.StreamResponse(headers={
         "Content-Type": "text/event-stream", "Cache-Control": "no-store",
         "X-Accel-Buffering": "no",
@@ -221,7 +224,7 @@ async def _events(ctx: WebContext, request: web.Request, run: Run,
     try:
         # `retry`: reconnect after a second (not the browsers' default three) when cut off.
         await response.write(b"retry: 1000\n\n" + _state_event(run))
-        # Subscribed before catching up from the files, so no line falls between the two.
+        # Subscribed before catching up from the stored log, so no line falls between the two.
         async with ctx.live.subscribe(run.id) as viewer:
             viewer.on_drop = _cut_off(request, run.id)
             sent = await _catch_up(ctx, response, run.id, start, seen)
@@ -267,7 +270,7 @@ def _cut_off(request: web.Request, run_id: str) -> Callable[[], None]:
 
 
 def _new_lines(batch: Lines, start: int, sent: dict[int, int]) -> list[bytes]:
-    """The batch's event, unless the catch-up from the files sent (some of) its lines."""
+    """The batch's event, unless the catch-up from the stored log sent (some of) its lines."""
     first, last = batch.rows[0], batch.rows[-1]
     if first[0] >= start and first[1] > sent.get(first[0], 0):
         sent[last[0]] = last[1]
@@ -285,7 +288,8 @@ def _state_event(run: Run) -> bytes:
 
 async def _catch_up(ctx: WebContext, response: web.StreamResponse, run_id: str, start: int,
                     seen: int) -> dict[int, int]:
-    """Send what the files hold beyond the client's position; returns the last line per attempt."""
+    """Send what the stored log holds beyond the client's position; returns the last line per
+    attempt."""
     sent: dict[int, int] = {}
     for attempt in ctx.service.log_store.attempts(run_id):
         if attempt < start:

@@ -18,6 +18,8 @@ from web.sessions import Viewer
 
 logger = logging.getLogger(__name__)
 CALLBACK_PATH = "/auth/slack/callback"
+# What Sign in with Slack asks for: the Slack app's user scopes (`jobbot slack-manifest`).
+SCOPES = "openid profile"
 
 
 def safe_next(value: str | None) -> str:
@@ -36,7 +38,7 @@ async def start(request: web.Request) -> web.StreamResponse:
     if signin is None:
         return _signin_off(ctx)
     state, nonce = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
-    query = {"response_type": "code", "scope": "openid profile", "client_id": signin.client_id,
+    query = {"response_type": "code", "scope": SCOPES, "client_id": signin.client_id,
              "state": state, "nonce": nonce, "redirect_uri": redirect_uri(ctx)}
     team = await ctx.directory.team_id() if ctx.directory is not None else None
     if team:

@@ -61,12 +61,27 @@ class Executor(Protocol):
 
     async def launch(self, launch: Launch) -> None: ...
 
+    def drives(self, run_id: str) -> bool:
+        """Whether this process follows the run now (launched or adopted it, not yet final)."""
+        ...
+
+    def followed(self) -> list[str]:
+        """The ids of the runs this process follows now."""
+        ...
+
+    async def release(self, run_id: str) -> None:
+        """Stop following a run another replica took over (this one's lease had expired),
+        reporting nothing more about it; local processes of it are stopped."""
+        ...
+
     async def cancel(self, run: Run, actor: str) -> bool:
         """Stop a run this executor drives; False if it does not drive it (another process)."""
         ...
 
     async def reconcile(self, runs: list[tuple[Run, list[Attempt]]]) -> None:
-        """On start-up: settle runs the store thinks are unfinished, using the executor's truth."""
+        """Adopt runs of processes that are gone (at start-up, or when a replica's lease
+        expired), each `run.owner` still naming that process: settle or follow them, using
+        the executor's truth."""
         ...
 
     def is_ready(self) -> bool: ...

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,7 @@ from core.executors.k8s.manifests import (
     job_manifest,
     job_name,
 )
+from core.executors.k8s.podlog import StampedLines, since_seconds
 from core.executors.k8s.secrets import SecretMissing, secret_keys, secret_values
 from core.executors.k8s.status import PodState, job_outcome, last_exit_code, pod_state
 from core.executors.k8s.watch import JobWatch, WatchEvent
@@ -96,6 +98,20 @@ class KubernetesExecutor(ReporterBinding):
 
     def drives(self, run_id: str) -> bool:
         return run_id in self._runs
+
+    def followed(self) -> list[str]:
+        return list(self._runs)
+
+    async def release(self, run_id: str) -> None:
+        """Stop following the run (its Job goes on, followed by the replica that took it)."""
+        track = self._runs.pop(run_id, None)
+        if track is None:
+            return
+        track.done = True
+        tasks = [t for t in (*track.log_tasks.values(), track.syncing) if t and not t.done()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     # -- launching ------------------------------------------------------------------------
 
@@ -233,7 +249,7 @@ class KubernetesExecutor(ReporterBinding):
             index = max(track.attempts.values(), default=0) + 1
             track.attempts[pod.name] = index
             await self.reporter.attempt_started(
-                track.run_id, index, log_path=str(self._logs.path(track.run_id, index)),
+                track.run_id, index, log_path=self._logs.location(track.run_id, index),
                 handle=pod.name)
         index = track.attempts[pod.name]
         if (pod.started or pod.finished) and pod.name not in track.log_tasks and (
@@ -249,42 +265,56 @@ class KubernetesExecutor(ReporterBinding):
                                                  reason=track.mask(pod.reason))
 
     async def _copy_log(self, track: _Tracked, pod: str, index: int, *, follow: bool) -> None:
-        """Copy one pod's log into the LogStore (masked), following it while it runs."""
+        """Copy one pod's log into the LogStore (masked), following it while it runs; after a
+        restart or on another replica, from the line after the last one kept."""
         if track.withheld:
-            writer = self._logs.writer(track.run_id, index, track.masker)
+            writer = await self._logs.writer(track.run_id, index, track.masker)
             writer.line(f"the log of pod {pod} is not copied: {track.withheld}")
-            writer.close()
+            await writer.close()
             return
+        end = await self._logs.stored_end(track.run_id, index)
+        if end is not None and end.full:
+            return  # the attempt's log reached its limit: nothing more is kept
+        after = end.stamp if end is not None else None
         loop = asyncio.get_running_loop()
         try:
-            response = await self.api.open_log(track.namespace, pod, CONTAINER, follow=follow)
+            response = await self.api.open_log(
+                track.namespace, pod, CONTAINER, follow=follow, timestamps=True,
+                since_seconds=since_seconds(after) if after else None)
         except (ApiException, ExecutorError) as exc:
-            if not self._logs.path(track.run_id, index).exists():
-                writer = self._logs.writer(track.run_id, index, track.masker)
+            if end is None:
+                writer = await self._logs.writer(track.run_id, index, track.masker)
                 writer.line(f"log of pod {pod} not available: {_api_message(exc)}")
-                writer.close()
+                await writer.close()
             return
-        # The pod's log is the whole truth while it exists: replace what an earlier process
-        # copied, so an adopted run's log has no duplicated lines.
-        self._logs.path(track.run_id, index).unlink(missing_ok=True)
-        writer = self._logs.writer(track.run_id, index, track.masker)
+        if end is not None and after is None:
+            # Kept without timestamps (only jobbot's own lines): the pod's log is the whole
+            # truth while it exists, so copy it again whole.
+            await self._logs.clear(track.run_id, index)
+        writer = await self._logs.writer(track.run_id, index, track.masker)
+        lines = StampedLines(writer, after)
+        stopped = threading.Event()
 
         def pump() -> None:
             try:
                 for chunk in response.stream(65536):
-                    loop.call_soon_threadsafe(writer.write, chunk)
+                    loop.call_soon_threadsafe(lines.feed, chunk)
             except Exception as exc:  # noqa: BLE001  (the stream was closed or dropped)
-                loop.call_soon_threadsafe(writer.line, f"log stream ended: {type(exc).__name__}")
+                if not stopped.is_set():  # not closed by us: say so in the log
+                    loop.call_soon_threadsafe(writer.line,
+                                              f"log stream ended: {type(exc).__name__}")
             finally:
                 response.release_conn()
 
         try:
             await asyncio.to_thread(pump)
         except asyncio.CancelledError:
+            stopped.set()
             interrupt(response)
             raise
         finally:
-            writer.close()
+            lines.close()
+            await writer.close()
 
     async def _drain(self, track: _Tracked, pod: str) -> None:
         """Let a finished pod's log copy end, so the attempt's log is whole when it is final."""

@@ -73,9 +73,22 @@ class LocalExecutor(ReporterBinding):
         self._retry_delay = retry_delay
         self._cancel_poll = cancel_poll
         self._runs: dict[str, _LocalRun] = {}
+        self._released: set[str] = set()
 
     def drives(self, run_id: str) -> bool:
         return run_id in self._runs
+
+    def followed(self) -> list[str]:
+        return list(self._runs)
+
+    async def release(self, run_id: str) -> None:
+        """Stop the run's processes: the replica that took it over has ended it already."""
+        state = self._runs.get(run_id)
+        if state is not None:
+            self._released.add(run_id)  # nothing more is reported about it from here
+            state.request_stop(RunState.FAILED, "taken over by another replica")
+            if state.task is not None:
+                await asyncio.gather(state.task, return_exceptions=True)
 
     async def secret_keys(self, app: AppSpec, job: JobSpec) -> frozenset[str]:
         return await asyncio.to_thread(self._secrets.keys, job.secrets)
@@ -106,19 +119,16 @@ class LocalExecutor(ReporterBinding):
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def reconcile(self, runs: list[tuple[Run, list[Attempt]]]) -> None:
+        """The runs' processes were children of a jobbot process that is gone: they cannot
+        be followed again, so each run ends failed, saying why."""
         for run, attempts in runs:
             if run.id in self._runs:
                 continue
-            owner = ProcessId.parse(run.owner or "")
-            if owner and owner != self.owner and owner.is_alive():
-                continue  # another jobbot process on this host is driving it
-            if owner and not owner.is_local:
-                continue  # driven on another host: only that host can tell
-            await self._settle_orphan(run, attempts, owner)
+            await self._settle_orphan(run, attempts, ProcessId.parse(run.owner or ""))
 
     async def _settle_orphan(self, run: Run, attempts: list[Attempt],
                              owner: ProcessId | None) -> None:
-        """A run whose jobbot process died: kill what is left of it and say so."""
+        """A run whose jobbot process died: kill what is left of it (on this host) and say so."""
         killed = []
         for attempt in attempts:
             if attempt.finished_at is not None:
@@ -129,8 +139,14 @@ class LocalExecutor(ReporterBinding):
             await self.reporter.attempt_finished(
                 run.id, attempt.index, RunState.FAILED, exit_code=None,
                 reason="jobbot stopped while this attempt ran")
-        who = f"jobbot process {owner.pid}" if owner else "the jobbot process that started it"
-        reason = f"{who} stopped while the run was {run.state}; marked failed at start-up"
+        if owner is None:
+            reason = f"the jobbot process that started it stopped while the run was {run.state}"
+        elif owner.is_local:
+            reason = f"jobbot process {owner.pid} stopped while the run was {run.state}"
+        else:
+            reason = (f"jobbot replica {owner} stopped while the run was {run.state} (its "
+                      "lease expired): its processes stopped with it")
+        reason += f"; marked failed by jobbot process {self.owner.pid} on {self.owner.host}"
         if killed:
             reason += f" (left-over processes {', '.join(map(str, killed))} were killed)"
         await self.reporter.run_finished(run.id, RunState.FAILED, reason=reason)
@@ -203,8 +219,9 @@ class LocalExecutor(ReporterBinding):
             final_state, exit_code, reason = outcome
             if active:
                 await self._stop_attempts(run, active, job.stop_grace_period, final_state, reason)
-            await self.reporter.run_finished(run.id, final_state, exit_code=exit_code,
-                                             reason=reason or None)
+            if run.id not in self._released:
+                await self.reporter.run_finished(run.id, final_state, exit_code=exit_code,
+                                                 reason=reason or None)
         except asyncio.CancelledError:
             await self._stop_attempts(run, active, 0, RunState.CANCELLED, "jobbot stopped")
             raise
@@ -216,6 +233,7 @@ class LocalExecutor(ReporterBinding):
                                              reason="internal error in jobbot's local executor")
         finally:
             self._runs.pop(run.id, None)
+            self._released.discard(run.id)
 
     def _environment(self, launch: Launch) -> tuple[dict[str, str], list[str]]:
         env = {k: os.environ[k] for k in _INHERITED_ENV if k in os.environ}
@@ -239,7 +257,7 @@ class LocalExecutor(ReporterBinding):
     async def _start_attempt(self, launch: Launch, index: int, env: dict[str, str],
                              masker: Masker, failures: int) -> _Attempt:
         run, job = launch.run, launch.job
-        writer = self._logs.writer(run.id, index, masker)
+        writer = await self._logs.writer(run.id, index, masker)
         if failures:
             writer.line(f"retry {failures} of {job.backoff_limit}")
         process: asyncio.subprocess.Process | None = None
@@ -257,13 +275,16 @@ class LocalExecutor(ReporterBinding):
             code = 127 if isinstance(exc, FileNotFoundError) else 126
             writer.line(f"cannot start {job.command[0]!r}: {exc.strerror or exc}")
             task = asyncio.create_task(_constant(code))
-        await self.reporter.attempt_started(run.id, index, log_path=str(writer.path),
+        await self.reporter.attempt_started(run.id, index,
+                                            log_path=self._logs.location(run.id, index),
                                             handle=str(handle) if handle else None)
         return _Attempt(index, process, writer, task, handle)
 
     async def _finish_attempt(self, run: Run, attempt: _Attempt, state: RunState,
                               code: int | None, reason: str | None) -> None:
-        attempt.writer.close()
+        await attempt.writer.close()
+        if run.id in self._released:
+            return
         await self.reporter.attempt_finished(run.id, attempt.index, state, exit_code=code,
                                              reason=reason)
 

@@ -22,6 +22,7 @@ from core.models import (
     BranchHead,
     Delivery,
     JobState,
+    LogChunk,
     Run,
     RunEvent,
     RunState,
@@ -38,6 +39,7 @@ CURSORS: Table = SubscriberCursor.__table__  # type: ignore[attr-defined]
 SLACK_WORK: Table = SlackWork.__table__  # type: ignore[attr-defined]
 DELIVERIES: Table = Delivery.__table__  # type: ignore[attr-defined]
 BRANCH_HEADS: Table = BranchHead.__table__  # type: ignore[attr-defined]
+LOG_CHUNKS: Table = LogChunk.__table__  # type: ignore[attr-defined]
 
 # Rows per statement for lists of keys: SQLite allows 32,766 bound parameters.
 CHUNK = 500

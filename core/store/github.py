@@ -3,7 +3,7 @@ request comments and fork approvals."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -120,6 +120,26 @@ class GitHubStore(StoreBase):
                 query = query.where(col(ServedRepository.installation_id) == installation_id)
             for row in session.exec(query):
                 session.delete(row)
+
+    def replace_served_repositories(self, installations: Mapping[int, Sequence[str]]) -> None:
+        """The repositories of every installation, as GitHub lists them now: the served list
+        becomes exactly that (what was uninstalled while jobbot was down goes)."""
+        wanted = {name: installation_id for installation_id, names in installations.items()
+                  for name in names}
+        with self._write() as session:
+            for row in session.exec(orm_select(ServedRepository)):
+                if row.full_name not in wanted:
+                    session.delete(row)
+                else:
+                    row.installation_id = wanted.pop(row.full_name)
+            now = utcnow()
+            for name, installation_id in wanted.items():
+                session.add(ServedRepository(full_name=name, installation_id=installation_id,
+                                             added_at=now))
+
+    def served_repository(self, full_name: str) -> ServedRepository | None:
+        with self._read() as session:
+            return session.get(ServedRepository, full_name)
 
     def served_repositories(self) -> list[ServedRepository]:
         with self._read() as session:

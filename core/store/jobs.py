@@ -19,6 +19,7 @@ from core.store.base import (
     FAILED_STATES,
     FINAL_STATES,
     JOB_STATE,
+    LOG_CHUNKS,
     RUN_EVENTS,
     RUNS,
     StoreBase,
@@ -144,8 +145,8 @@ class JobStore(StoreBase):
     def prune_history(self, limits: dict[tuple[str, str], tuple[int, int, int]],
                       touched_after: int | None = None) -> list[str]:
         """Delete finished runs beyond (succeeded, failed, skipped) kept per job, with their
-        attempts and events, once every outbox subscriber's cursor has passed their events;
-        returns the deleted run ids (so their logs can go too).
+        attempts, events and log chunks, once every outbox subscriber's cursor has passed their
+        events; returns the deleted run ids (so their logs can go too).
 
         `touched_after` (an event id, from `history_mark`): look only at the jobs with a run
         that reached a final state after it; None looks at every job's finished runs.
@@ -177,6 +178,7 @@ class JobStore(StoreBase):
                 conn.execute(delete(ATTEMPTS).where(ATTEMPTS.c.run_id.in_(chunk)))
                 conn.execute(delete(RUN_EVENTS).where(RUN_EVENTS.c.run_id.in_(chunk)))
                 conn.execute(delete(RUNS).where(RUNS.c.id.in_(chunk)))
+                conn.execute(delete(LOG_CHUNKS).where(LOG_CHUNKS.c.run_id.in_(chunk)))
         return doomed
 
     def history_mark(self) -> int:

@@ -1,4 +1,10 @@
-"""push: read app.yaml at the pushed sha, build, then run the jobs that follow the image."""
+"""push: read app.yaml at the pushed sha, build, then run the jobs that follow the image.
+
+GitHub's branch rules decided who may push, so the jobs that follow a build run whoever
+pushed (a person, a bot, a merge queue); only a job whose `allow:` writes out
+`github_permission` asks that of the sender, and a refusal is recorded as a skipped run, so
+it shows on the commit's check run and in the job's Slack channel.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +14,9 @@ from typing import Any
 from core.errors import BadInput, ConfigError, Conflict, PermissionDenied
 from core.models import RunState, Source
 from core.policy import Actor
-from core.spec import AppSpec, parse_app
+from core.spec import AppSpec, JobSpec, parse_app
 from github_app import keys, render
+from github_app.api import GitHubApiError, InstallationApi
 from github_app.context import APP_FILE, Context
 from github_app.routing import Delivery, Router
 
@@ -70,7 +77,10 @@ async def on_push(delivery: Delivery, ctx: Context) -> str:
     await _supersede(ctx, repository, branch, sha)
     if not builds:
         return f"registered app {app.app}; no build for {branch}"
-    actor = await ctx.actor(api, repository, delivery.sender)
+    names = {b.name for b in builds}
+    actor = await _pusher(api, repository, delivery.sender,
+                          [j for j in app.jobs if j.image_from_build in names
+                           and j.run_on_image_change != "never"])
     origin = {"repository": repository, "installation_id": delivery.installation_id,
               "branch": branch, "delivery": delivery.id}
     done = []
@@ -78,6 +88,21 @@ async def on_push(delivery: Delivery, ctx: Context) -> str:
         done.append(await _build_and_deploy(ctx, delivery, app, build.name, branch, sha,
                                             actor, origin))
     return "; ".join(done)
+
+
+async def _pusher(api: InstallationApi, repository: str, login: str,
+                  jobs: list[JobSpec]) -> Actor:
+    """Who pushed. Their permission is asked only when a job that follows the build restricts
+    pushes; GitHub knows none for most bots (404): they have none."""
+    permission = None
+    if any(job.allow.restricts_pushes for job in jobs):
+        try:
+            permission = await api.permission(repository, login)
+        except GitHubApiError as exc:
+            logger.info("no permission of %s on %s: %s", login, repository, exc)
+            permission = "none"
+    return Actor(id=f"github:{login}", source=Source.GITHUB, display=login,
+                 github_login=login, github_permission=permission, pushed=True)
 
 
 async def _stale(ctx: Context, repository: str, branch: str, sha: str) -> bool:
@@ -100,7 +125,7 @@ async def _build_and_deploy(ctx: Context, delivery: Delivery, app: AppSpec, buil
         return f"{build}: {outcome.state.value}"
     if await _stale(ctx, repository, branch, sha):
         return f"{build}: built, but superseded before deploying"
-    started = []
+    started, refused = [], []
     for job in app.jobs:
         if job.image_from_build != build or job.run_on_image_change == "never":
             continue
@@ -109,12 +134,19 @@ async def _build_and_deploy(ctx: Context, delivery: Delivery, app: AppSpec, buil
             result = await ctx.start(target, actor, repository=repository, sha=sha,
                                      ref=f"refs/heads/{branch}", image=outcome.image,
                                      key=f"{key}:{target.key}", origin=origin)
-        except (BadInput, PermissionDenied) as exc:
+        except PermissionDenied as exc:
+            skipped = await ctx.service.record_refused(
+                target, actor, reason=str(exc), ref=f"refs/heads/{branch}", sha=sha,
+                image=outcome.image, idempotency_key=f"{key}:{target.key}", origin=origin)
+            refused.append(skipped.run.label)
+            continue
+        except BadInput as exc:
             logger.warning("delivery %s: %s not started: %s", delivery.id, job.name, exc,
                            extra={"delivery_id": delivery.id})
             continue
         started.append(result.run.label)
-    return f"{build}: succeeded; started " + (", ".join(started) or "nothing")
+    said = f"{build}: succeeded; started " + (", ".join(started) or "nothing")
+    return said + (f"; refused {', '.join(refused)}" if refused else "")
 
 
 async def _supersede(ctx: Context, repository: str, branch: str, sha: str) -> None:

@@ -24,13 +24,14 @@ from core.executors.base import Launch
 from core.executors.k8s.api import KubeApi
 from core.executors.k8s.retry import RetryPolicy
 from core.executors.kubernetes import KubernetesExecutor
-from core.logs import LogStore
+from core.logs import FileLogs
 from core.models import Run
 from core.policy import Actor
 from core.service import JobService
 from core.spec import AppSpec, parse_app
 from core.store import Store
 from tests.e2e.cluster import KubeCluster
+from tests.support.deploy import helm_template
 from tests.support.kube import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -82,7 +83,7 @@ def _rbac_from_manifests(namespace: str) -> list[dict[str, Any]]:
 def _service(app: AppSpec, store: Store, data: Path, cluster: KubeCluster) -> JobService:
     api = KubeApi(cluster.api_client(cluster.jobbot_kubeconfig),
                   RetryPolicy(first_delay=0.05, max_delay=1.0, budget=20.0))
-    logs = LogStore(data / "logs")
+    logs = FileLogs(data / "logs")
     catalog = Catalog([app])
 
     def annotations(launch: Launch) -> dict[str, str]:
@@ -223,13 +224,8 @@ async def test_restart_adopts_the_running_job(app: AppSpec, store: Store, tmp_pa
         await second.shutdown()
 
 
-def test_manifests_apply_with_server_side_dry_run(kube_cluster: KubeCluster) -> None:
-    script = ROOT / "scripts" / "ensure-kustomize.sh"
-    kustomize = subprocess.run(["bash", str(script)], capture_output=True, text=True,
-                               check=True).stdout.strip()
-    built = subprocess.run([kustomize, "build", str(ROOT / "manifests/overlays/example")],
-                           capture_output=True, text=True, check=True).stdout
-    docs = [d for d in yaml.safe_load_all(built) if d]
+def _dry_run(kube_cluster: KubeCluster, docs: list[dict[str, Any]]) -> list[str]:
+    """Server-side apply `docs` as a dry run (creating their namespaces); the kinds applied."""
     core = client.CoreV1Api(kube_cluster.admin)
     existing = {ns.metadata.name for ns in core.list_namespace().items}
     applied = []
@@ -245,6 +241,23 @@ def test_manifests_apply_with_server_side_dry_run(kube_cluster: KubeCluster) -> 
         utils.create_from_dict(kube_cluster.admin, doc, apply=True, dry_run="All",
                                namespace=doc["metadata"].get("namespace"))
         applied.append(doc["kind"])
-    assert sorted(applied) == sorted(["ServiceAccount", "Role", "RoleBinding", "ConfigMap",
-                                      "Secret", "Service", "Deployment",
-                                      "PodDisruptionBudget"])
+    return applied
+
+
+def test_manifests_apply_with_server_side_dry_run(kube_cluster: KubeCluster) -> None:
+    script = ROOT / "scripts" / "ensure-kustomize.sh"
+    kustomize = subprocess.run(["bash", str(script)], capture_output=True, text=True,
+                               check=True).stdout.strip()
+    built = subprocess.run([kustomize, "build", str(ROOT / "manifests/overlays/example")],
+                           capture_output=True, text=True, check=True).stdout
+    docs = [d for d in yaml.safe_load_all(built) if d]
+    assert sorted(_dry_run(kube_cluster, docs)) == sorted([
+        "ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Secret", "Service", "Deployment",
+        "PodDisruptionBudget"])
+
+
+def test_chart_applies_with_server_side_dry_run(kube_cluster: KubeCluster) -> None:
+    docs = helm_template("--set", "ingress.enabled=true", "--set", "ingress.tlsSecretName=tls")
+    assert sorted(_dry_run(kube_cluster, docs)) == sorted([
+        "ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Service", "Deployment",
+        "PodDisruptionBudget", "Ingress"])

@@ -1,14 +1,17 @@
 """A fake GitHub REST API on 127.0.0.1 speaking GitHub's wire format (JWT app auth,
 installation tokens, branches, contents, tarballs, reactions, comments, check runs,
-permissions, pulls), recording every call; failures (rate limits, outages) can be queued per
-route."""
+permissions, pulls, the App manifest flow), recording every call; failures (rate limits,
+outages) can be queued per route. It answers at `/` and, as GitHub Enterprise Server does,
+under `/api/v3`."""
 
 from __future__ import annotations
 
 import base64
 import io
 import itertools
+import json
 import re
+import secrets
 import tarfile
 import time
 from dataclasses import dataclass, field
@@ -20,6 +23,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from markdown_it import MarkdownIt
+from yarl import URL
 
 from tests.fakes import github_payloads as shapes
 
@@ -70,6 +74,50 @@ def tarball(top: str, files: dict[str, str]) -> bytes:
     return buffer.getvalue()
 
 
+# What an installation token needs for each REST call jobbot's kind of App makes, after
+# GitHub's REST reference ("Fine-grained access"); checked once an App made from a manifest
+# holds exactly the permissions its manifest asked for.
+_NEEDS = [
+    ("GET", r"/installation/repositories", "metadata", "read"),
+    ("GET", r"/repos/[^/]+/[^/]+/collaborators/[^/]+/permission", "metadata", "read"),
+    ("POST", r"/repos/[^/]+/[^/]+/issues/comments/\d+/reactions", "issues", "write"),
+    ("GET", r"/repos/[^/]+/[^/]+/issues/\d+/comments", "issues", "read"),
+    ("POST", r"/repos/[^/]+/[^/]+/issues/\d+/comments", "issues", "write"),
+    ("PATCH", r"/repos/[^/]+/[^/]+/issues/comments/\d+", "issues", "write"),
+    ("GET", r"/repos/[^/]+/[^/]+/pulls/\d+", "pull_requests", "read"),
+    ("GET", r"/repos/[^/]+/[^/]+/branches/.+", "contents", "read"),
+    ("GET", r"/repos/[^/]+/[^/]+/contents/.+", "contents", "read"),
+    ("GET", r"/repos/[^/]+/[^/]+/tarball/.+", "contents", "read"),
+    ("POST", r"/repos/[^/]+/[^/]+/check-runs", "checks", "write"),
+    ("PATCH", r"/repos/[^/]+/[^/]+/check-runs/\d+", "checks", "write"),
+]
+_LEVELS = ("none", "read", "write", "admin")
+# The events an App may subscribe to that jobbot's kind of App could ask for, with the
+# permission each needs (GitHub refuses a manifest asking for an event without it).
+_EVENT_NEEDS = {"check_run": "checks", "check_suite": "checks", "issue_comment": "issues",
+                "issues": "issues", "pull_request": "pull_requests",
+                "pull_request_review": "pull_requests", "push": "contents",
+                "create": "contents", "delete": "contents", "release": "contents",
+                "status": "statuses", "workflow_run": "actions"}
+_PREFIX = "/api/v3"
+
+
+@dataclass
+class MadeApp:
+    """An App made from a manifest: who owns it, what it asked for, and its credentials."""
+
+    owner: str
+    manifest: dict[str, Any]
+    state: str
+    code: str
+    app_id: int
+    slug: str
+    private_key: str
+    public_key: str
+    webhook_secret: str
+    converted: bool = False
+
+
 @dataclass
 class Call:
     method: str
@@ -77,6 +125,19 @@ class Call:
     body: Any
     # When the call arrived (time.time()), for benchmarks; not part of a call's equality.
     at: float = field(default_factory=time.time, compare=False)
+    # The path as sent (with GHES's /api/v3 prefix, if any).
+    sent_to: str = field(default="", compare=False)
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    """An installation token the fake issued, and what it was limited to (None: everything
+    the installation may do, as GitHub gives when the request names nothing)."""
+
+    token: str
+    installation_id: int
+    repositories: tuple[str, ...] | None
+    permissions: dict[str, str] | None
 
 
 @dataclass
@@ -102,11 +163,20 @@ class FakeGitHub:
     reactions: list[tuple[str, int, str]] = field(default_factory=list)
     check_runs: dict[int, dict[str, Any]] = field(default_factory=dict)
     calls: list[Call] = field(default_factory=list)
+    # The App's installations and the repositories each reaches ("owner/name"), as
+    # `GET /app/installations` and `GET /installation/repositories` list them.
+    installations: dict[int, list[str]] = field(default_factory=dict)
+    issued: list[IssuedToken] = field(default_factory=list)
     tokens_issued: int = 0
     failures: list[Failure] = field(default_factory=list)
+    # Apps made from manifests (the browser's form posts), in order.
+    made: list[MadeApp] = field(default_factory=list)
+    # The installation tokens' permissions; None: every call is allowed (tests that do not
+    # go through the manifest flow). Set to the manifest's once its App is converted.
+    granted: dict[str, str] | None = None
     url: str = ""
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(5001))
-    _tokens: set[str] = field(default_factory=set)
+    _tokens: dict[str, IssuedToken] = field(default_factory=dict)
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -147,42 +217,118 @@ class FakeGitHub:
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware])
         r = app.router
-        r.add_post("/app/installations/{id}/access_tokens", self._token)
-        base = "/repos/{owner}/{repo}"
-        r.add_get(base + "/contents/{path:.+}", self._contents)
-        r.add_get(base + "/tarball/{ref}", self._tarball)
+        # The web pages a browser posts an App manifest to (github.com, or a GHES host).
+        r.add_post("/settings/apps/new", self._new_app)
+        r.add_post("/organizations/{org}/settings/apps/new", self._new_app)
         r.add_get("/_codeload/{owner}/{repo}/legacy.tar.gz/{ref}", self._codeload)
-        r.add_post(base + "/issues/comments/{id}/reactions", self._reaction)
-        r.add_get(base + "/issues/{number}/comments", self._list_comments)
-        r.add_post(base + "/issues/{number}/comments", self._create_comment)
-        r.add_patch(base + "/issues/comments/{id}", self._update_comment)
-        r.add_post(base + "/check-runs", self._create_check)
-        r.add_patch(base + "/check-runs/{id}", self._update_check)
-        r.add_get(base + "/collaborators/{user}/permission", self._permission)
-        r.add_get(base + "/pulls/{number}", self._pull)
-        r.add_get(base + "/branches/{branch:.+}", self._branch)
+        base = "/repos/{owner}/{repo}"
+        for prefix in ("", _PREFIX):
+            r.add_post(prefix + "/app-manifests/{code}/conversions", self._conversion)
+            r.add_post(prefix + "/app/installations/{id}/access_tokens", self._token)
+            r.add_get(prefix + "/app/installations", self._installations)
+            r.add_get(prefix + "/installation/repositories", self._installation_repositories)
+            r.add_get(prefix + base + "/contents/{path:.+}", self._contents)
+            r.add_get(prefix + base + "/tarball/{ref}", self._tarball)
+            r.add_post(prefix + base + "/issues/comments/{id}/reactions", self._reaction)
+            r.add_get(prefix + base + "/issues/{number}/comments", self._list_comments)
+            r.add_post(prefix + base + "/issues/{number}/comments", self._create_comment)
+            r.add_patch(prefix + base + "/issues/comments/{id}", self._update_comment)
+            r.add_post(prefix + base + "/check-runs", self._create_check)
+            r.add_patch(prefix + base + "/check-runs/{id}", self._update_check)
+            r.add_get(prefix + base + "/collaborators/{user}/permission", self._permission)
+            r.add_get(prefix + base + "/pulls/{number}", self._pull)
+            r.add_get(prefix + base + "/branches/{branch:.+}", self._branch)
         return app
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        body = await request.json() if request.can_read_body else None
-        self.calls.append(Call(request.method, request.path, body))
-        key = f"{request.method} {request.path}"
+        # Calls are recorded by their path at the API's root, as GitHub's reference names them.
+        path = request.path.removeprefix(_PREFIX) if request.path.startswith(
+            _PREFIX + "/") else request.path
+        if request.content_type == "application/json" and request.can_read_body:
+            body: Any = await request.json()
+        else:
+            body = dict(await request.post()) if request.can_read_body else None
+        self.calls.append(Call(request.method, path, body, sent_to=request.path))
+        key = f"{request.method} {path}"
         for failure in self.failures:
             if failure.times > 0 and failure.pattern.match(key):
                 failure.times -= 1
                 return _error(failure.status, "API rate limit exceeded" if failure.status in
                               (403, 429) else "Server Error", headers=failure.headers)
-        if request.path.startswith("/_codeload/"):
-            return await handler(request)  # a signed download URL: no token needed
+        if path.startswith(("/_codeload/", "/settings/", "/organizations/", "/app-manifests/")):
+            # A signed download URL, the browser's pages, a manifest code: no token needed.
+            return await handler(request)
         auth = request.headers.get("Authorization", "")
-        if request.path.startswith("/app/"):
+        if path.startswith("/app/"):
             if not auth.startswith("Bearer ") or not self._jwt_ok(auth[7:]):
                 return _error(401, "A JSON web token could not be decoded")
         elif not auth.startswith("token ") or auth[6:] not in self._tokens:
             return _error(401, "Bad credentials")
+        elif not self._permitted(request.method, path):
+            return _error(403, "Resource not accessible by integration")
+        elif not self._reaches(self._tokens[auth[6:]], path):
+            return _error(404, "Not Found")  # GitHub hides what a token may not see
         result: web.StreamResponse = await handler(request)
         return result
+
+    def _permitted(self, method: str, path: str) -> bool:
+        if self.granted is None:
+            return True
+        for verb, pattern, name, level in _NEEDS:
+            if verb == method and re.fullmatch(pattern, path):
+                have = self.granted.get(name, "none")
+                return have in _LEVELS and _LEVELS.index(have) >= _LEVELS.index(level)
+        return False  # a call this fake does not know the permission of
+
+    # -- the App manifest flow --------------------------------------------------------------
+
+    async def _new_app(self, request: web.Request) -> web.StreamResponse:
+        """The browser posts the manifest form; GitHub (once its user confirms, which the
+        fake takes as given) makes the App and sends the browser to redirect_url."""
+        form = await request.post()
+        try:
+            manifest = json.loads(str(form.get("manifest", "")))
+        except ValueError:
+            return web.Response(status=422, text="Invalid GitHub App configuration: manifest "
+                                "is not JSON")
+        problem = _manifest_problem(manifest)
+        if problem:
+            return web.Response(status=422, text=f"Invalid GitHub App configuration: {problem}")
+        private, public = private_key_pem()
+        app_id = 90000 + len(self.made) + 1
+        slug = re.sub(r"[^a-z0-9]+", "-", manifest["name"].lower()).strip("-")
+        made = MadeApp(owner=request.match_info.get("org", "alice"), manifest=manifest,
+                       state=request.query.get("state", ""), code=secrets.token_hex(20),
+                       app_id=app_id, slug=slug, private_key=private, public_key=public,
+                       webhook_secret=secrets.token_hex(20))
+        self.made.append(made)
+        back = URL(manifest["redirect_url"]).update_query(code=made.code, state=made.state)
+        raise web.HTTPFound(str(back))
+
+    async def _conversion(self, request: web.Request) -> web.Response:
+        code = request.match_info["code"]
+        made = next((m for m in self.made if m.code == code and not m.converted), None)
+        if made is None:
+            return _error(404, "Not Found")
+        made.converted = True
+        # From now on the fake is this App: its JWTs, its permissions.
+        self.app_id, self.public_key = made.app_id, made.public_key
+        self.granted = dict(made.manifest.get("default_permissions") or {})
+        owner = shapes.user(made.owner)
+        if made.owner != "alice":
+            owner["type"] = "Organization"
+        base = self.url
+        return web.json_response({
+            "id": made.app_id, "slug": made.slug, "node_id": f"A_{made.app_id}",
+            "client_id": f"Iv23li{made.app_id}", "owner": owner,
+            "name": made.manifest["name"], "description": made.manifest.get("description"),
+            "external_url": made.manifest["url"], "html_url": f"{base}/apps/{made.slug}",
+            "created_at": "2026-12-07T01:00:00Z", "updated_at": "2026-12-07T01:00:00Z",
+            "permissions": self.granted, "events": made.manifest.get("default_events", []),
+            "installations_count": 0, "client_secret": secrets.token_hex(20),
+            "webhook_secret": made.webhook_secret, "pem": made.private_key,
+        }, status=201)
 
     def _jwt_ok(self, token: str) -> bool:
         try:
@@ -191,16 +337,67 @@ class FakeGitHub:
             return False
         return str(claims.get("iss")) == str(self.app_id)
 
+    @staticmethod
+    def _reaches(issued: IssuedToken, path: str) -> bool:
+        """A token limited to repositories reaches only theirs, and only to read contents."""
+        if issued.repositories is None:
+            return True
+        parts = path.split("/")
+        if len(parts) < 4 or parts[1] != "repos":
+            return path == "/installation/repositories"
+        return parts[3] in issued.repositories and (
+            parts[4] if len(parts) > 4 else "") in ("contents", "tarball", "")
+
     async def _token(self, request: web.Request) -> web.Response:
+        installation_id = int(request.match_info["id"])
+        if self.installations and installation_id not in self.installations:
+            return _error(404, "Not Found")
+        # The middleware read the body already; aiohttp keeps it for a second read.
+        body = await request.json() if request.body_exists else {}
+        body = body if isinstance(body, dict) else {}
+        repositories = body.get("repositories")
+        permissions = body.get("permissions")
         self.tokens_issued += 1
         token = f"ghs_fake{self.tokens_issued:032d}"
-        self._tokens.add(token)
+        issued = IssuedToken(token, installation_id,
+                             tuple(repositories) if isinstance(repositories, list) else None,
+                             dict(permissions) if isinstance(permissions, dict) else None)
+        self._tokens[token] = issued
+        self.issued.append(issued)
         expires = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        answer: dict[str, Any] = {
+            "token": token, "expires_at": expires,
+            "repository_selection": "selected" if issued.repositories else "all",
+            "permissions": issued.permissions or {
+                "checks": "write", "contents": "read", "issues": "write",
+                "pull_requests": "write", "metadata": "read"},
+        }
+        if issued.repositories is not None:
+            owners = {r.split("/")[0] for r in self.installations.get(installation_id, [])}
+            owner = next(iter(owners), "acme")
+            answer["repositories"] = [shapes.repository(f"{owner}/{name}")
+                                      for name in issued.repositories]
+        return web.json_response(answer, status=201)
+
+    async def _installations(self, request: web.Request) -> web.Response:
+        per_page = int(request.query.get("per_page", "30"))
+        page = int(request.query.get("page", "1"))
+        found = [shapes.installation_object(i, (names[0].split("/")[0] if names else "acme"))
+                 for i, names in sorted(self.installations.items())]
+        return web.json_response(found[(page - 1) * per_page: page * per_page])
+
+    async def _installation_repositories(self, request: web.Request) -> web.Response:
+        auth = request.headers.get("Authorization", "")
+        issued = self._tokens[auth[6:]]
+        names = self.installations.get(issued.installation_id, [])
+        if issued.repositories is not None:
+            names = [n for n in names if n.split("/")[1] in issued.repositories]
+        per_page = int(request.query.get("per_page", "30"))
+        page = int(request.query.get("page", "1"))
         return web.json_response({
-            "token": token, "expires_at": expires, "repository_selection": "all",
-            "permissions": {"checks": "write", "contents": "read", "issues": "write",
-                            "pull_requests": "write", "metadata": "read"},
-        }, status=201)
+            "total_count": len(names), "repository_selection": "selected",
+            "repositories": [shapes.repository(n)
+                             for n in names[(page - 1) * per_page: page * per_page]]})
 
     def _repo(self, request: web.Request) -> str:
         return f"{request.match_info['owner']}/{request.match_info['repo']}"
@@ -309,6 +506,26 @@ class FakeGitHub:
         if sha is None:
             return _error(404, "Branch not found")
         return web.json_response(shapes.branch(repo, branch, sha))
+
+
+def _manifest_problem(manifest: Any) -> str:
+    """What GitHub would refuse in a manifest, or ''."""
+    if not isinstance(manifest, dict):
+        return "manifest is not an object"
+    for key in ("name", "url", "redirect_url"):
+        if not isinstance(manifest.get(key), str) or not manifest[key]:
+            return f"{key} is missing"
+    hook = manifest.get("hook_attributes")
+    if not isinstance(hook, dict) or not isinstance(hook.get("url"), str):
+        return "hook_attributes.url is missing"
+    permissions = manifest.get("default_permissions") or {}
+    for event in manifest.get("default_events") or []:
+        needed = _EVENT_NEEDS.get(event)
+        if needed is None:
+            return f"Default events unsupported: {event}"
+        if permissions.get(needed, "none") == "none":
+            return f"Default events are not supported by permissions: {event}"
+    return ""
 
 
 def _check_shape(repo: str, check: dict[str, Any]) -> dict[str, Any]:

@@ -339,6 +339,11 @@ def _installation_object(installation_id: int, account: str) -> dict[str, Any]:
     }
 
 
+def installation_object(installation_id: int, account: str) -> dict[str, Any]:
+    """An installation as `GET /app/installations` lists it (and events carry it)."""
+    return _installation_object(installation_id, account)
+
+
 def _short_repo(full_name: str, repo_id: int) -> dict[str, Any]:
     return {"id": repo_id, "node_id": f"R_{repo_id}", "name": full_name.split("/")[1],
             "full_name": full_name, "private": False}

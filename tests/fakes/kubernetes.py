@@ -4,6 +4,8 @@ REST shapes.
 Only what jobbot calls is served. Tests drive pods and Job conditions from Python (the fake plays
 the Job controller and kubelet) and inject faults: any status (429 with Retry-After, 5xx, 403)
 for the next N matching requests, dropped connections, and 410 Gone for old resourceVersions.
+Several jobbot processes may share one fake: each call is recorded with its bearer token and
+time, and each pod log stream with when it opened and closed, so a test can tell them apart.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -60,6 +63,49 @@ class _Pod:
     obj: Obj
     log: list[str] = field(default_factory=list)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    # Bumped on every change; each log stream waits for a version it has not seen, so one
+    # stream clearing `changed` never hides a change from another.
+    version: int = 0
+
+    # When each line of `log` was written (as the kubelet keeps it), in nanoseconds.
+    written: list[int] = field(default_factory=list)
+
+    def add(self, lines: tuple[str, ...] | list[str], at: int | None = None) -> None:
+        now = at if at is not None else time.time_ns()
+        self.log.extend(lines)
+        self.written.extend([now] * len(lines))
+        self.version += 1
+
+
+@dataclass
+class KubeCall:
+    """One request as the API server saw it: who sent it (the bearer token) and when."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    token: str
+    at: float = field(default_factory=time.time)
+
+
+@dataclass
+class LogStream:
+    """A pod log request: who read it, and while when (`closed` is None while it is open)."""
+
+    namespace: str
+    pod: str
+    token: str
+    follow: bool
+    opened: float = field(default_factory=time.time)
+    closed: float | None = None
+
+
+def stamp(nanoseconds: int) -> str:
+    """A timestamp as the kubelet writes it: RFC 3339 in UTC, trailing zeros trimmed."""
+    seconds, fraction = divmod(nanoseconds, 1_000_000_000)
+    whole = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    digits = f"{fraction:09d}".rstrip("0")
+    return f"{whole}.{digits}Z" if digits else f"{whole}Z"
 
 
 class FakeKubernetes:
@@ -69,11 +115,17 @@ class FakeKubernetes:
         self.jobs: dict[tuple[str, str], Obj] = {}
         self.pods: dict[tuple[str, str], _Pod] = {}
         self.secrets: dict[tuple[str, str], Obj] = {}
+        # Every Secret created through the API, as stored (for tests to look at afterwards).
+        self.created_secrets: list[Obj] = []
         self.events: list[tuple[int, str, Obj]] = []  # (resourceVersion, type, job)
         self.oldest_watchable = 0
         self.version = 100
         self.faults: list[Fault] = []
         self.requests: list[tuple[str, str, dict[str, str]]] = []
+        self.calls: list[KubeCall] = []
+        # Who created each Job (the bearer token of the POST), by (namespace, name).
+        self.creators: dict[tuple[str, str], str] = {}
+        self.log_streams: list[LogStream] = []
         self.drop_watches = asyncio.Event()
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
@@ -92,6 +144,8 @@ class FakeKubernetes:
         app.router.add_get("/api/v1/namespaces/{ns}/pods", self._list_pods)
         app.router.add_get("/api/v1/namespaces/{ns}/pods/{name}/log", self._pod_log)
         app.router.add_get("/api/v1/namespaces/{ns}/secrets/{name}", self._get_secret)
+        app.router.add_post("/api/v1/namespaces/{ns}/secrets", self._create_secret)
+        app.router.add_delete("/api/v1/namespaces/{ns}/secrets/{name}", self._delete_secret)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -108,6 +162,9 @@ class FakeKubernetes:
     @web.middleware
     async def _faults_middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
         self.requests.append((request.method, request.path, dict(request.query)))
+        auth = request.headers.get("Authorization", "")
+        self.calls.append(KubeCall(request.method, request.path, dict(request.query),
+                                   auth.removeprefix("Bearer ")))
         for fault in self.faults:
             wants_watch = fault.path_part.endswith("?watch")
             part = fault.path_part.removesuffix("?watch")
@@ -167,7 +224,8 @@ class FakeKubernetes:
             "name": name, "namespace": namespace, "labels": labels, "uid": str(uuid.uuid4()),
             "creationTimestamp": f"{_now()[:-1]}.{index:06d}Z", "resourceVersion": "1"},
             "spec": job["spec"]["template"]["spec"], "status": {"phase": "Pending"}}
-        self.pods[(namespace, name)] = _Pod(pod, list(log or []))
+        self.pods[(namespace, name)] = _Pod(pod)
+        self.pods[(namespace, name)].add(list(log or []))
         await self.set_pod(namespace, name, phase)
         return name
 
@@ -184,6 +242,7 @@ class FakeKubernetes:
             status["containerStatuses"] = [{"name": container, "state": {"terminated": {
                 "exitCode": code, "reason": reason or ("Completed" if code == 0 else "Error")}}}]
         entry.obj["status"] = status
+        entry.version += 1
         entry.changed.set()
         job_name = entry.obj["metadata"]["labels"]["job-name"]
         if (namespace, job_name) in self.jobs:
@@ -196,22 +255,34 @@ class FakeKubernetes:
                                   "succeeded": counts["Succeeded"], "failed": counts["Failed"]})
             await self._event("MODIFIED", job)
 
-    async def append_log(self, namespace: str, pod: str, *lines: str) -> None:
+    async def append_log(self, namespace: str, pod: str, *lines: str,
+                         at: int | None = None) -> None:
+        """Lines the pod writes, all at time `at` (nanoseconds since the epoch; default now)."""
         entry = self.pods[(namespace, pod)]
-        entry.log.extend(lines)
+        entry.add(lines, at)
         entry.changed.set()
 
     def add_secret(self, namespace: str, name: str, string_data: dict[str, str], *,
-                   binary: dict[str, bytes] | None = None, kind: str = "Opaque") -> None:
+                   binary: dict[str, bytes] | None = None, kind: str = "Opaque",
+                   metadata: Obj | None = None) -> Obj:
         """Store a Secret as the API server does with a write's `stringData`: merged into
         `data`, base64-encoded; `stringData` itself is never returned by a read."""
         data = {k: base64.b64encode(v.encode()).decode() for k, v in string_data.items()}
         data.update({k: base64.b64encode(v).decode() for k, v in (binary or {}).items()})
         self.version += 1
-        self.secrets[(namespace, name)] = {
+        secret = {
             "apiVersion": "v1", "kind": "Secret", "type": kind, "data": data,
-            "metadata": {"name": name, "namespace": namespace, "uid": str(uuid.uuid4()),
-                         "creationTimestamp": _now(), "resourceVersion": str(self.version)}}
+            "metadata": {**(metadata or {}), "name": name, "namespace": namespace,
+                         "uid": str(uuid.uuid4()), "creationTimestamp": _now(),
+                         "resourceVersion": str(self.version)}}
+        self.secrets[(namespace, name)] = secret
+        return secret
+
+    def owned_secrets(self, namespace: str, job_name: str) -> list[Obj]:
+        """The Secrets whose ownerReferences name the Job (by its uid, as the API does)."""
+        uid = self.job(namespace, job_name)["metadata"]["uid"]
+        return [s for (ns, _), s in self.secrets.items() if ns == namespace and any(
+            ref.get("uid") == uid for ref in s["metadata"].get("ownerReferences") or [])]
 
     async def finish_job(self, namespace: str, name: str, condition: str,
                          reason: str = "", message: str = "") -> None:
@@ -227,7 +298,14 @@ class FakeKubernetes:
         job = self.jobs.pop((namespace, name))
         for key in [k for k, p in self.pods.items()
                     if k[0] == namespace and p.obj["metadata"]["labels"]["job-name"] == name]:
-            self.pods.pop(key).changed.set()
+            gone = self.pods.pop(key)
+            gone.version += 1
+            gone.changed.set()
+        # The garbage collector: what the Job owned goes with it.
+        uid = job["metadata"]["uid"]
+        for key in [k for k, s in self.secrets.items() if k[0] == namespace and any(
+                ref.get("uid") == uid for ref in s["metadata"].get("ownerReferences") or [])]:
+            del self.secrets[key]
         await self._event("DELETED", job)
 
     # -- handlers -------------------------------------------------------------------------
@@ -243,6 +321,8 @@ class FakeKubernetes:
                                 "creationTimestamp": _now(), "generation": 1})
         job["status"] = {}
         self.jobs[(namespace, name)] = job
+        self.creators[(namespace, name)] = request.headers.get(
+            "Authorization", "").removeprefix("Bearer ")
         await self._event("ADDED", job)
         if self.on_create is not None:
             self.on_create(job)
@@ -315,6 +395,26 @@ class FakeKubernetes:
             return _status(404, "NotFound", f'secrets "{name}" not found')
         return web.json_response(secret)
 
+    async def _create_secret(self, request: web.Request) -> web.Response:
+        namespace = request.match_info["ns"]
+        body = await request.json()
+        name = body["metadata"]["name"]
+        if (namespace, name) in self.secrets:
+            return _status(409, "AlreadyExists", f'secrets "{name}" already exists')
+        binary = {k: base64.b64decode(v) for k, v in (body.get("data") or {}).items()}
+        secret = self.add_secret(namespace, name, dict(body.get("stringData") or {}),
+                                 binary=binary, kind=body.get("type") or "Opaque",
+                                 metadata=body["metadata"])
+        self.created_secrets.append(json.loads(json.dumps(secret)))
+        return web.json_response(secret, status=201)
+
+    async def _delete_secret(self, request: web.Request) -> web.Response:
+        namespace, name = request.match_info["ns"], request.match_info["name"]
+        if self.secrets.pop((namespace, name), None) is None:
+            return _status(404, "NotFound", f'secrets "{name}" not found')
+        return web.json_response({"kind": "Status", "apiVersion": "v1", "status": "Success",
+                                  "details": {"name": name, "kind": "secrets"}})
+
     async def _list_pods(self, request: web.Request) -> web.Response:
         namespace = request.match_info["ns"]
         selector = request.query.get("labelSelector", "")
@@ -329,16 +429,39 @@ class FakeKubernetes:
         entry = self.pods.get((namespace, name))
         if entry is None:
             return _status(404, "NotFound", f'pods "{name}" not found')
+        follow = request.query.get("follow") == "true"
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        stream = LogStream(namespace, name, token, follow)
+        self.log_streams.append(stream)
         response = web.StreamResponse(headers={"Content-Type": "text/plain"})
-        await response.prepare(request)
-        sent = 0
-        while True:
-            entry.changed.clear()
-            for line in entry.log[sent:]:
-                await response.write(line.encode() + b"\n")
-            sent = len(entry.log)
-            gone = (namespace, name) not in self.pods
-            if (request.query.get("follow") != "true" or gone
-                    or entry.obj["status"]["phase"] in ("Succeeded", "Failed")):
-                return response
-            await entry.changed.wait()
+        try:
+            await response.prepare(request)
+            # As the kubelet: `timestamps` starts each line with its time, `sinceSeconds` leaves
+            # out lines written before that many seconds ago (whole seconds).
+            timestamps = request.query.get("timestamps") == "true"
+            since = request.query.get("sinceSeconds")
+            start = 0
+            if since is not None:
+                start = (time.time_ns() // 1_000_000_000 - int(since)) * 1_000_000_000
+            sent = 0
+            while True:
+                seen = entry.version
+                try:
+                    for line, at in zip(entry.log[sent:], entry.written[sent:], strict=True):
+                        if at >= start:
+                            prefix = f"{stamp(at)} " if timestamps else ""
+                            await response.write(f"{prefix}{line}\n".encode())
+                except ConnectionResetError:  # the reader went away (or died)
+                    return response
+                sent = len(entry.log)
+                gone = (namespace, name) not in self.pods
+                if (not follow or gone
+                        or entry.obj["status"]["phase"] in ("Succeeded", "Failed")):
+                    return response
+                while entry.version == seen:
+                    entry.changed.clear()
+                    if entry.version != seen:
+                        break
+                    await entry.changed.wait()
+        finally:
+            stream.closed = time.time()

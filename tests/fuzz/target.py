@@ -151,7 +151,8 @@ class Jobbot:
             conn.close()
 
     def settle(self) -> None:
-        """Until recorded requests are handled, runs are over and subscribers caught up."""
+        """Until recorded requests are handled, the installations synced, runs are over and
+        subscribers caught up."""
         self.loop.run(self._settle())
 
     async def _settle(self, timeout: float = 60.0) -> None:
@@ -161,6 +162,9 @@ class Jobbot:
         while asyncio.get_running_loop().time() < ends:
             await app[BOT].backlog.join()
             await app[GITHUB].intake.join()
+            # The App's list of installations is synced in the background (at start-up, and
+            # when a delivery names a repository it did not know).
+            await app[GITHUB].installations.settled()
             if await asyncio.to_thread(self._quiet, store):
                 return
             await asyncio.sleep(0.02)

@@ -26,9 +26,10 @@ from tests.fuzz.target import JOB_NAMES, JOBS, TABLES
 from tests.support.apps import write_app
 
 COMMANDS = ["validate", "run", "runs", "logs", "cancel", "pause", "resume", "schedule", "render",
-            "chat", "help", ""]
+            "chat", "slack-manifest", "help", ""]
 OPTIONS = ["--follow", "-f", "--yes", "-y", "--ref", "--limit", "--attempt", "--count", "-n",
-           "--from", "--build", "--sha", "--repository", "--help", "-v", "--", "-"]
+           "--from", "--build", "--sha", "--repository", "--socket-mode", "--format", "json",
+           "--name", "--help", "-v", "--", "-"]
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,10 @@
 """The pages' routes (and any other path) with odd paths, queries, headers and cookies.
 
 Run pages and logs (attempt, follow, from, t, event streams with Last-Event-ID), the page
-buttons (odd forms, Origin and Referer), the job list and history (?before=), /metrics (odd
-Authorization), health, and Sign in with Slack (odd state and code). No answer is a 5xx, none
-logs a traceback, and only a button press that is let through (303) writes anything.
+buttons and Run now (odd forms, keys, overrides, Origin and Referer), `/`, the job list and
+history (?before=), /metrics (odd Authorization), health, and Sign in with Slack (odd state
+and code). No answer is a 5xx, none logs a traceback, and only a button press that is let
+through (303) writes anything.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from tests.fuzz.strategies import (
 )
 from tests.fuzz.target import JOB_NAMES, METRICS_TOKEN, WEB_TOKEN, Jobbot, check_case, start_case
 
-ROUTES = ["run", "logs", "cancel", "rerun", "jobs", "job", "metrics", "healthz", "readyz",
-          "signin", "callback", "signout", "static", "any"]
+ROUTES = ["run", "logs", "cancel", "rerun", "runnow", "home", "jobs", "job", "metrics",
+          "healthz", "readyz", "signin", "callback", "signout", "static", "any"]
 
 
 @dataclass(frozen=True)
@@ -75,10 +76,18 @@ def page(draw: st.DrawFn, jobbot: Jobbot) -> Page:
             if draw(st.booleans()):
                 headers["Last-Event-ID"] = field_value(draw(st.one_of(digits_or_not,
                                                                       header_text)))
-    elif route in ("cancel", "rerun", "signout"):
+    elif route in ("cancel", "rerun", "signout", "runnow"):
         method = "POST"
         path = "/auth/signout" if route == "signout" else f"/runs/{_segment(run)}/{route}"
         fields = [("t", given_token)] if draw(st.booleans()) else []
+        if route == "runnow":
+            job = draw(st.one_of(st.sampled_from(JOB_NAMES), odd_text))
+            path = f"/jobs/{_segment(job)}/run"
+            fields = [("key", draw(st.one_of(st.just("k" * 22), odd_text)))]
+            fields += [("env:" + draw(st.one_of(st.just("GREETING"), odd_text)),
+                        draw(odd_text)) for _ in range(draw(st.integers(0, 2)))]
+            if draw(st.booleans()):
+                fields.append(("confirmed", "yes"))
         fields += draw(st.lists(st.tuples(odd_text, odd_text), max_size=3))
         body = draw(st.one_of(st.just(urllib.parse.urlencode(fields, errors="surrogatepass")
                                       .encode()), st.binary(max_size=64)))
@@ -98,6 +107,8 @@ def page(draw: st.DrawFn, jobbot: Jobbot) -> Page:
             headers[draw(st.sampled_from(["Origin", "Referer"]))] = draw(header_text)
     elif route == "jobs":
         path = "/jobs"
+    elif route == "home":
+        path = "/"
     elif route == "job":
         path = f"/jobs/{_segment(draw(st.one_of(st.sampled_from(JOB_NAMES), odd_text)))}"
         if draw(st.booleans()):

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from core.links import Links
 from tests.support.apps import python_job, write_app
 from tests.support.net import free_port
 
@@ -327,8 +331,8 @@ def test_serve_answers_health_and_stops_runs_cleanly_on_sigterm(workdir: Path) -
             body = json.loads(response.read())
         assert body == {"status": "ok", "checks": {"database": "ok", "migrations": "ok",
                                                    "executor": "ok"}}
-        # The pages are mounted: /metrics answers Prometheus' bearer token, and browsing is off
-        # without JOBBOT_WEB_TOKEN.
+        # The pages are mounted: /metrics answers Prometheus' bearer token, and browsing needs
+        # the link serve printed.
         scrape = urllib.request.Request(f"http://127.0.0.1:{port}/metrics",
                                         headers={"Authorization": "Bearer scrape-me"})
         with urllib.request.urlopen(scrape, timeout=5) as response:
@@ -372,3 +376,143 @@ def test_a_run_number_too_large_for_the_database_is_exit_2(workdir: Path) -> Non
     assert result.returncode == 2
     assert result.stderr.startswith("jobbot: ")
     assert "Traceback" not in result.stderr
+
+
+def test_serve_logs_a_malformed_http_request_as_one_line_without_its_header_values(
+        workdir: Path) -> None:
+    port = free_port()
+    server = spawn(workdir, "serve", env={"JOBBOT_PORT": str(port)})
+    try:
+        wait_for(lambda: _answers(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n") != b"")
+        for raw in (b"GARBAGE\r\n\r\n",
+                    b"GET /jobs HTTP/1.1\r\nHost: x\r\nContent-Length: hunter2-value\r\n\r\n"):
+            assert _answers(port, raw).startswith(b"HTTP/1.0 400 Bad Request")
+    finally:
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=20) == 0
+    _, stderr = server.communicate(timeout=10)
+    assert "Traceback" not in stderr
+    assert "hunter2" not in stderr
+    refused = [line for line in stderr.splitlines() if "malformed HTTP request" in line]
+    assert len(refused) == 1, stderr
+    assert "Content-Length" in refused[0]
+
+
+def _answers(port: int, raw: bytes) -> bytes:
+    """What jobbot answers to `raw` bytes sent on a fresh connection (b"" if it is not up)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+            connection.sendall(raw)
+            return connection.recv(200)
+    except OSError:
+        return b""
+
+# -- local first: the printed browse link, and run page links from the CLI ------------------
+
+BROWSE_LINK = re.compile(r"(http://\S+)/\?token=([A-Za-z0-9_-]{32,})")
+
+
+def printed_link(proc: subprocess.Popen[str]) -> tuple[str, str, list[str]]:
+    """Read serve's stderr up to the line with the browse link: (base URL, token, lines)."""
+    assert proc.stderr is not None
+    lines: list[str] = []
+    while line := proc.stderr.readline():
+        lines.append(line)
+        found = BROWSE_LINK.search(line)
+        if found:
+            return found.group(1), found.group(2), lines
+    raise AssertionError(f"serve printed no browse link: {lines}")
+
+
+def fetch(url: str, cookie: str | None = None) -> tuple[int, dict[str, str], str]:
+    """GET without following redirects: (status, headers, body)."""
+    parts = urllib.parse.urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    try:
+        connection.request("GET", parts.path + (f"?{parts.query}" if parts.query else ""),
+                           headers={"Cookie": cookie} if cookie else {})
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders()), response.read().decode()
+    finally:
+        connection.close()
+
+
+def stop(proc: subprocess.Popen[str]) -> str:
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=20)
+    assert proc.returncode == 0, stderr
+    return stderr
+
+
+def test_serve_on_loopback_prints_one_browse_link_with_a_fresh_token(workdir: Path) -> None:
+    port = free_port()
+    server = spawn(workdir, "serve", env={"JOBBOT_PORT": str(port)})
+    base, token, before = printed_link(server)
+    assert base == f"http://127.0.0.1:{port}"
+    assert sum(1 for line in before if "?token=" in line) == 1
+    status, headers, _ = fetch(f"{base}/?token={token}")
+    assert (status, headers["Location"]) == (303, "/jobs")
+    cookie = headers["Set-Cookie"].split(";")[0]
+    assert token not in cookie
+    status, _, body = fetch(f"{base}/jobs", cookie)
+    assert status == 200
+    assert "hello" in body and "broken" in body
+    status, _, body = fetch(f"{base}/?token=not-the-token")
+    assert status == 403
+    assert "wrong or from an earlier start" in body
+    rest = stop(server)
+    assert token not in rest  # printed once, never logged
+    # The next start makes a new token: the old link and its cookie open nothing.
+    again = spawn(workdir, "serve", env={"JOBBOT_PORT": str(port)})
+    _, fresh, _ = printed_link(again)
+    assert fresh != token
+    assert fetch(f"{base}/?token={token}")[0] == 403
+    assert fetch(f"{base}/jobs", cookie)[0] == 403
+    assert fetch(f"{base}/?token={fresh}")[0] == 303
+    stop(again)
+
+
+def test_serve_on_other_addresses_or_with_sign_in_keeps_todays_rules(workdir: Path) -> None:
+    for env in ({"JOBBOT_HOST": "0.0.0.0"}, {"JOBBOT_WEB_TOKEN": "configured-shared-token"}):
+        port = free_port()
+        server = spawn(workdir, "serve", env={"JOBBOT_PORT": str(port), **env})
+        health = f"http://127.0.0.1:{port}/healthz"
+        wait_for(lambda url=health: fetch_status(url) == 200)
+        status, _, body = fetch(f"http://127.0.0.1:{port}/jobs")
+        assert status == 403
+        if "JOBBOT_WEB_TOKEN" in env:
+            assert fetch(f"http://127.0.0.1:{port}/?token=configured-shared-token")[0] == 303
+        else:
+            assert "Browsing is off" in body
+        assert "?token=" not in stop(server), env
+
+
+def fetch_status(url: str) -> int:
+    try:
+        return fetch(url)[0]
+    except OSError:
+        return 0
+
+
+def test_run_runs_and_logs_print_the_run_pages_link(workdir: Path) -> None:
+    result = jobbot(workdir, "run", "hello")
+    assert result.returncode == 0, result.stderr
+    key = (workdir / ".jobbot" / "secret_key").read_text().strip().encode()
+    links = Links("http://127.0.0.1:8080", key)
+    pages = re.findall(r"^page: (http://127\.0\.0\.1:8080/runs/(\w+)\?t=(\S+))$",
+                       result.stderr, re.M)
+    assert len(pages) == 1, result.stderr
+    _, run_id, token = pages[0]
+    assert links.verify(run_id, token)
+    listed = jobbot(workdir, "runs")
+    assert f"/runs/{run_id}?t=" in listed.stdout
+    assert re.search(r"^RUN .* PAGE .*REASON$", listed.stdout, re.M)
+    logs = jobbot(workdir, "logs", "hello#1")
+    assert logs.stdout == "hello from the job\n"
+    assert re.search(rf"^page: http://127\.0\.0\.1:8080/runs/{run_id}\?t=\S+$", logs.stderr,
+                     re.M)
+    public = jobbot(workdir, "logs", "hello#1",
+                    env={"JOBBOT_PUBLIC_URL": "https://jobbot.example.com/"})
+    assert f"page: https://jobbot.example.com/runs/{run_id}?t=" in public.stderr
+    port = jobbot(workdir, "runs", env={"JOBBOT_PORT": "9999"})
+    assert f"http://127.0.0.1:9999/runs/{run_id}?t=" in port.stdout

@@ -9,10 +9,12 @@ import kubernetes_validate
 import yaml
 
 from core.executors.k8s.manifests import (
+    PLACEHOLDER_GIT_TOKEN,
     PLACEHOLDER_NUMBER,
     PLACEHOLDER_RUN_ID,
     PLACEHOLDER_SHA,
     RunInfo,
+    git_secret_name,
     job_manifest,
 )
 from core.spec import load_app
@@ -73,3 +75,29 @@ def test_render_bad_input_exits_2(tmp_path: Path) -> None:
         2, "jobbot: name a job to render (or --build NAME)")
     both = jobbot(tmp_path, "render", "migrate", "--build", "api-build")
     assert both.returncode == 2
+
+
+def test_render_a_build_shows_where_its_git_secret_goes(tmp_path: Path) -> None:
+    _write(tmp_path)
+    result = jobbot(tmp_path, "render", "--build", "api-build", "--sha", "ab" * 20,
+                    env={"GITHUB_API_URL": "https://ghe.example.com/api/v3"})
+    assert result.returncode == 0, result.stderr
+    build = yaml.safe_load(result.stdout)
+    kubernetes_validate.validate(build, "1.34.0", strict=True)
+    secret = git_secret_name(build["metadata"]["name"])
+    # A comment stands for the Secret made per build, with a placeholder for its token.
+    assert result.stdout.startswith(f"# Secret {secret}: made per build")
+    assert PLACEHOLDER_GIT_TOKEN in result.stdout
+    pod = build["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["git-credentials"]["secret"]["secretName"] == secret
+    args = pod["containers"][0]["args"]
+    assert "id=GIT_AUTH_TOKEN.ghe.example.com,src=/run/secrets/jobbot-git/token" in args
+
+
+def test_render_an_unknown_build_exits_2(tmp_path: Path) -> None:
+    _write(tmp_path)
+    result = jobbot(tmp_path, "render", "--build", "api-buid")
+    assert (result.returncode, result.stdout) == (2, "")
+    assert "no build 'api-buid'" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -137,3 +137,16 @@ def test_a_repositorys_app_is_read_by_repository(store: Store) -> None:
     store.save_repository_app("acme/a", "shop", "1" * 40, "app: shop")
     row = store.repository_app("acme/a")
     assert row is not None and (row.app, row.sha) == ("shop", "1" * 40)
+
+
+def test_served_repositories_become_what_github_lists(store: Store) -> None:
+    store.add_repositories(1, ["acme/a", "acme/gone"])
+    store.add_repositories(2, ["other/moved"])
+    store.replace_served_repositories({1: ["acme/a", "other/moved"], 3: ["new/c"]})
+    assert [(r.full_name, r.installation_id) for r in store.served_repositories()] == [
+        ("acme/a", 1), ("new/c", 3), ("other/moved", 1)]
+    served = store.served_repository("new/c")
+    assert served is not None and served.installation_id == 3
+    assert store.served_repository("acme/gone") is None
+    store.replace_served_repositories({})
+    assert store.served_repositories() == []

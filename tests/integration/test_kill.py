@@ -4,103 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
-from aiohttp.test_utils import TestServer
 
 from core.store import Store
 from github_app.signature import sign
 from tests.fakes import github_payloads as p
-from tests.fakes.github import FakeGitHub, private_key_pem
+from tests.fakes.github import FakeGitHub
 from tests.fakes.slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack, SlackSender
 from tests.support.apps import python_job, write_app
-from tests.support.net import free_port
+from tests.support.server import ServeProcess, wait_until
 
 REPO = "acme/shop"
 PR = 7
 HEAD = "1" * 40
 WEBHOOK_SECRET = "webhook-secret-for-kill-tests"
-
-
-@pytest.fixture
-async def slack() -> AsyncIterator[FakeSlack]:
-    fake = FakeSlack()
-    await fake.start()
-    yield fake
-    await fake.stop()
-
-
-@pytest.fixture
-async def github() -> AsyncIterator[tuple[FakeGitHub, str]]:
-    private, public = private_key_pem()
-    fake = FakeGitHub(p.APP_ID, public)
-    server = TestServer(fake.app(), host="127.0.0.1")
-    await server.start_server()
-    fake.url = str(server.make_url("")).rstrip("/")
-    fake.permissions[(REPO, "alice")] = "write"
-    fake.add_pull(REPO, PR, HEAD)
-    yield fake, private
-    await server.close()
-
-
-class Server:
-    """`jobbot serve` in a process of its own, started and killed like a container's."""
-
-    def __init__(self, workdir: Path, env: dict[str, str]) -> None:
-        self.workdir = workdir
-        self.port = free_port()
-        self.env = {**os.environ, **env, "JOBBOT_PORT": str(self.port)}
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    async def start(self) -> None:
-        self.proc = await asyncio.to_thread(
-            subprocess.Popen, [sys.executable, "-m", "jobbot", "serve"], cwd=self.workdir,
-            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        async with aiohttp.ClientSession() as session:
-            while time.monotonic() < deadline:
-                try:
-                    async with session.get(f"{self.url}/readyz") as response:
-                        if response.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.1)
-        raise AssertionError("jobbot serve did not become ready")
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(timeout=30)
-
-
-async def wait_until(check: Any, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = await asyncio.to_thread(check)
-        if found:
-            return found
-        await asyncio.sleep(0.1)
-    raise AssertionError("timed out")
 
 
 async def test_requests_answered_right_before_kill_9_are_done_once_after_the_restart(
@@ -109,7 +30,7 @@ async def test_requests_answered_right_before_kill_9_are_done_once_after_the_res
     fake_github, private_key = github
     write_app(tmp_path, [python_job("hello", "print('hello')", pull_requests=True)],
               app="shop")
-    server = Server(tmp_path, {
+    server = ServeProcess(tmp_path, {
         "JOBBOT_DATABASE_URL": db_url, "JOBBOT_SECRET_KEY": "k" * 32,
         "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET,
         "SLACK_API_URL": slack.api_url, "GITHUB_APP_ID": str(p.APP_ID),

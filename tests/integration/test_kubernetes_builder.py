@@ -13,7 +13,7 @@ import pytest
 from core.builds import BuildRequest
 from core.executors.k8s.builder import KubernetesBuilder
 from core.executors.k8s.manifests import BUILDKIT_IMAGE, build_job_name
-from core.logs import LogStore
+from core.logs import FileLogs
 from core.spec import parse_app
 from tests.fakes.kubernetes import FakeKubernetes
 from tests.support.kube import api_for, eventually
@@ -58,7 +58,7 @@ async def _exists(fake: FakeKubernetes, name: str) -> bool:
 ])
 async def test_a_build_is_a_buildkit_job_with_its_log_kept(
         fake: FakeKubernetes, tmp_path: Path, condition: str, reason: str, state: str) -> None:
-    logs = LogStore(tmp_path / "logs")
+    logs = FileLogs(tmp_path / "logs")
     builder = KubernetesBuilder(api_for(fake.url), logs, watch_timeout=5)
     task = asyncio.create_task(builder.build(_request()))
     name = build_job_name("api-build", SHA)
@@ -77,7 +77,7 @@ async def test_a_build_is_a_buildkit_job_with_its_log_kept(
 
 async def test_a_second_build_of_the_same_sha_adopts_the_job(fake: FakeKubernetes,
                                                             tmp_path: Path) -> None:
-    builder = KubernetesBuilder(api_for(fake.url), LogStore(tmp_path / "logs"), watch_timeout=5)
+    builder = KubernetesBuilder(api_for(fake.url), FileLogs(tmp_path / "logs"), watch_timeout=5)
     first = asyncio.create_task(builder.build(_request()))
     name = build_job_name("api-build", SHA)
     await eventually(lambda: _exists(fake, name), "the build Job")
@@ -95,7 +95,7 @@ async def _posts(fake: FakeKubernetes, count: int) -> bool:
 
 async def test_build_logs_mask_the_registry_credentials(fake: FakeKubernetes,
                                                         tmp_path: Path) -> None:
-    logs = LogStore(tmp_path / "logs")
+    logs = FileLogs(tmp_path / "logs")
     builder = KubernetesBuilder(api_for(fake.url), logs, watch_timeout=5)
     task = asyncio.create_task(builder.build(_request()))
     name = build_job_name("api-build", SHA)
@@ -117,7 +117,7 @@ async def test_build_logs_mask_the_registry_credentials(fake: FakeKubernetes,
 async def test_a_missing_registry_secret_fails_the_build_before_its_job(
         fake: FakeKubernetes, tmp_path: Path) -> None:
     del fake.secrets[("shop", "registry-credentials")]
-    builder = KubernetesBuilder(api_for(fake.url), LogStore(tmp_path / "logs"), watch_timeout=5)
+    builder = KubernetesBuilder(api_for(fake.url), FileLogs(tmp_path / "logs"), watch_timeout=5)
     outcome = await asyncio.wait_for(builder.build(_request()), 10)
     assert (outcome.state.value, outcome.reason) == (
         "failed", "could not start the build: Secret shop/registry-credentials does not "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -524,3 +525,41 @@ async def test_a_run_may_not_override_a_name_its_secret_holds(
     assert fake.jobs == {}
     run = (await service.trigger("db", ACTOR, overrides={"API_TOKEN": "fine-1234"})).run
     assert await _job_of(fake, run)
+
+
+async def _log_is(service: JobService, run: Run, lines: list[str]) -> bool:
+    return [line async for _, line in service.logs(run.id)] == lines
+
+
+async def test_a_takeover_copies_a_pod_log_on_from_the_last_line_kept(
+        app: AppSpec, store: Store, tmp_path: Path, fake: FakeKubernetes) -> None:
+    # With PostgreSQL the second jobbot is another replica (its own data directory).
+    shared = store.dialect != "postgresql"
+    first = kube_service(app, store, tmp_path / "a", api_for(fake.url))
+    run = (await first.trigger("migrate", ACTOR)).run
+    name = await _job_of(fake, run)
+    now = time.time_ns()
+    pod = await fake.add_pod(NS, name)
+    await fake.append_log(NS, pod, "one", "two", at=now - 2_000_000_000)
+    await fake.append_log(NS, pod, "three", "four", at=now)
+    await eventually(lambda: _log_is(first, run, ["one", "two", "three", "four"]), "4 lines")
+    await first.shutdown("replica gone")
+    # Written while nobody copies: one line in the very nanosecond of the last two kept.
+    await fake.append_log(NS, pod, "five", at=now)
+    await fake.append_log(NS, pod, "six")
+    second = kube_service(app, store, tmp_path / ("a" if shared else "b"), api_for(fake.url))
+    try:
+        assert await second.reconcile() == 1
+        everything = ["one", "two", "three", "four", "five", "six"]
+        await eventually(lambda: _log_is(second, run, everything), "the lines after")
+        await fake.append_log(NS, pod, "seven")
+        await fake.set_pod(NS, pod, "Succeeded")
+        await fake.finish_job(NS, name, "Complete")
+        assert (await _final(second, run)).state == "succeeded"
+        assert [line async for _, line in second.logs(run.id)] == [*everything, "seven"]
+        reads = [query for method, path, query in fake.requests
+                 if method == "GET" and path.endswith(f"/pods/{pod}/log")]
+        assert reads[0].get("timestamps") == "true" and "sinceSeconds" not in reads[0]
+        assert reads[-1].get("timestamps") == "true" and int(reads[-1]["sinceSeconds"]) > 2
+    finally:
+        await second.shutdown()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -35,22 +34,6 @@ SECRET_JOB: dict[str, Any] = {
 PRINTED = [f"connecting with DB_PASSWORD={PASSWORD}",
            f"header Basic {base64.b64encode(PASSWORD.encode()).decode()}",
            "token env-token-abcdef", "bad things happened"]
-
-
-@pytest.fixture
-async def kube() -> AsyncIterator[FakeKubernetes]:
-    server = FakeKubernetes()
-    await server.start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
-async def slack() -> AsyncIterator[FakeSlack]:
-    server = FakeSlack()
-    await server.start()
-    yield server
-    await server.stop()
 
 
 def _kubeconfig(path: Path, url: str) -> Path:

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
-from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
-import yaml
 
 from core.executors.k8s.manifests import (
     PLACEHOLDER_SHA,
@@ -17,9 +14,8 @@ from core.executors.k8s.manifests import (
     job_manifest,
 )
 from core.spec import AppSpec, load_app, parse_app
+from tests.support.deploy import ROOT, VERSIONS, kustomize_build
 
-ROOT = Path(__file__).resolve().parents[2]
-VERSIONS = ["1.33.0", "1.34.0"]
 RICH_APP = """
 app: shop
 kubernetes: {namespace: shop-jobs, service_account_name: jobs-runner}
@@ -53,20 +49,6 @@ jobs:
 """
 
 
-def kustomize() -> str:
-    result = subprocess.run(["bash", str(ROOT / "scripts" / "ensure-kustomize.sh")],
-                            capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
-
-
-def _kustomize_build(path: Path) -> list[dict[str, Any]]:
-    result = subprocess.run([kustomize(), "build", str(path)], capture_output=True, text=True,
-                            check=False)
-    assert result.returncode == 0, result.stderr
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
-
-
 def rendered(app: AppSpec) -> list[dict[str, Any]]:
     docs = []
     for job in app.jobs:
@@ -82,7 +64,7 @@ def rendered(app: AppSpec) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def deployed() -> list[dict[str, Any]]:
-    return _kustomize_build(ROOT / "manifests" / "overlays" / "example")
+    return kustomize_build(ROOT / "manifests" / "overlays" / "example")
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -96,7 +78,7 @@ def test_rendered_jobs_and_builds_are_valid(version: str) -> None:
 @pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize("tree", ["base", "overlays/example"])
 def test_manifests_build_and_are_valid(version: str, tree: str) -> None:
-    docs = _kustomize_build(ROOT / "manifests" / tree)
+    docs = kustomize_build(ROOT / "manifests" / tree)
     kinds = sorted(doc["kind"] for doc in docs)
     expected = ["ConfigMap", "Deployment", "Namespace", "Namespace", "PodDisruptionBudget",
                 "Role", "RoleBinding", "Service", "ServiceAccount"]
@@ -111,8 +93,9 @@ def test_role_grants_only_what_the_executor_calls(deployed: list[dict[str, Any]]
                for r in rule["resources"] for v in rule["verbs"]}
     assert granted == {("batch", "jobs", v) for v in ("create", "get", "list", "watch",
                                                       "delete")} | {
-        ("", "pods", v) for v in ("get", "list", "watch")} | {("", "pods/log", "get"),
-                                                              ("", "secrets", "get")}
+        ("", "pods", v) for v in ("get", "list", "watch")} | {("", "pods/log", "get")} | {
+        # get: masking; create and delete: each private build's own git Secret.
+        ("", "secrets", v) for v in ("get", "create", "delete")}
     binding = next(d for d in deployed if d["kind"] == "RoleBinding")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "jobbot",
                                     "namespace": "jobbot"}]
@@ -134,3 +117,24 @@ def test_deployment_is_locked_down(deployed: list[dict[str, Any]]) -> None:
     assert env["JOBBOT_EXECUTOR"]["value"] == "kubernetes"
     assert deployment["spec"]["replicas"] == 3
     assert container["image"] == "registry.example.com/platform/jobbot:0.1.0"
+
+
+def test_three_replicas_spread_over_nodes_and_one_at_a_time_may_be_disrupted(
+        deployed: list[dict[str, Any]]) -> None:
+    deployment = next(d for d in deployed if d["kind"] == "Deployment")
+    pdb = next(d for d in deployed if d["kind"] == "PodDisruptionBudget")
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert deployment["spec"]["replicas"] == 3
+    # A drain may take one replica; two answer and take over its work meanwhile.
+    assert pdb["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": {
+        "app.kubernetes.io/name": labels["app.kubernetes.io/name"]}}}
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1,
+                                                               "maxUnavailable": 0}
+    spread = deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert {c["topologyKey"] for c in spread} == {"kubernetes.io/hostname",
+                                                  "topology.kubernetes.io/zone"}
+    for constraint in spread:
+        assert constraint["maxSkew"] == 1
+        assert constraint["whenUnsatisfiable"] == "ScheduleAnyway"  # one node still works
+        selected = constraint["labelSelector"]["matchLabels"]
+        assert selected.items() <= labels.items()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -298,3 +299,38 @@ async def test_the_session_cookie_is_http_only_and_lax_and_sign_out_forgets_it(
     async with browser.get(f"{site.url}/jobs") as response:
         assert response.status == 403
         assert 'id="sign-in"' in await response.text()
+
+
+async def press_run_now(site: Site, browser: aiohttp.ClientSession) -> tuple[int, str, str]:
+    async with browser.get(f"{site.url}/jobs/gated") as response:
+        assert response.status == 200
+        body = await response.text()
+    key = re.search(r'name="key" value="([^"]+)"', body)
+    async with browser.post(f"{site.url}/jobs/gated/run",
+                            data={"key": key.group(1) if key else "k" * 22},
+                            headers={"Origin": site.url}, allow_redirects=False) as response:
+        return response.status, await response.text(), response.headers.get("Location", "")
+
+
+async def test_run_now_follows_the_jobs_allow_rules_as_in_slack(
+        site: Site, browser: aiohttp.ClientSession) -> None:
+    await sign_in(site, browser, BOB)
+    async with browser.get(f"{site.url}/jobs/gated") as response:
+        body = await response.text()
+    assert 'id="run-now"' not in body
+    reason = "you may not run gated: only users <@U0ALICE> and members of <!subteam^S0OPS> may"
+    assert html.escape("Y" + reason[1:], quote=False) in body
+    status, text, _ = await press_run_now(site, browser)
+    assert status == 403
+    assert html.escape(reason, quote=False) in text
+    assert await site.service.history("gated") == []
+    denied = [e for e in site.store.audit_log() if e.actor == "slack:U0BOB"]
+    assert [(e.action, e.result, e.source) for e in denied] == [("run", "denied", "web")]
+
+    await sign_in(site, browser, CAROL)  # allowed through the user group S0OPS
+    status, _, location = await press_run_now(site, browser)
+    assert status == 303
+    run = await site.service.get_run(location.split("?")[0].removeprefix("/runs/"))
+    assert (run.actor, run.source) == ("slack:U0CAROL", "web")
+    site.gate.touch()
+    assert (await asyncio.wait_for(site.service.wait(run.id), 30)).state == RunState.SUCCEEDED

@@ -6,17 +6,22 @@ import json
 import socket
 import sys
 import textwrap
+import zlib
 from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
 
 from core.catalog import Catalog
 from core.events import Changes
 from core.executors.local import LocalExecutor
-from core.logs import LogStore
+from core.logs import LOG_LIMIT, FileLogs, logs_for
 from core.procs import ProcessId
 from core.secrets import LocalSecrets
 from core.service import JobService
 from core.spec import AppSpec, load_app
 from core.store import Store
+from core.store.base import LOG_CHUNKS
 
 
 def python_job(name: str, code: str, **settings: object) -> dict[str, object]:
@@ -38,8 +43,9 @@ def write_app(directory: Path, jobs: list[dict[str, object]], **top: object) -> 
 
 
 def make_service(app: AppSpec, store: Store, data_dir: Path, *,
-                 retry_delay: float = 0.01, cancel_poll: float = 0.1) -> JobService:
-    logs = LogStore(data_dir / "logs")
+                 retry_delay: float = 0.01, cancel_poll: float = 0.1,
+                 log_limit: int = LOG_LIMIT) -> JobService:
+    logs = logs_for(store, data_dir / "logs", log_limit)
     owner = ProcessId.current()
     executor = LocalExecutor(logs, LocalSecrets(data_dir / "secrets"), owner=owner,
                              retry_delay=retry_delay, cancel_poll=cancel_poll)
@@ -47,9 +53,24 @@ def make_service(app: AppSpec, store: Store, data_dir: Path, *,
 
 
 def service_for(tmp_path: Path, store: Store, jobs: list[dict[str, object]],
-                **kwargs: float) -> JobService:
+                **kwargs: Any) -> JobService:
     return make_service(load_app(write_app(tmp_path / "app", jobs)), store, tmp_path / "data",
                         **kwargs)
+
+
+def stored_log(service: JobService, run_id: str, attempt: int = 1) -> bytes:
+    """What the store itself holds of an attempt's log: the file's bytes, or the text of its
+    rows in the database (uncompressed), read past the log store's own readers."""
+    logs = service.log_store
+    if isinstance(logs, FileLogs):
+        path = logs.path(run_id, attempt)
+        return path.read_bytes() if path.exists() else b""
+    table = LOG_CHUNKS.c
+    with service.store.engine.connect() as conn:
+        rows = conn.execute(select(table.data, table.compressed)
+                            .where(table.run_id == run_id, table.attempt == attempt)
+                            .order_by(table.seq)).all()
+    return b"".join(zlib.decompress(data) if packed else bytes(data) for data, packed in rows)
 
 
 def dead_process() -> ProcessId:

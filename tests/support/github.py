@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 
+from core.builds import Builder
 from core.events import Outbox
 from core.links import Links
 from core.service import JobService
@@ -30,6 +31,12 @@ SECRET = b"webhook-secret-for-tests"
 _KEYS = private_key_pem()
 # Builds jobbot's JobService from the app, the store and a data directory (local by default).
 ServiceFactory = Callable[[AppSpec, Store, Path], JobService]
+# Builds the builder for pushes from the service (None: the App's local builder).
+BuilderFactory = Callable[[JobService], Builder | None]
+
+
+def no_builder(service: JobService) -> Builder | None:
+    return None
 
 
 @dataclass
@@ -40,6 +47,10 @@ class Harness:
     service: JobService
     store: Store
     outbox: asyncio.Task[None]
+    make_service: ServiceFactory = make_service
+    make_builder: BuilderFactory = no_builder
+    # The fake Slack's API URL, when run events are also announced in Slack.
+    slack_api_url: str | None = None
 
     async def deliver(self, event: str, payload: dict[str, Any], *,
                       delivery_id: str | None = None, secret: bytes = SECRET,
@@ -58,6 +69,7 @@ class Harness:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             await self.github.intake.join()
+            await self.github.installations.settled()
             unfinished = await asyncio.to_thread(self.store.unfinished_runs)
             last = await asyncio.to_thread(self.store.last_event_id)
             cursor = await asyncio.to_thread(self.store.cursor, "github")
@@ -69,11 +81,19 @@ class Harness:
 
 
 async def start(tmp_path: Path, app: AppSpec, store: Store, *, workers: int = 4,
-                service: ServiceFactory = make_service) -> tuple[Harness, list[Any]]:
+                service: ServiceFactory = make_service, builder: BuilderFactory = no_builder,
+                slack_api_url: str | None = None,
+                installations: dict[int, list[str]] | None = None
+                ) -> tuple[Harness, list[Any]]:
     """Fake GitHub + jobbot with the App; returns the harness and what to close. `service`
-    builds jobbot's service (the local executor unless a test passes another)."""
+    builds jobbot's service (the local executor unless a test passes another), `builder`
+    its builder for pushes; with `slack_api_url`, run events are also announced in Slack
+    (the bot's notifier). `installations` are the App's, as GitHub lists them, before
+    jobbot starts."""
     fake, fake_server = await start_fake()
-    harness = await _start_jobbot(tmp_path, app, store, fake, workers, service)
+    fake.installations.update(installations or {})
+    harness = await _start_jobbot(tmp_path, app, store, fake, workers, service, builder,
+                                  slack_api_url)
     return harness, [fake_server]
 
 
@@ -94,19 +114,32 @@ def private_key() -> str:
 
 
 async def _start_jobbot(tmp_path: Path, app: AppSpec, store: Store, fake: FakeGitHub,
-                        workers: int, make: ServiceFactory = make_service) -> Harness:
+                        workers: int, make: ServiceFactory = make_service,
+                        make_builder: BuilderFactory = no_builder,
+                        slack_api_url: str | None = None) -> Harness:
     private, _ = _KEYS
     service = make(app, store, tmp_path / "data")
     links = Links("http://jobbot.test", b"k" * 32)
     jobbot = web.Application()
     outbox = Outbox(store, service.changes, poll=0.05)
+    if slack_api_url is not None:
+        from slack_sdk.web.async_client import AsyncWebClient
+
+        from bot.notifier import SUBSCRIBER, Notifier
+        from tests.fakes.slack import BOT_TOKEN
+
+        client = AsyncWebClient(token=BOT_TOKEN, base_url=slack_api_url)
+        outbox.subscribe(SUBSCRIBER, Notifier(client, service, links))
     github = setup(jobbot, config=GitHubConfig(str(APP_ID), private, SECRET, fake.url),
                    service=service, links=links, outbox=outbox,
-                   workspaces=tmp_path / "workspaces", workers=workers)
+                   workspaces=tmp_path / "workspaces", workers=workers,
+                   builder=make_builder(service))
     client: TestClient[Any, Any] = TestClient(TestServer(jobbot, host="127.0.0.1"))
     await client.start_server()
+    await github.installations.settled()  # the start-up listing of installations
     task = asyncio.create_task(outbox.run())
-    return Harness(fake, client, github, service, store, task)
+    return Harness(fake, client, github, service, store, task, make, make_builder,
+                   slack_api_url)
 
 
 async def restart(harness: Harness, tmp_path: Path, app: AppSpec, *, workers: int = 4) -> None:
@@ -114,7 +147,9 @@ async def restart(harness: Harness, tmp_path: Path, app: AppSpec, *, workers: in
     restarted process would: nothing is carried over in memory. The harness then drives
     the new one."""
     await _stop_jobbot(harness)
-    new = await _start_jobbot(tmp_path, app, harness.store, harness.fake, workers)
+    new = await _start_jobbot(tmp_path, app, harness.store, harness.fake, workers,
+                              harness.make_service, harness.make_builder,
+                              harness.slack_api_url)
     harness.client, harness.github, harness.service, harness.outbox = (
         new.client, new.github, new.service, new.outbox)
 

@@ -14,7 +14,7 @@ from core.events import Changes
 from core.executors.k8s.api import KubeApi
 from core.executors.k8s.retry import RetryPolicy
 from core.executors.kubernetes import KubernetesExecutor
-from core.logs import LogStore
+from core.logs import logs_for
 from core.service import JobService
 from core.spec import AppSpec
 from core.store import Store
@@ -30,7 +30,7 @@ def api_for(url: str, policy: RetryPolicy = FAST_RETRIES) -> KubeApi:
 
 
 def kube_service(app: AppSpec, store: Store, data_dir: Path, api: KubeApi) -> JobService:
-    logs = LogStore(data_dir / "logs")
+    logs = logs_for(store, data_dir / "logs")
     catalog = Catalog([app])
     executor = KubernetesExecutor(api, logs, lambda name: catalog.app(name).namespace,
                                   job_of=lambda name, job: catalog.app(name).job(job),

@@ -9,6 +9,8 @@ from core.executors.k8s.manifests import (
     BUILDKIT_IMAGE,
     RunInfo,
     build_manifest,
+    git_secret_manifest,
+    git_secret_name,
     job_manifest,
     job_name,
 )
@@ -103,6 +105,45 @@ def test_the_builder_turns_a_github_repository_into_a_clone_url() -> None:
         "https://ghe.example.com/api/v3"))
     assert ghes.git_url("acme/shop") == "https://ghe.example.com/acme/shop.git"
     assert git_base_url(None) == git_base_url("https://api.github.com") == "https://github.com"
+
+
+def test_a_private_build_mounts_its_git_secret_as_a_buildkit_secret_only() -> None:
+    public = build_manifest(APP, APP.build("api-build"), sha=RUN.sha or "",
+                            repository="https://github.com/acme/shop.git")
+    assert "git-credentials" not in str(public)
+    manifest = build_manifest(APP, APP.build("api-build"), sha=RUN.sha or "",
+                              repository="https://ghe.example.com/acme/shop.git",
+                              git_host="ghe.example.com")
+    name = manifest["metadata"]["name"]
+    pod = manifest["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["git-credentials"]["secret"]["secretName"] == git_secret_name(name)
+    assert {"name": "git-credentials", "mountPath": "/run/secrets/jobbot-git",
+            "readOnly": True} in container["volumeMounts"]
+    args = container["args"]
+    assert args[args.index("--secret") + 1] == (
+        "id=GIT_AUTH_TOKEN.ghe.example.com,src=/run/secrets/jobbot-git/token")
+    # The registry's docker config serves BuildKit's pulls as well as its pushes.
+    assert {"name": "DOCKER_CONFIG", "value": "/home/user/.docker"} in container["env"]
+    # The Secret: owned by the Job, the token as stringData (the API server encodes it).
+    job = {**manifest, "metadata": {**manifest["metadata"], "uid": "u-1"}}
+    secret = git_secret_manifest(job, "ghs_token_value")
+    assert secret["metadata"]["name"] == git_secret_name(name)
+    assert secret["metadata"]["ownerReferences"] == [
+        {"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": "u-1"}]
+    assert secret["stringData"] == {"token": "ghs_token_value"}
+    assert "ghs_token_value" not in str(manifest)
+
+
+def test_the_git_host_is_githubs_or_the_enterprise_servers() -> None:
+    from core.executors.k8s.builder import KubernetesBuilder
+    from jobbot.wiring import git_base_url
+
+    assert KubernetesBuilder(None, None).git_host == "github.com"  # type: ignore[arg-type]
+    ghes = KubernetesBuilder(None, None, git_base_url=git_base_url(  # type: ignore[arg-type]
+        "https://ghe.example.com:8443/api/v3"))
+    assert ghes.git_host == "ghe.example.com:8443"
 
 
 def test_secret_values_are_decoded_with_docker_credentials_picked_out() -> None:

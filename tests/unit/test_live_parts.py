@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 
 from core.events import Changes
-from core.logs import LogStore
+from core.logs import FileLogs
 from core.masking import Masker
 from web.live import Lines, State, Subscription, lines_event
 
@@ -49,8 +49,8 @@ async def test_take_waits_for_the_next_batch() -> None:
 
 async def test_following_ends_when_the_writer_closes_without_asking_the_store(
         tmp_path: Path) -> None:
-    store = LogStore(tmp_path)
-    writer = store.writer("r1", 1, Masker(["hunter22"]))
+    store = FileLogs(tmp_path)
+    writer = await store.writer("r1", 1, Masker(["hunter22"]))
     asked: list[bool] = []
 
     async def finished() -> bool:
@@ -70,7 +70,7 @@ async def test_following_ends_when_the_writer_closes_without_asking_the_store(
     writer.write(b"one\ntwo hunter22\nthr")
     writer.write(b"ee\n" + b"x\n" * 5000)
     writer.write(b"no newline at the end")
-    writer.close()
+    await writer.close()
     await asyncio.wait_for(follower, 30)
     lines = [line for read in reads for line in read]
     assert lines[:3] == ["one", "two ********", "three"]

@@ -91,3 +91,42 @@ def test_confirmation_is_for_people_not_the_schedule() -> None:
     assert needs_confirmation(APP.job("guarded"), slack("U1"))
     assert not needs_confirmation(APP.job("guarded"), Actor.scheduler())
     assert not needs_confirmation(APP.job("open"), slack("U1"))
+
+
+PUSHED = parse_app("""app: a
+defaults: {allow: {slack_channels: [C1]}}
+jobs:
+  - {name: deploy, image: x, command: [x]}
+  - {name: guarded, image: x, command: [x], allow: {github_permission: maintain}}
+  - {name: readers, image: x, command: [x], allow: {github_permission: read}}
+""")
+RESTRICTED_BY_DEFAULT = parse_app("""app: b
+defaults: {allow: {github_permission: admin}}
+jobs:
+  - {name: deploy, image: x, command: [x]}
+""")
+
+
+def pusher(permission: str | None) -> Actor:
+    return Actor(id="github:github-merge-queue[bot]", source=Source.GITHUB,
+                 display="github-merge-queue[bot]", github_login="github-merge-queue[bot]",
+                 github_permission=permission, pushed=True)
+
+
+def test_a_push_runs_jobs_whoever_pushed_unless_allow_writes_out_a_permission() -> None:
+    assert decide(PUSHED.job("deploy"), Action.RUN, pusher(None)).allowed
+    assert decide(PUSHED.job("deploy"), Action.RUN, pusher("none")).allowed
+    # Without the push, the same actor needs the default write permission.
+    assert not decide(PUSHED.job("deploy"), Action.RUN, github("none")).allowed
+    refused = decide(PUSHED.job("guarded"), Action.RUN, pusher("write"))
+    assert not refused.allowed
+    assert refused.reason == ("a push by github-merge-queue[bot] does not run guarded: its "
+                              "allow: needs maintain permission on the repository (they have "
+                              "write)")
+    assert decide(PUSHED.job("guarded"), Action.RUN, pusher("admin")).allowed
+    assert not decide(PUSHED.job("readers"), Action.RUN, pusher("none")).allowed
+    assert decide(PUSHED.job("readers"), Action.RUN, pusher("read")).allowed
+    # Written out in defaults, it restricts every job that inherits it.
+    assert not decide(RESTRICTED_BY_DEFAULT.job("deploy"), Action.RUN, pusher("write")).allowed
+    # A push only ever runs: cancelling still needs the permission.
+    assert not decide(PUSHED.job("deploy"), Action.CANCEL, pusher("none")).allowed

@@ -115,6 +115,33 @@ class KubeApi:
                 return None
             raise
 
+    async def create_secret(self, namespace: str, body: Obj) -> bool:
+        """Create a Secret (a build's git token); False if one of that name exists already.
+        The answer is not read: it would hold the value."""
+        try:
+            await call_api(
+                lambda: _release(self.core.create_namespaced_secret(
+                    namespace, cast(Any, body), _preload_content=False)),
+                Call("create", "secrets", namespace), self.policy)
+            return True
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+
+    async def delete_secret(self, namespace: str, name: str) -> bool:
+        """Delete a Secret; False if it was already gone."""
+        try:
+            await call_api(
+                lambda: _release(self.core.delete_namespaced_secret(
+                    name, namespace, _preload_content=False)),
+                Call("delete", "secrets", namespace), self.policy)
+            return True
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+
     async def list_jobs(self, namespace: str, selector: str) -> tuple[list[Obj], str]:
         body = await call_api(
             lambda: _json(self.batch.list_namespaced_job(namespace, label_selector=selector,
@@ -129,11 +156,17 @@ class KubeApi:
             Call("list", "pods", namespace), self.policy)
         return list(body.get("items") or [])
 
-    async def open_log(self, namespace: str, pod: str, container: str, *, follow: bool) -> Any:
-        """The pod's log as a streaming urllib3 response (close it to stop following)."""
+    async def open_log(self, namespace: str, pod: str, container: str, *, follow: bool,
+                       timestamps: bool = False, since_seconds: int | None = None) -> Any:
+        """The pod's log as a streaming urllib3 response (close it to stop following); with
+        `timestamps`, each line starts with its RFC 3339 timestamp and a space."""
+        extra: dict[str, Any] = {"timestamps": True} if timestamps else {}
+        if since_seconds is not None:
+            extra["since_seconds"] = since_seconds
         return await call_api(
             lambda: self.core.read_namespaced_pod_log(
-                pod, namespace, container=container, follow=follow, _preload_content=False),
+                pod, namespace, container=container, follow=follow, _preload_content=False,
+                **extra),
             Call("get", "pods/log", namespace), self.policy)
 
     def watch_jobs(self, namespace: str, selector: str, resource_version: str,
@@ -151,6 +184,11 @@ def _json(response: Any) -> Obj:
         return data
     finally:
         response.release_conn()
+
+
+def _release(response: Any) -> None:
+    """Give an unread response's connection back to the pool."""
+    response.release_conn()
 
 
 def interrupt(response: Any) -> None:

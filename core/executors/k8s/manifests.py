@@ -36,6 +36,11 @@ _HASH_LENGTH = 5
 PLACEHOLDER_RUN_ID = "0000000000000000"
 PLACEHOLDER_NUMBER = 0
 PLACEHOLDER_SHA = "0" * 40
+# Where a build's git credentials are mounted in its BuildKit container, and the key of its Secret.
+GIT_SECRET_DIR = "/run/secrets/jobbot-git"
+GIT_SECRET_KEY = "token"
+# What `jobbot render --build` shows where a build's Secret and its token go.
+PLACEHOLDER_GIT_TOKEN = "<an installation token: this repository only, contents: read, 1 hour>"
 
 
 @dataclass(frozen=True)
@@ -189,12 +194,41 @@ def _container_security(job: JobSpec) -> dict[str, Any]:
     return context
 
 
+def git_secret_name(job_name: str) -> str:
+    """The Secret holding a build Job's git token: named after the Job, which owns it."""
+    return f"{job_name}-git"
+
+
+def git_secret_manifest(job: dict[str, Any], token: str) -> dict[str, Any]:
+    """The Secret with a build's short-lived git token, owned by its Job (`job` as the API
+    returned it, uid included), so that it goes when the Job goes."""
+    meta = job["metadata"]
+    labels = {k: v for k, v in (meta.get("labels") or {}).items()
+              if k in (MANAGED_BY, LABEL_APP, LABEL_BUILD)}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": git_secret_name(meta["name"]), "namespace": meta["namespace"],
+            "labels": labels,
+            "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": meta["name"],
+                                 "uid": meta["uid"]}],
+        },
+        "stringData": {GIT_SECRET_KEY: token},
+    }
+
+
 def build_manifest(app: AppSpec, build: BuildSpec, *, sha: str, repository: str,
-                   ref: str | None = None, actor: str = "jobbot") -> dict[str, Any]:
+                   ref: str | None = None, actor: str = "jobbot",
+                   git_host: str | None = None) -> dict[str, Any]:
     """A rootless BuildKit Job that builds `<image>:<sha>` from `repository` at `sha` and pushes it.
 
     The context is BuildKit's git context (`<repository>#<sha>:<context dir>`), so nothing is
-    fetched by jobbot; a private repository needs credentials in the URL's host config.
+    fetched by jobbot. With `git_host`, the Secret `git_secret_name(<Job name>)` is mounted
+    into the BuildKit container and handed to BuildKit as the build secret
+    `GIT_AUTH_TOKEN.<git_host>`, which its git source uses to clone a private repository:
+    the token is in no argument and no environment value.
     """
     image = f"{build.image}:{sha}"
     cache = f"{build.image}:buildcache"
@@ -222,7 +256,18 @@ def build_manifest(app: AppSpec, build: BuildSpec, *, sha: str, repository: str,
         {"name": "buildkitd", "mountPath": "/home/user/.local/share/buildkit"},
     ]
     volumes: list[dict[str, Any]] = [{"name": "buildkitd", "emptyDir": {}}]
+    name = build_job_name(build.name, sha)
+    if git_host:
+        args += ["--secret", f"id=GIT_AUTH_TOKEN.{git_host},"
+                             f"src={GIT_SECRET_DIR}/{GIT_SECRET_KEY}"]
+        mounts.append({"name": "git-credentials", "mountPath": GIT_SECRET_DIR,
+                       "readOnly": True})
+        volumes.append({"name": "git-credentials", "secret": {
+            "secretName": git_secret_name(name), "defaultMode": 0o440,
+            "items": [{"key": GIT_SECRET_KEY, "path": GIT_SECRET_KEY}]}})
     if build.registry_secret:
+        # buildctl reads this docker config for every registry it talks to: the push of the
+        # image and cache, and the pulls of private base images and of the cache.
         env.append({"name": "DOCKER_CONFIG", "value": "/home/user/.docker"})
         mounts.append({"name": "registry-credentials", "mountPath": "/home/user/.docker",
                        "readOnly": True})
@@ -254,7 +299,7 @@ def build_manifest(app: AppSpec, build: BuildSpec, *, sha: str, repository: str,
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": build_job_name(build.name, sha), "namespace": app.namespace,
+        "metadata": {"name": name, "namespace": app.namespace,
                      "labels": labels, "annotations": annotations},
         "spec": {
             "backoffLimit": 1,
