@@ -26,7 +26,14 @@ JOBS = [
     python_job("hello", "import os; print('hello', os.environ['GREETING'])",
                env={"GREETING": "hi", "API_TOKEN": "not-shown-default"}),
     python_job("risky", "print('risky ran')", confirm=True, env={"MODE": "dry"}),
+    python_job("deploy", "import os; print('to', os.environ['TARGET'], os.environ['KEY'])",
+               confirm=True, parameters=[
+                   {"name": "TARGET", "type": "choice", "choices": ["staging", "production"],
+                    "required": True},
+                   {"name": "STEPS", "type": "int", "default": 1},
+                   {"name": "KEY", "secret": True, "required": True}]),
 ]
+SECRET_VALUE = "s3cret-typed-in-the-form"
 
 
 @pytest.fixture
@@ -207,3 +214,52 @@ async def test_without_the_cookie_run_now_is_refused(
     assert status == 403
     assert "not signed in" in body
     assert await service.runs() == []
+
+
+async def test_run_now_takes_parameters_and_a_secret_crosses_the_confirmation_sealed(
+        local: TestClient, service: JobService) -> None:
+    await local.get(f"/?token={LOCAL_TOKEN}")
+    page = await (await local.get("/jobs/deploy")).text()
+    assert '<select name="p:TARGET">' in page
+    assert re.search(r'<input name="p:STEPS" value="" placeholder="default: 1"', page)
+    assert re.search(r'<input name="p:KEY" value=""[^>]* type="password"', page)
+    # Missing and malformed parameters are named, before any confirmation, and run nothing.
+    status, body, _ = await run_now(local, "deploy", **{"p:TARGET": "prod", "p:STEPS": "x"})
+    assert status == 400
+    text = html.unescape(body)
+    assert "TARGET: 'prod' is not one of staging, production" in text
+    assert "STEPS: 'x' is not a whole number" in text and "KEY: is required" in text
+    status, body, _ = await run_now(local, "deploy", **{"p:TARGET": "staging",
+                                                        "p:KEY": SECRET_VALUE})
+    assert status == 200 and "Run deploy?" in body
+    assert SECRET_VALUE not in body  # neither shown nor carried in the clear
+    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', body))
+    assert fields["p:TARGET"] == "staging" and "p:KEY" not in fields
+    assert "sealed:KEY" in fields
+    assert await service.runs() == []
+    # A seal that does not open is refused, not run.
+    forged = {**fields, "sealed:KEY": "not-a-seal"}
+    response = await local.post("/jobs/deploy/run", data=forged, headers=ORIGIN)
+    assert response.status == 400
+    response = await local.post("/jobs/deploy/run", data=fields, headers=ORIGIN,
+                                allow_redirects=False)
+    assert response.status == 303
+    run = await asyncio.wait_for(service.wait(run_id_of(response.headers["Location"])), 30)
+    assert run.state == RunState.SUCCEEDED
+    assert run.overrides == {"TARGET": "staging", "STEPS": "1"}
+    assert SECRET_VALUE not in str(run.secret_parameters)
+    assert [line async for _, line in service.logs(run.id)] == ["to staging ********"]
+    # A rerun that changes the secret carries it sealed through the confirmation too.
+    token = Links(PUBLIC_URL, KEY).token(run.id)
+    asked = await local.post(f"/runs/{run.id}/rerun",
+                             data={"t": token, "p:KEY": "another-typed-secret"}, headers=ORIGIN)
+    body = await asked.text()
+    assert asked.status == 200 and "another-typed-secret" not in body
+    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', body))
+    done = await local.post(f"/runs/{run.id}/rerun", data=fields, headers=ORIGIN,
+                            allow_redirects=False)
+    assert done.status == 303
+    rerun = await asyncio.wait_for(service.wait(run_id_of(done.headers["Location"])), 30)
+    assert (rerun.state, rerun.rerun_of) == (RunState.SUCCEEDED, run.id)
+    opened = service.sealer.open(rerun.secret_parameters)
+    assert opened == {"KEY": "another-typed-secret"}
