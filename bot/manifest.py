@@ -24,6 +24,8 @@ METHOD_SCOPES: dict[str, tuple[str, ...]] = {
     "conversations.join": ("channels:join",),
     "conversations.list": ("channels:read",),
     "usergroups.users.list": ("usergroups:read",),
+    # A modal needs no scope: the trigger_id of the person's own command or click is the grant.
+    "views.open": (),
 }
 # Scopes a feature needs without a Web API call: the slash command.
 FEATURE_SCOPES = ("commands",)

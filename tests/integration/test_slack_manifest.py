@@ -82,9 +82,9 @@ def test_every_web_api_method_the_bot_calls_has_its_scopes_in_the_manifest() -> 
 
 
 def test_the_scope_check_notices_a_new_method() -> None:
-    source = "async def f(client):\n    await client.views_open(trigger_id='x', view={})\n"
-    assert methods_called(source) == {"views.open"}
-    assert "views.open" not in METHOD_SCOPES  # so the test above would fail for it
+    source = "async def f(client):\n    await client.reactions_get(channel='C1', timestamp='1')\n"
+    assert methods_called(source) == {"reactions.get"}
+    assert "reactions.get" not in METHOD_SCOPES  # so the test above would fail for it
     assert methods_called("x = client.api_call('reactions.add')") == {"reactions.add"}
 
 
