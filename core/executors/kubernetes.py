@@ -464,8 +464,10 @@ class KubernetesExecutor(ReporterBinding):
                            "not watching; marked failed at start-up")
                 continue
             params = _params_secret(job)
-            if params and job_outcome(job) is None and (
-                    await self.api.read_secret(namespace, params)) is None:
+            # (A Job being deleted lost its Secret to a cancel: it vanishes, as cancels do.)
+            if params and job_outcome(job) is None and not job["metadata"].get(
+                    "deletionTimestamp") and (await self.api.read_secret(namespace,
+                                                                        params)) is None:
                 await self._never_given(run, attempts, namespace, name, params)
                 continue
             masker, withheld = await self._adopted_masker(run, namespace, job)
