@@ -412,8 +412,15 @@ def cmd_render(args: argparse.Namespace, settings: Settings) -> int:
                                 actor=_actor().id, sha=args.sha, ref=args.ref)
         if target.job.image_from_build and run.sha is None:
             run = dataclasses.replace(run, sha=sha)
+        # Secret parameters stand masked, and the Job refers to its run's Secret for them.
+        hidden = sorted(overrides.secrets)
         manifest = manifests.job_manifest(app, target.job, run,
-                                          env={**target.job.env, **overrides.shown()})
+                                          env={**target.job.env, **overrides.shown()},
+                                          secret_env=hidden)
+        if hidden:
+            secret = manifests.params_secret_name(manifest["metadata"]["name"])
+            sys.stdout.write(f"# Secret {secret}: made per run, owned by this Job, deleted when "
+                             f"the run ends;\n# it holds the values of {', '.join(hidden)}.\n")
     sys.stdout.write(yaml.safe_dump(manifest, sort_keys=False))
     return EXIT_OK
 

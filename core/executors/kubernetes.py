@@ -3,6 +3,11 @@
 The Job keeps running when jobbot stops; the next jobbot process adopts it in `reconcile()`.
 Pod logs and reasons are masked with the run's sensitive env values and the values of the
 Secrets it gets, which jobbot reads (in memory only) before it creates the Job.
+
+The values of a run's secret parameters are never in its Job: they go into a Secret of the
+run's own (`<Job name>-params`), created after the Job with the Job's uid as owner (so it
+goes with the Job at the latest), which the container's env refers to by `secretKeyRef`; the
+pod waits for it. jobbot deletes it as soon as the run ends, however it ends.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from core.executors.k8s.manifests import (
     RunInfo,
     job_manifest,
     job_name,
+    params_secret_manifest,
+    params_secret_name,
 )
 from core.executors.k8s.podlog import StampedLines, since_seconds
 from core.executors.k8s.secrets import SecretMissing, secret_keys, secret_values
@@ -66,6 +73,8 @@ class _Tracked:
     done: bool = False
     # Why pod logs are not copied (a Secret of an adopted run could not be read to mask it).
     withheld: str | None = None
+    # The run's Secret with its secret parameter values, deleted when the run ends.
+    params_secret: str | None = None
 
     @property
     def external_id(self) -> str:
@@ -121,10 +130,12 @@ class KubernetesExecutor(ReporterBinding):
 
     async def launch(self, launch: Launch) -> None:
         run = launch.run
+        hidden = secret_env(launch)
         try:
             extra = self._pod_annotations(launch) if self._pod_annotations else None
             manifest = job_manifest(launch.app, launch.job, run_info(run), env=launch.env,
-                                    pod_annotations=extra, secrets=secret_names(launch))
+                                    pod_annotations=extra, secrets=secret_names(launch),
+                                    secret_env=hidden)
         except BadInput as exc:
             raise ExecutorError(str(exc)) from exc
         namespace, name = launch.app.namespace, manifest["metadata"]["name"]
@@ -132,6 +143,8 @@ class KubernetesExecutor(ReporterBinding):
         values = await secret_values(self.api, namespace, secret_names(launch))
         masker = Masker(secret_forms((*values, *launch.sensitive_values)))
         track = _Tracked(run.id, namespace, name, masker)
+        if hidden:
+            track.params_secret = params_secret_name(name)
         self._runs[run.id] = track
         await self._ensure_watch(namespace)
         try:
@@ -147,9 +160,58 @@ class KubernetesExecutor(ReporterBinding):
         if created.adopted:
             logger.info("Job %s already existed: adopted it", track.external_id,
                         extra={"run_id": run.id})
+        if hidden:
+            try:
+                await self._give_parameters(created.job, {k: launch.env[k] for k in hidden})
+            except (ExecutorError, ApiException) as exc:
+                # Its pod would wait for the Secret for ever: the run ends here, and its Job.
+                self._runs.pop(run.id, None)
+                track.done = True
+                await self._drop_job(namespace, name)
+                why = masker.mask(str(exc) if isinstance(exc, ExecutorError)
+                                  else _api_message(exc))
+                raise ExecutorError(f"could not give Job {namespace}/{name} its secret "
+                                    f"parameters (the Job is deleted): {why}") from exc
         # The Job exists: the trigger can answer now; recording `running` follows at once.
         track.syncing = asyncio.create_task(self._started(track, created.job),
                                             name=f"started-{run.id}")
+
+    async def _give_parameters(self, job: Obj, values: dict[str, str]) -> None:
+        """Make sure the Job's pods get the run's secret parameter values, through a Secret
+        the Job owns. A Job found finished (a retried launch) gets none: nothing starts any
+        more; one found running keeps the Secret its pods refer to, if it is there."""
+        meta = job["metadata"]
+        namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
+        secret = params_secret_name(name)
+        existing = await self.api.read_secret(namespace, secret)
+        if existing is not None and _owned_by(existing, uid):
+            return
+        if existing is not None:  # left by an earlier Job of that name: not this one's
+            await self.api.delete_secret(namespace, secret)
+        if job_outcome(job) is not None:
+            return
+        if not await self.api.create_secret(namespace, params_secret_manifest(job, values)):
+            raise ExecutorError(f"Secret {namespace}/{secret} appeared while jobbot was "
+                                "creating it")
+
+    async def _drop_job(self, namespace: str, name: str) -> None:
+        """Delete a Job whose pods cannot start (they would wait for their Secret)."""
+        try:
+            await self.api.delete_job(namespace, name)
+        except (ExecutorError, ApiException) as exc:
+            logger.warning("could not delete Job %s/%s: %s", namespace, name,
+                           _api_message(exc))
+
+    async def _drop_params(self, namespace: str, secret: str) -> None:
+        """Delete a run's Secret of secret parameter values once the run is over; its owner
+        Job would take it too, but only when the Job itself goes (its TTL, or never)."""
+        try:
+            if await self.api.delete_secret(namespace, secret):
+                logger.info("deleted Secret %s/%s with the secret parameters of its run",
+                            namespace, secret)
+        except (ExecutorError, ApiException) as exc:
+            logger.warning("could not delete Secret %s/%s (its Job deletes it when it goes): "
+                           "%s", namespace, secret, _api_message(exc))
 
     async def _started(self, track: _Tracked, job: Obj) -> None:
         await self.reporter.run_started(track.run_id, external_id=track.external_id)
@@ -340,6 +402,8 @@ class KubernetesExecutor(ReporterBinding):
             track.finished.add(pod)
             await self.reporter.attempt_finished(track.run_id, index, state, exit_code=None,
                                                  reason=reason)
+        if track.params_secret:
+            await self._drop_params(track.namespace, track.params_secret)
         await self.reporter.run_finished(track.run_id, state, exit_code=exit_code, reason=reason)
         self._runs.pop(track.run_id, None)
 
@@ -372,6 +436,8 @@ class KubernetesExecutor(ReporterBinding):
         namespace, name = (track.namespace, track.name) if track else self._where(run)
         await self.api.delete_job(namespace, name)
         if track is None:
+            if run.secret_parameters:  # the Job's deletion takes it too, in the background
+                await self._drop_params(namespace, params_secret_name(name))
             return False  # the service settles it: nobody here follows it
         await self._finish(track, RunState.CANCELLED, f"cancelled by {actor}", None)
         return True
@@ -383,6 +449,8 @@ class KubernetesExecutor(ReporterBinding):
             namespace, name = self._where(run)
             job = await self.api.get_job(namespace, name)
             if job is None:
+                if run.secret_parameters:  # gone with its Job, unless the Job was orphaned
+                    await self._drop_params(namespace, params_secret_name(name))
                 for attempt in attempts:
                     if attempt.finished_at is None:
                         await self.reporter.attempt_finished(
@@ -395,9 +463,16 @@ class KubernetesExecutor(ReporterBinding):
                     reason=f"its Kubernetes Job {namespace}/{name} {what} while jobbot was "
                            "not watching; marked failed at start-up")
                 continue
+            params = _params_secret(job)
+            # (A Job being deleted lost its Secret to a cancel: it vanishes, as cancels do.)
+            if params and job_outcome(job) is None and not job["metadata"].get(
+                    "deletionTimestamp") and (await self.api.read_secret(namespace,
+                                                                        params)) is None:
+                await self._never_given(run, attempts, namespace, name, params)
+                continue
             masker, withheld = await self._adopted_masker(run, namespace, job)
             track = _Tracked(run.id, namespace, name, masker, uid=job["metadata"].get("uid"),
-                             withheld=withheld)
+                             withheld=withheld, params_secret=params)
             for attempt in attempts:
                 if attempt.handle:
                     track.attempts[attempt.handle] = attempt.index
@@ -411,6 +486,21 @@ class KubernetesExecutor(ReporterBinding):
                         extra={"run_id": run.id})
             track.launched.set()
             self._schedule(track, job)
+
+    async def _never_given(self, run: Run, attempts: list[Attempt], namespace: str, name: str,
+                           secret: str) -> None:
+        """Fail an adopted run whose Job waits for a Secret of secret parameters that was never
+        made (jobbot stopped between the two creates): jobbot has no way to give it the
+        values now, and its pods would wait for ever."""
+        await self._drop_job(namespace, name)
+        reason = (f"its Secret {namespace}/{secret} with the values of its secret parameters "
+                  "was never created (jobbot stopped while starting it); its Job was deleted "
+                  "at start-up")
+        for attempt in attempts:
+            if attempt.finished_at is None:
+                await self.reporter.attempt_finished(run.id, attempt.index, RunState.FAILED,
+                                                     exit_code=None, reason=reason)
+        await self.reporter.run_finished(run.id, RunState.FAILED, reason=reason)
 
     async def _adopted_masker(self, run: Run, namespace: str,
                               job: Obj) -> tuple[Masker, str | None]:
@@ -430,6 +520,7 @@ class KubernetesExecutor(ReporterBinding):
                      and (is_sensitive_key(str(k)) or k in hidden)]
         names = [(ref.get("secretRef") or {}).get("name") for ref in container.get("envFrom")
                  or []]
+        names.append(_params_secret(job))
         try:
             values = await secret_values(self.api, namespace,
                                          [n for n in names if isinstance(n, str) and n])
@@ -477,6 +568,28 @@ def _container(job: Obj) -> Obj:
     mine = [c for c in containers if c.get("name") == CONTAINER]
     found: Obj = mine[0] if mine else {}
     return found
+
+
+def secret_env(launch: Launch) -> frozenset[str]:
+    """The names of the run's environment whose values go into its Secret, never its Job:
+    its job's `secret: true` parameters, and those its run was given sealed."""
+    names = secret_parameters(launch.job) | set(launch.run.secret_parameters)
+    return frozenset(name for name in names if name in launch.env)
+
+
+def _params_secret(job: Obj) -> str | None:
+    """The run's Secret of secret parameters, if its Job's container refers to it."""
+    wanted = params_secret_name(job["metadata"]["name"])
+    for var in _container(job).get("env") or []:
+        ref = (var.get("valueFrom") or {}).get("secretKeyRef") or {}
+        if ref.get("name") == wanted:
+            return wanted
+    return None
+
+
+def _owned_by(obj: Obj, uid: str) -> bool:
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return any(ref.get("uid") == uid for ref in refs)
 
 
 def _run_id(job: Obj) -> str:

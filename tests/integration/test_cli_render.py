@@ -16,6 +16,7 @@ from core.executors.k8s.manifests import (
     RunInfo,
     git_secret_name,
     job_manifest,
+    params_secret_name,
 )
 from core.spec import load_app
 from tests.integration.test_cli import jobbot
@@ -28,6 +29,9 @@ APP = {
         {"name": "migrate", "image_from_build": "api-build", "command": ["yarn", "migrate"],
          "env": {"MODE": "fast"}, "secrets": ["db-credentials"]},
         {"name": "report", "image": "python:3.12-slim", "command": ["python", "r.py"]},
+        {"name": "deploy", "image": "python:3.12-slim", "command": ["python", "d.py"],
+         "parameters": [{"name": "STAGE", "choices": ["blue", "green"], "type": "choice"},
+                        {"name": "DEPLOY_KEY", "secret": True}]},
     ],
 }
 
@@ -101,3 +105,25 @@ def test_render_an_unknown_build_exits_2(tmp_path: Path) -> None:
     assert (result.returncode, result.stdout) == (2, "")
     assert "no build 'api-buid'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_render_refers_to_the_runs_secret_for_a_secret_parameter(tmp_path: Path) -> None:
+    _write(tmp_path)
+    value = "deploy-key-in-the-clear-4242"
+    result = jobbot(tmp_path, "render", "deploy", "STAGE=green", f"DEPLOY_KEY={value}")
+    assert result.returncode == 0, result.stderr
+    assert value not in result.stdout and value not in result.stderr
+    printed = yaml.safe_load(result.stdout)
+    secret = params_secret_name(printed["metadata"]["name"])
+    # A comment stands for the Secret made per run; the Job only refers to it.
+    assert result.stdout.startswith(f"# Secret {secret}: made per run")
+    env = printed["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert env[:2] == [
+        {"name": "STAGE", "value": "green"},
+        {"name": "DEPLOY_KEY", "valueFrom": {"secretKeyRef": {"name": secret,
+                                                              "key": "DEPLOY_KEY"}}}]
+    kubernetes_validate.validate(printed, "1.34.0", strict=True)
+    # Without a value for it, the run has no Secret: nothing refers to one.
+    plain = jobbot(tmp_path, "render", "deploy", "STAGE=blue")
+    assert plain.returncode == 0, plain.stderr
+    assert not plain.stdout.startswith("#") and "secretKeyRef" not in plain.stdout

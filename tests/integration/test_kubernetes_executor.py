@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from core.errors import BadInput
-from core.executors.k8s.manifests import job_manifest, job_name
+from core.executors.k8s.manifests import job_manifest, job_name, params_secret_name
 from core.executors.kubernetes import KubernetesExecutor, run_info
 from core.models import Run
 from core.policy import Actor
@@ -51,6 +51,19 @@ jobs:
     env: {DB_USER: app, SERVICE_PASSWORD: env-pass-1234, API_TOKEN: env-token-0000}
     secrets: [db-credentials]
     parameters: [{name: PHRASE, secret: true}]
+  - name: deploy
+    image: python:3.12-slim
+    command: [python, deploy.py]
+    backoff_limit: 1
+    time_limit: 60
+    env: {REGION: eu}
+    parameters:
+      - {name: STAGE, type: choice, choices: [blue, green], default: blue}
+      - {name: DEPLOY_KEY, secret: true}
+  - name: a-deploy-job-whose-name-is-as-long-as-a-dns-label-may-ever-be-x
+    image: python:3.12-slim
+    command: [python, deploy.py]
+    parameters: [{name: DEPLOY_KEY, secret: true}]
 """
 ACTOR = Actor.cli("alice")
 # What the Secret db-credentials holds; the pods of job `db` print it.
@@ -561,5 +574,211 @@ async def test_a_takeover_copies_a_pod_log_on_from_the_last_line_kept(
                  if method == "GET" and path.endswith(f"/pods/{pod}/log")]
         assert reads[0].get("timestamps") == "true" and "sinceSeconds" not in reads[0]
         assert reads[-1].get("timestamps") == "true" and int(reads[-1]["sinceSeconds"]) > 2
+    finally:
+        await second.shutdown()
+
+
+# -- secret parameters: in a Secret of the run's own, never in its Job --------------------
+
+DEPLOY_KEY = "deploy-key-never-in-the-job-7331"
+
+
+def _params(fake: FakeKubernetes, name: str) -> dict[str, object] | None:
+    return fake.secrets.get((NS, params_secret_name(name)))
+
+
+def _secret_deletes(fake: FakeKubernetes, name: str) -> int:
+    path = f"/api/v1/namespaces/{NS}/secrets/{params_secret_name(name)}"
+    return sum(1 for method, p, _ in fake.requests if method == "DELETE" and p == path)
+
+
+async def _deploy(service: JobService, fake: FakeKubernetes,
+                  key: str = DEPLOY_KEY) -> tuple[Run, str]:
+    run = (await service.trigger("deploy", ACTOR, overrides={"STAGE": "green",
+                                                             "DEPLOY_KEY": key})).run
+    name = await _job_of(fake, run)
+    await eventually(lambda: _true(_params(fake, name) is not None), "the run's Secret")
+    return run, name
+
+
+async def test_a_secret_parameter_is_in_a_secret_the_job_owns_and_never_in_the_job(
+        service: JobService, fake: FakeKubernetes, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    import base64
+
+    run, name = await _deploy(service, fake)
+    job = fake.job(NS, name)
+    # Nowhere in the Job: env, args, labels, annotations, pod template.
+    assert DEPLOY_KEY not in json.dumps(job)
+    assert base64.b64encode(DEPLOY_KEY.encode()).decode() not in json.dumps(job)
+    secret_name = params_secret_name(name)
+    env = job["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert env[:3] == [
+        {"name": "REGION", "value": "eu"}, {"name": "STAGE", "value": "green"},
+        {"name": "DEPLOY_KEY", "valueFrom": {"secretKeyRef": {"name": secret_name,
+                                                              "key": "DEPLOY_KEY"}}}]
+    # The Secret: created after the Job, owned by it (its uid), holding the value alone.
+    [created] = fake.created_secrets
+    assert created["metadata"]["name"] == secret_name
+    assert created["metadata"]["ownerReferences"] == [{
+        "apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": job["metadata"]["uid"]}]
+    assert created["metadata"]["labels"]["jobbot.dev/run-id"] == run.id
+    assert {k: base64.b64decode(v).decode() for k, v in created["data"].items()} == {
+        "DEPLOY_KEY": DEPLOY_KEY}
+    assert fake.owned_secrets(NS, name) == [fake.secrets[(NS, secret_name)]]
+    posts = [p for m, p, _ in fake.requests if m == "POST"]
+    assert posts == [f"/apis/batch/v1/namespaces/{NS}/jobs", f"/api/v1/namespaces/{NS}/secrets"]
+    # A pod printing it has it masked; the run ends, and the Secret with it (the Job stays).
+    pod = await fake.add_pod(NS, name, log=[f"key is {DEPLOY_KEY}"])
+    await fake.set_pod(NS, pod, "Succeeded")
+    await fake.finish_job(NS, name, "Complete")
+    assert (await _final(service, run)).state == "succeeded"
+    assert (NS, name) in fake.jobs
+    assert _params(fake, name) is None
+    assert _secret_deletes(fake, name) == 1
+    assert [line async for _, line in service.logs(run.id)] == ["key is ********"]
+    stored = (tmp_path / "jobbot.db").read_bytes().decode("latin-1")
+    assert DEPLOY_KEY not in stored and DEPLOY_KEY not in caplog.text
+
+
+@pytest.mark.parametrize("ending", ["failed", "timed_out", "cancelled"])
+async def test_the_runs_secret_is_deleted_however_the_run_ends(
+        service: JobService, fake: FakeKubernetes, ending: str) -> None:
+    run, name = await _deploy(service, fake)
+    pod = await fake.add_pod(NS, name)
+    await eventually(lambda: _attempts(service, run, 1), "attempt 1")
+    if ending == "failed":
+        await fake.set_pod(NS, pod, "Failed", exit_code=2)
+        await fake.finish_job(NS, name, "Failed", "BackoffLimitExceeded")
+    elif ending == "timed_out":
+        await fake.finish_job(NS, name, "FailureTarget", "DeadlineExceeded")
+    else:
+        await service.cancel(run.id, Actor.cli("bob"))
+    assert (await _final(service, run)).state == ending
+    assert _params(fake, name) is None
+    # Deleted by jobbot itself (a cancelled run's Job is gone, and the fake's garbage
+    # collector would take the Secret with it too).
+    assert _secret_deletes(fake, name) == 1
+    assert ((NS, name) in fake.jobs) is (ending != "cancelled")
+
+
+async def test_a_rerun_gets_a_fresh_secret_with_the_same_value(
+        service: JobService, fake: FakeKubernetes) -> None:
+    import base64
+
+    first, first_name = await _deploy(service, fake)
+    pod = await fake.add_pod(NS, first_name)
+    await fake.set_pod(NS, pod, "Failed", exit_code=1)
+    await fake.finish_job(NS, first_name, "Failed", "BackoffLimitExceeded")
+    await _final(service, first)
+    rerun = (await service.rerun(first.id, ACTOR)).run
+    name = await _job_of(fake, rerun)
+    await eventually(lambda: _true(_params(fake, name) is not None), "the rerun's Secret")
+    assert name != first_name and _params(fake, first_name) is None
+    secret = fake.secrets[(NS, params_secret_name(name))]
+    assert secret["metadata"]["ownerReferences"][0]["uid"] == fake.job(NS, name)[
+        "metadata"]["uid"]
+    assert base64.b64decode(secret["data"]["DEPLOY_KEY"]).decode() == DEPLOY_KEY
+    assert DEPLOY_KEY not in json.dumps(fake.job(NS, name))
+    assert len(fake.created_secrets) == 2
+
+
+async def test_a_run_without_secret_parameters_has_no_secret(
+        service: JobService, fake: FakeKubernetes, app: AppSpec) -> None:
+    run = (await service.trigger("deploy", ACTOR, overrides={"STAGE": "green"})).run
+    name = await _job_of(fake, run)
+    sent = fake.job(NS, name)
+    assert "valueFrom" not in json.dumps(sent)
+    expected = job_manifest(app, app.job("deploy"), run_info(run),
+                            env={"REGION": "eu", "STAGE": "green"})
+    assert sent["spec"] == expected["spec"]
+    pod = await fake.add_pod(NS, name)
+    await fake.set_pod(NS, pod, "Succeeded")
+    await fake.finish_job(NS, name, "Complete")
+    assert (await _final(service, run)).state == "succeeded"
+    assert fake.created_secrets == []
+    assert [p for m, p, _ in fake.requests if "/secrets" in p] == []
+
+
+@pytest.mark.parametrize(("status", "expected"), [
+    (403, "Kubernetes refused to create secrets in namespace shop-jobs (HTTP 403, forbidden): "
+          "give jobbot's ServiceAccount a Role with verb 'create' on resource 'secrets' in "
+          "namespace 'shop-jobs'"),
+    (422, "HTTP 422: injected 422"),
+])
+async def test_a_secret_that_cannot_be_created_fails_the_run_and_leaves_nothing(
+        service: JobService, fake: FakeKubernetes, caplog: pytest.LogCaptureFixture,
+        status: int, expected: str) -> None:
+    fake.fail("POST", "/secrets", status, reason="Forbidden" if status == 403 else "Invalid")
+    run = (await service.trigger("deploy", ACTOR, overrides={"DEPLOY_KEY": DEPLOY_KEY})).run
+    final = await _final(service, run)
+    name = job_name("deploy", run.number, run.id)
+    assert (final.state, final.reason) == (
+        "failed", f"could not start: could not give Job {NS}/{name} its secret parameters "
+                  f"(the Job is deleted): {expected}")
+    assert fake.jobs == {} and fake.secrets == {}
+    assert [m for m, p, _ in fake.requests if p.endswith(f"/jobs/{name}")] == ["DELETE"]
+    assert DEPLOY_KEY not in caplog.text
+    # The next run of it starts as usual.
+    after, _ = await _deploy(service, fake)
+    assert (await service.get_run(after.id)).state in ("queued", "running")
+
+
+async def test_a_long_job_name_gets_a_secret_name_that_fits(
+        service: JobService, fake: FakeKubernetes) -> None:
+    job = "a-deploy-job-whose-name-is-as-long-as-a-dns-label-may-ever-be-x"
+    run = (await service.trigger(job, ACTOR, overrides={"DEPLOY_KEY": DEPLOY_KEY})).run
+    name = await _job_of(fake, run)
+    [created] = await eventually(lambda: _value(fake.created_secrets), "the run's Secret")
+    secret = created["metadata"]["name"]
+    assert len(name) == 63 and len(secret) <= 63 and secret.endswith("-params")
+    env = fake.job(NS, name)["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert env[0]["valueFrom"]["secretKeyRef"]["name"] == secret
+
+
+async def _value(value: object) -> object:
+    return value
+
+
+async def test_a_restarted_jobbot_deletes_the_secret_of_a_run_it_finds_finished(
+        app: AppSpec, sqlite_store: Store, tmp_path: Path, fake: FakeKubernetes) -> None:
+    first = kube_service(app, sqlite_store, tmp_path / "data", api_for(fake.url))
+    run, name = await _deploy(first, fake)
+    pod = await fake.add_pod(NS, name, log=[f"before {DEPLOY_KEY}"])
+    await eventually(lambda: _attempts(first, run, 1), "attempt 1")
+    await first.shutdown("jobbot restarting")
+    # The Job runs on (a retry's pod needs the Secret too): stopping leaves it in place.
+    assert _params(fake, name) is not None and _secret_deletes(fake, name) == 0
+    await fake.append_log(NS, pod, f"after {DEPLOY_KEY}")
+    await fake.set_pod(NS, pod, "Succeeded")
+    await fake.finish_job(NS, name, "Complete")
+    second = kube_service(app, sqlite_store, tmp_path / "data", api_for(fake.url))
+    try:
+        assert await second.reconcile() == 1
+        assert (await _final(second, run)).state == "succeeded"
+        assert _params(fake, name) is None and (NS, name) in fake.jobs
+        # Masked after the restart too: jobbot read the values back from the run's Secret.
+        assert [line async for _, line in second.logs(run.id)] == [
+            "before ********", "after ********"]
+    finally:
+        await second.shutdown()
+
+
+async def test_a_run_whose_secret_was_never_made_fails_on_adoption(
+        app: AppSpec, sqlite_store: Store, tmp_path: Path, fake: FakeKubernetes) -> None:
+    first = kube_service(app, sqlite_store, tmp_path / "data", api_for(fake.url))
+    run, name = await _deploy(first, fake)
+    await first.shutdown("jobbot restarting")
+    # As if jobbot had stopped between creating the Job and its Secret: its pod waits.
+    del fake.secrets[(NS, params_secret_name(name))]
+    second = kube_service(app, sqlite_store, tmp_path / "data", api_for(fake.url))
+    try:
+        assert await second.reconcile() == 1
+        final = await _final(second, run)
+        assert (final.state, final.reason) == (
+            "failed", f"its Secret {NS}/{params_secret_name(name)} with the values of its "
+                      "secret parameters was never created (jobbot stopped while starting "
+                      "it); its Job was deleted at start-up")
+        assert (NS, name) not in fake.jobs
     finally:
         await second.shutdown()

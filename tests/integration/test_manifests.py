@@ -94,7 +94,8 @@ def test_role_grants_only_what_the_executor_calls(deployed: list[dict[str, Any]]
     assert granted == {("batch", "jobs", v) for v in ("create", "get", "list", "watch",
                                                       "delete")} | {
         ("", "pods", v) for v in ("get", "list", "watch")} | {("", "pods/log", "get")} | {
-        # get: masking; create and delete: each private build's own git Secret.
+        # get: masking; create and delete: each private build's git Secret, and each run's
+        # Secret of secret parameter values.
         ("", "secrets", v) for v in ("get", "create", "delete")}
     binding = next(d for d in deployed if d["kind"] == "RoleBinding")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "jobbot",

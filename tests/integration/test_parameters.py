@@ -98,11 +98,11 @@ def test_the_cli_takes_parameters_with_the_same_errors(tmp_path: Path, db_url: s
         assert TOKEN_VALUE not in database_text(store)
     finally:
         store.close()
-    # render shows what a run would get, the secret masked.
+    # render shows what a run would get: the secret from the run's Secret, never its value.
     rendered = jobbot(tmp_path, db_url, "render", "migrate", "TARGET=staging",
                       f"TOKEN={TOKEN_VALUE}")
     assert rendered.returncode == 0, rendered.stderr
-    assert "value: '********'" in rendered.stdout and TOKEN_VALUE not in rendered.stdout
+    assert "secretKeyRef:" in rendered.stdout and TOKEN_VALUE not in rendered.stdout
     assert "value: '1'" in rendered.stdout  # STEPS' default
 
 

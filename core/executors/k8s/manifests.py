@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +41,8 @@ GIT_SECRET_DIR = "/run/secrets/jobbot-git"
 GIT_SECRET_KEY = "token"
 # What `jobbot render --build` shows where a build's Secret and its token go.
 PLACEHOLDER_GIT_TOKEN = "<an installation token: this repository only, contents: read, 1 hour>"
+# The suffix of the Secret holding a run's secret parameter values (named after its Job).
+PARAMS_SUFFIX = "-params"
 
 
 @dataclass(frozen=True)
@@ -93,14 +95,18 @@ def run_image(app: AppSpec, job: JobSpec, run: RunInfo) -> str:
 def job_manifest(app: AppSpec, job: JobSpec, run: RunInfo,
                  env: dict[str, str] | None = None,
                  pod_annotations: dict[str, str] | None = None,
-                 secrets: Sequence[str] | None = None) -> dict[str, Any]:
+                 secrets: Sequence[str] | None = None,
+                 secret_env: Collection[str] = ()) -> dict[str, Any]:
     """The batch/v1 Job for one run of `job`; `env` is job env plus run overrides (BadInput
     for a name the job does not declare).
 
     `pod_annotations` go on the pod template (a deployment's mesh or cost tooling; none by
     default, and `jobbot render` shows none). `secrets` are the Secrets the run gets, the
-    job's by default (none for a fork pull request's run: `secret_names`).
+    job's by default (none for a fork pull request's run: `secret_names`). The names in
+    `secret_env` (the run's secret parameters) take their value from the key of that name in
+    the run's own Secret (`params_secret_name`), so the Job holds no secret value.
     """
+    name = job_name(job.name, run.number, run.id)
     labels = {
         MANAGED_BY: "jobbot", LABEL_APP: app.app, LABEL_JOB: job.name,
         LABEL_RUN_ID: run.id, LABEL_SOURCE: run.source,
@@ -121,13 +127,13 @@ def job_manifest(app: AppSpec, job: JobSpec, run: RunInfo,
         "name": CONTAINER,
         "image": run_image(app, job, run),
         "command": list(job.command),
-        "env": [{"name": k, "value": v} for k, v in variables.items()],
+        "env": [_env_var(k, v, name, secret_env) for k, v in variables.items()],
         "securityContext": _container_security(job),
     }
     secrets = job.secrets if secrets is None else secrets
     if secrets:
         # The kubelet hands the values to the pod; jobbot reads them only to mask logs.
-        container["envFrom"] = [{"secretRef": {"name": name}} for name in secrets]
+        container["envFrom"] = [{"secretRef": {"name": secret}} for secret in secrets]
     resources = {k: v for k, v in (("cpu", job.resources.cpu),
                                    ("memory", job.resources.memory)) if v}
     if resources:
@@ -158,13 +164,20 @@ def job_manifest(app: AppSpec, job: JobSpec, run: RunInfo,
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
-            "name": job_name(job.name, run.number, run.id),
+            "name": name,
             "namespace": app.namespace,
             "labels": labels,
             "annotations": annotations,
         },
         "spec": spec,
     }
+
+
+def _env_var(key: str, value: str, job: str, secret_env: Collection[str]) -> dict[str, Any]:
+    if key not in secret_env:
+        return {"name": key, "value": value}
+    return {"name": key, "valueFrom": {"secretKeyRef": {"name": params_secret_name(job),
+                                                        "key": key}}}
 
 
 def _pod_security(job: JobSpec) -> dict[str, Any]:
@@ -216,6 +229,37 @@ def git_secret_manifest(job: dict[str, Any], token: str) -> dict[str, Any]:
                                  "uid": meta["uid"]}],
         },
         "stringData": {GIT_SECRET_KEY: token},
+    }
+
+
+def params_secret_name(job_name: str) -> str:
+    """The Secret holding a run's secret parameter values: `<Job name>-params`, a DNS-1123
+    label; a Job name too long for the suffix is cut and a hash of it keeps it apart."""
+    if len(job_name) + len(PARAMS_SUFFIX) <= MAX_NAME:
+        return job_name + PARAMS_SUFFIX
+    tail = f"-{short_hash(job_name)}{PARAMS_SUFFIX}"
+    return job_name[: MAX_NAME - len(tail)].rstrip("-") + tail
+
+
+def params_secret_manifest(job: dict[str, Any], values: Mapping[str, str]) -> dict[str, Any]:
+    """The Secret with a run's secret parameter values (a key per variable name), owned by
+    its Job (`job` as the API returned it, uid included), so that it goes when the Job goes.
+    Immutable: a run's values never change; a rerun is a new run with a Secret of its own."""
+    meta = job["metadata"]
+    labels = {k: v for k, v in (meta.get("labels") or {}).items()
+              if k in (MANAGED_BY, LABEL_APP, LABEL_JOB, LABEL_RUN_ID)}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "immutable": True,
+        "metadata": {
+            "name": params_secret_name(meta["name"]), "namespace": meta["namespace"],
+            "labels": labels,
+            "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": meta["name"],
+                                 "uid": meta["uid"]}],
+        },
+        "stringData": dict(values),
     }
 
 
