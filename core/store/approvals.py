@@ -15,7 +15,7 @@ from sqlmodel import select as orm_select
 from core.errors import NotFound
 from core.models import Run, RunApproval, RunEvent, RunState, utcnow
 from core.store.audit import AuditRecord
-from core.store.base import AUDIT_LOG, RUN_APPROVALS, RUNS, StoreBase, chunks
+from core.store.base import AUDIT_LOG, RUNS, StoreBase, chunks
 
 APPROVED = "approved"
 DENIED = "denied"
