@@ -4,6 +4,9 @@ Approve and Deny buttons decide it, and it starts once, ends denied, or ends exp
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -14,7 +17,7 @@ from bot.app import BOT
 from core.models import RunState
 from tests.fakes.slack import FakeSlack, Message
 from tests.integration.test_slack_bot import Bot, start_bot
-from tests.support.apps import python_job
+from tests.support.apps import python_job, write_app
 
 APPROVERS = ["U0ALICE", "U0BOB", "U0CAROL"]
 
@@ -257,3 +260,29 @@ async def test_the_backlog_records_clicks_before_the_ack(bot: Bot) -> None:
     await bot.app[BOT].backlog.join()
     approvals = await bot.runtime.service.approvals(run_id)
     assert [(a.who, a.decision) for a in approvals] == [("slack:U0BOB", "approved")]
+
+
+async def test_the_run_page_shows_the_wait_and_who_approved(bot: Bot) -> None:
+    run_id = bot.run_id_from(await bot.ask("run deploy"))
+    await click(bot, "approve", run_id, "U0BOB")
+    page_url = bot.runtime.links.run_url(run_id)
+    path = page_url.split("jobbot.test", 1)[1]
+    base = bot.url.rsplit("/slack/events", 1)[0]
+    async with bot.slack.session.get(base + path) as response:
+        assert response.status == 200
+        html = await response.text()
+    assert "waiting for approval" in html
+    assert 'id="approvals">1 of 2 · u0bob approved' in html
+
+
+def test_jobbot_validate_refuses_a_bad_approval_with_file_and_line(tmp_path: Path) -> None:
+    bad = python_job("deploy", "print(1)", approval={"required": 0, "from": {"teams": ["x"]}})
+    config = write_app(tmp_path, [bad])
+    result = subprocess.run([sys.executable, "-m", "jobbot", "--config", str(config),
+                             "validate"], capture_output=True, text=True, check=False,
+                            timeout=60, env={**os.environ})
+    assert result.returncode == 2
+    assert f"{config}:" in result.stderr
+    assert "jobs[deploy].approval.required: 0 is too small: the least allowed is 1" in (
+        result.stderr)
+    assert "jobs[deploy].approval.from.teams: unknown key 'teams'" in result.stderr
