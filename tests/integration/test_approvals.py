@@ -8,16 +8,20 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bot.app import BOT
-from core.models import RunState
+from core.models import RunState, Source
+from core.policy import Actor
+from core.service import Slot
+from core.store import Store
 from tests.fakes.slack import FakeSlack, Message
 from tests.integration.test_slack_bot import Bot, start_bot
-from tests.support.apps import python_job, write_app
+from tests.support.apps import python_job, service_for, write_app
 
 APPROVERS = ["U0ALICE", "U0BOB", "U0CAROL"]
 
@@ -286,3 +290,25 @@ def test_jobbot_validate_refuses_a_bad_approval_with_file_and_line(tmp_path: Pat
     assert "jobs[deploy].approval.required: 0 is too small: the least allowed is 1" in (
         result.stderr)
     assert "jobs[deploy].approval.from.teams: unknown key 'teams'" in result.stderr
+
+
+async def test_a_scheduled_run_of_a_job_with_approval_waits_too(tmp_path: Path,
+                                                                store: Store) -> None:
+    nightly = python_job("nightly", "print('nightly')", schedule="0 3 * * *",
+                         approval={"from": {"slack_users": APPROVERS}})
+    service = service_for(tmp_path, store, [nightly])
+    try:
+        slot = Slot(job=service.catalog.resolve("nightly"),
+                    scheduled_for=datetime(2026, 12, 1, 3, tzinfo=UTC),
+                    idempotency_key="nightly:2026-12-01T03:00")
+        [run] = await service.record_slots([slot])
+        waiting = await service.get_run(run.id)
+        assert waiting.state == RunState.NEEDS_APPROVAL
+        assert waiting.spec_digest and waiting.approval_expires_at is not None
+        bob = Actor("slack:U0BOB", Source.SLACK, display="bob", slack_user="U0BOB")
+        result = await service.approve(run.id, bob)
+        assert result.outcome == "released"
+        assert (await asyncio.wait_for(service.wait(run.id, poll=0.05), 30)).state == (
+            RunState.SUCCEEDED)
+    finally:
+        await service.shutdown()
