@@ -92,6 +92,7 @@ async def run_page(request: web.Request) -> web.StreamResponse:
         "parameters": _rerun_fields(ctx, run) if offer.rerun else [],
         "approvals": decisions, "approvals_required": _approvals_required(ctx, run),
         "approved": [a for a in decisions if a.decision == "approved"],
+        "can_approve": offer.approve,
         "can_cancel": offer.cancel, "can_rerun": offer.rerun, "refusal": offer.refusal,
         "account": ctx.account(request, request.path_qs),
         "attempt_seconds": _attempt_seconds,

@@ -12,16 +12,25 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.app import BOT
+from bot.usergroups import UserGroups
+from bot.workspace import Workspace
+from core.links import Links
 from core.models import RunState, Source
 from core.policy import Actor
 from core.service import Slot
 from core.store import Store
-from tests.fakes.slack import FakeSlack, Message
+from tests.fakes.slack import BOT_TOKEN, CLIENT_ID, CLIENT_SECRET, FakeSlack, Message
 from tests.integration.test_slack_bot import Bot, start_bot
+from tests.integration.test_web_signin import ALICE, BOB, CAROL, Site, page, post, sign_in
 from tests.support.apps import python_job, service_for, write_app
+from tests.support.net import free_port
+from tests.support.pages import KEY, make_app, serving
+from web.oidc import SlackSignIn
 
 APPROVERS = ["U0ALICE", "U0BOB", "U0CAROL"]
 
@@ -312,3 +321,62 @@ async def test_a_scheduled_run_of_a_job_with_approval_waits_too(tmp_path: Path,
             RunState.SUCCEEDED)
     finally:
         await service.shutdown()
+
+
+@pytest.fixture
+async def site(tmp_path: Path, store: Store) -> AsyncIterator[Site]:
+    slack = FakeSlack()
+    await slack.start()
+    slack.usergroups = {"S0OPS": ["U0CAROL"]}
+    service = service_for(tmp_path, store, [python_job(
+        "gated", "print('approved and run')",
+        approval={"from": {"slack_users": ["U0ALICE"], "slack_usergroups": ["S0OPS"]}})])
+    client = AsyncWebClient(token=BOT_TOKEN, base_url=slack.api_url)
+    port = free_port()
+    links = Links(f"http://127.0.0.1:{port}", KEY)
+    app = make_app(service, links, web_token=None,
+                   slack_signin=SlackSignIn(CLIENT_ID, CLIENT_SECRET, slack.api_url),
+                   slack_directory=Workspace(client, UserGroups(client)))
+    async with serving(app, port) as url:
+        yield Site(url, links, service, store, slack, tmp_path / "gate")
+        await service.shutdown()
+    await slack.stop()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+        yield session
+
+
+async def test_the_run_page_approves_and_denies_for_eligible_people(
+        site: Site, browser: aiohttp.ClientSession) -> None:
+    ada = Actor("slack:U0ADA", Source.SLACK, display="Ada", slack_user="U0ADA")
+    first = (await site.service.trigger("gated", ada)).run.id
+    second = (await site.service.trigger("gated", ada)).run.id
+    await sign_in(site, browser, BOB)
+    body = await page(site, browser, first)
+    assert f'action="/runs/{first}/approve"' not in body  # Bob may not approve
+    status, text, _ = await post(site, browser, first, "approve")
+    assert status == 403 and "only users &lt;@U0ALICE&gt;" in text
+    assert await site.service.approvals(first) == []
+
+    await sign_in(site, browser, CAROL)  # through the user group S0OPS
+    body = await page(site, browser, first)
+    assert f'action="/runs/{first}/approve"' in body and f'action="/runs/{first}/deny"' in body
+    status, _, location = await post(site, browser, first, "approve")
+    assert status == 303 and location.startswith(f"/runs/{first}?t=")
+    run = await asyncio.wait_for(site.service.wait(first, poll=0.05), 30)
+    assert run.state == RunState.SUCCEEDED
+    status, text, _ = await post(site, browser, first, "approve")
+    assert status == 409 and "not waiting for approval" in text
+
+    await sign_in(site, browser, ALICE)
+    status, _, _ = await post(site, browser, second, "deny")
+    assert status == 303
+    run = await site.service.get_run(second)
+    assert run.state == RunState.DENIED and run.reason == "denied by Alice"
+    entries = [(e.actor, e.source, e.action, e.result) for e in site.store.audit_log()]
+    assert ("slack:U0CAROL", "web", "approve", "approved") in entries
+    assert ("slack:U0ALICE", "web", "deny", "denied") in entries
+    assert ("slack:U0BOB", "web", "approve", "refused") in entries
