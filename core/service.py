@@ -30,7 +30,7 @@ from core.run_ids import is_run_id
 from core.sealing import Sealer, Unsealable
 from core.spec import JobSpec
 from core.store import ActiveRun, AuditRecord, Decision, NewRun, ScheduleRow, Store
-from core.store.approvals import APPROVED, DENIED
+from core.store.approvals import APPROVED, DENIED, changed_reason
 
 logger = logging.getLogger(__name__)
 P = ParamSpec("P")
@@ -385,6 +385,14 @@ class JobService:
         if approval is None:
             return False
         digest = spec_digest(target.job)
+        if run.spec_digest is not None and run.spec_digest != digest:
+            # Approved for a definition that changed since: never launched with this one.
+            ended = await self._db(self.store.transition, run.id, RunState.CANCELLED,
+                                   reason=changed_reason(run.job))
+            if ended is not None:
+                _count_finished(ended)
+            self.changes.notify()
+            return True
         decisions = await self._db(self.store.approvals, run.id)
         approved = [a for a in decisions if a.decision == APPROVED]
         if run.spec_digest == digest and len(approved) >= approval.required:

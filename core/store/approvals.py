@@ -66,10 +66,8 @@ class ApprovalStore(StoreBase):
             if run.state != RunState.NEEDS_APPROVAL.value:
                 return Decided("not_waiting", run, _approvals(session, run.id))
             if run.spec_digest != decision.digest:
-                ended = _end(session, run, RunState.CANCELLED, (
-                    f"cancelled: the definition of {run.job} changed while the run waited for "
-                    "approval, so what was asked for is no longer what would run; start it "
-                    "again to ask for approval of the new one"), {"by": "jobbot"})
+                ended = _end(session, run, RunState.CANCELLED, changed_reason(run.job),
+                             {"by": "jobbot"})
                 _audit(session, decision, "ended", "the job's definition changed")
                 return Decided("changed", ended or run, _approvals(session, run.id))
             if run.approval_expires_at is not None and run.approval_expires_at <= now:
@@ -156,6 +154,13 @@ class ApprovalStore(StoreBase):
 def _approvals(session: Session, run_id: str) -> list[RunApproval]:
     return list(session.exec(orm_select(RunApproval).where(RunApproval.run_id == run_id)
                              .order_by(col(RunApproval.at))))
+
+
+def changed_reason(job: str) -> str:
+    """Why a run approved (or asked for) under another definition of its job never starts."""
+    return (f"cancelled: the definition of {job} changed while the run waited for approval, "
+            "so what was asked for is no longer what would run; start it again to ask for "
+            "approval of the new one")
 
 
 def _expired_reason(run: Run) -> str:
