@@ -7,8 +7,10 @@ import asyncio
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ from core.links import Links
 from core.models import RunState, Source
 from core.policy import Actor
 from core.service import Slot
-from core.store import Store
+from core.store import Decision, NewRun, Store
 from tests.fakes.slack import BOT_TOKEN, CLIENT_ID, CLIENT_SECRET, FakeSlack, Message
 from tests.integration.test_slack_bot import Bot, start_bot
 from tests.integration.test_web_signin import ALICE, BOB, CAROL, Site, page, post, sign_in
@@ -380,3 +382,31 @@ async def test_the_run_page_approves_and_denies_for_eligible_people(
     assert ("slack:U0CAROL", "web", "approve", "approved") in entries
     assert ("slack:U0ALICE", "web", "deny", "denied") in entries
     assert ("slack:U0BOB", "web", "approve", "refused") in entries
+
+
+def test_concurrent_last_approvals_release_the_run_exactly_once(store: Store) -> None:
+    """Two approvals of one run committed at the same moment (two replicas): the run's row
+    lock makes the second see the first, so one of them releases it, never none or both."""
+    for round_ in range(15):
+        created = store.create_run(NewRun(
+            app="demo", job="deploy", source="slack", actor="slack:U0ALICE",
+            state=RunState.NEEDS_APPROVAL, spec_digest="d" * 64,
+            approval_expires_at=datetime.now(UTC) + timedelta(hours=1)))
+        run_id = created.run.id
+        barrier = threading.Barrier(2)
+
+        def approve(who: str, run_id: str = run_id, barrier: threading.Barrier = barrier,
+                    target: str = f"demo/deploy#{round_ + 1}") -> str:
+            barrier.wait()
+            return store.decide_approval(Decision(
+                run_id=run_id, who=who, display=who, source="slack", decision="approved",
+                digest="d" * 64, required=2, owner=f"replica-{who}",
+                audit_target=target)).outcome
+
+        with ThreadPoolExecutor(2) as pool:
+            outcomes = sorted(pool.map(approve, ["slack:U0BOB", "slack:U0CAROL"]))
+        assert outcomes == ["recorded", "released"], outcomes
+        run = store.get_run(run_id)
+        assert run is not None and run.state == RunState.QUEUED
+        queued = [e for e in store.events_for(run_id) if e.kind == "state"]
+        assert [e.state for e in queued] == ["queued"]
