@@ -48,7 +48,8 @@ def action_key(body: dict[str, Any]) -> str:
 
 CLICK_KINDS = {render.CANCEL_ACTION: "cancel", render.RERUN_ACTION: "rerun",
                render.CONFIRM_ACTION: "confirm", render.DECLINE_ACTION: "decline",
-               render.RERUN_FORM_ACTION: "rerun_form"}
+               render.RERUN_FORM_ACTION: "rerun_form", render.APPROVE_ACTION: "approve",
+               render.DENY_ACTION: "deny"}
 # The fields of a form: Slack tells the app when one changes (a block_actions inside the view).
 FIELD_ACTIONS = re.compile("^" + re.escape(render.FIELD_ACTION))
 
@@ -227,6 +228,16 @@ def register_listeners(app: AsyncApp, router: Router, backlog: Backlog,
         reply = await router.rerun(_value(body), actor, key, _origin(actor))
         await answer(body, reply, actor.slack_user)
 
+    async def approve_clicked(key: str, body: dict[str, Any]) -> None:
+        actor = _clicker(body)
+        reply = await router.decide(_value(body), actor, approve=True)
+        await respond(body.get("response_url"), reply, user=actor.slack_user)
+
+    async def deny_clicked(key: str, body: dict[str, Any]) -> None:
+        actor = _clicker(body)
+        reply = await router.decide(_value(body), actor, approve=False)
+        await respond(body.get("response_url"), reply, user=actor.slack_user)
+
     async def confirm_clicked(key: str, body: dict[str, Any]) -> None:
         actor, pending_id = _clicker(body), _value(body)
         try:
@@ -248,7 +259,8 @@ def register_listeners(app: AsyncApp, router: Router, backlog: Backlog,
     work: dict[str, Work] = {"command": run_command, "typo": typo, "cancel": cancel_clicked,
                              "rerun": rerun_clicked, "confirm": confirm_clicked,
                              "decline": decline_clicked, "submit": submitted,
-                             "form_refused": form_refused, "rerun_form": rerun_form_clicked}
+                             "form_refused": form_refused, "rerun_form": rerun_form_clicked,
+                             "approve": approve_clicked, "deny": deny_clicked}
     backlog.handlers.update(work)
     app.command(ANY_COMMAND)(on_command)
     for action_id in CLICK_KINDS:

@@ -64,8 +64,11 @@ class Notifier:
         record = await asyncio.to_thread(self._service.store.slack_message, run.id)
         if record is not None and event.id is not None and event.id <= record.last_event_id:
             return  # shown before a restart; the cursor had not moved yet
-        if record is None and kind not in wanted:
-            return  # nothing to say yet (e.g. `on: [failure]` and this is the start)
+        waiting = event.state == RunState.NEEDS_APPROVAL.value
+        if record is None and kind not in wanted and not waiting:
+            # Nothing to say yet (e.g. `on: [failure]` and this is the start); a run waiting
+            # for approval is always shown: its thread holds the Approve and Deny buttons.
+            return
         context = {"run_id": run.id, "channel": channel, "event_id": event.id}
         try:
             record = await self._parent(run, channel, record, context)
@@ -87,7 +90,13 @@ class Notifier:
                       context: dict[str, Any]) -> SlackMessage:
         """Post the parent message once, or edit it to the run's current state."""
         job = self._job(run)
-        text, blocks = render.run_parent(run, self._links,
+        approvals = None
+        if run.spec_digest is not None:  # its job asked for approval when it was created
+            decisions = await self._service.approvals(run.id)
+            required = job.approval.required if job is not None and job.approval else 1
+            approvals = render.Approvals(tuple((a.who, a.display) for a in decisions
+                                               if a.decision == "approved"), required)
+        text, blocks = render.run_parent(run, self._links, approvals=approvals,
                                          changes=job is not None and bool(job.parameters))
         if record is not None and record.channel.startswith("D") and not channel.startswith("D"):
             text, blocks = _in_dm(channel, None, text, blocks)  # the thread moved to a DM

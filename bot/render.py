@@ -16,7 +16,7 @@ from bot import mrkdwn
 from core.durations import format_duration
 from core.links import Links
 from core.models import Attempt, Run
-from core.service import JobSummary
+from core.service import ApprovalResult, JobSummary
 from core.spec import ParameterSpec
 
 # Slack's limits: blocks per message, characters per section text, per button value.
@@ -34,6 +34,8 @@ RERUN_ACTION = "jobbot_rerun"
 CONFIRM_ACTION = "jobbot_confirm"
 DECLINE_ACTION = "jobbot_decline"
 RERUN_FORM_ACTION = "jobbot_rerun_form"
+APPROVE_ACTION = "jobbot_approve"
+DENY_ACTION = "jobbot_deny"
 FORM_CALLBACK = "jobbot_run_form"
 # Block and action ids of a form's fields: the prefix, then the parameter's name.
 FIELD_BLOCK = "param:"
@@ -45,6 +47,7 @@ STATE_EMOJI = {
     "queued": ":hourglass_flowing_sand:", "running": ":arrow_forward:",
     "succeeded": ":white_check_mark:", "failed": ":x:", "timed_out": ":alarm_clock:",
     "cancelled": ":black_square_for_stop:", "skipped": ":fast_forward:",
+    "needs_approval": ":raised_hand:", "denied": ":no_entry:", "expired": ":hourglass:",
 }
 
 
@@ -171,9 +174,38 @@ def run_title(run: Run) -> str:
     return mrkdwn.escape(f"{run.app}/{run.job} #{run.number}")
 
 
-def run_parent(run: Run, links: Links, *, changes: bool = False) -> tuple[str, list[Block]]:
+@dataclass(frozen=True)
+class Approvals:
+    """Who approved a run so far (actor ids and names), out of how many it needs."""
+
+    approved: tuple[tuple[str, str], ...]
+    required: int
+
+
+def person(actor_id: str, name: str) -> str:
+    """Someone who acted (approved, denied), as Slack shows them."""
+    kind, _, rest = actor_id.partition(":")
+    if kind == "slack" and _SLACK_ID.fullmatch(rest):
+        return f"<@{rest}>"
+    if kind == "github" and rest:
+        return f"{mrkdwn.escape(rest)} on GitHub"
+    return mrkdwn.escape(name or actor_id)
+
+
+def approval_line(approvals: Approvals) -> str:
+    """'1 of 2 approvals: @alice'."""
+    count = len(approvals.approved)
+    text = f"{count} of {approvals.required} approval{'' if approvals.required == 1 else 's'}"
+    if approvals.approved:
+        text += ": " + ", ".join(person(who, name) for who, name in approvals.approved)
+    return text
+
+
+def run_parent(run: Run, links: Links, *, changes: bool = False,
+               approvals: Approvals | None = None) -> tuple[str, list[Block]]:
     """The parent message of a run's thread: what, who, where, state, and buttons (with
-    `changes`, for a job with parameters, Rerun with changes too)."""
+    `changes`, for a job with parameters, Rerun with changes too; while the run waits for
+    approval, Approve and Deny, and who approved so far)."""
     url = links.run_url(run.id)
     title = f"*<{url}|{run_title(run)}>*  {state_text(run)}"
     fields = [
@@ -188,8 +220,17 @@ def run_parent(run: Run, links: Links, *, changes: bool = False) -> tuple[str, l
     ]
     if run.reason and run.state != "succeeded":
         blocks.append(context(clip(f"reason: {mrkdwn.escape(run.reason)}", 2000)))
+    waiting = run.state == "needs_approval"
+    if approvals is not None and (waiting or approvals.approved):
+        line = approval_line(approvals)
+        blocks.append(section(f":raised_hand: waiting for approval: {line}") if waiting
+                      else context(f"approved: {line}"))
     actions = [button("View logs", action_id="jobbot_view_logs", url=url)]
-    if run.run_state.is_final:
+    if waiting:
+        actions.append(button("Approve", action_id=APPROVE_ACTION, value=run.id,
+                              style="primary"))
+        actions.append(button("Deny", action_id=DENY_ACTION, value=run.id, style="danger"))
+    elif run.run_state.is_final:
         actions.append(button("Rerun", action_id=RERUN_ACTION, value=run.id))
         if changes:
             actions.append(button("Rerun with changes", action_id=RERUN_FORM_ACTION,
@@ -236,7 +277,10 @@ def code_block(lines: Iterable[str], *, title: str = "") -> str:
 
 def started(run: Run, created: bool, links: Links, others: Sequence[str] = ()) -> Reply:
     url = links.run_url(run.id)
-    if created:
+    if created and run.state == "needs_approval":
+        text = (f":raised_hand: <{url}|{run_title(run)}> waits for approval before it starts "
+                f"(id {mrkdwn.code(run.id)})")
+    elif created:
         text = f":rocket: started <{url}|{run_title(run)}> (id {mrkdwn.code(run.id)})"
     else:
         text = f"already started: <{url}|{run_title(run)}> is {mrkdwn.escape(run.state)}"
@@ -244,6 +288,20 @@ def started(run: Run, created: bool, links: Links, others: Sequence[str] = ()) -
         text += (f"\nnote: other runs of {mrkdwn.escape(run.job)} are active: "
                  f"{mrkdwn.escape(', '.join(others))}")
     return reply(text, [section(text)], started_run=run.id if created else None)
+
+
+def decided(result: ApprovalResult, links: Links) -> Reply:
+    """The answer to an Approve or Deny click (or command): what the decision did."""
+    run = result.run
+    title = f"<{links.run_url(run.id)}|{run_title(run)}>"
+    count = f"{len(result.approved)} of {result.required}"
+    if result.outcome == "denied":
+        text = f":no_entry: you denied {title}: it will not run"
+    elif result.outcome == "released":
+        text = f":white_check_mark: you approved {title} ({count}): it is {run.state} now"
+    else:
+        text = f":ballot_box_with_check: you approved {title} ({count}): waiting for more"
+    return reply(text, [section(text)])
 
 
 def job_list(jobs: Sequence[JobSummary]) -> Reply:

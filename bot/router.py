@@ -215,6 +215,28 @@ class Router:
         await self.service.audit(actor, "rerun", run_id, outcome, f"in {where}" if where else None)
         return answer
 
+    async def decide(self, run_id: str, actor: Actor, *, approve: bool) -> Reply:
+        """The Approve or Deny button of a run waiting for approval (audited by the service)."""
+        try:
+            run = await self.service.get_run(run_id)
+            target = self.service.catalog.resolve(f"{run.app}/{run.job}")
+            actor = await self.approver_for(target.job, actor)
+            decide = self.service.approve if approve else self.service.deny
+            result = await decide(run.id, actor)
+        except JobbotError as exc:
+            return render.error(str(exc))
+        return render.decided(result, self.links)
+
+    async def approver_for(self, job: JobSpec, actor: Actor) -> Actor:
+        """The actor with the Slack user groups of the job's `approval.from` (and `allow:`,
+        which decides when `from` names nobody) they belong to."""
+        wanted = tuple(job.approval.from_.slack_usergroups) if job.approval else ()
+        wanted += tuple(g for g in job.allow.slack_usergroups if g not in wanted)
+        if not wanted or self.groups is None or not actor.slack_user:
+            return actor
+        found = await self.groups.groups_of(actor.slack_user, wanted)
+        return dataclasses.replace(actor, slack_usergroups=actor.slack_usergroups | found)
+
     # -- commands -------------------------------------------------------------------------
 
     async def _dispatch(self, command: Command, request: Request) -> Reply:

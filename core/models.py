@@ -56,7 +56,7 @@ BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 
 class RunState(enum.StrEnum):
-    """Where a run is in its life; the last four are final."""
+    """Where a run is in its life; all but queued, running and needs_approval are final."""
 
     QUEUED = "queued"
     RUNNING = "running"
@@ -65,10 +65,14 @@ class RunState(enum.StrEnum):
     TIMED_OUT = "timed_out"
     CANCELLED = "cancelled"
     SKIPPED = "skipped"
+    # Waiting for the approvals its job's `approval:` asks for; denied or expired ends it.
+    NEEDS_APPROVAL = "needs_approval"
+    DENIED = "denied"
+    EXPIRED = "expired"
 
     @property
     def is_final(self) -> bool:
-        return self not in (RunState.QUEUED, RunState.RUNNING)
+        return self not in (RunState.QUEUED, RunState.RUNNING, RunState.NEEDS_APPROVAL)
 
 
 class Source(enum.StrEnum):
@@ -124,6 +128,10 @@ class Run(SQLModel, table=True):
     exit_code: int | None = None
     reason: str | None = Field(default=None, max_length=2000)
     cancel_requested_by: str | None = Field(default=None, max_length=200)
+    # For a job with `approval:`: the digest of the job's definition the approvals are for
+    # (core.approvals.spec_digest), and when the run stops waiting for them.
+    spec_digest: str | None = Field(default=None, max_length=64)
+    approval_expires_at: datetime | None = _ts(nullable=True)
 
     @property
     def run_state(self) -> RunState:
@@ -223,6 +231,21 @@ class AuditEntry(SQLModel, table=True):
     result: str = Field(max_length=32)
     detail: str | None = Field(default=None, max_length=2000)
 
+
+
+class RunApproval(SQLModel, table=True):
+    """One person's approval or denial of a run waiting for approval; a person counts once."""
+
+    __tablename__ = "run_approvals"
+
+    # No foreign key: pruning a run's history deletes its approvals itself.
+    run_id: str = Field(sa_column=Column(String(32), primary_key=True))
+    # The actor's id (slack:U…, github:login): who counts once, whatever front end they use.
+    who: str = Field(sa_column=Column(String(200), primary_key=True))
+    display: str = Field(max_length=200)
+    source: str = Field(max_length=16)
+    decision: str = Field(max_length=16)
+    at: datetime = _ts(nullable=False)
 
 
 class SlackMessage(SQLModel, table=True):

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from core.models import Source
-from core.spec import Allow, JobSpec
+from core.spec import Allow, ApprovalFrom, JobSpec
 
 GITHUB_PERMISSIONS = ("read", "triage", "write", "maintain", "admin")
 
@@ -117,6 +117,39 @@ def describe_slack(allow: Allow) -> str:
     if allow.slack_channels:
         text += " in " + ", ".join(f"<#{c}>" for c in allow.slack_channels)
     return text + " may"
+
+
+def may_approve(job: JobSpec, actor: Actor) -> Decision:
+    """May `actor` approve (or deny) runs of `job`, by its `approval.from`? Any one rule
+    admits them; with no rules, whoever may run the job may. A denial says who may."""
+    approval = job.approval
+    if approval is None:
+        return Decision(False, f"{job.name} needs no approval")
+    rules = approval.from_
+    if not rules.any:
+        may_run = decide(job, Action.RUN, actor)
+        return Decision(True) if may_run.allowed else Decision(
+            False, may_run.reason.replace("you may not run", "you may not approve", 1))
+    if actor.slack_user and (actor.slack_user in rules.slack_users
+                             or bool(actor.slack_usergroups & set(rules.slack_usergroups))):
+        return Decision(True)
+    have, needed = actor.github_permission, rules.github_permission
+    if needed and have in GITHUB_PERMISSIONS and (
+            GITHUB_PERMISSIONS.index(have) >= GITHUB_PERMISSIONS.index(needed)):
+        return Decision(True)
+    return Decision(False, f"you may not approve {job.name}: {describe_approvers(rules)}")
+
+
+def describe_approvers(rules: ApprovalFrom) -> str:
+    """Who may approve runs of a job, in words."""
+    who = []
+    if rules.slack_users:
+        who.append("users " + ", ".join(f"<@{u}>" for u in rules.slack_users))
+    if rules.slack_usergroups:
+        who.append("members of " + ", ".join(f"<!subteam^{g}>" for g in rules.slack_usergroups))
+    if rules.github_permission:
+        who.append(f"people with {rules.github_permission} permission on the repository")
+    return ("only " + " and ".join(who) if who else "anyone who may run it") + " may"
 
 
 def needs_confirmation(job: JobSpec, actor: Actor) -> bool:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
+from core.approvals import spec_digest
 from core.catalog import Catalog, JobRef
 from core.errors import BadInput, Conflict, ExecutorError, NotFound, PermissionDenied
 from core.events import Changes
@@ -17,17 +19,18 @@ from core.executors.base import Executor, Launch, SecretKeys
 from core.logs import LogStore
 from core.masking import is_sensitive_key
 from core.metrics import QUEUE_DEPTH, RUN_DURATION, RUNS_FINISHED, RUNS_STARTED
-from core.models import Attempt, JobState, Run, RunState
+from core.models import Attempt, JobState, Run, RunApproval, RunState, utcnow
 from core.numbers import INT32_MAX, bounded_int
 from core.overrides import check_values
 from core.parameters import Parameters, check_parameters
-from core.policy import Action, Actor, decide
+from core.policy import Action, Actor, decide, may_approve
 from core.procs import ProcessId
 from core.replicas import Liveness, Replica
 from core.run_ids import is_run_id
 from core.sealing import Sealer, Unsealable
 from core.spec import JobSpec
-from core.store import ActiveRun, AuditRecord, NewRun, ScheduleRow, Store
+from core.store import ActiveRun, AuditRecord, Decision, NewRun, ScheduleRow, Store
+from core.store.approvals import APPROVED, DENIED, changed_reason
 
 logger = logging.getLogger(__name__)
 P = ParamSpec("P")
@@ -45,6 +48,17 @@ class TriggerResult:
     created: bool
     # Other runs of the job still queued or running when this one was triggered.
     active: list[ActiveRun] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ApprovalResult:
+    """What an approval or denial did: `outcome` is recorded (more approvals needed),
+    released (approved: the run started) or denied; `approved` names who approved so far."""
+
+    run: Run
+    outcome: str
+    approved: list[str]
+    required: int
 
 
 @dataclass(frozen=True)
@@ -119,6 +133,7 @@ class JobService:
         # This process's lease; its heartbeat takes over the runs of replicas that died.
         self.replica = replica or Replica(store, self.owner)
         self.replica.on_beat("runs", self._beat)
+        self.replica.on_beat("approvals", self._expire_approvals)
         executor.bind(self)
 
     async def _db(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
@@ -145,6 +160,7 @@ class JobService:
         target = self.catalog.resolve(job_name)
         await self._authorize(target, Action.RUN, actor)
         checked = await self.check_parameters(target, overrides)
+        approval = target.job.approval
         new = NewRun(
             app=target.app.app, job=target.job.name, source=actor.source.value, actor=actor.id,
             ref=ref, sha=sha, image=image or target.job.image, overrides=dict(checked.values),
@@ -154,8 +170,14 @@ class JobService:
             # This process follows the run: other replicas leave it alone while its lease lives.
             owner=str(self.owner),
         )
+        if approval is not None:
+            # It waits for its approvals, bound to the job's definition as it is now.
+            new.state = RunState.NEEDS_APPROVAL
+            new.spec_digest = spec_digest(target.job)
+            new.approval_expires_at = utcnow() + timedelta(seconds=approval.expires)
         audit = AuditRecord(actor=actor.id, source=actor.source.value, action="run",
-                            target=target.key, result="started")
+                            target=target.key,
+                            result="started" if approval is None else "needs approval")
         outcome = await self._db(self.store.create_run, new, audit)
         if outcome.created:
             QUEUE_DEPTH.labels(outcome.run.app, outcome.run.job).inc()
@@ -326,6 +348,8 @@ class JobService:
         await self.run_finished(run_id, state, reason=reason)
 
     async def _launch(self, target: JobRef, run: Run, *, notify: bool = True) -> None:
+        if await self._approval_gate(target, run):
+            return
         overrides = run.overrides
         env = {**target.job.env, **overrides} if overrides else dict(target.job.env)
         sensitive = tuple(v for k, v in env.items() if is_sensitive_key(k)) if env else ()
@@ -348,6 +372,104 @@ class JobService:
             logger.warning("launching run %s failed: %s", run.id, exc, extra={"run_id": run.id})
             await self.run_finished(run.id, RunState.FAILED, reason=f"could not start: {exc}")
 
+    # -- approvals ------------------------------------------------------------------------
+
+    async def _approval_gate(self, target: JobRef, run: Run) -> bool:
+        """True if `run` waits for approval instead of starting now: it is waiting already,
+        or its job asks for approval and it has not had them (a scheduled run, which then
+        starts to wait). A run released by its last approval goes on."""
+        if run.run_state is RunState.NEEDS_APPROVAL:
+            self.changes.notify()
+            return True
+        approval = target.job.approval
+        if approval is None:
+            return False
+        digest = spec_digest(target.job)
+        if run.spec_digest is not None and run.spec_digest != digest:
+            # Approved for a definition that changed since: never launched with this one.
+            ended = await self._db(self.store.transition, run.id, RunState.CANCELLED,
+                                   reason=changed_reason(run.job))
+            if ended is not None:
+                _count_finished(ended)
+            self.changes.notify()
+            return True
+        decisions = await self._db(self.store.approvals, run.id)
+        approved = [a for a in decisions if a.decision == APPROVED]
+        if run.spec_digest == digest and len(approved) >= approval.required:
+            return False
+        await self._db(self.store.await_approval, run.id, digest,
+                       utcnow() + timedelta(seconds=approval.expires))
+        self.changes.notify()
+        return True
+
+    async def approve(self, run_ref: str, actor: Actor) -> ApprovalResult:
+        """`actor` approves a run waiting for approval; the last approval needed starts it."""
+        return await self._decide(run_ref, actor, APPROVED)
+
+    async def deny(self, run_ref: str, actor: Actor) -> ApprovalResult:
+        """`actor` denies a run waiting for approval: it ends `denied`, saying by whom."""
+        return await self._decide(run_ref, actor, DENIED)
+
+    async def _decide(self, run_ref: str, actor: Actor, decision: str) -> ApprovalResult:
+        run = await self.get_run(run_ref)
+        verb = "approve" if decision == APPROVED else "deny"
+        where = f"{run.app}/{run.job}#{run.number}"
+        if run.run_state is not RunState.NEEDS_APPROVAL:
+            await self._audit(actor, verb, where, "rejected", f"the run is {run.state}")
+            raise Conflict(f"{run.label} is not waiting for approval: it is {run.state}")
+        try:
+            job = self.catalog.resolve(f"{run.app}/{run.job}").job
+        except NotFound:
+            job = None
+        approval = job.approval if job is not None else None
+        digest = spec_digest(job) if job is not None else ""
+        if job is not None and approval is not None:
+            allowed = may_approve(job, actor)
+            if not allowed.allowed:
+                await self._audit(actor, verb, where, "refused", allowed.reason)
+                raise PermissionDenied(allowed.reason)
+            if not approval.allow_self and actor.id == run.actor:
+                reason = (f"you started {run.label}, so someone else must {verb} it "
+                          f"({run.job} has approval self: false)")
+                await self._audit(actor, verb, where, "refused", reason)
+                raise PermissionDenied(reason)
+        decided = await self._db(self.store.decide_approval, Decision(
+            run_id=run.id, who=actor.id, display=actor.name, source=actor.source.value,
+            decision=decision, digest=digest, required=approval.required if approval else 1,
+            owner=str(self.owner), audit_target=where))
+        self.changes.notify()
+        outcome, latest = decided.outcome, decided.run
+        if outcome in ("changed", "expired", "denied"):
+            _count_finished(latest)
+        if outcome == "not_waiting":
+            await self._audit(actor, verb, where, "rejected", f"the run is {latest.state}")
+            raise Conflict(f"{latest.label} is not waiting for approval: it is {latest.state}")
+        if outcome == "duplicate":
+            await self._audit(actor, verb, where, "rejected", "decided already")
+            raise Conflict(f"you have already decided on {latest.label}: a person counts once")
+        if outcome in ("changed", "expired"):
+            raise Conflict(f"{latest.label} was not started: {latest.reason}")
+        approved = [a.display for a in decided.approvals if a.decision == APPROVED]
+        result = ApprovalResult(latest, outcome, approved, approval.required if approval else 1)
+        if outcome == "released" and job is not None:
+            await self._launch(self.catalog.resolve(f"{run.app}/{run.job}"), latest)
+            result = dataclasses.replace(result, run=await self.get_run(run.id))
+        return result
+
+    async def approvals(self, run_id: str) -> list[RunApproval]:
+        """Who approved or denied a run, oldest first."""
+        return await self._db(self.store.approvals, run_id)
+
+    async def _expire_approvals(self, live: Liveness) -> None:
+        """At each heartbeat: end `expired` the runs whose wait for approval is over (of
+        several replicas, each run is ended by one: the store's change is conditional)."""
+        ended = await self._db(self.store.expire_approvals)
+        for run in ended:
+            logger.info("run %s expired waiting for approval", run.id, extra={"run_id": run.id})
+            _count_finished(run)
+        if ended:
+            self.changes.notify()
+
     # -- cancel, pause, resume ------------------------------------------------------------
 
     async def cancel(self, run_ref: str, actor: Actor) -> Run:
@@ -357,6 +479,17 @@ class JobService:
         await self._authorize(target, Action.CANCEL, actor)
         if run.run_state.is_final:
             raise Conflict(f"{run.label} already {run.state}; nothing to cancel")
+        if run.run_state is RunState.NEEDS_APPROVAL:
+            # Never launched: nothing to stop, it just ends.
+            ended = await self._db(self.store.transition, run.id, RunState.CANCELLED,
+                                   reason=f"cancelled by {actor.name}")
+            if ended is None:
+                latest = await self.get_run(run.id)
+                raise Conflict(f"{latest.label} already {latest.state}; nothing to cancel")
+            await self._audit(actor, "cancel", f"{target.key}#{run.number}", "done")
+            _count_finished(ended)
+            self.changes.notify()
+            return ended
         requested = await self._db(self.store.request_cancel, run.id, actor.name)
         if requested is None:
             latest = await self.get_run(run.id)

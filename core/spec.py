@@ -109,6 +109,29 @@ class Allow(_Strict):
         return "github_permission" in self.model_fields_set
 
 
+class ApprovalFrom(_Strict):
+    """Who may approve a run: any of these; none given means anyone who may run the job."""
+
+    slack_users: tuple[str, ...] = ()
+    slack_usergroups: tuple[str, ...] = ()
+    github_permission: Literal["write", "maintain", "admin"] | None = None
+
+    @property
+    def any(self) -> bool:
+        return bool(self.slack_users or self.slack_usergroups or self.github_permission)
+
+
+class Approval(_Strict):
+    """How many people must approve a run before it starts, who, and for how long it waits."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    required: int = Field(default=1, ge=1, le=100)
+    from_: ApprovalFrom = Field(default=ApprovalFrom(), alias="from")
+    allow_self: bool = Field(default=False, alias="self")
+    expires: Duration = 3600
+
+
 class Notify(_Strict):
     """Where a job's runs are announced, and on which events."""
 
@@ -210,6 +233,7 @@ class JobSpec(_Strict):
     history: History = History()
     description: str = ""
     parameters: tuple[ParameterSpec, ...] = ()
+    approval: Approval | None = None
 
     @field_validator("command", mode="before")
     @classmethod
@@ -432,7 +456,7 @@ class _Checker:
                 loc = (*path, *error["loc"])
                 if error["type"] == "extra_forbidden":
                     parent = _model_at(model, error["loc"][:-1])
-                    allowed = set(parent.model_fields) if parent else set()
+                    allowed = _keys(parent) if parent else set()
                     allowed -= {"source", "directory"}
                     self._unknown(loc, str(loc[-1]), allowed)
                 elif error["type"] == "missing":
@@ -496,6 +520,8 @@ class _Checker:
             self.problem((*path, "fork_secrets"), "only applies with pull_requests: true")
         if job.time_limit == 0:
             self.problem((*path, "time_limit"), "must be more than 0 seconds")
+        if job.approval is not None and job.approval.expires == 0:
+            self.problem((*path, "approval", "expires"), "must be more than 0 seconds")
         for i, expression in enumerate(job.schedule):
             problem = cron_problem(expression, job.name)
             if problem:
@@ -652,7 +678,8 @@ def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] |
             continue
         if not (isinstance(current, type) and issubclass(current, BaseModel)):
             return None
-        field = current.model_fields.get(str(part))
+        field = next((f for name, f in current.model_fields.items()
+                      if (f.alias or name) == str(part)), None)
         if field is None:
             return None
         annotation = field.annotation
@@ -660,6 +687,11 @@ def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] |
         current = next((a for a in args if isinstance(a, type) and issubclass(a, BaseModel)),
                        annotation)
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _keys(model: type[BaseModel]) -> set[str]:
+    """The keys app.yaml writes for `model`'s fields (`from` and `self` of an approval)."""
+    return {field.alias or name for name, field in model.model_fields.items()}
 
 
 def _message(error: Any) -> str:

@@ -8,6 +8,7 @@ from typing import Any
 from core.errors import NotFound
 from core.masking import Masker, is_sensitive_key
 from core.models import Run, RunEvent, RunState, Source
+from core.spec import JobSpec
 from github_app import render
 from github_app.context import Context
 
@@ -23,7 +24,7 @@ class CheckRunReporter:
         self.ctx = ctx
 
     async def __call__(self, event: RunEvent) -> None:
-        if event.kind not in ("created", "state"):
+        if event.kind not in ("created", "state", "approval"):
             return
         try:
             run = await self.ctx.service.get_run(event.run_id)
@@ -45,12 +46,25 @@ class CheckRunReporter:
             check_run_id = await api.create_check_run(repository, fields)
             await self.ctx.db(self.ctx.service.store.update_run, run.id,
                               origin={**origin, "check_run_id": check_run_id})
-        if state is RunState.RUNNING:
+        if state is RunState.NEEDS_APPROVAL:
+            approvals = await self.ctx.service.approvals(run.id)
+            job = self._job(run)
+            required = job.approval.required if job is not None and job.approval else 1
+            await api.update_check_run(repository, check_run_id, {
+                "status": "queued", "output": render.waiting_output(
+                    [a.display for a in approvals if a.decision == "approved"], required)})
+        elif state is RunState.RUNNING:
             await api.update_check_run(repository, check_run_id, {"status": "in_progress"})
         elif state.is_final:
             await api.update_check_run(repository, check_run_id, await self._completed(run))
         if isinstance(origin.get("pull_request"), int) and event.kind == "state":
             await self.ctx.refresh_pr_comment(api, repository, origin["pull_request"])
+
+    def _job(self, run: Run) -> JobSpec | None:
+        try:
+            return self.ctx.service.catalog.resolve(f"{run.app}/{run.job}").job
+        except NotFound:
+            return None
 
     async def _completed(self, run: Run) -> dict[str, Any]:
         masker = Masker(v for k, v in run.overrides.items() if is_sensitive_key(k))

@@ -1,6 +1,6 @@
 """Pull-request comment commands: `/run JOB [KEY=VALUE ...]`, `/rerun [JOB]`, `/cancel [JOB]`,
-`/jobs`, `/ok-to-test [SHA]`; parsed from the comment's first line outside code blocks and
-quotes."""
+`/approve [JOB|RUN]`, `/deny [JOB|RUN]`, `/jobs`, `/ok-to-test [SHA]`; parsed from the
+comment's first line outside code blocks and quotes."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 from core.errors import BadInput
 from core.overrides import parse_overrides
 
-KNOWN = ("run", "rerun", "cancel", "jobs", "ok-to-test")
+KNOWN = ("run", "rerun", "cancel", "approve", "deny", "jobs", "ok-to-test")
 # Commands with an optional argument, and what it is.
-_ONE_ARGUMENT = {"rerun": "job name", "cancel": "job name", "ok-to-test": "commit sha"}
+_ONE_ARGUMENT = {"rerun": "job name", "cancel": "job name", "ok-to-test": "commit sha",
+                 "approve": "job name or run", "deny": "job name or run"}
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _COMMAND = re.compile(r"^/(?P<name>[A-Za-z][A-Za-z0-9_-]*)(?:\s+(?P<rest>.*))?$")
 

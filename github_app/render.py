@@ -19,11 +19,14 @@ MAX_OUTPUT = 60_000
 _ICONS = {
     RunState.QUEUED: "⏳", RunState.RUNNING: "🏃", RunState.SUCCEEDED: "✅",
     RunState.FAILED: "❌", RunState.TIMED_OUT: "⌛", RunState.CANCELLED: "🚫",
-    RunState.SKIPPED: "⏭️",
+    RunState.SKIPPED: "⏭️", RunState.NEEDS_APPROVAL: "✋", RunState.DENIED: "⛔",
+    RunState.EXPIRED: "⌛",
 }
 CONCLUSIONS = {
     RunState.SUCCEEDED: "success", RunState.FAILED: "failure", RunState.TIMED_OUT: "timed_out",
     RunState.CANCELLED: "cancelled", RunState.SKIPPED: "skipped",
+    # A person stopped it before it started; nobody decided in time.
+    RunState.DENIED: "cancelled", RunState.EXPIRED: "timed_out",
 }
 HELP = """\
 jobbot commands (one per comment, on the first line):
@@ -34,6 +37,8 @@ jobbot commands (one per comment, on the first line):
 | `/rerun` | rerun the failed runs of the head commit |
 | `/rerun JOB` | rerun the latest run of JOB on this pull request |
 | `/cancel [JOB]` | cancel this pull request's running runs (of JOB) |
+| `/approve [JOB]` | approve the run of this pull request waiting for approval (of JOB, or RUN) |
+| `/deny [JOB]` | deny it: the run ends `denied` |
 | `/jobs` | what can run here, with each job's last state |
 | `/ok-to-test [SHA]` | (write access) allow runs of a fork's head: the one you saw, or SHA |
 """
@@ -62,6 +67,14 @@ def runs_comment(runs: Sequence[Run], run_url: Callable[[str], str],
         lines += ["", markdown.sanitize_block(note) if "\n" in note
                   else f"> {markdown.sanitize(note)}"]
     return "\n".join(lines) + "\n"
+
+
+def waiting_output(approved: Sequence[str], required: int) -> dict[str, str]:
+    """A check run's output while its run waits for approval."""
+    summary = f"waiting for approval: {len(approved)} of {required}"
+    if approved:
+        summary += " (approved by " + ", ".join(markdown.text(a) for a in approved) + ")"
+    return {"title": "waiting for approval", "summary": summary}
 
 
 def help_comment(unknown: str) -> str:

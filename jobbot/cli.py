@@ -215,7 +215,11 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         result = await service.trigger(target.key, _actor(), ref=args.ref,
                                        overrides=overrides.env())
         run = result.run
-        print(f"started {run.label} (id {run.id})", file=sys.stderr)
+        if run.state == RunState.NEEDS_APPROVAL.value:
+            print(f"{run.label} waits for approval (id {run.id}): approve it in its Slack "
+                  "thread or with /approve on its pull request", file=sys.stderr)
+        else:
+            print(f"started {run.label} (id {run.id})", file=sys.stderr)
         print(f"page: {runtime.links.run_url(run.id)}", file=sys.stderr)
         if result.active:
             others = ", ".join(f"#{r.number} ({r.state})" for r in result.active)
@@ -230,8 +234,10 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
         if stop.is_set() and not waiter.done():
             print("\ninterrupted: cancelling the run", file=sys.stderr)
-            if service.executor.name == "kubernetes":
-                # Stopping this process leaves the Job running; delete it on purpose.
+            waiting = (await service.get_run(run.id)).state == RunState.NEEDS_APPROVAL.value
+            if service.executor.name == "kubernetes" or waiting:
+                # Stopping this process leaves the Job running (or the run waiting for
+                # approval): end it on purpose.
                 await service.cancel(run.id, _actor())
             else:
                 await service.shutdown(f"cancelled: {_actor().name} interrupted `jobbot run`")

@@ -12,6 +12,7 @@ from core.spec import JobSpec
 STATE_MARKS = {
     "queued": "…", "running": "▶", "succeeded": "✔", "failed": "✖",
     "timed_out": "⏱", "cancelled": "■", "skipped": "↷",
+    "needs_approval": "✋", "denied": "⛔", "expired": "⌛",
 }
 
 
@@ -30,6 +31,9 @@ def job_line(job: JobSpec) -> str:
         extras.append(f"{job.completions} completions, {job.parallelism} at a time")
     if job.confirm:
         extras.append("asks to confirm")
+    if job.approval:
+        count = job.approval.required
+        extras.append(f"needs {count} approval{'' if count == 1 else 's'}")
     line = "  ".join(parts)
     return f"{line}  ({'; '.join(extras)})" if extras else line
 

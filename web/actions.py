@@ -1,5 +1,5 @@
-"""Run now, cancel and rerun from the pages: who is signed in, a same-site post, core policy,
-a confirmation for `confirm: true` jobs, and the overrides rule."""
+"""Run now, cancel, rerun, approve and deny from the pages: who is signed in, a same-site
+post, core policy, a confirmation for `confirm: true` jobs, and the overrides rule."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from multidict import MultiDictProxy
 from core.catalog import JobRef
 from core.errors import BadInput, Conflict, NotFound, PermissionDenied
 from core.masking import MASK, is_sensitive_key
-from core.models import Run
-from core.policy import Action, Actor, decide, needs_confirmation
+from core.models import Run, RunState
+from core.policy import Action, Actor, decide, may_approve, needs_confirmation
 from core.sealing import Unsealable
 from core.spec import JobSpec, ParameterSpec
 from web.context import WEB, WebContext
@@ -38,6 +38,17 @@ async def actor_for(ctx: WebContext, request: web.Request, job: JobSpec) -> Acto
     return dataclasses.replace(actor, slack_usergroups=actor.slack_usergroups | found)
 
 
+async def approver_for(ctx: WebContext, request: web.Request, job: JobSpec) -> Actor:
+    """The page's actor, with the Slack user groups of the job's `approval.from` (and of its
+    `allow:`, which decides when `from` names nobody) they belong to."""
+    actor = await actor_for(ctx, request, job)
+    wanted = job.approval.from_.slack_usergroups if job.approval else ()
+    if not wanted or ctx.directory is None or not actor.slack_user:
+        return actor
+    found = await ctx.directory.groups_of(actor.slack_user, wanted)
+    return dataclasses.replace(actor, slack_usergroups=actor.slack_usergroups | found)
+
+
 @dataclass(frozen=True)
 class Offer:
     """The buttons this person may press on a run's page, or why not."""
@@ -45,6 +56,8 @@ class Offer:
     cancel: bool = False
     rerun: bool = False
     refusal: str = ""
+    # Approve and Deny, on a run waiting for approval that this person may decide.
+    approve: bool = False
 
 
 async def offered(ctx: WebContext, request: web.Request, run: Run) -> Offer:
@@ -60,8 +73,13 @@ async def offered(ctx: WebContext, request: web.Request, run: Run) -> Offer:
     actor = await actor_for(ctx, request, job)
     final = run.run_state.is_final
     decision = decide(job, Action.RUN if final else Action.CANCEL, actor)
+    approve = False
+    if run.run_state is RunState.NEEDS_APPROVAL and job.approval is not None:
+        approver = await approver_for(ctx, request, job)
+        approve = may_approve(job, approver).allowed and (
+            job.approval.allow_self or approver.id != run.actor)
     return Offer(cancel=decision.allowed and not final, rerun=decision.allowed and final,
-                 refusal=decision.reason)
+                 refusal=decision.reason, approve=approve)
 
 
 # A form's fields: `p:NAME` for a parameter, `env:NAME` for a key of the job's `env`, and
@@ -205,6 +223,14 @@ async def rerun(request: web.Request) -> web.Response:
     return await _act(request, "rerun")
 
 
+async def approve(request: web.Request) -> web.Response:
+    return await _act(request, "approve")
+
+
+async def deny(request: web.Request) -> web.Response:
+    return await _act(request, "deny")
+
+
 async def _act(request: web.Request, action: str) -> web.Response:
     ctx = request.app[WEB]
     run_id = request.match_info["id"]
@@ -220,7 +246,8 @@ async def _act(request: web.Request, action: str) -> web.Response:
         job: JobRef | None = None
         try:
             job = ctx.service.catalog.resolve(f"{run.app}/{run.job}")
-            actor = await actor_for(ctx, request, job.job)
+            find = approver_for if action in ("approve", "deny") else actor_for
+            actor = await find(ctx, request, job.job)
         except NotFound:
             pass  # the service answers precisely below
         if (action == "rerun" and job is not None and form.get("confirmed") != "yes"
@@ -229,6 +256,10 @@ async def _act(request: web.Request, action: str) -> web.Response:
                                        f"/runs/{run_id}/rerun", {"t": token}, rerun_of=run)
         if action == "cancel":
             await ctx.service.cancel(run_id, actor)
+            target = run_id
+        elif action in ("approve", "deny"):
+            decide_run = ctx.service.approve if action == "approve" else ctx.service.deny
+            await decide_run(run_id, actor)
             target = run_id
         else:
             result = await ctx.service.rerun(run_id, actor, changes=_given(ctx, form))

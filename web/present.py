@@ -19,6 +19,9 @@ STATES = {
     "timed_out": ("⌛", "timed out"),
     "cancelled": ("⊘", "cancelled"),
     "skipped": ("↷", "skipped"),
+    "needs_approval": ("✋", "waiting for approval"),
+    "denied": ("⛔", "denied"),
+    "expired": ("⌛", "expired"),
 }
 
 
@@ -80,7 +83,8 @@ def links_back(origin: dict[str, Any]) -> list[LinkBack]:
 
 
 def success_rate(runs: Iterable[Run]) -> float | None:
-    finished = [r for r in runs if r.state not in ("queued", "running", "skipped")]
+    finished = [r for r in runs if r.state not in ("queued", "running", "skipped",
+                                                   "needs_approval")]
     if not finished:
         return None
     return sum(r.state == "succeeded" for r in finished) / len(finished)

@@ -55,6 +55,8 @@ def setup(app: web.Application, service: JobService, links: Links,
     app.router.add_get("/runs/{id}/logs", runs.run_logs)
     app.router.add_post("/runs/{id}/cancel", actions.cancel)
     app.router.add_post("/runs/{id}/rerun", actions.rerun)
+    app.router.add_post("/runs/{id}/approve", actions.approve)
+    app.router.add_post("/runs/{id}/deny", actions.deny)
     app.router.add_get("/", jobs.home)
     app.router.add_get("/jobs", jobs.jobs_page)
     app.router.add_get("/jobs/{name}", jobs.job_page)

@@ -54,6 +54,17 @@ def _rerun_fields(ctx: WebContext, run: Run) -> list[tuple[ParameterSpec, str, s
             else (p, run.overrides.get(p.name, ""), "") for p in job.parameters]
 
 
+def _approvals_required(ctx: WebContext, run: Run) -> int | None:
+    """How many approvals the run's job asks for (None if it asks for none)."""
+    if not run.spec_digest:
+        return None
+    try:
+        approval = ctx.service.catalog.resolve(f"{run.app}/{run.job}").job.approval
+    except NotFound:
+        return None
+    return approval.required if approval else None
+
+
 def _attempt_seconds(attempt: Attempt) -> float | None:
     if attempt.finished_at is None:
         return None
@@ -70,6 +81,7 @@ async def run_page(request: web.Request) -> web.StreamResponse:
     offer = await actions.offered(ctx, request, run)
     log_store = ctx.service.log_store
     log_attempts = sorted({a.index for a in detail.attempts} | set(log_store.attempts(run.id)))
+    decisions = await ctx.service.approvals(run.id) if run.spec_digest else []
     values: dict[str, Any] = {
         "run": run, "attempts": detail.attempts, "token": token,
         "live": not run.run_state.is_final,
@@ -78,6 +90,9 @@ async def run_page(request: web.Request) -> web.StreamResponse:
         "overrides": {**mask_mapping(run.overrides),
                       **dict.fromkeys(run.secret_parameters, MASK)},
         "parameters": _rerun_fields(ctx, run) if offer.rerun else [],
+        "approvals": decisions, "approvals_required": _approvals_required(ctx, run),
+        "approved": [a for a in decisions if a.decision == "approved"],
+        "can_approve": offer.approve,
         "can_cancel": offer.cancel, "can_rerun": offer.rerun, "refusal": offer.refusal,
         "account": ctx.account(request, request.path_qs),
         "attempt_seconds": _attempt_seconds,

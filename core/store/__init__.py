@@ -7,6 +7,7 @@ one engine. Every method is one short transaction; SQLite is the default, Postgr
 replicas, and both run the same statements.
 """
 
+from core.store.approvals import ApprovalStore, Decided, Decision
 from core.store.audit import AuditRecord, AuditStore
 from core.store.base import Abandoned
 from core.store.github import GitHubStore, NewDelivery
@@ -16,10 +17,10 @@ from core.store.replicas import ReplicaStore
 from core.store.runs import ActiveRun, Created, NewRun, RunStore
 from core.store.slack import SlackStore
 
-__all__ = ["Abandoned", "ActiveRun", "AuditRecord", "Created", "NewDelivery", "NewRun",
-           "ScheduleRow", "Store"]
+__all__ = ["Abandoned", "ActiveRun", "AuditRecord", "Created", "Decided", "Decision",
+           "NewDelivery", "NewRun", "ScheduleRow", "Store"]
 
 
 class Store(RunStore, JobStore, AuditStore, SlackStore, GitHubStore, ReplicaStore,
-            LogChunkStore):
+            LogChunkStore, ApprovalStore):
     """The one place that talks SQL."""

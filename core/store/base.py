@@ -24,6 +24,7 @@ from core.models import (
     JobState,
     LogChunk,
     Run,
+    RunApproval,
     RunEvent,
     RunState,
     SlackWork,
@@ -40,13 +41,15 @@ SLACK_WORK: Table = SlackWork.__table__  # type: ignore[attr-defined]
 DELIVERIES: Table = Delivery.__table__  # type: ignore[attr-defined]
 BRANCH_HEADS: Table = BranchHead.__table__  # type: ignore[attr-defined]
 LOG_CHUNKS: Table = LogChunk.__table__  # type: ignore[attr-defined]
+RUN_APPROVALS: Table = RunApproval.__table__  # type: ignore[attr-defined]
 
 # Rows per statement for lists of keys: SQLite allows 32,766 bound parameters.
 CHUNK = 500
 LIVE_STATES = (RunState.QUEUED.value, RunState.RUNNING.value)
 FINAL_STATES = tuple(state.value for state in RunState if state.is_final)
 # Finished states counted against `history.failed` (skipped slots have their own bound).
-FAILED_STATES = (RunState.FAILED.value, RunState.TIMED_OUT.value, RunState.CANCELLED.value)
+FAILED_STATES = (RunState.FAILED.value, RunState.TIMED_OUT.value, RunState.CANCELLED.value,
+                 RunState.DENIED.value, RunState.EXPIRED.value)
 
 # Whether an unhandled request's owner (host:pid:start, or None) has died, given the time the
 # oldest of its unhandled requests was received (core/intake.py `abandoned`).

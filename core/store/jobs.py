@@ -20,6 +20,7 @@ from core.store.base import (
     FINAL_STATES,
     JOB_STATE,
     LOG_CHUNKS,
+    RUN_APPROVALS,
     RUN_EVENTS,
     RUNS,
     StoreBase,
@@ -177,6 +178,7 @@ class JobStore(StoreBase):
             for chunk in chunks(doomed):
                 conn.execute(delete(ATTEMPTS).where(ATTEMPTS.c.run_id.in_(chunk)))
                 conn.execute(delete(RUN_EVENTS).where(RUN_EVENTS.c.run_id.in_(chunk)))
+                conn.execute(delete(RUN_APPROVALS).where(RUN_APPROVALS.c.run_id.in_(chunk)))
                 conn.execute(delete(RUNS).where(RUNS.c.id.in_(chunk)))
                 conn.execute(delete(LOG_CHUNKS).where(LOG_CHUNKS.c.run_id.in_(chunk)))
         return doomed

@@ -33,7 +33,8 @@ _REACHABLE_FROM: dict[RunState, tuple[RunState, ...]] = {
     RunState.SUCCEEDED: (RunState.QUEUED, RunState.RUNNING),
     RunState.FAILED: (RunState.QUEUED, RunState.RUNNING),
     RunState.TIMED_OUT: (RunState.QUEUED, RunState.RUNNING),
-    RunState.CANCELLED: (RunState.QUEUED, RunState.RUNNING),
+    RunState.CANCELLED: (RunState.QUEUED, RunState.RUNNING, RunState.NEEDS_APPROVAL),
+    # Approvals move runs in and out of needs_approval themselves (core/store/approvals.py).
 }
 # How many of a job's other live runs a trigger's reply mentions.
 ACTIVE_LIMIT = 10
@@ -61,6 +62,9 @@ class NewRun:
     executor: str = "local"
     owner: str | None = None
     reason: str | None = None
+    # For a run waiting for approval: what it is approved for, and until when it waits.
+    spec_digest: str | None = None
+    approval_expires_at: datetime | None = None
 
     def __post_init__(self) -> None:
         if self.scheduled_for is not None and self.scheduled_for.tzinfo is None:
@@ -81,6 +85,9 @@ class NewRun:
         if self.secret_parameters:
             # Left out when empty, as for nearly every run: the column's default fills it.
             row["secret_parameters"] = dict(self.secret_parameters)
+        if self.spec_digest is not None:
+            row["spec_digest"] = self.spec_digest
+            row["approval_expires_at"] = self.approval_expires_at
         return row
 
 
@@ -205,7 +212,8 @@ class RunStore(StoreBase):
                  for record, row in zip(audits, rows, strict=True) if record is not None]
         if lines:
             conn.execute(_INSERT_AUDIT, lines)
-        return [Run.model_construct(**{"secret_parameters": {}, **row}) for row in rows]
+        return [Run.model_construct(**{"secret_parameters": {}, "spec_digest": None,
+                                       "approval_expires_at": None, **row}) for row in rows]
 
     @staticmethod
     def _used_keys(conn: Connection, keys: list[str]) -> set[str]:

@@ -1,4 +1,5 @@
-"""issue_comment: the PR commands `/run`, `/rerun`, `/cancel`, `/jobs`, `/ok-to-test`."""
+"""issue_comment: the PR commands `/run`, `/rerun`, `/cancel`, `/approve`, `/deny`, `/jobs`,
+`/ok-to-test`."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from core.errors import BadInput, Conflict, JobbotError, PermissionDenied
 from core.models import Run, RunState
 from core.parameters import secret_names
 from core.policy import GITHUB_PERMISSIONS, Actor
+from core.run_ids import is_run_id
 from core.spec import AppSpec
 from github_app import commands, heads, keys, render
 from github_app.api import InstallationApi
@@ -93,6 +95,8 @@ async def _execute(delivery: Delivery, ctx: Context, api: InstallationApi,
         return await _ok_to_test(delivery, ctx, actor, pr, app, command, key)
     if command.name == "cancel":
         return await _cancel(ctx, actor, pr, app, target)
+    if command.name in ("approve", "deny"):
+        return await _decide(ctx, actor, pr, app, command)
     if not await ctx.approved(pr):
         raise PermissionDenied(f"this pull request comes from a fork: someone with write access "
                                f"must comment /ok-to-test for {pr.head_sha[:7]} first")
@@ -160,6 +164,40 @@ async def _cancel(ctx: Context, actor: Actor, pr: PullRequest, app: AppSpec,
     return f"{actor.name} cancelled {', '.join(cancelled)}"
 
 
+async def _decide(ctx: Context, actor: Actor, pr: PullRequest, app: AppSpec,
+                  command: commands.Command) -> str:
+    """`/approve` or `/deny` the run of this pull request waiting for approval: the one
+    there is, or the one of the job (or the run) named when several wait."""
+    waiting = [r for r in await ctx.pr_runs(pr.repository, pr.number)
+               if r.run_state is RunState.NEEDS_APPROVAL and r.app == app.app]
+    named = command.job
+    if named is not None:
+        if "#" in named or is_run_id(named):
+            run = await ctx.service.get_run(named if "/" in named or is_run_id(named)
+                                            else f"{app.app}/{named}")
+            waiting = [r for r in waiting if r.id == run.id]
+        else:
+            target = Context.job_of(app, pr.repository, named)
+            waiting = [r for r in waiting if r.job == target.job.name]
+    if not waiting:
+        raise Conflict("nothing of this pull request waits for approval"
+                       + (f" for {named}" if named else ""))
+    if len(waiting) > 1:
+        labels = ", ".join(r.label for r in waiting)
+        raise BadInput(f"several runs wait for approval ({labels}): say which, e.g. "
+                       f"/{command.name} {waiting[0].job}#{waiting[0].number}")
+    run = waiting[0]
+    if command.name == "deny":
+        await ctx.service.deny(run.id, actor)
+        return f"{actor.name} denied {run.label}: it will not run"
+    result = await ctx.service.approve(run.id, actor)
+    if result.outcome == "released":
+        return (f"{actor.name} approved {run.label} ({len(result.approved)} of "
+                f"{result.required}): it starts")
+    return (f"{actor.name} approved {run.label}: {len(result.approved)} of "
+            f"{result.required} approvals")
+
+
 async def _rerun(ctx: Context, actor: Actor, pr: PullRequest, app: AppSpec,
                  target: JobRef | None, key: str, origin: dict[str, object]) -> str:
     runs = [r for r in await ctx.pr_runs(pr.repository, pr.number) if r.app == app.app]
@@ -170,7 +208,8 @@ async def _rerun(ctx: Context, actor: Actor, pr: PullRequest, app: AppSpec,
             if run.sha == pr.head_sha and run.executor != "build":
                 latest.setdefault(run.job, run)
         picked = [r for r in latest.values()
-                  if r.run_state in (RunState.FAILED, RunState.TIMED_OUT, RunState.CANCELLED)]
+                  if r.run_state in (RunState.FAILED, RunState.TIMED_OUT, RunState.CANCELLED,
+                                     RunState.DENIED, RunState.EXPIRED)]
         if not picked:
             raise Conflict(f"no failed runs of {pr.head_sha[:7]} to rerun")
     else:
