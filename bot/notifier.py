@@ -88,7 +88,8 @@ class Notifier:
         """Post the parent message once, or edit it to the run's current state."""
         job = self._job(run)
         text, blocks = render.run_parent(run, self._links,
-                                         changes=job is not None and bool(job.parameters))
+                                         changes=job is not None and bool(job.parameters),
+                                         line=await self._service.line_place(run))
         if record is not None and record.channel.startswith("D") and not channel.startswith("D"):
             text, blocks = _in_dm(channel, None, text, blocks)  # the thread moved to a DM
         if record is not None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import hashlib
+import json
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -27,7 +30,7 @@ from core.replicas import Liveness, Replica
 from core.run_ids import is_run_id
 from core.sealing import Sealer, Unsealable
 from core.spec import JobSpec
-from core.store import ActiveRun, AuditRecord, NewRun, ScheduleRow, Store
+from core.store import ActiveRun, AuditRecord, LinePlace, NewRun, ScheduleRow, Store
 
 logger = logging.getLogger(__name__)
 P = ParamSpec("P")
@@ -45,6 +48,8 @@ class TriggerResult:
     created: bool
     # Other runs of the job still queued or running when this one was triggered.
     active: list[ActiveRun] = field(default_factory=list)
+    # The request was like one already waiting for its lock: `run` is that run, joined.
+    joined: bool = False
 
 
 @dataclass(frozen=True)
@@ -145,6 +150,7 @@ class JobService:
         target = self.catalog.resolve(job_name)
         await self._authorize(target, Action.RUN, actor)
         checked = await self.check_parameters(target, overrides)
+        lock = target.job.lock
         new = NewRun(
             app=target.app.app, job=target.job.name, source=actor.source.value, actor=actor.id,
             ref=ref, sha=sha, image=image or target.job.image, overrides=dict(checked.values),
@@ -152,7 +158,11 @@ class JobService:
             origin=origin or {}, idempotency_key=idempotency_key, scheduled_for=scheduled_for,
             rerun_of=rerun_of, executor=self.executor.name,
             # This process follows the run: other replicas leave it alone while its lease lives.
-            owner=str(self.owner),
+            owner=str(self.owner), lock=lock,
+            request_digest=request_digest(self.sealer, ref=ref, sha=sha,
+                                          image=image or target.job.image,
+                                          values=checked.values, secrets=checked.secrets)
+            if lock else None,
         )
         audit = AuditRecord(actor=actor.id, source=actor.source.value, action="run",
                             target=target.key, result="started")
@@ -160,7 +170,13 @@ class JobService:
         if outcome.created:
             QUEUE_DEPTH.labels(outcome.run.app, outcome.run.job).inc()
             await self._launch(target, outcome.run)
-        return TriggerResult(outcome.run, outcome.created, outcome.active)
+            if lock:  # it may be waiting for its lock now
+                latest = await self._db(self.store.get_run, outcome.run.id)
+                outcome = dataclasses.replace(outcome, run=latest or outcome.run)
+        elif outcome.joined:
+            await self._audit(actor, "run", target.key, "joined",
+                              f"{outcome.run.label} ({outcome.run.id})")
+        return TriggerResult(outcome.run, outcome.created, outcome.active, outcome.joined)
 
     async def check_overrides(self, target: JobRef, overrides: Mapping[str, str] | None, *,
                               rerun_of: Run | None = None) -> dict[str, str]:
@@ -326,6 +342,8 @@ class JobService:
         await self.run_finished(run_id, state, reason=reason)
 
     async def _launch(self, target: JobRef, run: Run, *, notify: bool = True) -> None:
+        if not await self._lock_gate(target, run):
+            return
         overrides = run.overrides
         env = {**target.job.env, **overrides} if overrides else dict(target.job.env)
         sensitive = tuple(v for k, v in env.items() if is_sensitive_key(k)) if env else ()
@@ -348,6 +366,40 @@ class JobService:
             logger.warning("launching run %s failed: %s", run.id, exc, extra={"run_id": run.id})
             await self.run_finished(run.id, RunState.FAILED, reason=f"could not start: {exc}")
 
+    async def _lock_gate(self, target: JobRef, run: Run) -> bool:
+        """Whether a run may start: it names no lock, or holds its lock now. Otherwise it
+        waits in the lock's line (state `waiting`), launched when the lock is handed to it."""
+        if run.lock is None:
+            return True
+        held, granted = await self._db(self.store.enter_lock, run.id, str(self.owner))
+        if not held:
+            self.changes.notify()
+        if granted is not None:  # the lock was free with runs before this one in line
+            await self._launch_granted(granted)
+        return held
+
+    async def _launch_granted(self, run: Run) -> None:
+        """Launch a run its lock was just handed to (claimed by this process)."""
+        try:
+            target = self.catalog.resolve(f"{run.app}/{run.job}")
+        except NotFound:
+            await self.run_finished(run.id, RunState.FAILED, reason=(
+                f"could not start: {run.app}/{run.job} is no longer defined"))
+            return
+        await self._launch(target, run)
+
+    async def line_place(self, run: Run) -> LinePlace | None:
+        """Where a waiting run stands in its lock's line (None if it is not waiting)."""
+        if run.state != RunState.WAITING.value:
+            return None
+        return await self._db(self.store.line_place, run)
+
+    async def lock_line(self, run: Run) -> tuple[Run | None, list[Run]]:
+        """The holder of a run's lock and the runs waiting for it, first first."""
+        if run.lock is None:
+            return None, []
+        return await self._db(self.store.lock_line, run.app, run.lock)
+
     # -- cancel, pause, resume ------------------------------------------------------------
 
     async def cancel(self, run_ref: str, actor: Actor) -> Run:
@@ -363,6 +415,14 @@ class JobService:
             raise Conflict(f"{latest.label} already {latest.state}; nothing to cancel")
         await self._audit(actor, "cancel", f"{target.key}#{run.number}", "requested")
         self.changes.notify()
+        if requested.state == RunState.WAITING.value:
+            # Not launched: it leaves the line at once, whoever follows it.
+            cancelled = await self._db(self.store.cancel_waiting, run.id, actor.name)
+            if cancelled is not None:
+                _count_finished(cancelled)
+                self.changes.notify()
+                return cancelled
+            requested = await self.get_run(run.id)  # granted meanwhile: cancel it as queued
         if self.executor.drives(run.id):
             await self.executor.cancel(run, actor.name)
             return requested
@@ -532,13 +592,24 @@ class JobService:
             if run.owner == me or await self._db(self.store.claim_run, run.id, run.owner, me):
                 taken.append(run)
         await self._adopt(taken)
+        await self._grant_lost_locks()
         return len(taken)
 
     async def _adopt(self, runs: list[Run]) -> None:
         """Hand runs taken from a gone process (each `owner` still that process) to the
         executor's adoption path: a Kubernetes Job is watched again and its log copied on
         from where it stopped; a local run, whose processes died with it, ends failed."""
-        pairs = [(run, await self._db(self.store.attempts, run.id)) for run in runs]
+        pairs = []
+        for run in runs:
+            if run.state == RunState.WAITING.value:
+                continue  # not launched: it stays in its lock's line, followed here now
+            attempts = await self._db(self.store.attempts, run.id)
+            if run.lock is not None and run.state == RunState.QUEUED.value and not attempts:
+                # Its lock was granted (or about to be) but it was never started: start it
+                # here, through the gate (a launch adopts a Kubernetes Job that exists).
+                await self._launch_granted(run)
+                continue
+            pairs.append((run, attempts))
         if pairs:
             await self.executor.reconcile(pairs)
 
@@ -566,6 +637,15 @@ class JobService:
         for run in await self._db(self.store.cancel_requests, me):
             if self.executor.drives(run.id) and run.cancel_requested_by:
                 await self.executor.cancel(run, run.cancel_requested_by)
+        await self._grant_lost_locks()
+
+    async def _grant_lost_locks(self) -> None:
+        """Grant and launch here the locks that are free while runs wait for them (the
+        replica that was to launch the next run died first)."""
+        for run in await self._db(self.store.lost_grants, str(self.owner)):
+            logger.warning("lock %s of %s was free with runs waiting: granted to run %s",
+                           run.lock, run.app, run.id, extra={"run_id": run.id})
+            await self._launch_granted(run)
 
     async def shutdown(self, reason: str = "jobbot stopped") -> None:
         await self.executor.shutdown(reason)
@@ -596,18 +676,33 @@ class JobService:
 
     async def run_finished(self, run_id: str, state: RunState, *, exit_code: int | None = None,
                            reason: str | None = None) -> None:
-        run = await self._db(self.store.transition, run_id, state, exit_code=exit_code,
-                             reason=reason)
+        # A run that held a lock hands it on in the same transaction; this process claims
+        # the next run in line and launches it at once.
+        handed = await self._db(self.store.transition_handing_over, run_id, state,
+                                exit_code=exit_code, reason=reason, claimer=str(self.owner))
+        run = handed.run
         if run is None:
             logger.info("run %s was already final; %s ignored", run_id, state.value,
                         extra={"run_id": run_id})
         else:
             _count_finished(run)
         self.changes.notify()
+        if handed.granted is not None:
+            await self._launch_granted(handed.granted)
 
     async def cancel_requested_by(self, run_id: str) -> str | None:
         run = await self._db(self.store.get_run, run_id)
         return run.cancel_requested_by if run else None
+
+
+def request_digest(sealer: Sealer, *, ref: str | None, sha: str | None, image: str | None,
+                   values: Mapping[str, str], secrets: Mapping[str, str]) -> str:
+    """What a run is asked to run with, as a digest: like requests have equal digests. Secret
+    values are in it only through a keyed digest (the sealer's key), never in the clear."""
+    text = json.dumps({"ref": ref, "sha": sha, "image": image, "values": dict(values),
+                       "secrets": sealer.digest(json.dumps(dict(secrets), sort_keys=True))
+                       if secrets else None}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _defaults(job: JobSpec) -> dict[str, str]:

@@ -1,0 +1,302 @@
+"""Locks (app.yaml `lock:`) through JobService and the local executor, on SQLite and
+PostgreSQL: one holder at a time, first-come order, release however a run ends, cancelling a
+waiting run, joining a like request, and the hand-over after a replica's death."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from core.catalog import Catalog
+from core.events import Changes
+from core.executors.local import LocalExecutor
+from core.logs import logs_for
+from core.models import Run, RunState
+from core.policy import Actor
+from core.procs import ProcessId
+from core.secrets import LocalSecrets
+from core.service import JobService
+from core.spec import load_app
+from core.store import Store
+from tests.support.apps import dead_process, python_job, service_for, write_app
+
+ADA = Actor.cli("ada")
+BOB = Actor.cli("bob")
+# Each run waits for its gate file to appear, then exits with the code the file holds.
+GATED = """
+    import os, pathlib, sys, time
+    gate = pathlib.Path(os.environ["GATE"])
+    print("started", flush=True)
+    while not gate.exists():
+        time.sleep(0.02)
+    sys.exit(int(gate.read_text() or 0))
+"""
+
+
+def gated_jobs(**extra: Any) -> list[dict[str, object]]:
+    return [
+        python_job("migrate", GATED, env={"GATE": ""}, lock="db-prod", **extra),
+        python_job("seed", GATED, env={"GATE": ""}, lock="db-prod"),
+        python_job("other", GATED, env={"GATE": ""}, lock="cache"),
+        python_job("unlocked", GATED, env={"GATE": ""}),
+    ]
+
+
+class Gates:
+    """Gate files: `open(name, code)` lets the run given that gate end with `code`."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def path(self, name: str) -> str:
+        return str(self.directory / name)
+
+    def open(self, name: str, code: int = 0) -> None:
+        (self.directory / name).write_text(str(code))
+
+
+async def until(service: JobService, run_id: str, *states: RunState) -> Run:
+    """The run once it is in one of `states` (seen through the store)."""
+    wanted = {s.value for s in states}
+
+    async def check() -> Run:
+        while True:
+            changed = service.changes.snapshot()
+            run = await service.get_run(run_id)
+            if run.state in wanted:
+                return run
+            await service.changes.wait(0.05, since=changed)
+
+    return await asyncio.wait_for(check(), 30)
+
+
+async def trigger(service: JobService, job: str, gate: str, actor: Actor = ADA,
+                  **kwargs: Any) -> Run:
+    return (await service.trigger(job, actor, overrides={"GATE": gate}, **kwargs)).run
+
+
+def assert_one_at_a_time(runs: list[Run]) -> None:
+    started = sorted((r for r in runs if r.started_at), key=lambda r: r.started_at or 0)
+    for before, after in zip(started, started[1:], strict=False):
+        assert before.finished_at is not None and after.started_at is not None
+        assert before.finished_at <= after.started_at, (before.label, after.label)
+
+
+async def test_one_run_holds_the_lock_and_the_others_wait_in_order(
+        store: Store, tmp_path: Path) -> None:
+    service = service_for(tmp_path, store, gated_jobs())
+    gates = Gates(tmp_path / "gates")
+    first = await trigger(service, "migrate", gates.path("a"))
+    await until(service, first.id, RunState.RUNNING)
+    second = await trigger(service, "seed", gates.path("b"), BOB)
+    third = await trigger(service, "migrate", gates.path("c"))
+    # Another lock and no lock at all are not held up.
+    other = await trigger(service, "other", gates.path("o"))
+    free = await trigger(service, "unlocked", gates.path("u"))
+    assert second.state == third.state == RunState.WAITING.value
+    await until(service, other.id, RunState.RUNNING)
+    await until(service, free.id, RunState.RUNNING)
+    places = [await service.line_place(await service.get_run(r.id)) for r in (second, third)]
+    assert [(p.lock, p.position, p.holder.id if p.holder else None) for p in places if p] == [
+        ("db-prod", 1, first.id), ("db-prod", 2, first.id)]
+    assert (await service.get_run(second.id)).started_at is None  # waiting: not launched
+
+    gates.open("a", 0)  # success hands over to the next in line
+    await until(service, second.id, RunState.RUNNING)
+    assert (await service.get_run(third.id)).state == RunState.WAITING.value
+    place = await service.line_place(await service.get_run(third.id))
+    assert place is not None and (place.position, place.holder and place.holder.id) == (
+        1, second.id)
+    gates.open("b", 1)  # so does a failure
+    await until(service, third.id, RunState.RUNNING)
+    gates.open("c", 0)
+    for name in ("o", "u"):
+        gates.open(name, 0)
+    runs = [await until(service, r.id, RunState.SUCCEEDED, RunState.FAILED)
+            for r in (first, second, third)]
+    assert [r.state for r in runs] == ["succeeded", "failed", "succeeded"]
+    assert_one_at_a_time(runs)
+    assert [r.id for r in sorted(runs, key=lambda r: r.started_at or 0)] == [
+        first.id, second.id, third.id]
+
+
+async def test_a_cancelled_holder_hands_over_and_a_cancelled_waiter_leaves_the_line(
+        store: Store, tmp_path: Path) -> None:
+    service = service_for(tmp_path, store, gated_jobs(stop_grace_period=1))
+    gates = Gates(tmp_path / "gates")
+    holder = await trigger(service, "migrate", gates.path("a"))
+    await until(service, holder.id, RunState.RUNNING)
+    leaving = await trigger(service, "seed", gates.path("b"))
+    staying = await trigger(service, "seed", gates.path("c"))
+    assert (await service.line_place(staying)).position == 2  # type: ignore[union-attr]
+
+    cancelled = await service.cancel(leaving.id, BOB)
+    assert (cancelled.state, cancelled.reason) == ("cancelled", "cancelled by bob")
+    assert cancelled.started_at is None and cancelled.finished_at is not None
+    staying = await service.get_run(staying.id)
+    assert (await service.line_place(staying)).position == 1  # type: ignore[union-attr]
+    assert [e.kind for e in await asyncio.to_thread(store.events_for, staying.id)][-1] == "line"
+
+    await service.cancel(holder.id, BOB)  # a cancelled holder releases the lock too
+    assert (await until(service, holder.id, RunState.CANCELLED)).reason == "cancelled by bob"
+    await until(service, staying.id, RunState.RUNNING)
+    assert (await service.get_run(leaving.id)).started_at is None  # never ran
+    gates.open("c")
+    await until(service, staying.id, RunState.SUCCEEDED)
+
+
+async def test_a_run_that_cannot_start_or_times_out_releases_the_lock(
+        store: Store, tmp_path: Path) -> None:
+    service = service_for(tmp_path, store, [
+        python_job("broken", "print('never')", lock="db-prod", secrets=["missing-secret"]),
+        python_job("slow", "import time; time.sleep(60)", lock="db-prod", time_limit=1,
+                   stop_grace_period=1),
+        python_job("migrate", GATED, env={"GATE": ""}, lock="db-prod"),
+    ])
+    gates = Gates(tmp_path / "gates")
+    holder = await trigger(service, "migrate", gates.path("a"))
+    await until(service, holder.id, RunState.RUNNING)
+    broken = (await service.trigger("broken", ADA)).run
+    slow = (await service.trigger("slow", ADA)).run
+    last = await trigger(service, "migrate", gates.path("b"))
+    assert {broken.state, slow.state, last.state} == {RunState.WAITING.value}
+    gates.open("a")
+    # Its launch fails (the secret is missing): the lock goes on to the next.
+    failed = await until(service, broken.id, RunState.FAILED)
+    assert "missing-secret" in (failed.reason or "")
+    await until(service, slow.id, RunState.TIMED_OUT)
+    await until(service, last.id, RunState.RUNNING)
+    gates.open("b")
+    await until(service, last.id, RunState.SUCCEEDED)
+
+
+async def test_a_like_request_joins_the_waiting_run(store: Store, tmp_path: Path) -> None:
+    jobs = [python_job("migrate", GATED, lock="db-prod", parameters=[
+        {"name": "GATE", "type": "string", "required": True},
+        {"name": "TOKEN", "type": "string", "secret": True},
+    ])]
+    service = service_for(tmp_path, store, jobs)
+    gates = Gates(tmp_path / "gates")
+    holder = (await service.trigger("migrate", ADA, overrides={"GATE": gates.path("a")})).run
+    await until(service, holder.id, RunState.RUNNING)
+    asked = {"GATE": gates.path("b"), "TOKEN": "s3cret-token-value"}
+    waiting = await service.trigger("migrate", ADA, overrides=asked, sha="a" * 40, ref="main")
+    assert waiting.created and waiting.run.state == RunState.WAITING.value
+    again = await service.trigger("migrate", BOB, overrides=dict(asked), sha="a" * 40,
+                                  ref="main")
+    assert (again.created, again.joined, again.run.id) == (False, True, waiting.run.id)
+    # Any difference (a secret value, the sha, the ref) is another request.
+    other_secret = await service.trigger("migrate", BOB, sha="a" * 40, ref="main",
+                                         overrides={**asked, "TOKEN": "another-value"})
+    other_sha = await service.trigger("migrate", BOB, overrides=dict(asked), sha="b" * 40,
+                                      ref="main")
+    other_ref = await service.trigger("migrate", BOB, overrides=dict(asked), sha="a" * 40,
+                                      ref="dev")
+    assert all(r.created and not r.joined for r in (other_secret, other_sha, other_ref))
+    # A rerun of the waiting run asks for the same: it joins it.
+    rerun = await service.rerun(waiting.run.id, BOB)
+    assert (rerun.joined, rerun.run.id) == (True, waiting.run.id)
+    stored = await service.get_run(waiting.run.id)
+    assert "s3cret-token-value" not in repr(stored.model_dump())  # digest and seal only
+    audit = await asyncio.to_thread(store.audit_log)
+    assert any(a.result == "joined" and a.actor == BOB.id for a in audit)
+    # Once it runs, a like request is a new run again.
+    gates.open("a")
+    await until(service, waiting.run.id, RunState.RUNNING)
+    later = await service.trigger("migrate", ADA, overrides=dict(asked), sha="a" * 40,
+                                  ref="main")
+    assert later.created and later.run.id != waiting.run.id
+    for run in (waiting.run, other_secret.run, other_sha.run, other_ref.run, later.run):
+        await service.cancel(run.id, ADA)
+        await until(service, run.id, RunState.CANCELLED)
+
+
+async def test_three_services_on_separate_engines_keep_one_holder_and_the_order(
+        db_url: str, tmp_path: Path) -> None:
+    """Three replicas (own Store, engine and executor each) request runs at once."""
+    config = write_app(tmp_path / "app", [python_job("step", "print('step')", lock="db-prod",
+                                                     env={"N": ""})])
+    stores = [Store(db_url) for _ in range(3)]
+    stores[0].migrate()
+    services = []
+    for index, replica_store in enumerate(stores):
+        data = tmp_path / f"data{index}"
+        logs = logs_for(replica_store, data / "logs")
+        owner = ProcessId(f"replica-{index}", 1000 + index, 1)
+        executor = LocalExecutor(logs, LocalSecrets(data / "secrets"), owner=owner,
+                                 retry_delay=0.01, cancel_poll=0.1)
+        services.append(JobService(Catalog([load_app(config)]), replica_store, executor, logs,
+                                   owner=owner, changes=Changes()))
+    try:
+        for service in services:
+            await service.replica.register()
+        requested = await asyncio.gather(*(
+            services[i % 3].trigger("step", ADA, overrides={"N": str(i)}) for i in range(18)))
+        assert all(r.created for r in requested)
+        runs = [await until(services[0], r.run.id, RunState.SUCCEEDED) for r in requested]
+        assert_one_at_a_time(runs)
+        by_ticket = sorted(runs, key=lambda r: r.lock_ticket or 0)
+        by_start = sorted(runs, key=lambda r: r.started_at or 0)
+        assert [r.id for r in by_start] == [r.id for r in by_ticket]
+    finally:
+        for service in services:
+            await service.shutdown()
+        for replica_store in stores:
+            replica_store.close()
+
+
+async def test_the_lock_passes_on_when_the_replica_following_its_holder_dies(
+        store: Store, tmp_path: Path) -> None:
+    jobs = gated_jobs()
+    config = load_app(write_app(tmp_path / "app", jobs))
+    gone = dead_process()
+    logs = logs_for(store, tmp_path / "dead" / "logs")
+    dying_executor = LocalExecutor(logs, LocalSecrets(tmp_path / "dead" / "secrets"),
+                                   owner=gone, retry_delay=0.01, cancel_poll=0.1)
+    dying = JobService(Catalog([config]), store, dying_executor, logs, owner=gone,
+                       changes=Changes())
+    gates = Gates(tmp_path / "gates")
+    holder = await trigger(dying, "migrate", gates.path("a"))
+    await until(dying, holder.id, RunState.RUNNING)
+    first = await trigger(dying, "seed", gates.path("b"))
+    second = await trigger(dying, "seed", gates.path("c"))
+    # The replica dies: its processes stop and it reports nothing more.
+    await dying_executor.release(holder.id)
+
+    survivor = service_for(tmp_path / "live", store, jobs)
+    await survivor.reconcile()
+    ended = await until(survivor, holder.id, RunState.FAILED)
+    assert "stopped while the run was running" in (ended.reason or "")
+    granted = await until(survivor, first.id, RunState.RUNNING)
+    assert granted.owner == str(survivor.owner)
+    waiting = await survivor.get_run(second.id)
+    # A waiting run of the dead replica stays in line, followed by the survivor now.
+    assert (waiting.state, waiting.owner) == (RunState.WAITING.value, str(survivor.owner))
+    gates.open("b")
+    await until(survivor, second.id, RunState.RUNNING)
+    gates.open("c")
+    await until(survivor, second.id, RunState.SUCCEEDED)
+    assert_one_at_a_time([await survivor.get_run(r.id) for r in (holder, first, second)])
+
+
+async def test_a_free_lock_with_waiting_runs_is_granted_at_a_heartbeat(
+        store: Store, tmp_path: Path) -> None:
+    """A replica died between a grant and the launch: a live one grants and launches."""
+    jobs = gated_jobs()
+    service = service_for(tmp_path, store, jobs)
+    gates = Gates(tmp_path / "gates")
+    holder = await trigger(service, "migrate", gates.path("a"))
+    await until(service, holder.id, RunState.RUNNING)
+    waiting = await trigger(service, "seed", gates.path("b"))
+    # The holder ends through a path that hands nothing over (as if its replica had died
+    # right after its final transition).
+    await service.executor.release(holder.id)
+    assert await asyncio.to_thread(store.transition, holder.id, RunState.FAILED,
+                                   reason="lost") is not None
+    assert (await service.get_run(waiting.id)).state == RunState.WAITING.value
+    await service.replica.beat()
+    await until(service, waiting.id, RunState.RUNNING)
+    gates.open("b")
+    await until(service, waiting.id, RunState.SUCCEEDED)
