@@ -5,12 +5,16 @@ waiting run, joining a like request, and the hand-over after a replica's death."
 from __future__ import annotations
 
 import asyncio
+import itertools
 from pathlib import Path
 from typing import Any
+
+from aiohttp.test_utils import TestClient, TestServer
 
 from core.catalog import Catalog
 from core.events import Changes
 from core.executors.local import LocalExecutor
+from core.links import Links
 from core.logs import logs_for
 from core.models import Run, RunState
 from core.policy import Actor
@@ -19,7 +23,9 @@ from core.secrets import LocalSecrets
 from core.service import JobService
 from core.spec import load_app
 from core.store import Store
+from tests.integration.test_cli import spawn
 from tests.support.apps import dead_process, python_job, service_for, write_app
+from tests.support.pages import KEY, make_app
 
 ADA = Actor.cli("ada")
 BOB = Actor.cli("bob")
@@ -79,7 +85,7 @@ async def trigger(service: JobService, job: str, gate: str, actor: Actor = ADA,
 
 def assert_one_at_a_time(runs: list[Run]) -> None:
     started = sorted((r for r in runs if r.started_at), key=lambda r: r.started_at or 0)
-    for before, after in zip(started, started[1:], strict=False):
+    for before, after in itertools.pairwise(started):
         assert before.finished_at is not None and after.started_at is not None
         assert before.finished_at <= after.started_at, (before.label, after.label)
 
@@ -300,3 +306,69 @@ async def test_a_free_lock_with_waiting_runs_is_granted_at_a_heartbeat(
     await until(service, waiting.id, RunState.RUNNING)
     gates.open("b")
     await until(service, waiting.id, RunState.SUCCEEDED)
+
+
+async def test_the_cli_says_it_waits_or_joined_and_ends_with_the_run(
+        store: Store, tmp_path: Path) -> None:
+    jobs = gated_jobs()
+    service = service_for(tmp_path, store, jobs)
+    config = tmp_path / "app" / "app.yaml"
+    gates = Gates(tmp_path / "gates")
+    holder = await trigger(service, "migrate", gates.path("a"))
+    await until(service, holder.id, RunState.RUNNING)
+    env = {"JOBBOT_DATABASE_URL": store.url}
+    args = ("--config", str(config), "run", "seed", f"GATE={gates.path('b')}")
+    waiting = spawn(tmp_path, *args, env=env)
+    [seed] = await _runs_of(service, "seed", 1)
+    joining = spawn(tmp_path, *args, env=env)
+    await asyncio.wait_for(_audited(store, "joined"), 30)
+    gates.open("a")
+    gates.open("b")
+    _, err = await asyncio.to_thread(waiting.communicate, timeout=60)
+    assert waiting.returncode == 0, err
+    assert f"started seed #1 (id {seed.id})" in err
+    assert "waiting for db-prod: 1st in line, behind migrate #1, started by cli:ada" in err
+    _, err = await asyncio.to_thread(joining.communicate, timeout=60)
+    assert joining.returncode == 0, err
+    assert f"joined seed #1 (id {seed.id}), waiting for db-prod" in err
+    assert len(await service.runs("seed")) == 1
+    assert (await until(service, seed.id, RunState.SUCCEEDED)).owner == str(service.owner)
+
+
+async def _runs_of(service: JobService, job: str, count: int) -> list[Run]:
+    async def check() -> list[Run]:
+        while len(runs := await service.runs(job)) < count:
+            await asyncio.sleep(0.05)
+        return runs
+
+    return await asyncio.wait_for(check(), 30)
+
+
+async def _audited(store: Store, result: str) -> None:
+    while not any(a.result == result for a in await asyncio.to_thread(store.audit_log)):
+        await asyncio.sleep(0.05)
+
+
+async def test_the_run_page_shows_the_line(store: Store, tmp_path: Path) -> None:
+    service = service_for(tmp_path, store, gated_jobs())
+    gates = Gates(tmp_path / "gates")
+    links = Links("http://jobbot.test", KEY)
+    holder = await trigger(service, "migrate", gates.path("a"))
+    await until(service, holder.id, RunState.RUNNING)
+    first = await trigger(service, "seed", gates.path("b"), BOB)
+    second = await trigger(service, "seed", gates.path("c"))
+    async with TestClient(TestServer(make_app(service, links))) as client:
+        response = await client.get(f"/runs/{second.id}?t={links.token(second.id)}")
+        body = await response.text()
+        assert response.status == 200
+        assert "Waiting for db-prod: 2nd in line, behind migrate #1, started by cli:ada" in body
+        assert body.index("migrate #1") < body.index("seed #1") < body.index(
+            '<li class="this-run">seed #2')
+        gates.open("a")
+        await until(service, first.id, RunState.RUNNING)
+        body = await (await client.get(f"/runs/{second.id}?t={links.token(second.id)}")).text()
+        assert "1st in line, behind seed #1, started by cli:bob" in body
+        for run in (first, second):
+            await service.cancel(run.id, ADA)
+            await until(service, run.id, RunState.CANCELLED)
+    await service.shutdown()
