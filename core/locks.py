@@ -1,12 +1,16 @@
-"""How a waiting run's place in its lock's line is said, the same in Slack, on GitHub, on
-pages and in the terminal (each front end marks up the names as it needs)."""
+"""Locks beside the store: what makes two requests alike (joining), and how a waiting run's
+place in its lock's line is said, the same in Slack, on GitHub, on pages and in the terminal
+(each front end marks up the names as it needs)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+import json
+from collections.abc import Callable, Mapping
 from datetime import datetime
 
 from core.models import Run, utcnow
+from core.sealing import Sealer
 from core.store import LinePlace
 
 
@@ -42,3 +46,13 @@ def line_text(place: LinePlace, *, name: Callable[[str], str] = str,
         since = holder.started_at or holder.created_at
         text += f", behind {label(holder)}, started by {person(holder)} {ago(since, now)}"
     return text
+
+
+def request_digest(sealer: Sealer, *, ref: str | None, sha: str | None, image: str | None,
+                   values: Mapping[str, str], secrets: Mapping[str, str]) -> str:
+    """What a run is asked to run with, as a digest: like requests have equal digests. Secret
+    values are in it only through a keyed digest (the sealer's key), never in the clear."""
+    text = json.dumps({"ref": ref, "sha": sha, "image": image, "values": dict(values),
+                       "secrets": sealer.digest(json.dumps(dict(secrets), sort_keys=True))
+                       if secrets else None}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
-import json
 import logging
 import re
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,6 +16,7 @@ from core.catalog import Catalog, JobRef
 from core.errors import BadInput, Conflict, ExecutorError, NotFound, PermissionDenied
 from core.events import Changes
 from core.executors.base import Executor, Launch, SecretKeys
+from core.locks import request_digest
 from core.logs import LogStore
 from core.masking import is_sensitive_key
 from core.metrics import QUEUE_DEPTH, RUN_DURATION, RUNS_FINISHED, RUNS_STARTED
@@ -124,6 +124,10 @@ class JobService:
         # This process's lease; its heartbeat takes over the runs of replicas that died.
         self.replica = replica or Replica(store, self.owner)
         self.replica.on_beat("runs", self._beat)
+        # Runs whose lock was handed to this process, launched one after the other (a launch
+        # that fails hands the lock on again: a loop, not a recursion).
+        self._granted: deque[Run] = deque()
+        self._granting = False
         executor.bind(self)
 
     async def _db(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
@@ -270,7 +274,7 @@ class JobService:
             overrides=_defaults(s.job.job) if s.job.job.parameters and not s.skipped else {},
             image=None if s.skipped else s.job.job.image, origin=s.origin,
             scheduled_for=s.scheduled_for, idempotency_key=s.idempotency_key,
-            executor=executor, owner=None if s.skipped else owner,
+            executor=executor, owner=None if s.skipped else owner, lock=s.job.job.lock,
         ) for s in slots]
         # No audit lines: the audit log says what people did. Each slot is already a run
         # (source `schedule`, a skipped one with its reason), kept by the history limits;
@@ -380,13 +384,22 @@ class JobService:
 
     async def _launch_granted(self, run: Run) -> None:
         """Launch a run its lock was just handed to (claimed by this process)."""
+        self._granted.append(run)
+        if self._granting:
+            return  # the loop below, further up, launches it next
+        self._granting = True
         try:
-            target = self.catalog.resolve(f"{run.app}/{run.job}")
-        except NotFound:
-            await self.run_finished(run.id, RunState.FAILED, reason=(
-                f"could not start: {run.app}/{run.job} is no longer defined"))
-            return
-        await self._launch(target, run)
+            while self._granted:
+                granted = self._granted.popleft()
+                try:
+                    target = self.catalog.resolve(f"{granted.app}/{granted.job}")
+                except NotFound:
+                    await self.run_finished(granted.id, RunState.FAILED, reason=(
+                        f"could not start: {granted.app}/{granted.job} is no longer defined"))
+                    continue
+                await self._launch(target, granted)
+        finally:
+            self._granting = False
 
     async def line_place(self, run: Run) -> LinePlace | None:
         """Where a waiting run stands in its lock's line (None if it is not waiting)."""
@@ -693,16 +706,6 @@ class JobService:
     async def cancel_requested_by(self, run_id: str) -> str | None:
         run = await self._db(self.store.get_run, run_id)
         return run.cancel_requested_by if run else None
-
-
-def request_digest(sealer: Sealer, *, ref: str | None, sha: str | None, image: str | None,
-                   values: Mapping[str, str], secrets: Mapping[str, str]) -> str:
-    """What a run is asked to run with, as a digest: like requests have equal digests. Secret
-    values are in it only through a keyed digest (the sealer's key), never in the clear."""
-    text = json.dumps({"ref": ref, "sha": sha, "image": image, "values": dict(values),
-                       "secrets": sealer.digest(json.dumps(dict(secrets), sort_keys=True))
-                       if secrets else None}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _defaults(job: JobSpec) -> dict[str, str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from core.models import Run, RunState
 from core.policy import Actor
 from core.procs import ProcessId
 from core.secrets import LocalSecrets
-from core.service import JobService
+from core.service import JobService, Slot
 from core.spec import load_app
 from core.store import Store
 from tests.integration.test_cli import spawn
@@ -372,3 +373,24 @@ async def test_the_run_page_shows_the_line(store: Store, tmp_path: Path) -> None
             await service.cancel(run.id, ADA)
             await until(service, run.id, RunState.CANCELLED)
     await service.shutdown()
+
+
+async def test_scheduled_slots_of_locked_jobs_take_their_turn(store: Store, tmp_path: Path) -> None:
+    """Cron slots recorded in one batch (beside a job without a lock) line up in order."""
+    gate = str(tmp_path / "gates" / "cron")
+    jobs = [python_job(name, GATED, env={"GATE": gate}, schedule="0 3 * * *", **extra)
+            for name, extra in (("nightly", {"lock": "db-prod"}), ("report", {"lock": "db-prod"}),
+                                ("free", {}))]
+    service = service_for(tmp_path, store, jobs)
+    at = datetime(2026, 12, 7, 3, tzinfo=UTC)
+    slots = [Slot(service.catalog.resolve(name), at, f"{name}@{at.isoformat()}")
+             for name in ("nightly", "report", "free")]
+    nightly, report, free = await service.record_slots(slots)
+    assert (await until(service, nightly.id, RunState.RUNNING)).lock_ticket == 1
+    await until(service, free.id, RunState.RUNNING)
+    waiting = await service.get_run(report.id)
+    assert (waiting.state, waiting.lock_ticket) == (RunState.WAITING.value, 2)
+    Gates(tmp_path / "gates").open("cron")
+    for run in (nightly, report, free):
+        await until(service, run.id, RunState.SUCCEEDED)
+    assert_one_at_a_time([await service.get_run(r.id) for r in (nightly, report)])
