@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from core.catalog import Catalog
@@ -24,9 +25,12 @@ from core.secrets import LocalSecrets
 from core.service import JobService, Slot
 from core.spec import load_app
 from core.store import Store
+from tests.conftest import fresh_database_url
+from tests.fakes.slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack, SlackSender
 from tests.integration.test_cli import spawn
 from tests.support.apps import dead_process, python_job, service_for, write_app
 from tests.support.pages import KEY, make_app
+from tests.support.server import ServeProcess, wait_until
 
 ADA = Actor.cli("ada")
 BOB = Actor.cli("bob")
@@ -394,3 +398,49 @@ async def test_scheduled_slots_of_locked_jobs_take_their_turn(store: Store, tmp_
     for run in (nightly, report, free):
         await until(service, run.id, RunState.SUCCEEDED)
     assert_one_at_a_time([await service.get_run(r.id) for r in (nightly, report)])
+
+
+async def test_with_serve_processes_the_lock_passes_on_after_kill_9(
+        tmp_path: Path, request: pytest.FixtureRequest, slack: FakeSlack) -> None:
+    """Two `jobbot serve` replicas on PostgreSQL: the one following the holder (and the
+    waiting run it recorded) is killed; the other ends the holder, and runs the next."""
+    url = fresh_database_url("postgresql", tmp_path, request)
+    gates = Gates(tmp_path / "gates")
+    write_app(tmp_path, gated_jobs(), app="shop")
+    env = {"JOBBOT_DATABASE_URL": url, "JOBBOT_SECRET_KEY": "k" * 32,
+           "JOBBOT_LEASE_EXPIRY": "2", "SLACK_BOT_TOKEN": BOT_TOKEN,
+           "SLACK_SIGNING_SECRET": SIGNING_SECRET, "SLACK_API_URL": slack.api_url}
+    a, b = (ServeProcess(tmp_path, env, log=tmp_path / f"replica-{i}.log", ready_within=120)
+            for i in range(2))
+    store = Store(url)
+    await a.start()
+    await b.start()
+    sender = SlackSender(slack, f"{a.url}/slack/events")
+    try:
+        await sender.command(f"run migrate GATE={gates.path('a')}")
+        holder = await wait_until(lambda: next(iter(store.list_runs(job="migrate")), None))
+        await wait_until(lambda: store.attempts(holder.id))
+        await sender.command(f"run seed GATE={gates.path('b')}")
+        waiting = await wait_until(lambda: next(
+            (r for r in store.list_runs(job="seed") if r.state == "waiting"), None))
+        assert f":{a.pid}:" in (waiting.owner or "")
+
+        a.kill()
+        ended = await wait_until(lambda: (r := store.get_run(holder.id)) and
+                                 r.run_state.is_final and r, timeout=30)
+        assert ended.state == "failed"
+        assert f"jobbot process {a.pid} stopped while the run was running" in (ended.reason or "")
+        granted = await wait_until(lambda: (r := store.get_run(waiting.id)) and
+                                   r.state == "running" and r, timeout=30)
+        assert f":{b.pid}:" in (granted.owner or "")
+        gates.open("b")
+        done = await wait_until(lambda: (r := store.get_run(waiting.id)) and
+                                r.run_state.is_final and r, timeout=30)
+        assert done.state == "succeeded"
+        assert ended.finished_at is not None and done.started_at is not None
+        assert ended.finished_at <= done.started_at
+    finally:
+        await sender.close()
+        a.stop()
+        b.stop()
+        store.close()
