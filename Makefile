@@ -67,6 +67,7 @@ bench: venv postgres e2e-cluster
 	$(PY) -m bench.scheduler
 	$(PY) -m bench.github_webhook
 	$(PY) -m bench.chaos
+	$(PY) -m bench.locks
 
 clean:
 	rm -rf $(VENV) .jobbot .pytest_cache .mypy_cache .ruff_cache

@@ -97,7 +97,8 @@ class Notifier:
             approvals = render.Approvals(tuple((a.who, a.display) for a in decisions
                                                if a.decision == "approved"), required)
         text, blocks = render.run_parent(run, self._links, approvals=approvals,
-                                         changes=job is not None and bool(job.parameters))
+                                         changes=job is not None and bool(job.parameters),
+                                         line=await self._service.line_place(run))
         if record is not None and record.channel.startswith("D") and not channel.startswith("D"):
             text, blocks = _in_dm(channel, None, text, blocks)  # the thread moved to a DM
         if record is not None:

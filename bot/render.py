@@ -15,9 +15,11 @@ from typing import Any
 from bot import mrkdwn
 from core.durations import format_duration
 from core.links import Links
+from core.locks import line_text
 from core.models import Attempt, Run
 from core.service import ApprovalResult, JobSummary
 from core.spec import ParameterSpec
+from core.store import LinePlace
 
 # Slack's limits: blocks per message, characters per section text, per button value.
 MAX_BLOCKS = 50
@@ -44,7 +46,7 @@ MAX_FORM_BLOCKS = 100
 MAX_METADATA = 3000
 
 STATE_EMOJI = {
-    "queued": ":hourglass_flowing_sand:", "running": ":arrow_forward:",
+    "queued": ":hourglass_flowing_sand:", "waiting": ":lock:", "running": ":arrow_forward:",
     "succeeded": ":white_check_mark:", "failed": ":x:", "timed_out": ":alarm_clock:",
     "cancelled": ":black_square_for_stop:", "skipped": ":fast_forward:",
     "needs_approval": ":raised_hand:", "denied": ":no_entry:", "expired": ":hourglass:",
@@ -201,11 +203,19 @@ def approval_line(approvals: Approvals) -> str:
     return text
 
 
+def waiting_text(place: LinePlace) -> str:
+    """Where a waiting run is in its lock's line, and behind what (Slack markup)."""
+    return line_text(place, name=mrkdwn.escape, person=who,
+                     label=lambda run: mrkdwn.escape(run.label))
+
+
 def run_parent(run: Run, links: Links, *, changes: bool = False,
-               approvals: Approvals | None = None) -> tuple[str, list[Block]]:
+               approvals: Approvals | None = None,
+               line: LinePlace | None = None) -> tuple[str, list[Block]]:
     """The parent message of a run's thread: what, who, where, state, and buttons (with
     `changes`, for a job with parameters, Rerun with changes too; while the run waits for
-    approval, Approve and Deny, and who approved so far)."""
+    approval, Approve and Deny, and who approved so far); for a run waiting for its lock,
+    its place in the line (`line`)."""
     url = links.run_url(run.id)
     title = f"*<{url}|{run_title(run)}>*  {state_text(run)}"
     fields = [
@@ -222,9 +232,12 @@ def run_parent(run: Run, links: Links, *, changes: bool = False,
         blocks.append(context(clip(f"reason: {mrkdwn.escape(run.reason)}", 2000)))
     waiting = run.state == "needs_approval"
     if approvals is not None and (waiting or approvals.approved):
-        line = approval_line(approvals)
-        blocks.append(section(f":raised_hand: waiting for approval: {line}") if waiting
-                      else context(f"approved: {line}"))
+        so_far = approval_line(approvals)
+        blocks.append(section(f":raised_hand: waiting for approval: {so_far}") if waiting
+                      else context(f"approved: {so_far}"))
+    in_line = f":lock: {waiting_text(line)}" if line is not None else None
+    if in_line:
+        blocks.append(context(clip(in_line, 2000)))
     actions = [button("View logs", action_id="jobbot_view_logs", url=url)]
     if waiting:
         actions.append(button("Approve", action_id=APPROVE_ACTION, value=run.id,
@@ -239,6 +252,8 @@ def run_parent(run: Run, links: Links, *, changes: bool = False,
         actions.append(button("Cancel", action_id=CANCEL_ACTION, value=run.id, style="danger"))
     blocks.append({"type": "actions", "elements": actions})
     fallback = f"{run_title(run)} {run.state} (triggered by {who(run)})"
+    if in_line:
+        fallback += f"\n{in_line}"
     return fallback, blocks_within_limits(blocks)
 
 
@@ -275,13 +290,24 @@ def code_block(lines: Iterable[str], *, title: str = "") -> str:
     return f"{head}```\n{body}\n```" if body else f"{head}(no output)"
 
 
-def started(run: Run, created: bool, links: Links, others: Sequence[str] = ()) -> Reply:
+def started(run: Run, created: bool, links: Links, others: Sequence[str] = (), *,
+            joined: bool = False, line: LinePlace | None = None) -> Reply:
     url = links.run_url(run.id)
+    if joined:
+        lock = mrkdwn.escape(run.lock or "its lock")
+        text = (f":link: joined <{url}|{mrkdwn.escape(run.label)}>, waiting for {lock}: "
+                "the same request is already in line")
+        if line is not None:
+            text += f"\n:lock: {waiting_text(line)}"
+        return reply(text, [section(text)])
     if created and run.state == "needs_approval":
         text = (f":raised_hand: <{url}|{run_title(run)}> waits for approval before it starts "
                 f"(id {mrkdwn.code(run.id)})")
     elif created:
         text = f":rocket: started <{url}|{run_title(run)}> (id {mrkdwn.code(run.id)})"
+        if line is not None:
+            text = (f":lock: queued <{url}|{run_title(run)}> (id {mrkdwn.code(run.id)}): "
+                    f"{waiting_text(line)}")
     else:
         text = f"already started: <{url}|{run_title(run)}> is {mrkdwn.escape(run.state)}"
     if others:
@@ -358,8 +384,9 @@ def run_list(title: str, runs: Sequence[Run], links: Links) -> Reply:
                  [section(f"*{title}*"), *(section(c) for c in chunks(lines))])
 
 
-def run_status(run: Run, attempts: Sequence[Attempt], links: Links) -> Reply:
-    text, blocks = run_parent(run, links)
+def run_status(run: Run, attempts: Sequence[Attempt], links: Links,
+               line: LinePlace | None = None) -> Reply:
+    text, blocks = run_parent(run, links, line=line)
     lines = [f"attempt {a.index}: {mrkdwn.escape(a.state)}" + (f" (exit code {a.exit_code})"
                                                   if a.exit_code is not None else "")
              for a in attempts]

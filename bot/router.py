@@ -355,7 +355,9 @@ class Router:
                                             overrides=command.overrides, idempotency_key=key,
                                             origin=origin)
         others = [f"#{r.number} ({r.state})" for r in result.active]
-        return render.started(result.run, result.created, self.links, others)
+        return render.started(result.run, result.created, self.links, others,
+                              joined=result.joined,
+                              line=await self.service.line_place(result.run))
 
     async def _rerun(self, run: str, request: Request,
                      changes: dict[str, str] | None = None) -> Reply:
@@ -370,7 +372,8 @@ class Router:
                                    rerun_of=old)
         result = await self.service.rerun(old.id, actor, idempotency_key=request.idempotency_key,
                                           origin=request.origin, changes=changes)
-        return render.started(result.run, result.created, self.links)
+        return render.started(result.run, result.created, self.links, joined=result.joined,
+                              line=await self.service.line_place(result.run))
 
     async def _cancel(self, command: Command, actor: Actor) -> Reply:
         assert command.run is not None
@@ -393,7 +396,8 @@ class Router:
     async def _status(self, command: Command) -> Reply:
         if command.run:
             detail = await self.service.detail(command.run)
-            return render.run_status(detail.run, detail.attempts, self.links)
+            return render.run_status(detail.run, detail.attempts, self.links,
+                                     await self.service.line_place(detail.run))
         if command.job:
             return render.job_status(await self.service.job_summary(command.job), self.links)
         runs = [r for r in await self.service.runs(limit=50) if not r.run_state.is_final]

@@ -56,9 +56,11 @@ BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 
 class RunState(enum.StrEnum):
-    """Where a run is in its life; all but queued, running and needs_approval are final."""
+    """Where a run is in its life; all but queued, needs_approval, waiting and running are final."""
 
     QUEUED = "queued"
+    # Queued behind the run that holds its job's lock (app.yaml `lock:`); not launched yet.
+    WAITING = "waiting"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -72,7 +74,8 @@ class RunState(enum.StrEnum):
 
     @property
     def is_final(self) -> bool:
-        return self not in (RunState.QUEUED, RunState.RUNNING, RunState.NEEDS_APPROVAL)
+        return self not in (RunState.QUEUED, RunState.RUNNING, RunState.NEEDS_APPROVAL,
+                            RunState.WAITING)
 
 
 class Source(enum.StrEnum):
@@ -93,6 +96,7 @@ class Run(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("app", "job", "number", name="uq_runs_app_job_number"),
         Index("ix_runs_state", "state"),
+        Index("ix_runs_lock_line", "app", "lock", "state", "lock_ticket"),
     )
 
     id: str = Field(sa_column=Column(String(32), primary_key=True))
@@ -132,6 +136,12 @@ class Run(SQLModel, table=True):
     # (core.approvals.spec_digest), and when the run stops waiting for them.
     spec_digest: str | None = Field(default=None, max_length=64)
     approval_expires_at: datetime | None = _ts(nullable=True)
+    # The lock the run's job names (app.yaml `lock:`, shared within the app), the run's place
+    # in its line (handed out in order of request), and the digest of what it was asked to
+    # run with (core.locks.request_digest): a like request joins a waiting run.
+    lock: str | None = Field(default=None, max_length=63)
+    lock_ticket: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    request_digest: str | None = Field(default=None, max_length=64)
 
     @property
     def run_state(self) -> RunState:
@@ -429,3 +439,18 @@ class LogChunk(SQLModel, table=True):
     # timestamp (a Kubernetes pod log resumes from there: sinceTime, skipping those lines).
     stamp: str | None = Field(default=None, sa_column=Column(String(40), nullable=True))
     stamp_lines: int = Field(sa_column=Column(Integer, nullable=False, default=0))
+
+
+class RunLock(SQLModel, table=True):
+    """A lock of an app (app.yaml `lock:`): the run holding it and the last ticket handed out.
+
+    Every grant and hand-over locks this row first (SELECT ... FOR UPDATE on PostgreSQL; the
+    write transaction on SQLite), so one run holds it at a time across replicas."""
+
+    __tablename__ = "run_locks"
+
+    app: str = Field(sa_column=Column(String(63), primary_key=True))
+    name: str = Field(sa_column=Column(String(63), primary_key=True))
+    holder: str | None = Field(default=None, max_length=32)
+    last_ticket: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    updated_at: datetime = _ts(nullable=False)

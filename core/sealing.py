@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import os
 from collections.abc import Mapping
 
@@ -12,6 +13,7 @@ from cryptography.fernet import Fernet, InvalidToken
 
 # Keeps this key apart from the link-signing key derived from the same secret.
 _CONTEXT = b"jobbot sealed parameters\0"
+_DIGEST_CONTEXT = b"jobbot request digest\0"
 
 
 class Unsealable(Exception):
@@ -30,6 +32,12 @@ class Sealer:
         secret = secret_key if secret_key is not None else os.urandom(32)
         digest = hashlib.sha256(_CONTEXT + secret).digest()
         self._fernet = Fernet(base64.urlsafe_b64encode(digest))
+        self._digest_key = hashlib.sha256(_DIGEST_CONTEXT + secret).digest()
+
+    def digest(self, text: str) -> str:
+        """A keyed digest of `text` (HMAC-SHA256, hex): equal texts give equal digests, and
+        without the key a digest says nothing about a secret value in the text."""
+        return hmac.new(self._digest_key, text.encode(), hashlib.sha256).hexdigest()
 
     def seal(self, values: Mapping[str, str]) -> dict[str, str]:
         return {name: self._fernet.encrypt(value.encode()).decode()

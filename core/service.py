@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import logging
 import re
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -16,6 +17,7 @@ from core.catalog import Catalog, JobRef
 from core.errors import BadInput, Conflict, ExecutorError, NotFound, PermissionDenied
 from core.events import Changes
 from core.executors.base import Executor, Launch, SecretKeys
+from core.locks import request_digest
 from core.logs import LogStore
 from core.masking import is_sensitive_key
 from core.metrics import QUEUE_DEPTH, RUN_DURATION, RUNS_FINISHED, RUNS_STARTED
@@ -29,7 +31,7 @@ from core.replicas import Liveness, Replica
 from core.run_ids import is_run_id
 from core.sealing import Sealer, Unsealable
 from core.spec import JobSpec
-from core.store import ActiveRun, AuditRecord, Decision, NewRun, ScheduleRow, Store
+from core.store import ActiveRun, AuditRecord, Decision, LinePlace, NewRun, ScheduleRow, Store
 from core.store.approvals import APPROVED, DENIED, changed_reason
 
 logger = logging.getLogger(__name__)
@@ -48,6 +50,8 @@ class TriggerResult:
     created: bool
     # Other runs of the job still queued or running when this one was triggered.
     active: list[ActiveRun] = field(default_factory=list)
+    # The request was like one already waiting for its lock: `run` is that run, joined.
+    joined: bool = False
 
 
 @dataclass(frozen=True)
@@ -134,6 +138,10 @@ class JobService:
         self.replica = replica or Replica(store, self.owner)
         self.replica.on_beat("runs", self._beat)
         self.replica.on_beat("approvals", self._expire_approvals)
+        # Runs whose lock was handed to this process, launched one after the other (a launch
+        # that fails hands the lock on again: a loop, not a recursion).
+        self._granted: deque[Run] = deque()
+        self._granting = False
         executor.bind(self)
 
     async def _db(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
@@ -161,6 +169,7 @@ class JobService:
         await self._authorize(target, Action.RUN, actor)
         checked = await self.check_parameters(target, overrides)
         approval = target.job.approval
+        lock = target.job.lock
         new = NewRun(
             app=target.app.app, job=target.job.name, source=actor.source.value, actor=actor.id,
             ref=ref, sha=sha, image=image or target.job.image, overrides=dict(checked.values),
@@ -168,7 +177,11 @@ class JobService:
             origin=origin or {}, idempotency_key=idempotency_key, scheduled_for=scheduled_for,
             rerun_of=rerun_of, executor=self.executor.name,
             # This process follows the run: other replicas leave it alone while its lease lives.
-            owner=str(self.owner),
+            owner=str(self.owner), lock=lock,
+            request_digest=request_digest(self.sealer, ref=ref, sha=sha,
+                                          image=image or target.job.image,
+                                          values=checked.values, secrets=checked.secrets)
+            if lock else None,
         )
         if approval is not None:
             # It waits for its approvals, bound to the job's definition as it is now.
@@ -182,7 +195,13 @@ class JobService:
         if outcome.created:
             QUEUE_DEPTH.labels(outcome.run.app, outcome.run.job).inc()
             await self._launch(target, outcome.run)
-        return TriggerResult(outcome.run, outcome.created, outcome.active)
+            if lock:  # it may be waiting for its lock now
+                latest = await self._db(self.store.get_run, outcome.run.id)
+                outcome = dataclasses.replace(outcome, run=latest or outcome.run)
+        elif outcome.joined:
+            await self._audit(actor, "run", target.key, "joined",
+                              f"{outcome.run.label} ({outcome.run.id})")
+        return TriggerResult(outcome.run, outcome.created, outcome.active, outcome.joined)
 
     async def check_overrides(self, target: JobRef, overrides: Mapping[str, str] | None, *,
                               rerun_of: Run | None = None) -> dict[str, str]:
@@ -276,7 +295,7 @@ class JobService:
             overrides=_defaults(s.job.job) if s.job.job.parameters and not s.skipped else {},
             image=None if s.skipped else s.job.job.image, origin=s.origin,
             scheduled_for=s.scheduled_for, idempotency_key=s.idempotency_key,
-            executor=executor, owner=None if s.skipped else owner,
+            executor=executor, owner=None if s.skipped else owner, lock=s.job.job.lock,
         ) for s in slots]
         # No audit lines: the audit log says what people did. Each slot is already a run
         # (source `schedule`, a skipped one with its reason), kept by the history limits;
@@ -348,7 +367,8 @@ class JobService:
         await self.run_finished(run_id, state, reason=reason)
 
     async def _launch(self, target: JobRef, run: Run, *, notify: bool = True) -> None:
-        if await self._approval_gate(target, run):
+        # Approvals come first; an approved run then takes its place in its lock's line.
+        if await self._approval_gate(target, run) or not await self._lock_gate(target, run):
             return
         overrides = run.overrides
         env = {**target.job.env, **overrides} if overrides else dict(target.job.env)
@@ -387,11 +407,8 @@ class JobService:
         digest = spec_digest(target.job)
         if run.spec_digest is not None and run.spec_digest != digest:
             # Approved for a definition that changed since: never launched with this one.
-            ended = await self._db(self.store.transition, run.id, RunState.CANCELLED,
-                                   reason=changed_reason(run.job))
-            if ended is not None:
-                _count_finished(ended)
-            self.changes.notify()
+            # Through run_finished: a run that held its lock already hands it on.
+            await self.run_finished(run.id, RunState.CANCELLED, reason=changed_reason(run.job))
             return True
         decisions = await self._db(self.store.approvals, run.id)
         approved = [a for a in decisions if a.decision == APPROVED]
@@ -470,6 +487,51 @@ class JobService:
         if ended:
             self.changes.notify()
 
+    # -- locks ----------------------------------------------------------------------------
+
+    async def _lock_gate(self, target: JobRef, run: Run) -> bool:
+        """Whether a run may start: it names no lock, or holds its lock now. Otherwise it
+        waits in the lock's line (state `waiting`), launched when the lock is handed to it."""
+        if run.lock is None:
+            return True
+        held, granted = await self._db(self.store.enter_lock, run.id, str(self.owner))
+        if not held:
+            self.changes.notify()
+        if granted is not None:  # the lock was free with runs before this one in line
+            await self._launch_granted(granted)
+        return held
+
+    async def _launch_granted(self, run: Run) -> None:
+        """Launch a run its lock was just handed to (claimed by this process)."""
+        self._granted.append(run)
+        if self._granting:
+            return  # the loop below, further up, launches it next
+        self._granting = True
+        try:
+            while self._granted:
+                granted = self._granted.popleft()
+                try:
+                    target = self.catalog.resolve(f"{granted.app}/{granted.job}")
+                except NotFound:
+                    await self.run_finished(granted.id, RunState.FAILED, reason=(
+                        f"could not start: {granted.app}/{granted.job} is no longer defined"))
+                    continue
+                await self._launch(target, granted)
+        finally:
+            self._granting = False
+
+    async def line_place(self, run: Run) -> LinePlace | None:
+        """Where a waiting run stands in its lock's line (None if it is not waiting)."""
+        if run.state != RunState.WAITING.value:
+            return None
+        return await self._db(self.store.line_place, run)
+
+    async def lock_line(self, run: Run) -> tuple[Run | None, list[Run]]:
+        """The holder of a run's lock and the runs waiting for it, first first."""
+        if run.lock is None:
+            return None, []
+        return await self._db(self.store.lock_line, run.app, run.lock)
+
     # -- cancel, pause, resume ------------------------------------------------------------
 
     async def cancel(self, run_ref: str, actor: Actor) -> Run:
@@ -496,6 +558,14 @@ class JobService:
             raise Conflict(f"{latest.label} already {latest.state}; nothing to cancel")
         await self._audit(actor, "cancel", f"{target.key}#{run.number}", "requested")
         self.changes.notify()
+        if requested.state == RunState.WAITING.value:
+            # Not launched: it leaves the line at once, whoever follows it.
+            cancelled = await self._db(self.store.cancel_waiting, run.id, actor.name)
+            if cancelled is not None:
+                _count_finished(cancelled)
+                self.changes.notify()
+                return cancelled
+            requested = await self.get_run(run.id)  # granted meanwhile: cancel it as queued
         if self.executor.drives(run.id):
             await self.executor.cancel(run, actor.name)
             return requested
@@ -665,13 +735,24 @@ class JobService:
             if run.owner == me or await self._db(self.store.claim_run, run.id, run.owner, me):
                 taken.append(run)
         await self._adopt(taken)
+        await self._grant_lost_locks()
         return len(taken)
 
     async def _adopt(self, runs: list[Run]) -> None:
         """Hand runs taken from a gone process (each `owner` still that process) to the
         executor's adoption path: a Kubernetes Job is watched again and its log copied on
         from where it stopped; a local run, whose processes died with it, ends failed."""
-        pairs = [(run, await self._db(self.store.attempts, run.id)) for run in runs]
+        pairs = []
+        for run in runs:
+            if run.state == RunState.WAITING.value:
+                continue  # not launched: it stays in its lock's line, followed here now
+            attempts = await self._db(self.store.attempts, run.id)
+            if run.lock is not None and run.state == RunState.QUEUED.value and not attempts:
+                # Its lock was granted (or about to be) but it was never started: start it
+                # here, through the gate (a launch adopts a Kubernetes Job that exists).
+                await self._launch_granted(run)
+                continue
+            pairs.append((run, attempts))
         if pairs:
             await self.executor.reconcile(pairs)
 
@@ -699,6 +780,15 @@ class JobService:
         for run in await self._db(self.store.cancel_requests, me):
             if self.executor.drives(run.id) and run.cancel_requested_by:
                 await self.executor.cancel(run, run.cancel_requested_by)
+        await self._grant_lost_locks()
+
+    async def _grant_lost_locks(self) -> None:
+        """Grant and launch here the locks that are free while runs wait for them (the
+        replica that was to launch the next run died first)."""
+        for run in await self._db(self.store.lost_grants, str(self.owner)):
+            logger.warning("lock %s of %s was free with runs waiting: granted to run %s",
+                           run.lock, run.app, run.id, extra={"run_id": run.id})
+            await self._launch_granted(run)
 
     async def shutdown(self, reason: str = "jobbot stopped") -> None:
         await self.executor.shutdown(reason)
@@ -729,14 +819,19 @@ class JobService:
 
     async def run_finished(self, run_id: str, state: RunState, *, exit_code: int | None = None,
                            reason: str | None = None) -> None:
-        run = await self._db(self.store.transition, run_id, state, exit_code=exit_code,
-                             reason=reason)
+        # A run that held a lock hands it on in the same transaction; this process claims
+        # the next run in line and launches it at once.
+        handed = await self._db(self.store.transition_handing_over, run_id, state,
+                                exit_code=exit_code, reason=reason, claimer=str(self.owner))
+        run = handed.run
         if run is None:
             logger.info("run %s was already final; %s ignored", run_id, state.value,
                         extra={"run_id": run_id})
         else:
             _count_finished(run)
         self.changes.notify()
+        if handed.granted is not None:
+            await self._launch_granted(handed.granted)
 
     async def cancel_requested_by(self, run_id: str) -> str | None:
         run = await self._db(self.store.get_run, run_id)

@@ -234,6 +234,8 @@ class JobSpec(_Strict):
     description: str = ""
     parameters: tuple[ParameterSpec, ...] = ()
     approval: Approval | None = None
+    # One run at a time among the app's jobs naming this lock; the others wait in line.
+    lock: str | None = None
 
     @field_validator("command", mode="before")
     @classmethod
@@ -516,6 +518,9 @@ class _Checker:
                 (*path, "parallelism"),
                 f"parallelism {job.parallelism} is more than completions {job.completions}",
             )
+        if job.lock is not None and not is_dns_label(job.lock):
+            self.problem((*path, "lock"), f"{_dns_message(job.lock)} (a lock is named like a "
+                         "job, e.g. db-prod)")
         if job.fork_secrets and not job.pull_requests:
             self.problem((*path, "fork_secrets"), "only applies with pull_requests: true")
         if job.time_limit == 0:

@@ -17,7 +17,7 @@ HELP_MARKER = "<!-- jobbot:help -->"
 # GitHub caps check-run output text at 65,535 characters; keep well inside.
 MAX_OUTPUT = 60_000
 _ICONS = {
-    RunState.QUEUED: "⏳", RunState.RUNNING: "🏃", RunState.SUCCEEDED: "✅",
+    RunState.QUEUED: "⏳", RunState.WAITING: "🔒", RunState.RUNNING: "🏃", RunState.SUCCEEDED: "✅",
     RunState.FAILED: "❌", RunState.TIMED_OUT: "⌛", RunState.CANCELLED: "🚫",
     RunState.SKIPPED: "⏭️", RunState.NEEDS_APPROVAL: "✋", RunState.DENIED: "⛔",
     RunState.EXPIRED: "⌛",

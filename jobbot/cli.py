@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from core.catalog import Catalog, JobRef
 from core.durations import format_duration
 from core.errors import BadInput, ConfigError, Conflict, JobbotError, NotFound, PermissionDenied
+from core.locks import line_text
 from core.models import RunState
 from core.numbers import INT32_MAX, bounded_int
 from core.overrides import check_values, parse_overrides
@@ -215,11 +216,17 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         result = await service.trigger(target.key, _actor(), ref=args.ref,
                                        overrides=overrides.env())
         run = result.run
-        if run.state == RunState.NEEDS_APPROVAL.value:
+        if result.joined:
+            print(f"joined {run.label} (id {run.id}), waiting for {run.lock}: the same request "
+                  "is already in line", file=sys.stderr)
+        elif run.state == RunState.NEEDS_APPROVAL.value:
             print(f"{run.label} waits for approval (id {run.id}): approve it in its Slack "
                   "thread or with /approve on its pull request", file=sys.stderr)
         else:
             print(f"started {run.label} (id {run.id})", file=sys.stderr)
+        place = await service.line_place(run)
+        if place is not None:
+            print(line_text(place), file=sys.stderr)
         print(f"page: {runtime.links.run_url(run.id)}", file=sys.stderr)
         if result.active:
             others = ", ".join(f"#{r.number} ({r.state})" for r in result.active)

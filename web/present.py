@@ -13,6 +13,7 @@ from core.models import Run
 # state -> (icon, word people read); the colour comes from the CSS class `s-<state>`.
 STATES = {
     "queued": ("◷", "queued"),
+    "waiting": ("⧖", "waiting"),
     "running": ("▶", "running"),
     "succeeded": ("✔", "succeeded"),
     "failed": ("✖", "failed"),
@@ -83,7 +84,7 @@ def links_back(origin: dict[str, Any]) -> list[LinkBack]:
 
 
 def success_rate(runs: Iterable[Run]) -> float | None:
-    finished = [r for r in runs if r.state not in ("queued", "running", "skipped",
+    finished = [r for r in runs if r.state not in ("queued", "waiting", "running", "skipped",
                                                    "needs_approval")]
     if not finished:
         return None

@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from core.errors import BadInput, NotFound
+from core.locks import line_text
 from core.masking import MASK, mask_mapping
 from core.models import Attempt, Run
 from core.numbers import INT32_MAX, bounded_int, shown
@@ -24,6 +25,8 @@ from web.logview import html_batches
 
 logger = logging.getLogger(__name__)
 _FLUSH = 64 * 1024
+# Runs of a lock's line listed on a run page.
+_LINE_SHOWN = 20
 _KEEPALIVE = 15.0
 
 
@@ -82,6 +85,8 @@ async def run_page(request: web.Request) -> web.StreamResponse:
     log_store = ctx.service.log_store
     log_attempts = sorted({a.index for a in detail.attempts} | set(log_store.attempts(run.id)))
     decisions = await ctx.service.approvals(run.id) if run.spec_digest else []
+    place = await ctx.service.line_place(run)
+    holder, line = await ctx.service.lock_line(run) if run.lock else (None, [])
     values: dict[str, Any] = {
         "run": run, "attempts": detail.attempts, "token": token,
         "live": not run.run_state.is_final,
@@ -97,6 +102,10 @@ async def run_page(request: web.Request) -> web.StreamResponse:
         "account": ctx.account(request, request.path_qs),
         "attempt_seconds": _attempt_seconds,
         "log_attempts": log_attempts,
+        # Its lock's line: where it stands, who holds the lock, and who waits.
+        "lock_place": line_text(place) if place else None,
+        "lock_holder": holder, "lock_line": line[:_LINE_SHOWN],
+        "lock_more": len(line) - _LINE_SHOWN,
         "log_batches": lambda a: html_batches(a, log_store.read_lines(run.id, a)),
     }
     response = web.StreamResponse(headers={**HEADERS, "Content-Type": HTML})

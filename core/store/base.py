@@ -45,7 +45,7 @@ RUN_APPROVALS: Table = RunApproval.__table__  # type: ignore[attr-defined]
 
 # Rows per statement for lists of keys: SQLite allows 32,766 bound parameters.
 CHUNK = 500
-LIVE_STATES = (RunState.QUEUED.value, RunState.RUNNING.value)
+LIVE_STATES = (RunState.QUEUED.value, RunState.WAITING.value, RunState.RUNNING.value)
 FINAL_STATES = tuple(state.value for state in RunState if state.is_final)
 # Finished states counted against `history.failed` (skipped slots have their own bound).
 FAILED_STATES = (RunState.FAILED.value, RunState.TIMED_OUT.value, RunState.CANCELLED.value,

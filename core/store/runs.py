@@ -26,14 +26,16 @@ from core.store.base import (
     upsert_for,
 )
 from core.store.jobs import ScheduleRow, count_runs
+from core.store.locks import Handed, lock_of, release, take_tickets, waiting_alike
 
 # From which states each state may be reached; a final state is never left.
 _REACHABLE_FROM: dict[RunState, tuple[RunState, ...]] = {
     RunState.RUNNING: (RunState.QUEUED,),
     RunState.SUCCEEDED: (RunState.QUEUED, RunState.RUNNING),
-    RunState.FAILED: (RunState.QUEUED, RunState.RUNNING),
+    RunState.FAILED: (RunState.QUEUED, RunState.RUNNING, RunState.WAITING),
     RunState.TIMED_OUT: (RunState.QUEUED, RunState.RUNNING),
-    RunState.CANCELLED: (RunState.QUEUED, RunState.RUNNING, RunState.NEEDS_APPROVAL),
+    RunState.CANCELLED: (RunState.QUEUED, RunState.RUNNING, RunState.NEEDS_APPROVAL,
+                         RunState.WAITING),
     # Approvals move runs in and out of needs_approval themselves (core/store/approvals.py).
 }
 # How many of a job's other live runs a trigger's reply mentions.
@@ -65,6 +67,10 @@ class NewRun:
     # For a run waiting for approval: what it is approved for, and until when it waits.
     spec_digest: str | None = None
     approval_expires_at: datetime | None = None
+    # The lock its job names, and the digest of what it is asked to run with (a like request
+    # joins a run waiting for that lock instead of recording another).
+    lock: str | None = None
+    request_digest: str | None = None
 
     def __post_init__(self) -> None:
         if self.scheduled_for is not None and self.scheduled_for.tzinfo is None:
@@ -88,6 +94,8 @@ class NewRun:
         if self.spec_digest is not None:
             row["spec_digest"] = self.spec_digest
             row["approval_expires_at"] = self.approval_expires_at
+        if self.lock is not None and not self.state.is_final:
+            row.update(lock=self.lock, request_digest=self.request_digest, lock_ticket=None)
         return row
 
 
@@ -107,6 +115,8 @@ class Created:
     run: Run
     created: bool
     active: list[ActiveRun]
+    # Found waiting for its lock with the same request: the trigger joined it.
+    joined: bool = False
 
 
 class _KeyUsed(Exception):
@@ -149,6 +159,12 @@ class RunStore(StoreBase):
         """
         try:
             with self._writing() as conn:
+                if new.lock and new.request_digest and new.state is RunState.QUEUED:
+                    alike = waiting_alike(conn, new.app, new.job, new.lock, new.request_digest)
+                    if alike is not None:
+                        joined = self.get_run(alike)
+                        assert joined is not None
+                        return Created(joined, False, _active(conn, joined), joined=True)
                 run = self._insert_runs(conn, [new], [audit])[0]
                 return Created(run, True, _active(conn, run))
         except _KeyUsed:
@@ -191,8 +207,13 @@ class RunStore(StoreBase):
         """Number and insert `news`, with their `created` events and audit lines, and save
         `schedules`; the runs as written. Raises _KeyUsed if a key is taken."""
         counts: dict[tuple[str, str], int] = {}
+        lines: dict[tuple[str, str], int] = {}
         for new in news:
             counts[(new.app, new.job)] = counts.get((new.app, new.job), 0) + 1
+            if new.lock is not None and not new.state.is_final:
+                lines[(new.app, new.lock)] = lines.get((new.app, new.lock), 0) + 1
+        # Tickets first: every transaction locks a lock's row before anything else it locks.
+        tickets = {key: take_tickets(conn, *key, count) for key, count in sorted(lines.items())}
         last = count_runs(conn, counts, schedules)
         if not news:
             return []
@@ -201,19 +222,29 @@ class RunStore(StoreBase):
         rows = []
         for new, run_id in zip(news, new_run_ids(len(news)), strict=True):
             numbers[(new.app, new.job)] += 1
-            rows.append(new.row(run_id, numbers[(new.app, new.job)], now))
+            row = new.row(run_id, numbers[(new.app, new.job)], now)
+            if "lock_ticket" in row:
+                row["lock_ticket"] = tickets[(new.app, new.lock or "")]
+                tickets[(new.app, new.lock or "")] += 1
+            rows.append(row)
+        if lines:  # one statement for all rows: every row names the same columns
+            for row in rows:
+                for key in ("lock", "request_digest", "lock_ticket"):
+                    row.setdefault(key, None)
         if conn.execute(_insert_statement(self.dialect), rows).rowcount != len(rows):
             raise _KeyUsed()
         conn.execute(_INSERT_EVENT, [
             {"run_id": row["id"], "kind": "created", "state": row["state"],
              "data": {"reason": row["reason"]} if row["reason"] else {}, "created_at": now}
             for row in rows])
-        lines = [record.row(f"#{row['number']} ({row['id']})")
-                 for record, row in zip(audits, rows, strict=True) if record is not None]
-        if lines:
-            conn.execute(_INSERT_AUDIT, lines)
+        audit_lines = [record.row(f"#{row['number']} ({row['id']})")
+                       for record, row in zip(audits, rows, strict=True) if record is not None]
+        if audit_lines:
+            conn.execute(_INSERT_AUDIT, audit_lines)
         return [Run.model_construct(**{"secret_parameters": {}, "spec_digest": None,
-                                       "approval_expires_at": None, **row}) for row in rows]
+                                       "approval_expires_at": None, "lock": None,
+                                       "lock_ticket": None, "request_digest": None, **row})
+                for row in rows]
 
     @staticmethod
     def _used_keys(conn: Connection, keys: list[str]) -> set[str]:
@@ -262,8 +293,8 @@ class RunStore(StoreBase):
 
     def active_runs(self, app: str, job: str | None = None) -> list[Run]:
         return self.list_runs(
-            app=app, job=job, states=(RunState.QUEUED, RunState.RUNNING), limit=1000
-        )
+            app=app, job=job, states=(RunState.QUEUED, RunState.WAITING, RunState.RUNNING),
+            limit=1000)
 
     def live_runs(self, jobs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], list[Run]]:
         """Queued and running runs of each of `jobs` (app, job), newest first: one query for
@@ -297,6 +328,22 @@ class RunStore(StoreBase):
         external_id: str | None = None,
     ) -> Run | None:
         """Move a run to `state` and append its event, atomically; None if it may not move."""
+        return self.transition_handing_over(run_id, state, reason=reason, exit_code=exit_code,
+                                            data=data, external_id=external_id).run
+
+    def transition_handing_over(
+        self,
+        run_id: str,
+        state: RunState,
+        *,
+        reason: str | None = None,
+        exit_code: int | None = None,
+        data: dict[str, Any] | None = None,
+        external_id: str | None = None,
+        claimer: str | None = None,
+    ) -> Handed:
+        """transition(); with `claimer`, a run made final that held its lock hands it, in the
+        same transaction, to the next run in line, which becomes `claimer`'s to launch."""
         now = utcnow()
         values: dict[str, Any] = {"state": state.value}
         if external_id is not None:
@@ -311,13 +358,16 @@ class RunStore(StoreBase):
             values["finished_at"] = now
         allowed = [s.value for s in _REACHABLE_FROM.get(state, ())]
         with self._write() as session:
+            # The lock's row first: every transaction takes it before the runs it changes.
+            lock = (lock_of(session.connection(), run_id)
+                    if claimer is not None and state.is_final else None)
             result = session.execute(
                 update(Run)
                 .where(col(Run.id) == run_id, col(Run.state).in_(allowed))
                 .values(**values)
             )
             if result.rowcount != 1:  # type: ignore[attr-defined]
-                return None
+                return Handed(None)
             run = session.get(Run, run_id)
             assert run is not None
             session.refresh(run)
@@ -327,7 +377,11 @@ class RunStore(StoreBase):
             if exit_code is not None:
                 payload.setdefault("exit_code", exit_code)
             self._event(session, run, "state", payload)
-            return run
+            granted = None
+            if lock is not None and claimer is not None:
+                granted_id = release(session.connection(), *lock, run_id, claimer)
+                granted = session.get(Run, granted_id) if granted_id else None
+            return Handed(run, granted)
 
     def update_run(self, run_id: str, **fields: Any) -> None:
         """Set bookkeeping fields (owner, external id, cancel request) without an event."""

@@ -8,12 +8,13 @@ import logging
 
 from core.catalog import JobRef
 from core.errors import BadInput, Conflict, JobbotError, PermissionDenied
+from core.locks import line_text
 from core.models import Run, RunState
 from core.parameters import secret_names
 from core.policy import GITHUB_PERMISSIONS, Actor
 from core.run_ids import is_run_id
 from core.spec import AppSpec
-from github_app import commands, heads, keys, render
+from github_app import commands, heads, keys, markdown, render
 from github_app.api import InstallationApi
 from github_app.context import Context, PullRequest
 from github_app.pull_jobs import start_pull_request_jobs
@@ -110,8 +111,15 @@ async def _execute(delivery: Delivery, ctx: Context, api: InstallationApi,
         result = await ctx.start(target, actor, repository=repository, sha=pr.head_sha,
                                  ref=pr.head_ref, key=f"{key}:{target.key}", origin=origin,
                                  overrides=command.overrides)
+        if result.joined:
+            return (f"@{login} joined {result.run.label}, waiting for {result.run.lock}: the "
+                    "same request is already in line")
         if not result.created:
             return f"@{login}: this comment already started {result.run.label}"
+        place = await ctx.service.line_place(result.run)
+        if place is not None:
+            where = line_text(place, person=lambda run: markdown.text(run.actor))
+            return f"@{login} queued {result.run.label}: {where}"
         return f"@{login} started {result.run.label}"
     return await _rerun(ctx, actor, pr, app, target, key, origin)
 

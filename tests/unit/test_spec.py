@@ -51,6 +51,7 @@ jobs:
       - {name: TARGET, type: choice, choices: [staging, production], required: true}
       - {name: STEPS, type: int, default: 1, description: "how many migrations"}
       - {name: TOKEN, type: string, pattern: "^[a-z0-9]+$", secret: true}
+    lock: db-prod
   - name: nightly-report
     image: python:3.12-slim
     command: [python, report.py]
@@ -77,6 +78,7 @@ def test_the_design_brief_example_is_valid() -> None:
     assert migrate.env == {"RAILS_ENV": "production", "PORT": "8080"}
     assert migrate.time_limit == 480 and migrate.backoff_limit == 3
     assert migrate.notify.slack_channel == "#db"
+    assert migrate.lock == "db-prod" and app.job("nightly-report").lock is None
     assert migrate.allow.slack_users == ("U123",)
     target, steps, token = migrate.parameters
     assert (target.type, target.choices, target.required) == (
@@ -195,6 +197,11 @@ jobs:
      "python:3.12-slim"),
     ("security_context: {run_as_root: true}", "jobs[j].security_context.run_as_root: unknown "
      "key 'run_as_root'"),
+    ("lock: DB_Prod", "app.yaml:6: jobs[j].lock: 'DB_Prod' is not a valid name: use at most 63 "
+     "lowercase letters, digits and '-', starting and ending with a letter or digit (a lock "
+     "is named like a job, e.g. db-prod)"),
+    ("lock: [db]", "app.yaml:6: jobs[j].lock: Input should be a valid string"),
+    ("lock: " + "x" * 64, "jobs[j].lock: 'xxxxxxxx"),
 ])
 def test_each_kind_of_problem(job: str, expected: str) -> None:
     found = problems(f"app: a\njobs:\n  - name: j\n    image: x\n    command: [x]\n    {job}\n")
