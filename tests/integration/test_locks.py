@@ -444,3 +444,35 @@ async def test_with_serve_processes_the_lock_passes_on_after_kill_9(
         a.stop()
         b.stop()
         store.close()
+
+
+async def test_a_job_with_approval_and_a_lock_is_approved_first_then_waits_its_turn(
+        store: Store, tmp_path: Path) -> None:
+    """Approval comes before the line: a run waiting for approval blocks nobody, and once
+    approved it waits behind the holder, ahead of runs requested after it."""
+    approval = {"required": 1, "self": False}
+    service = service_for(tmp_path, store, gated_jobs(approval=approval))
+    gates = Gates(tmp_path / "gates")
+    holder = await trigger(service, "seed", gates.path("holder"))
+    await until(service, holder.id, RunState.RUNNING)
+    asked = await trigger(service, "migrate", gates.path("asked"))
+    assert asked.state == RunState.NEEDS_APPROVAL.value
+    # Waiting for approval holds no place that blocks the line: a later seed waits behind
+    # the holder only.
+    later = await trigger(service, "seed", gates.path("later"), BOB)
+    assert later.state == RunState.WAITING.value
+    approved = await service.approve(asked.id, BOB)
+    assert approved.outcome == "released"
+    assert approved.run.state == RunState.WAITING.value  # approved, then in line
+    gates.open("holder")
+    await until(service, holder.id, RunState.SUCCEEDED)
+    # First come, first served by request: migrate was asked for before the later seed.
+    await until(service, asked.id, RunState.RUNNING)
+    assert (await service.get_run(later.id)).state == RunState.WAITING.value
+    gates.open("asked")
+    await until(service, asked.id, RunState.SUCCEEDED)
+    gates.open("later")
+    await until(service, later.id, RunState.SUCCEEDED)
+    runs = [await service.get_run(r.id) for r in (holder, asked, later)]
+    assert_one_at_a_time(runs)
+    await service.shutdown()
