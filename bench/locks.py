@@ -13,7 +13,9 @@ until every run is over. The figures come from the run records:
   handed out as the runs were recorded, which is also their created_at order);
 - the hand-over time, p50 and p99, from one run's finish to the next run's start, over the
   hand-overs where the next run was already waiting (goal: p99 under 1 s);
-- how many runs each replica launched (the replica that ends the holder launches the next).
+- how many runs each replica launched (the replica that ends the holder launches the next);
+- a baseline measured in the same run: request -> start of runs of a job with no lock, one
+  at a time, and the ratio of the hand-over to it.
 
     .venv/bin/python -m bench.locks [--runs 1000] [--replicas 3] [--database-url URL]
 """
@@ -49,13 +51,19 @@ from tests.support.postgres import Cluster
 
 LOCK = "db-prod"
 JOBS = ("migrate", "seed")
+# The baseline: runs of a job with no lock, each requested once the one before it ended, so
+# each starts as soon as it can; their request -> start time is what a hand-over compares to.
+FREE_JOB = "free"
+BASELINE_RUNS = 30
 
 
 def write_app(directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "app.yaml"
-    jobs = [{"name": name, "image": "busybox", "command": ["/bin/true"], "env": {"N": ""},
-             "lock": LOCK} for name in JOBS]
+    jobs: list[dict[str, Any]] = [
+        {"name": name, "image": "busybox", "command": ["/bin/true"], "env": {"N": ""},
+         "lock": LOCK} for name in JOBS]
+    jobs.append({"name": FREE_JOB, "image": "busybox", "command": ["/bin/true"]})
     path.write_text(json.dumps({"app": "bench", "jobs": jobs}))
     return path
 
@@ -87,6 +95,10 @@ async def _replica(index: int, replicas: int, runs: int, url: str, config: Path,
         if not await asyncio.to_thread(_unfinished, store):
             break
         await asyncio.sleep(0.2)
+    if index == 0:
+        for _ in range(BASELINE_RUNS):
+            free = await service.trigger(FREE_JOB, actor)
+            await service.wait(free.run.id, poll=0.05)
     beat.cancel()
     await service.shutdown()
     store.close()
@@ -96,7 +108,10 @@ def _unfinished(store: Store) -> int:
     return len(store.unfinished_runs())
 
 
-def figures(runs: list[Run]) -> None:
+def figures(all_runs: list[Run]) -> None:
+    runs = [r for r in all_runs if r.job != FREE_JOB]
+    baseline = [(r.started_at - r.created_at).total_seconds() for r in all_runs
+                if r.job == FREE_JOB and r.started_at is not None]
     started = sorted(runs, key=lambda r: (r.started_at is None, r.started_at))
     never = [r for r in runs if r.started_at is None or r.finished_at is None]
     overlaps = sum(1 for a, b in itertools.pairwise(started)
@@ -121,6 +136,13 @@ def figures(runs: list[Run]) -> None:
               f"p50 {statistics.median(handovers) * 1000:7.1f} ms   "
               f"p99 {percentile(handovers, 0.99) * 1000:7.1f} ms   "
               f"max {max(handovers) * 1000:7.1f} ms   (goal p99 < 1000 ms)")
+    if baseline:
+        print(f"baseline, a run of a job with no lock, request -> start, over {len(baseline)} "
+              f"runs: p50 {statistics.median(baseline) * 1000:7.1f} ms   "
+              f"p99 {percentile(baseline, 0.99) * 1000:7.1f} ms")
+    if handovers and baseline:
+        ratio = statistics.median(handovers) / statistics.median(baseline)
+        print(f"hand-over / baseline, p50: {ratio:.2f}x")
     launched = Counter(r.owner for r in runs)
     print("runs launched per replica: " + ", ".join(
         f"{owner}: {count}" for owner, count in sorted(launched.items(), key=str)))
