@@ -75,6 +75,14 @@ class Outbox:
         """A new subscriber starts at the newest event unless `from_start`."""
         self._subscribers.append(_Subscriber(name, handler, from_start))
 
+    async def prepare(self) -> None:
+        """Start each new subscriber's cursor at the newest event, before the server takes
+        requests: the events of what it is asked from then on all reach the subscriber (a
+        cursor set only once deliveries begin would pass over the first requests' events)."""
+        for sub in self._subscribers:
+            if not sub.from_start:
+                await asyncio.to_thread(self._store.start_cursor, sub.name)
+
     async def run(self) -> None:
         """Deliver until cancelled; the events under way finish first (FINISH_GRACE)."""
         await asyncio.gather(*(self._serve(s) for s in self._subscribers))

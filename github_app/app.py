@@ -262,6 +262,7 @@ class Standby:
         # The server's outbox has started its subscribers; the reporter gets one of its own.
         outbox = Outbox(service.store, service.changes)
         outbox.subscribe("github", github.checks)
+        await outbox.prepare()
         self._outbox = asyncio.create_task(outbox.run(), name="github-outbox")
         self.github = github
         logger.info("GitHub App %s registered: serving its webhook", config.app_id)

@@ -33,6 +33,11 @@ RUNTIME = web.AppKey("runtime", Runtime)
 OUTBOX = web.AppKey("outbox", Outbox)
 
 
+async def _prepare_outbox(app: web.Application) -> None:
+    # Runs in AppRunner.setup(), before the site listens (subscribers are all in by then).
+    await app[OUTBOX].prepare()
+
+
 def make_app(runtime: Runtime, outbox: Outbox | None = None, *,
              browse_token: str | None = None) -> web.Application:
     """The server's routes; front ends mount theirs and subscribe to the run-event outbox.
@@ -40,6 +45,7 @@ def make_app(runtime: Runtime, outbox: Outbox | None = None, *,
     app = web.Application()
     app[RUNTIME] = runtime
     app[OUTBOX] = outbox or Outbox(runtime.store, runtime.service.changes)
+    app.on_startup.append(_prepare_outbox)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     bot = slack.setup(app, slack_config(runtime.settings), runtime.service, runtime.links,

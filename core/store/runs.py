@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, bindparam, func, select, tuple_, update
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 from sqlmodel import select as orm_select
 
@@ -466,6 +467,20 @@ class RunStore(StoreBase):
         with self._read() as session:
             row = session.get(SubscriberCursor, name)
             return row.last_event_id if row else None
+
+    def start_cursor(self, name: str) -> None:
+        """Give subscriber `name` a cursor at the newest event, unless it has one: a new
+        subscriber starts with what happens from now on. Of replicas starting at once, the
+        first to write it wins, so a later one never moves it past undelivered events."""
+        try:
+            with self._write() as session:
+                if session.get(SubscriberCursor, name) is not None:
+                    return
+                newest = session.exec(orm_select(func.coalesce(func.max(RunEvent.id), 0))).one()
+                session.add(SubscriberCursor(name=name, last_event_id=int(newest or 0),
+                                             updated_at=utcnow()))
+        except IntegrityError:
+            pass  # another replica wrote it first: its cursor stands
 
     def save_cursor(self, name: str, last_event_id: int) -> None:
         with self._write() as session:

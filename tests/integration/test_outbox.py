@@ -54,6 +54,33 @@ async def test_events_arrive_in_order_and_a_restart_resumes_after_the_last(store
     assert seen == [("created", "queued"), ("state", "running"), ("state", "succeeded")]
 
 
+async def test_a_new_subscriber_gets_the_events_of_requests_made_before_deliveries_begin(
+        store: Store) -> None:
+    """`prepare` (at server start-up, before it listens) starts a new subscriber's cursor:
+    a run asked for between then and the first delivery is not passed over."""
+    old = make_run(store)  # before this subscriber existed: not its business
+    seen: list[str] = []
+
+    async def handler(event: RunEvent) -> None:
+        seen.append(event.run_id)
+
+    outbox = Outbox(store, Changes(), poll=0.05)
+    outbox.subscribe("slack", handler)
+    await outbox.prepare()
+    early = make_run(store)  # a request the server took before its outbox task ran
+    last = store.last_event_id()
+    await deliver_until(outbox, lambda: store.cursor("slack") == last)
+    assert seen == [early] and old not in seen
+    # Prepared again (a restart, another replica), the cursor stays where deliveries left it.
+    later = make_run(store)
+    again = Outbox(store, Changes(), poll=0.05)
+    again.subscribe("slack", handler)
+    await again.prepare()
+    assert store.cursor("slack") == last
+    await deliver_until(again, lambda: store.cursor("slack") == store.last_event_id())
+    assert seen == [early, later]
+
+
 async def stop_during_delivery(store: Store, handler: Handler, in_flight: asyncio.Event,
                                after_cancel: Callable[[], object] = lambda: None) -> None:
     """Deliver to `handler` from the start; cancel the outbox (a shutdown) once `in_flight`."""
