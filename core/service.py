@@ -126,6 +126,7 @@ class JobService:
         changes: Changes | None = None,
         replica: Replica | None = None,
         sealer: Sealer | None = None,
+        launches_for_others: bool = True,
     ) -> None:
         self.catalog = catalog
         self.sealer = sealer or Sealer()
@@ -142,6 +143,12 @@ class JobService:
         # that fails hands the lock on again: a loop, not a recursion).
         self._granted: deque[Run] = deque()
         self._granting = False
+        # A server launches the next run in line itself when it hands a lock on; a one-shot
+        # process (`jobbot run`) would stop it on exit, so it leaves the run to its owner,
+        # which launches it at its heartbeat.
+        self._claimer = str(self.owner) if launches_for_others else None
+        # Runs being launched here now, or due to be: a heartbeat does not launch them again.
+        self._launching: set[str] = set()
         executor.bind(self)
 
     async def _db(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
@@ -367,6 +374,13 @@ class JobService:
         await self.run_finished(run_id, state, reason=reason)
 
     async def _launch(self, target: JobRef, run: Run, *, notify: bool = True) -> None:
+        self._launching.add(run.id)
+        try:
+            await self._gate_and_launch(target, run, notify=notify)
+        finally:
+            self._launching.discard(run.id)
+
+    async def _gate_and_launch(self, target: JobRef, run: Run, *, notify: bool) -> None:
         # Approvals come first; an approved run then takes its place in its lock's line.
         if await self._approval_gate(target, run) or not await self._lock_gate(target, run):
             return
@@ -494,15 +508,26 @@ class JobService:
         waits in the lock's line (state `waiting`), launched when the lock is handed to it."""
         if run.lock is None:
             return True
-        held, granted = await self._db(self.store.enter_lock, run.id, str(self.owner))
+        held, granted = await self._db(self.store.enter_lock, run.id, self._claimer)
         if not held:
             self.changes.notify()
         if granted is not None:  # the lock was free with runs before this one in line
-            await self._launch_granted(granted)
+            await self._take_grant(granted)
         return held
+
+    async def _take_grant(self, run: Run) -> None:
+        """A run its lock was just handed to: launched here if it is this process's, else
+        left to its owner (a live process launches its own runs at its heartbeat)."""
+        if run.owner == str(self.owner):
+            await self._launch_granted(run)
+        else:
+            self.changes.notify()
 
     async def _launch_granted(self, run: Run) -> None:
         """Launch a run its lock was just handed to (claimed by this process)."""
+        if run.id in self._launching:
+            return
+        self._launching.add(run.id)
         self._granted.append(run)
         if self._granting:
             return  # the loop below, further up, launches it next
@@ -513,6 +538,7 @@ class JobService:
                 try:
                     target = self.catalog.resolve(f"{granted.app}/{granted.job}")
                 except NotFound:
+                    self._launching.discard(granted.id)
                     await self.run_finished(granted.id, RunState.FAILED, reason=(
                         f"could not start: {granted.app}/{granted.job} is no longer defined"))
                     continue
@@ -785,10 +811,13 @@ class JobService:
     async def _grant_lost_locks(self) -> None:
         """Grant and launch here the locks that are free while runs wait for them (the
         replica that was to launch the next run died first)."""
-        for run in await self._db(self.store.lost_grants, str(self.owner)):
+        for run in await self._db(self.store.lost_grants, self._claimer):
             logger.warning("lock %s of %s was free with runs waiting: granted to run %s",
                            run.lock, run.app, run.id, extra={"run_id": run.id})
-            await self._launch_granted(run)
+            await self._take_grant(run)
+        for run in await self._db(self.store.granted_to, str(self.owner)):
+            if not self.executor.drives(run.id) and run.id not in self._launching:
+                await self._launch_granted(run)
 
     async def shutdown(self, reason: str = "jobbot stopped") -> None:
         await self.executor.shutdown(reason)
@@ -819,10 +848,11 @@ class JobService:
 
     async def run_finished(self, run_id: str, state: RunState, *, exit_code: int | None = None,
                            reason: str | None = None) -> None:
-        # A run that held a lock hands it on in the same transaction; this process claims
-        # the next run in line and launches it at once.
+        # A run that held a lock hands it on in the same transaction; a server claims the
+        # next run in line and launches it at once.
         handed = await self._db(self.store.transition_handing_over, run_id, state,
-                                exit_code=exit_code, reason=reason, claimer=str(self.owner))
+                                exit_code=exit_code, reason=reason, hands_over=True,
+                                claimer=self._claimer)
         run = handed.run
         if run is None:
             logger.info("run %s was already final; %s ignored", run_id, state.value,
@@ -831,7 +861,7 @@ class JobService:
             _count_finished(run)
         self.changes.notify()
         if handed.granted is not None:
-            await self._launch_granted(handed.granted)
+            await self._take_grant(handed.granted)
 
     async def cancel_requested_by(self, run_id: str) -> str | None:
         run = await self._db(self.store.get_run, run_id)

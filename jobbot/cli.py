@@ -167,7 +167,7 @@ def _with_runtime(settings: Settings, body: Callable[[Runtime], Coroutine[Any, A
                   lease: bool = False) -> int:
     """Run `body`; with `lease`, this process holds a replica lease meanwhile (it follows
     runs: other replicas must leave them to it while it lives)."""
-    runtime = build_runtime(settings)
+    runtime = build_runtime(settings, serving=False)
     try:
         return asyncio.run(_leased(runtime, body) if lease else body(runtime))
     finally:
@@ -241,10 +241,11 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
         if stop.is_set() and not waiter.done():
             print("\ninterrupted: cancelling the run", file=sys.stderr)
-            waiting = (await service.get_run(run.id)).state == RunState.NEEDS_APPROVAL.value
+            waiting = (await service.get_run(run.id)).state in (
+                RunState.NEEDS_APPROVAL.value, RunState.WAITING.value)
             if service.executor.name == "kubernetes" or waiting:
                 # Stopping this process leaves the Job running (or the run waiting for
-                # approval): end it on purpose.
+                # approval or its lock): end it on purpose.
                 await service.cancel(run.id, _actor())
             else:
                 await service.shutdown(f"cancelled: {_actor().name} interrupted `jobbot run`")

@@ -49,8 +49,10 @@ def load_config(settings: Settings, config: Path | None = None) -> AppSpec:
 
 
 def build_runtime(settings: Settings, config: Path | None = None, *,
-                  executor: Executor | None = None) -> Runtime:
-    """Load app.yaml, open and migrate the store, and wire the service to an executor."""
+                  executor: Executor | None = None, serving: bool = True) -> Runtime:
+    """Load app.yaml, open and migrate the store, and wire the service to an executor.
+    Without `serving` (a CLI command, which exits soon), the service leaves the next run of a
+    lock it hands on to that run's owner instead of launching it itself."""
     app = load_config(settings, config)
     store = open_store(settings)
     data_dir = settings.JOBBOT_DATA_DIR.resolve()
@@ -62,7 +64,7 @@ def build_runtime(settings: Settings, config: Path | None = None, *,
     key = signing_key(settings, data_dir)
     replica = Replica(store, owner, expiry=settings.JOBBOT_LEASE_EXPIRY)
     service = JobService(catalog, store, executor, logs, owner=owner, changes=Changes(),
-                         replica=replica, sealer=Sealer(key))
+                         replica=replica, sealer=Sealer(key), launches_for_others=serving)
     links = Links(settings.public_url, key, guessed=settings.JOBBOT_PUBLIC_URL is None)
     return Runtime(settings, app, store, service, links)
 

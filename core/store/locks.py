@@ -119,14 +119,15 @@ def _first(conn: Connection, app: str, lock: str) -> Any:
         .order_by(RUNS.c.lock_ticket, RUNS.c.id).limit(1)).first()
 
 
-def hand_over(conn: Connection, app: str, lock: str, claimer: str) -> str | None:
-    """Give the (locked, free) lock to the first run in line if it waits, claimed by
-    `claimer`: it moves to `queued` and is `claimer`'s to launch. Its id, or None."""
+def hand_over(conn: Connection, app: str, lock: str, claimer: str | None) -> str | None:
+    """Give the (locked, free) lock to the first run in line if it waits: it moves to
+    `queued` and is `claimer`'s to launch (with no claimer, its owner's). Its id, or None."""
     first = _first(conn, app, lock)
     granted = None
     if first is not None and first.state == WAITING:
+        claimed = {"owner": claimer} if claimer is not None else {}
         conn.execute(update(RUNS).where(RUNS.c.id == first.id, RUNS.c.state == WAITING)
-                     .values(state=QUEUED, owner=claimer))
+                     .values(state=QUEUED, **claimed))
         granted = str(first.id)
     conn.execute(update(LOCKS).where(LOCKS.c.app == app, LOCKS.c.name == lock)
                  .values(holder=granted, updated_at=utcnow()))
@@ -136,7 +137,8 @@ def hand_over(conn: Connection, app: str, lock: str, claimer: str) -> str | None
     return granted
 
 
-def release(conn: Connection, app: str, lock: str, run_id: str, claimer: str) -> str | None:
+def release(conn: Connection, app: str, lock: str, run_id: str,
+            claimer: str | None) -> str | None:
     """`run_id` is over: if it held the (locked) lock, hand it to the next in line."""
     row = conn.execute(select(LOCKS.c.holder).where(LOCKS.c.app == app,
                                                     LOCKS.c.name == lock)).one()
@@ -150,10 +152,11 @@ class LockStore(StoreBase):
         with self._read() as session:
             return session.get(Run, run_id)
 
-    def enter_lock(self, run_id: str, claimer: str) -> tuple[bool, Run | None]:
+    def enter_lock(self, run_id: str, claimer: str | None) -> tuple[bool, Run | None]:
         """At a locked run's launch: whether it holds its lock now (granted, or held already),
-        and a waiting run granted instead (claimed by `claimer`) when the lock was free with
-        runs before this one in line. A run not granted moves to `waiting`."""
+        and a waiting run granted instead (claimed by `claimer`, or left to its owner) when
+        the lock was free with runs before this one in line. A run not granted moves to
+        `waiting`."""
         with self._writing() as conn:
             where = lock_of(conn, run_id)
             row = conn.execute(select(RUNS.c.state, RUNS.c.lock_ticket)
@@ -203,10 +206,10 @@ class LockStore(StoreBase):
             _tell_line(conn, *where)
         return self._run(run_id)
 
-    def lost_grants(self, claimer: str) -> list[Run]:
+    def lost_grants(self, claimer: str | None) -> list[Run]:
         """Grant the locks that are free while runs wait for them (a replica died between a
         grant and its launch, or a run ended without handing over), each to its first waiting
-        run, claimed by `claimer`; those runs, to launch."""
+        run, claimed by `claimer` (or left to its owner); those runs."""
         with self._reading() as conn:
             lines = select(RUNS.c.app, RUNS.c.lock).where(RUNS.c.state == WAITING).group_by(
                 RUNS.c.app, RUNS.c.lock).subquery()
@@ -224,6 +227,15 @@ class LockStore(StoreBase):
                     if run_id:
                         granted.append(run_id)
         return [run for run_id in granted if (run := self._run(run_id)) is not None]
+
+    def granted_to(self, owner: str) -> list[Run]:
+        """`owner`'s runs that hold their lock but have not started: a process that does not
+        launch others' runs handed the lock to them, for their owner to launch."""
+        with self._read() as session:
+            return list(session.exec(orm_select(Run).join(
+                RunLock, (col(RunLock.app) == Run.app) & (col(RunLock.name) == Run.lock)
+                & (col(RunLock.holder) == Run.id)).where(
+                Run.owner == owner, Run.state == QUEUED)).all())
 
     def line_place(self, run: Run) -> LinePlace | None:
         """Where a waiting run stands in its lock's line, and who holds the lock."""

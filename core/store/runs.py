@@ -341,10 +341,12 @@ class RunStore(StoreBase):
         exit_code: int | None = None,
         data: dict[str, Any] | None = None,
         external_id: str | None = None,
+        hands_over: bool = False,
         claimer: str | None = None,
     ) -> Handed:
-        """transition(); with `claimer`, a run made final that held its lock hands it, in the
-        same transaction, to the next run in line, which becomes `claimer`'s to launch."""
+        """transition(); with `hands_over`, a run made final that held its lock hands it, in
+        the same transaction, to the next run in line, which becomes `claimer`'s to launch
+        (with no claimer, it stays its owner's)."""
         now = utcnow()
         values: dict[str, Any] = {"state": state.value}
         if external_id is not None:
@@ -361,7 +363,7 @@ class RunStore(StoreBase):
         with self._write() as session:
             # The lock's row first: every transaction takes it before the runs it changes.
             lock = (lock_of(session.connection(), run_id)
-                    if claimer is not None and state.is_final else None)
+                    if hands_over and state.is_final else None)
             result = session.execute(
                 update(Run)
                 .where(col(Run.id) == run_id, col(Run.state).in_(allowed))
@@ -379,7 +381,7 @@ class RunStore(StoreBase):
                 payload.setdefault("exit_code", exit_code)
             self._event(session, run, "state", payload)
             granted = None
-            if lock is not None and claimer is not None:
+            if lock is not None:
                 granted_id = release(session.connection(), *lock, run_id, claimer)
                 granted = session.get(Run, granted_id) if granted_id else None
             return Handed(run, granted)

@@ -476,3 +476,32 @@ async def test_a_job_with_approval_and_a_lock_is_approved_first_then_waits_its_t
     runs = [await service.get_run(r.id) for r in (holder, asked, later)]
     assert_one_at_a_time(runs)
     await service.shutdown()
+
+
+async def test_a_cli_that_hands_its_lock_on_leaves_the_next_run_to_its_own_process(
+        store: Store, tmp_path: Path) -> None:
+    """Two `jobbot run` processes and no server: the first, ending its run, hands the lock
+    to the second's run but does not launch it (it would stop it when it exits); the second
+    process launches its own run at its heartbeat, and both exit 0."""
+    service = service_for(tmp_path, store, gated_jobs())
+    config = tmp_path / "app" / "app.yaml"
+    gates = Gates(tmp_path / "gates")
+    env = {"JOBBOT_DATABASE_URL": store.url, "JOBBOT_LEASE_EXPIRY": "2"}
+    first = spawn(tmp_path, "--config", str(config), "run", "migrate",
+                  f"GATE={gates.path('a')}", env=env)
+    [holder] = await _runs_of(service, "migrate", 1)
+    await until(service, holder.id, RunState.RUNNING)
+    second = spawn(tmp_path, "--config", str(config), "run", "seed",
+                   f"GATE={gates.path('b')}", env=env)
+    [seed] = await _runs_of(service, "seed", 1)
+    await until(service, seed.id, RunState.WAITING)
+    gates.open("a")
+    _, err = await asyncio.to_thread(first.communicate, timeout=60)
+    assert first.returncode == 0, err
+    started = await until(service, seed.id, RunState.RUNNING)
+    assert started.owner != holder.owner  # launched by its own process, not the first
+    gates.open("b")
+    _, err = await asyncio.to_thread(second.communicate, timeout=60)
+    assert second.returncode == 0, err
+    done = await service.get_run(seed.id)
+    assert done.state == RunState.SUCCEEDED.value and done.owner == started.owner
