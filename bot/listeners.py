@@ -97,7 +97,8 @@ def register_listeners(app: AsyncApp, router: Router, backlog: Backlog,
             await record(command_key(body), "typo", {**body, "text": without_values(text)})
             await ack(text=render.error(str(exc)).text)
             return
-        hidden = router.hidden(command.job) if command.name == "run" else frozenset()
+        hidden = (router.hidden(command.job, command.overrides) if command.name == "run"
+                  else frozenset())
         if hidden & command.overrides.keys():
             # Secret parameter values are recorded sealed, the text masked.
             body = {**body, "text": command.describe(hidden),
@@ -179,7 +180,7 @@ def register_listeners(app: AsyncApp, router: Router, backlog: Backlog,
                          {"user": user, "form": form, "errors": sorted(errors)})
             await ack(response_action="errors", errors=render.form_errors(errors, names))
             return
-        hidden = router.hidden(str(form.get("job") or ""))
+        hidden = router.hidden(str(form.get("job") or ""), values)
         plain = {k: v for k, v in values.items() if k not in hidden}
         sealed = router.service.sealer.seal({k: v for k, v in values.items() if k in hidden})
         await record(view_key(body), "submit",

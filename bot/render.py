@@ -69,7 +69,8 @@ class Reply:
 @dataclass(frozen=True)
 class Form:
     """The parameters form of a job: its fields filled in with `values`; on a rerun,
-    `kept` names the secret parameters that keep their value when left empty."""
+    `kept` names the parameters (secret, or secret-looking) that keep their value when left
+    empty: their values are not shown back."""
 
     job: str
     parameters: tuple[ParameterSpec, ...]
@@ -473,6 +474,8 @@ def _field(parameter: ParameterSpec, value: str | None, kept: bool) -> Block:
     if parameter.secret:
         hints.append("secret: never shown" + ("; leave empty to keep the value of the run"
                                               if kept else ""))
+    elif kept:  # a secret-looking value, not shown back
+        hints.append("leave empty to keep the value of the run")
     elif parameter.type == "string" and parameter.pattern:
         hints.append(f"matches {parameter.pattern}")
     block: Block = {

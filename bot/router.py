@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -140,21 +140,23 @@ class Router:
         self.confirmations = confirmations or Confirmations(service.store,
                                                             sealer=service.sealer)
 
-    def hidden(self, job: str | None) -> frozenset[str]:
-        """The names of the secret parameters of `job`, if it is one."""
+    def hidden(self, job: str | None, given: Iterable[str] = ()) -> frozenset[str]:
+        """The names of the secret parameters of `job`; of the `given` names, every one when
+        `job` names no single job (a typo, or a name in several apps): which are secret
+        cannot be known, so none is recorded or audited in the clear."""
         if job is None:
             return frozenset()
         try:
             return secret_names(self.service.catalog.resolve(job).job)
         except JobbotError:
-            return frozenset()
+            return frozenset(given)
 
     async def handle(self, request: Request, command: Command | None = None) -> Reply:
         """Answer `request` (or the `command` it stands for, when it came from a form)."""
         described = without_values(request.text.strip())[:200]
         try:
             command = command or parse(request.text)
-            described = command.describe(self.hidden(command.job))
+            described = command.describe(self.hidden(command.job, command.overrides))
             answer = await self._dispatch(command, request)
             result = "ok"
         except PermissionDenied as exc:
@@ -341,8 +343,11 @@ class Router:
             await self.service.audit(actor, "rerun", run_id, "rejected", str(exc)[:255])
             return render.error(str(exc))
         names = {p.name for p in target.job.parameters}
-        values = {k: v for k, v in run.overrides.items() if k in names}
-        kept = tuple(k for k in run.secret_parameters if k in names)
+        # A secret-looking value is not put back into the form either: empty keeps it.
+        values = {k: v for k, v in run.overrides.items()
+                  if k in names and not is_sensitive_key(k)}
+        kept = tuple(k for k in [*run.secret_parameters, *run.overrides]
+                     if k in names and k not in values)
         form = render.Form(target.key, target.job.parameters, values, ref=run.ref,
                            rerun_of=run.id, rerun_label=run.label, kept=kept,
                            channel=actor.slack_channel)

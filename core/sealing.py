@@ -43,13 +43,14 @@ class Sealer:
         return {name: self._fernet.encrypt(value.encode()).decode()
                 for name, value in values.items()}
 
-    def open(self, sealed: Mapping[str, str]) -> dict[str, str]:
-        """The values in the clear; Unsealable names those this key cannot open."""
+    def open(self, sealed: Mapping[str, str], *, ttl: int | None = None) -> dict[str, str]:
+        """The values in the clear; Unsealable names those this key cannot open (or, with
+        `ttl`, that were sealed more than `ttl` seconds ago)."""
         opened: dict[str, str] = {}
         failed: list[str] = []
         for name, token in sealed.items():
             try:
-                opened[name] = self._fernet.decrypt(token.encode()).decode()
+                opened[name] = self._fernet.decrypt(token.encode(), ttl=ttl).decode()
             except (InvalidToken, ValueError):
                 failed.append(name)
         if failed:

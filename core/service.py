@@ -185,10 +185,12 @@ class JobService:
             rerun_of=rerun_of, executor=self.executor.name,
             # This process follows the run: other replicas leave it alone while its lease lives.
             owner=str(self.owner), lock=lock,
+            # A run given secret values never joins another: whether it would join would tell
+            # its requester whether a guess of another run's secret was right.
             request_digest=request_digest(self.sealer, ref=ref, sha=sha,
                                           image=image or target.job.image,
                                           values=checked.values, secrets=checked.secrets)
-            if lock else None,
+            if lock and not checked.secrets else None,
         )
         if approval is not None:
             # It waits for its approvals, bound to the job's definition as it is now.
@@ -453,20 +455,26 @@ class JobService:
         except NotFound:
             job = None
         approval = job.approval if job is not None else None
-        digest = spec_digest(job) if job is not None else ""
-        if job is not None and approval is not None:
-            allowed = may_approve(job, actor)
-            if not allowed.allowed:
-                await self._audit(actor, verb, where, "refused", allowed.reason)
-                raise PermissionDenied(allowed.reason)
-            if not approval.allow_self and actor.id == run.actor:
-                reason = (f"you started {run.label}, so someone else must {verb} it "
-                          f"({run.job} has approval self: false)")
-                await self._audit(actor, verb, where, "refused", reason)
-                raise PermissionDenied(reason)
+        if job is None or approval is None:
+            # Nobody can be checked against rules app.yaml no longer has: the run is never
+            # started, and ends at its expiry (or when someone allowed cancels it).
+            reason = (f"{run.job} no longer asks for approval in app.yaml, so {run.label} is "
+                      "not started; it ends at its expiry, or cancel it")
+            await self._audit(actor, verb, where, "rejected", reason)
+            raise Conflict(reason)
+        digest = spec_digest(job)
+        allowed = may_approve(job, actor)
+        if not allowed.allowed:
+            await self._audit(actor, verb, where, "refused", allowed.reason)
+            raise PermissionDenied(allowed.reason)
+        if not approval.allow_self and actor.id == run.actor:
+            reason = (f"you started {run.label}, so someone else must {verb} it "
+                      f"({run.job} has approval self: false)")
+            await self._audit(actor, verb, where, "refused", reason)
+            raise PermissionDenied(reason)
         decided = await self._db(self.store.decide_approval, Decision(
             run_id=run.id, who=actor.id, display=actor.name, source=actor.source.value,
-            decision=decision, digest=digest, required=approval.required if approval else 1,
+            decision=decision, digest=digest, required=approval.required,
             owner=str(self.owner), audit_target=where))
         self.changes.notify()
         outcome, latest = decided.outcome, decided.run
@@ -481,8 +489,8 @@ class JobService:
         if outcome in ("changed", "expired"):
             raise Conflict(f"{latest.label} was not started: {latest.reason}")
         approved = [a.display for a in decided.approvals if a.decision == APPROVED]
-        result = ApprovalResult(latest, outcome, approved, approval.required if approval else 1)
-        if outcome == "released" and job is not None:
+        result = ApprovalResult(latest, outcome, approved, approval.required)
+        if outcome == "released":
             await self._launch(self.catalog.resolve(f"{run.app}/{run.job}"), latest)
             result = dataclasses.replace(result, run=await self.get_run(run.id))
         return result

@@ -17,8 +17,9 @@ from multidict import MultiDictProxy
 
 from core.catalog import JobRef
 from core.errors import BadInput, Conflict, NotFound, PermissionDenied
-from core.masking import MASK, is_sensitive_key
+from core.masking import MASK, is_sensitive_key, mask_mapping
 from core.models import Run, RunState
+from core.parameters import secret_names
 from core.policy import Action, Actor, decide, may_approve, needs_confirmation
 from core.sealing import Unsealable
 from core.spec import JobSpec, ParameterSpec
@@ -140,7 +141,7 @@ async def run_now(request: web.Request) -> web.Response:
         return ctx.error(400, "Bad form", "This form has no valid key: open the job's page "
                          "again and press Run now there.")
     try:
-        given = _given(ctx, form)
+        given = _given(ctx, form, target.job)
         actor = await actor_for(ctx, request, target.job)
         if needs_confirmation(target.job, actor) and form.get("confirmed") != "yes":
             return await _confirmation(ctx, target, actor, given,
@@ -160,10 +161,15 @@ async def run_now(request: web.Request) -> web.Response:
     raise web.HTTPSeeOther(f"/runs/{run.id}?t={ctx.access.links.token(run.id)}")
 
 
-def _given(ctx: WebContext, form: MultiDictProxy[Any]) -> dict[str, str]:
+# How long a confirmation page's sealed values stay good.
+_SEALED_FOR = 15 * 60
+
+
+def _given(ctx: WebContext, form: MultiDictProxy[Any], job: JobSpec | None) -> dict[str, str]:
     """The values a form gives, by name: its parameter and `env` fields that hold a value (an
-    empty one keeps the job's, or the rerun's, own) and its sealed ones opened. The service
-    checks names and values; BadInput if a name comes twice or a seal does not open."""
+    empty one keeps the job's, or the rerun's, own) and its sealed ones opened (only for
+    `job`'s secret parameters, and for a quarter of an hour). The service checks names and
+    values; BadInput if a name comes twice or a seal does not open."""
     given: dict[str, str] = {}
     sealed: dict[str, str] = {}
     for field_name, value in form.items():
@@ -176,11 +182,14 @@ def _given(ctx: WebContext, form: MultiDictProxy[Any]) -> dict[str, str]:
                 if name in given or name in sealed:
                     raise BadInput(f"{name[:64]} is given twice")
                 into[name] = value
+    secret = secret_names(job) if job is not None else frozenset()
+    if not sealed.keys() <= secret:
+        raise BadInput("this form carries a sealed value for a name that is not a secret "
+                       "parameter of the job: open the page again")
     try:
-        return {**given, **ctx.service.sealer.open(sealed)}
+        return {**given, **ctx.service.sealer.open(sealed, ttl=_SEALED_FOR)}
     except Unsealable:
-        raise BadInput("this confirmation has expired (jobbot's key changed): open the page "
-                       "again") from None
+        raise BadInput("this confirmation has expired: open the page again") from None
 
 
 async def _confirmation(ctx: WebContext, target: JobRef, actor: Actor,
@@ -201,8 +210,9 @@ async def _confirmation(ctx: WebContext, target: JobRef, actor: Actor,
                    in ctx.service.sealer.seal({n: given[n] for n in secret}).items()})
     fields.update({(_PARAMETER_FIELD if name in declared else _ENV_FIELD) + name: value
                    for name, value in given.items() if name not in secret})
+    shown = {**mask_mapping(checked.values), **dict.fromkeys(checked.secrets, MASK)}
     return ctx.render("confirm.html", {"job": target.job, "action": action, "fields": fields,
-                                       "overrides": checked.shown()})
+                                       "overrides": shown})
 
 
 async def _form(ctx: WebContext, request: web.Request) -> MultiDictProxy[Any] | web.Response:
@@ -252,7 +262,7 @@ async def _act(request: web.Request, action: str) -> web.Response:
             pass  # the service answers precisely below
         if (action == "rerun" and job is not None and form.get("confirmed") != "yes"
                 and needs_confirmation(job.job, actor)):
-            return await _confirmation(ctx, job, actor, _given(ctx, form),
+            return await _confirmation(ctx, job, actor, _given(ctx, form, job.job),
                                        f"/runs/{run_id}/rerun", {"t": token}, rerun_of=run)
         if action == "cancel":
             await ctx.service.cancel(run_id, actor)
@@ -262,7 +272,8 @@ async def _act(request: web.Request, action: str) -> web.Response:
             await decide_run(run_id, actor)
             target = run_id
         else:
-            result = await ctx.service.rerun(run_id, actor, changes=_given(ctx, form))
+            result = await ctx.service.rerun(run_id, actor, changes=_given(
+                ctx, form, job.job if job is not None else None))
             target = result.run.id
     except PermissionDenied as exc:
         logger.info("page %s refused: %s", action, exc, extra={"run_id": run_id})

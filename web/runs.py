@@ -12,7 +12,7 @@ from aiohttp import web
 
 from core.errors import BadInput, NotFound
 from core.locks import line_text
-from core.masking import MASK, mask_mapping
+from core.masking import MASK, is_sensitive_key, mask_mapping
 from core.models import Attempt, Run
 from core.numbers import INT32_MAX, bounded_int, shown
 from core.service import RunDetail
@@ -53,7 +53,9 @@ def _rerun_fields(ctx: WebContext, run: Run) -> list[tuple[ParameterSpec, str, s
         job = ctx.service.catalog.resolve(f"{run.app}/{run.job}").job
     except NotFound:
         return []
-    return [(p, "", "secret: empty keeps the run's value") if p.secret
+    # A secret (or secret-looking) value is never put back into the page: empty keeps it.
+    return [(p, "", "empty keeps the run's value")
+            if p.secret or is_sensitive_key(p.name)
             else (p, run.overrides.get(p.name, ""), "") for p in job.parameters]
 
 

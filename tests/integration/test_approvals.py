@@ -21,10 +21,13 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.app import BOT
 from bot.usergroups import UserGroups
 from bot.workspace import Workspace
+from core.catalog import Catalog
+from core.errors import Conflict
 from core.links import Links
 from core.models import RunState, Source
 from core.policy import Actor
 from core.service import Slot
+from core.spec import load_app
 from core.store import Decision, NewRun, Store
 from tests.fakes.slack import BOT_TOKEN, CLIENT_ID, CLIENT_SECRET, FakeSlack, Message
 from tests.integration.test_slack_bot import Bot, start_bot
@@ -410,3 +413,23 @@ def test_concurrent_last_approvals_release_the_run_exactly_once(store: Store) ->
         assert run is not None and run.state == RunState.QUEUED
         queued = [e for e in store.events_for(run_id) if e.kind == "state"]
         assert [e.state for e in queued] == ["queued"]
+
+
+async def test_no_one_decides_a_run_whose_job_no_longer_asks_for_approval(
+        tmp_path: Path, store: Store) -> None:
+    """app.yaml lost the job's `approval:` while a run waited: its rules are gone, so no one
+    may approve (start) or deny it; it stays unstarted until it expires or is cancelled."""
+    waiting_job = python_job("deploy", "print('launched')", approval={"required": 1})
+    service = service_for(tmp_path, store, [waiting_job])
+    run = (await service.trigger("deploy", Actor.cli("ada"))).run
+    assert run.state == RunState.NEEDS_APPROVAL
+    plain = load_app(write_app(tmp_path / "changed", [python_job("deploy", "print('x')")]))
+    service.catalog = Catalog([plain])
+    for decide in (service.approve, service.deny):
+        with pytest.raises(Conflict, match="no longer asks for approval"):
+            await decide(run.id, Actor.cli("bob"))
+    after = await service.get_run(run.id)
+    assert after.state == RunState.NEEDS_APPROVAL and await service.approvals(run.id) == []
+    assert [a.result for a in store.audit_log(10) if a.action in ("approve", "deny")] == [
+        "rejected", "rejected"]
+    await service.shutdown()

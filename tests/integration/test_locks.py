@@ -192,25 +192,28 @@ async def test_a_like_request_joins_the_waiting_run(store: Store, tmp_path: Path
     gates = Gates(tmp_path / "gates")
     holder = (await service.trigger("migrate", ADA, overrides={"GATE": gates.path("a")})).run
     await until(service, holder.id, RunState.RUNNING)
-    asked = {"GATE": gates.path("b"), "TOKEN": "s3cret-token-value"}
+    asked = {"GATE": gates.path("b")}
     waiting = await service.trigger("migrate", ADA, overrides=asked, sha="a" * 40, ref="main")
     assert waiting.created and waiting.run.state == RunState.WAITING.value
     again = await service.trigger("migrate", BOB, overrides=dict(asked), sha="a" * 40,
                                   ref="main")
     assert (again.created, again.joined, again.run.id) == (False, True, waiting.run.id)
-    # Any difference (a secret value, the sha, the ref) is another request.
-    other_secret = await service.trigger("migrate", BOB, sha="a" * 40, ref="main",
-                                         overrides={**asked, "TOKEN": "another-value"})
+    # Any difference (the sha, the ref) is another request; a request with a secret value
+    # never joins (joining would tell whether a guess of another run's secret was right).
+    secret = {**asked, "TOKEN": "s3cret-token-value"}
+    with_secret = [await service.trigger("migrate", actor, overrides=dict(secret),
+                                         sha="a" * 40, ref="main") for actor in (ADA, BOB)]
     other_sha = await service.trigger("migrate", BOB, overrides=dict(asked), sha="b" * 40,
                                       ref="main")
     other_ref = await service.trigger("migrate", BOB, overrides=dict(asked), sha="a" * 40,
                                       ref="dev")
-    assert all(r.created and not r.joined for r in (other_secret, other_sha, other_ref))
+    assert all(r.created and not r.joined for r in (*with_secret, other_sha, other_ref))
+    for result in with_secret:
+        stored = await service.get_run(result.run.id)
+        assert "s3cret-token-value" not in repr(stored.model_dump())  # sealed only
     # A rerun of the waiting run asks for the same: it joins it.
     rerun = await service.rerun(waiting.run.id, BOB)
     assert (rerun.joined, rerun.run.id) == (True, waiting.run.id)
-    stored = await service.get_run(waiting.run.id)
-    assert "s3cret-token-value" not in repr(stored.model_dump())  # digest and seal only
     audit = await asyncio.to_thread(store.audit_log)
     assert any(a.result == "joined" and a.actor == BOB.id for a in audit)
     # Once it runs, a like request is a new run again.
@@ -219,7 +222,8 @@ async def test_a_like_request_joins_the_waiting_run(store: Store, tmp_path: Path
     later = await service.trigger("migrate", ADA, overrides=dict(asked), sha="a" * 40,
                                   ref="main")
     assert later.created and later.run.id != waiting.run.id
-    for run in (waiting.run, other_secret.run, other_sha.run, other_ref.run, later.run):
+    for run in (waiting.run, *(r.run for r in with_secret), other_sha.run, other_ref.run,
+                later.run):
         await service.cancel(run.id, ADA)
         await until(service, run.id, RunState.CANCELLED)
 

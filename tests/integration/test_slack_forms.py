@@ -309,3 +309,16 @@ async def test_a_command_that_cannot_be_parsed_is_recorded_without_its_values(
     entries = await asyncio.to_thread(bot.runtime.store.audit_log)
     assert "/job run deploy 'TOKEN=********' --bogus" in [e.target for e in entries]
     assert TOKEN_VALUE not in database_text(bot)
+
+
+async def test_a_command_naming_no_job_keeps_every_value_out_of_the_database(
+        bot: Bot) -> None:
+    """A misspelt job name: which of its values are secret cannot be known, so none is
+    recorded or audited in the clear."""
+    status, _, _ = await bot.command(f"run deplyo TOKEN={TOKEN_VALUE} SEED=plain-guess")
+    assert status == 200
+    await bot.app[BOT].backlog.join()
+    entries = await asyncio.to_thread(bot.runtime.store.audit_log)
+    assert "/job run deplyo TOKEN='********' SEED='********'" in [e.target for e in entries]
+    assert TOKEN_VALUE not in database_text(bot)
+    assert "plain-guess" not in database_text(bot)

@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from core.links import Links
 from core.models import RunState, Source
+from core.policy import Actor
 from core.service import JobService
 from core.store import Store
 from tests.support.apps import python_job, service_for
@@ -31,7 +32,8 @@ JOBS = [
                    {"name": "TARGET", "type": "choice", "choices": ["staging", "production"],
                     "required": True},
                    {"name": "STEPS", "type": "int", "default": 1},
-                   {"name": "KEY", "secret": True, "required": True}]),
+                   {"name": "KEY", "secret": True, "required": True},
+                   {"name": "DB_PASSWORD"}]),
 ]
 SECRET_VALUE = "s3cret-typed-in-the-form"
 
@@ -263,3 +265,29 @@ async def test_run_now_takes_parameters_and_a_secret_crosses_the_confirmation_se
     assert (rerun.state, rerun.rerun_of) == (RunState.SUCCEEDED, run.id)
     opened = service.sealer.open(rerun.secret_parameters)
     assert opened == {"KEY": "another-typed-secret"}
+
+
+async def test_secret_looking_values_stay_masked_and_stray_seals_are_refused(
+        local: TestClient, service: JobService) -> None:
+    await local.get(f"/?token={LOCAL_TOKEN}")
+    first = await service.trigger("deploy", Actor.cli("ada"), overrides={
+        "TARGET": "staging", "KEY": SECRET_VALUE, "DB_PASSWORD": "looks-secret-value"})
+    await asyncio.wait_for(service.wait(first.run.id), 30)
+    token = Links(PUBLIC_URL, KEY).token(first.run.id)
+    # The run page's rerun form does not put a secret-looking value back.
+    page = await (await local.get(f"/runs/{first.run.id}?t={token}")).text()
+    assert re.search(r'<input name="p:DB_PASSWORD" value=""', page)
+    assert "looks-secret-value" not in page and SECRET_VALUE not in page
+    # Nor does the rerun's confirmation page, in what it shows or carries.
+    asked = await local.post(f"/runs/{first.run.id}/rerun", data={"t": token}, headers=ORIGIN)
+    body = await asked.text()
+    assert asked.status == 200 and "Run deploy?" in body
+    assert "looks-secret-value" not in body and SECRET_VALUE not in body
+    # A sealed value only stands for a secret parameter of the job.
+    forged = service.sealer.seal({"TARGET": "production"})["TARGET"]
+    for name in ("TARGET", "NOPE"):
+        response = await local.post("/jobs/deploy/run", headers=ORIGIN, data={
+            "key": FORM_KEY, "confirmed": "yes", "p:KEY": "x" * 8, f"sealed:{name}": forged})
+        assert response.status == 400, name
+        assert "not a secret parameter" in html.unescape(await response.text())
+    assert len(await service.runs("deploy")) == 1
