@@ -56,18 +56,10 @@ def jobs(marker: Path, *, command: str = "launched", expires: str = "1h"
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeSlack]:
-    slack = FakeSlack()
-    await slack.start()
-    yield slack
-    await slack.stop()
-
-
-@pytest.fixture
-async def bot(tmp_path: Path, fake: FakeSlack, db_url: str, monkeypatch: pytest.MonkeyPatch
+async def bot(tmp_path: Path, slack: FakeSlack, db_url: str, monkeypatch: pytest.MonkeyPatch
               ) -> AsyncIterator[Bot]:
     monkeypatch.chdir(tmp_path)
-    started, stop = await start_bot(tmp_path, fake, db_url, jobs=jobs(tmp_path / "marker"))
+    started, stop = await start_bot(tmp_path, slack, db_url, jobs=jobs(tmp_path / "marker"))
     yield started
     await stop()
 
@@ -218,16 +210,16 @@ async def test_cancelling_a_waiting_run_ends_it(bot: Bot, tmp_path: Path) -> Non
 
 
 async def test_an_approval_after_the_definition_changed_does_not_start_it(
-        tmp_path: Path, fake: FakeSlack, db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, slack: FakeSlack, db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    old, stop_old = await start_bot(tmp_path / "old", fake, db_url, jobs=jobs(tmp_path / "m"))
+    old, stop_old = await start_bot(tmp_path / "old", slack, db_url, jobs=jobs(tmp_path / "m"))
     try:
         run_id = old.run_id_from(await old.ask("run deploy"))
         assert "approved" in await click(old, "approve", run_id, "U0BOB")
     finally:
         await stop_old()
     # jobbot restarts with a changed app.yaml: the run was asked for with the old definition.
-    new, stop_new = await start_bot(tmp_path / "new", fake, db_url,
+    new, stop_new = await start_bot(tmp_path / "new", slack, db_url,
                                     jobs=jobs(tmp_path / "m", command="changed"))
     try:
         answer = await click(new, "approve", run_id, "U0CAROL")
@@ -248,11 +240,11 @@ async def test_an_approval_after_the_definition_changed_does_not_start_it(
 
 
 async def test_two_replicas_approving_at_once_start_the_run_once(
-        tmp_path: Path, fake: FakeSlack, db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, slack: FakeSlack, db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     marker = tmp_path / "marker"
-    one, stop_one = await start_bot(tmp_path / "one", fake, db_url, jobs=jobs(marker))
-    two, stop_two = await start_bot(tmp_path / "two", fake, db_url, jobs=jobs(marker))
+    one, stop_one = await start_bot(tmp_path / "one", slack, db_url, jobs=jobs(marker))
+    two, stop_two = await start_bot(tmp_path / "two", slack, db_url, jobs=jobs(marker))
     try:
         for round_ in range(3):
             run_id = one.run_id_from(await one.ask("run deploy"))

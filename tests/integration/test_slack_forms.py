@@ -40,18 +40,10 @@ JOBS = [
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeSlack]:
-    slack = FakeSlack()
-    await slack.start()
-    yield slack
-    await slack.stop()
-
-
-@pytest.fixture
-async def bot(tmp_path: Path, fake: FakeSlack, db_url: str, monkeypatch: pytest.MonkeyPatch
+async def bot(tmp_path: Path, slack: FakeSlack, db_url: str, monkeypatch: pytest.MonkeyPatch
               ) -> AsyncIterator[Bot]:
     monkeypatch.chdir(tmp_path)
-    started, stop = await start_bot(tmp_path, fake, db_url, jobs=JOBS)
+    started, stop = await start_bot(tmp_path, slack, db_url, jobs=JOBS)
     yield started
     await stop()
 
@@ -258,15 +250,15 @@ async def test_a_form_for_a_confirm_job_asks_for_confirmation_with_the_secret_se
 
 
 async def test_only_people_allowed_to_run_the_job_get_its_form(
-        tmp_path: Path, fake: FakeSlack, db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, slack: FakeSlack, db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     jobs = [python_job("deploy", PRINT, parameters=PARAMETERS,
                        allow={"slack_users": ["U0BOSS"]})]
-    started, stop = await start_bot(tmp_path, fake, db_url, jobs=jobs)
+    started, stop = await start_bot(tmp_path, slack, db_url, jobs=jobs)
     try:
         answer = await started.ask("run deploy")
         assert "may not run" in answer or "not allowed" in answer, answer
-        assert fake.calls_of("views.open") == []
+        assert slack.calls_of("views.open") == []
     finally:
         await stop()
 
